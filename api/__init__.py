@@ -1,0 +1,1 @@
+"""The HTTP API: authentication, validation and routing. Never imports torch or transformers."""

@@ -1,0 +1,36 @@
+"""The Flask app factory: builds every connection and blueprint; nothing happens at import."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask
+
+from embedserve.celery_app import make_celery
+from embedserve.registry import Registry
+from embedserve.settings import Settings
+
+from api.auth import KeyChecker
+from api.context import EXTENSION, Services
+from api.dispatch import Dispatcher
+from api.errors import register_error_handlers
+from api.routes import embeddings, health, models
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """A ready-to-serve app for `settings` (read from the environment when omitted)."""
+    settings = settings or Settings.from_env()
+    app = Flask("embedserve")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    # Socket timeout above the longest BLPOP a request makes, so a slow reply is a 504, not an error.
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30,
+                                  socket_timeout=settings.sync_timeout + 10, socket_connect_timeout=5,
+                                  max_connections=settings.api_threads * 2 + 8)
+    celery = make_celery(settings)
+    app.extensions[EXTENSION] = Services(
+        settings=settings, redis=client, celery=celery, registry=Registry(client),
+        keys=KeyChecker(settings.api_keys), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
+    for blueprint in (health.bp, models.bp, embeddings.bp):
+        app.register_blueprint(blueprint)
+    register_error_handlers(app)
+    return app

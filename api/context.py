@@ -1,0 +1,55 @@
+"""What the routes share, built once by the app factory and kept on `app.extensions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from flask import current_app, g, request
+
+from embedserve.errors import InvalidRequest, NotFound
+from embedserve.registry import Registry, ServedModel
+from embedserve.settings import Settings
+
+from api.auth import KeyChecker
+from api.dispatch import Dispatcher
+
+EXTENSION = "embedserve"
+
+
+@dataclass
+class Services:
+    """Connections and helpers for one app instance (one per server process)."""
+
+    settings: Settings
+    redis: redis.Redis
+    celery: Celery
+    registry: Registry
+    keys: KeyChecker
+    dispatcher: Dispatcher
+
+
+def services() -> Services:
+    """The current app's services."""
+    return current_app.extensions[EXTENSION]
+
+
+def require_key() -> None:
+    """`before_request` hook for authenticated blueprints: sets g.key_id or raises 401."""
+    g.key_id = services().keys.authenticate(request.headers.get("Authorization"))
+
+
+def resolve_model(name: str | None) -> ServedModel:
+    """The served model for a request's `model` (or the only model, when it names none)."""
+    registry = services().registry
+    if name is None:
+        models = registry.models()
+        if len(models) == 1:
+            return models[0]
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+    served = registry.lookup(name)
+    if served is None:
+        raise NotFound(f"The model '{name}' does not exist or is not served here; see GET /v1/models.",
+                       param="model", code="model_not_found")
+    return served

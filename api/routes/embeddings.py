@@ -1,0 +1,23 @@
+"""POST /v1/embeddings: the OpenAI embeddings endpoint."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from api.context import require_key, resolve_model, services
+from api.responses import embedding_list
+from api.validation import check_against_model, parse_embedding_request, parse_json_body
+
+bp = Blueprint("embeddings", __name__)
+bp.before_request(require_key)
+
+
+@bp.post("/v1/embeddings")
+@bp.post("/embeddings")
+def create_embeddings() -> Response:
+    """Validate, route to the model's workers, answer in OpenAI's format."""
+    req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type))
+    served = resolve_model(req.model)
+    check_against_model(req, served.card)
+    result = services().dispatcher.embed(req, served)
+    return Response(embedding_list(result, served.card.name, req.encoding_format), mimetype="application/json")

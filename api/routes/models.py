@@ -1,0 +1,38 @@
+"""GET /v1/models and /v1/models/{id}: OpenAI's model list, showing models with a live worker."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from embedserve.errors import NotFound
+from embedserve.registry import ServedModel
+
+from api.context import require_key, services
+
+bp = Blueprint("models", __name__)
+bp.before_request(require_key)
+
+
+def model_object(served: ServedModel) -> dict:
+    """One OpenAI model object, with our extras (dimensions, max tokens, aliases)."""
+    card = served.card
+    return {"id": card.name, "object": "model", "created": card.created, "owned_by": "embedserve",
+            "kind": card.kind, "dimensions": card.dim, "max_input_tokens": card.max_length,
+            "aliases": list(card.aliases), "workers": served.live_workers}
+
+
+@bp.get("/v1/models")
+def list_models():
+    """Models that have at least one live worker."""
+    live = [model_object(m) for m in services().registry.models() if m.live_workers]
+    return jsonify({"object": "list", "data": live})
+
+
+@bp.get("/v1/models/<path:model_id>")
+def get_model(model_id: str):
+    """One model by served name or alias."""
+    served = services().registry.lookup(model_id)
+    if served is None or not served.live_workers:
+        raise NotFound(f"The model '{model_id}' does not exist or is not served here.", param="model",
+                       code="model_not_found")
+    return jsonify(model_object(served))

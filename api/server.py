@@ -1,0 +1,72 @@
+"""`python -m api` / `embedserve api`: check settings and Redis, then serve with gunicorn."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import redis
+from gunicorn.app.base import BaseApplication
+
+from embedserve.logs import configure_logging
+from embedserve.settings import ConfigError, Settings
+
+# Seconds the API waits for Redis at start (compose may start it a moment later).
+REDIS_WAIT_S = 30
+
+
+class _Server(BaseApplication):
+    """gunicorn with threads: every waiting sync request holds a thread, not a process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        self.cfg.set("bind", f"{s.host}:{s.port}")
+        self.cfg.set("workers", s.api_workers)
+        self.cfg.set("worker_class", "gthread")
+        self.cfg.set("threads", s.api_threads)
+        # A request may legitimately wait the whole sync timeout; gunicorn must not kill it first.
+        self.cfg.set("timeout", int(s.sync_timeout) + 30)
+        self.cfg.set("graceful_timeout", int(s.sync_timeout) + 5)
+        self.cfg.set("keepalive", 75)
+        self.cfg.set("loglevel", s.log_level.lower())
+
+    def load(self):
+        from api.app import create_app  # after fork: each server process gets its own connections
+
+        return create_app(self.settings)
+
+
+def check_startup(settings: Settings) -> str | None:
+    """Why the API cannot start with these settings, or None."""
+    if not settings.api_keys:
+        return "EMBED_API_KEYS is empty: set at least one API key (comma-separated)"
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    deadline = time.monotonic() + REDIS_WAIT_S
+    while True:
+        try:
+            client.ping()
+            return None
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                return f"cannot reach Redis ({exc}); check EMBED_REDIS_URL"
+            time.sleep(0.5)
+
+
+def main() -> int:
+    """Serve until stopped; returns the exit code."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"embedserve api: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    problem = check_startup(settings)
+    if problem:
+        print(f"embedserve api: {problem}", file=sys.stderr)
+        return 2
+    _Server(settings).run()
+    return 0

@@ -1,0 +1,36 @@
+"""The Celery app both sides build: the API to send tasks by name, workers to run them."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from embedserve.settings import Settings
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app on the settings' Redis, configured for at-least-once, idempotent tasks."""
+    app = Celery("embedserve", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="msgpack",
+        accept_content=["msgpack"],
+        # Results go to our own reply lists and job keys, not Celery's result backend.
+        task_ignore_result=True,
+        result_backend=None,
+        # A task is acknowledged after it ran, and handed to another worker if its worker dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Check interactive queues first: kombu BRPOPs the queues in this order.
+            "queue_order_strategy": "priority",
+        },
+        broker_connection_retry_on_startup=True,
+        broker_pool_limit=settings.api_threads + 4,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+    )
+    return app

@@ -1,0 +1,23 @@
+"""Every Redis key the service uses is built here, so the layout can be read in one place."""
+
+PREFIX = "embed:"
+
+
+def worker_heartbeats(model: str) -> str:
+    """Sorted set: worker id -> last heartbeat (unix time), one per served model."""
+    return f"{PREFIX}workers:{model}"
+
+
+def worker_info(worker_id: str) -> str:
+    """String (JSON): what a worker announced about itself; expires with its heartbeat."""
+    return f"{PREFIX}worker:{worker_id}"
+
+
+def known_models() -> str:
+    """Hash: served model name -> JSON model card (dims, max length, aliases); outlives workers."""
+    return f"{PREFIX}models"
+
+
+def reply(request_id: str) -> str:
+    """List a sync request's chunk results are pushed to; the API pops them."""
+    return f"{PREFIX}reply:{request_id}"

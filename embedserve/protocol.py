@@ -1,0 +1,91 @@
+"""What crosses Redis between the API and the workers: task names, queues, payloads, replies.
+
+Vectors travel as little-endian float32 bytes inside msgpack, never as lists of floats: a
+2048 x 1024 reply is 8 MiB of bytes instead of ~40 MiB of JSON, and base64 responses are the
+same bytes, re-encoded without touching a float.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+# Celery task names; the API sends by name so it never imports worker code.
+EMBED_TASK = "embedserve.embed"
+
+
+def interactive_queue(model: str) -> str:
+    """Queue for synchronous requests to `model` (served name)."""
+    return f"embed.{model}"
+
+
+def bulk_queue(model: str) -> str:
+    """Queue for bulk-job chunks of `model`; workers drain it after the interactive one."""
+    return f"embed.{model}.bulk"
+
+
+@dataclass(frozen=True)
+class EmbedChunk:
+    """One task's work: a slice of one request's inputs, already validated by the API."""
+
+    request_id: str
+    reply_to: str  # Redis list the result is pushed to
+    chunk: int  # position of this slice in the request
+    offset: int  # index of this slice's first input in the request (for error messages)
+    inputs: list  # list[str] or list[list[int]]
+    deadline: float  # unix time after which nobody waits for the result: skip the work
+    input_type: str = "document"
+    instruction: str | None = None
+    truncate: bool = False
+    dimensions: int | None = None
+    priority: int = 0  # 0 = interactive; higher numbers wait behind lower ones
+
+    def to_wire(self) -> dict[str, Any]:
+        """A plain dict for the Celery message (msgpack serializer)."""
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_wire(cls, payload: dict[str, Any]) -> "EmbedChunk":
+        """Rebuild from a Celery message, ignoring fields a newer API may add."""
+        known = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    """A worker's answer for one chunk: vectors and token count, or an error."""
+
+    chunk: int
+    vectors: bytes = b""  # rows x dim little-endian float32, row-major
+    rows: int = 0
+    dim: int = 0
+    tokens: int = 0
+    error: dict[str, Any] | None = None  # the OpenAI error object
+    status: int = 200
+
+    def pack(self) -> bytes:
+        """Serialize for the reply list."""
+        return msgpack.packb(self.__dict__, use_bin_type=True)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "ChunkResult":
+        """Parse a reply popped from Redis."""
+        return cls(**msgpack.unpackb(data, raw=False))
+
+    def row(self, index: int) -> bytes:
+        """Bytes of one vector."""
+        width = self.dim * 4
+        return self.vectors[index * width:(index + 1) * width]
+
+
+def floats(row: bytes) -> list[float]:
+    """A little-endian float32 row as Python floats (C speed, no numpy in the API)."""
+    values = array.array("f")
+    values.frombytes(row)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()

@@ -1,0 +1,25 @@
+"""The API never imports torch/transformers; workers never import Flask; shared code neither."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.stack import ROOT
+
+CHECKS = [
+    ("api.app, api.server, api.routes.embeddings", ("torch", "transformers", "numpy")),
+    ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher", ("flask",)),
+    ("embedserve.settings, embedserve.protocol, embedserve.registry, embedserve.celery_app, embedserve.cli",
+     ("torch", "transformers", "flask")),
+]
+
+
+@pytest.mark.parametrize("modules,forbidden", CHECKS, ids=["api", "worker", "shared"])
+def test_import_boundaries(modules, forbidden):
+    code = (f"import sys; import {modules}; "
+            f"bad = [m for m in {forbidden!r} if m in sys.modules]; print(','.join(bad)); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"{modules} imported {result.stdout.strip()} {result.stderr[-2000:]}"

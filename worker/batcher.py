@@ -1,0 +1,183 @@
+"""Coalesce rows from many concurrent tasks into forward passes under a token budget.
+
+Task threads `submit` their tokenized rows and wait on a future; one forward thread forms
+batches: interactive rows before bulk ones, rows of similar length together (padding is wasted
+compute), at most `max_batch_tokens` padded tokens and `max_rows` rows per pass. Rows whose
+caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
+error splits the batch and retries the halves; it never takes the worker down.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from embedserve import defaults
+from embedserve.errors import InternalError, Timeout
+
+log = logging.getLogger(__name__)
+
+INTERACTIVE, BULK = 0, 1
+# Rows looked at when forming one batch: bounds the sort and keeps old rows from waiting long.
+WINDOW_ROWS_FACTOR = 4
+
+
+@dataclass
+class Submission:
+    """One task's rows; its future resolves to a (rows x dim) float32 array in submission order."""
+
+    rows: list[list[int]]
+    deadline: float
+    future: Future = field(default_factory=Future)
+    remaining: int = 0
+    out: np.ndarray | None = None
+
+    def expired(self, now: float) -> bool:
+        return now > self.deadline
+
+
+@dataclass(frozen=True)
+class _Row:
+    submission: Submission
+    index: int
+
+    @property
+    def length(self) -> int:
+        return len(self.submission.rows[self.index])
+
+
+class Batcher:
+    """The single forward thread and its two queues."""
+
+    def __init__(self, forward: Callable[[list[list[int]]], np.ndarray], *, max_batch_tokens: int,
+                 max_rows: int = defaults.MAX_BATCH_ROWS, wait_s: float = defaults.BATCH_WAIT_S,
+                 is_oom: Callable[[BaseException], bool] = lambda exc: False,
+                 on_batch: Callable[[int, int], None] | None = None):
+        self._forward = forward
+        self._is_oom = is_oom
+        self._on_batch = on_batch
+        self.max_batch_tokens = max_batch_tokens
+        self.max_rows = max_rows
+        self.wait_s = wait_s
+        self._queues = (collections.deque(), collections.deque())
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="forward", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    def submit(self, rows: list[list[int]], *, priority: int, deadline: float) -> Submission:
+        """Queue rows for embedding; wait on `.future`."""
+        sub = Submission(rows=rows, deadline=deadline, remaining=len(rows))
+        if not rows:
+            sub.future.set_result(np.zeros((0, 0), dtype=np.float32))
+            return sub
+        queue = self._queues[BULK if priority else INTERACTIVE]
+        with self._cond:
+            queue.extend(_Row(sub, i) for i in range(len(rows)))
+            self._cond.notify()
+        return sub
+
+    def depth(self) -> int:
+        """Rows waiting for a forward pass."""
+        return len(self._queues[0]) + len(self._queues[1])
+
+    # -- forward thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self.depth():
+                    self._cond.wait(timeout=1.0)  # timeout: notice stop even if a notify is lost
+                if self._stopping:
+                    break
+                if self.wait_s and self.depth() < self.max_rows:
+                    # Shallow queue: give concurrent callers a moment to join this batch.
+                    self._cond.wait(timeout=self.wait_s)
+                batch = self._take_batch()
+            if batch:
+                self._run_batch(batch)
+        self._fail_all(InternalError("the worker is shutting down"))
+
+    def _take_batch(self) -> list[_Row]:
+        """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
+        now = time.time()
+        batch: list[_Row] = []
+        longest = 0
+        for queue in self._queues:
+            window = [queue.popleft() for _ in range(min(len(queue), self.max_rows * WINDOW_ROWS_FACTOR))]
+            kept = set()
+            # Longest first: the first row sets the batch's width and shorter ones fill it.
+            for row in sorted(window, key=lambda r: r.length, reverse=True):
+                if row.submission.future.done():  # failed or expired earlier: drop its rows
+                    continue
+                if row.submission.expired(now):
+                    self._expire(row.submission)
+                    continue
+                width = max(longest, row.length)
+                # A single row longer than the whole budget still runs, alone.
+                if not batch or (len(batch) < self.max_rows and width * (len(batch) + 1) <= self.max_batch_tokens):
+                    batch.append(row)
+                    longest = width
+                else:
+                    kept.add(id(row))
+            # What did not fit goes back to the front, in arrival order, ahead of newer rows.
+            queue.extendleft(reversed([row for row in window if id(row) in kept]))
+        return batch
+
+    def _run_batch(self, batch: list[_Row]) -> None:
+        try:
+            vectors = self._forward([r.submission.rows[r.index] for r in batch])
+        except BaseException as exc:  # noqa: BLE001 - one bad batch must not kill the thread
+            if self._is_oom(exc) and len(batch) > 1:
+                log.warning("out of memory on a batch of %d rows; splitting and retrying", len(batch))
+                half = len(batch) // 2
+                self._run_batch(batch[:half])
+                self._run_batch(batch[half:])
+                return
+            log.exception("forward pass failed for %d rows", len(batch))
+            for sub in {id(r.submission): r.submission for r in batch}.values():
+                _fail(sub, InternalError("the model failed on this input"))
+            return
+        if self._on_batch:
+            self._on_batch(len(batch), len(batch) * max(r.length for r in batch))
+        for row, vector in zip(batch, vectors):
+            sub = row.submission
+            if sub.future.done():
+                continue
+            if sub.out is None:
+                sub.out = np.empty((len(sub.rows), vectors.shape[1]), dtype=np.float32)
+            sub.out[row.index] = vector
+            sub.remaining -= 1
+            if sub.remaining == 0:
+                sub.future.set_result(sub.out)
+
+    def _expire(self, sub: Submission) -> None:
+        _fail(sub, Timeout("the request's deadline passed before its turn came"))
+
+    def _fail_all(self, exc: Exception) -> None:
+        with self._cond:
+            rows = [row for queue in self._queues for row in queue]
+            for queue in self._queues:
+                queue.clear()
+        for row in rows:
+            _fail(row.submission, exc)
+
+
+def _fail(sub: Submission, exc: Exception) -> None:
+    if not sub.future.done():
+        sub.future.set_exception(exc)

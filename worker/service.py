@@ -1,0 +1,66 @@
+"""Run one chunk of an embedding request: tokenize, batch, truncate dimensions, pack the reply."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from embedserve.errors import InternalError, InvalidRequest, ServiceError, Timeout
+from embedserve.protocol import ChunkResult, EmbedChunk
+from worker.batcher import Batcher
+from worker.engine import EmbeddingEngine
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingService:
+    """Glue between tasks and the model: everything a task needs, nothing about Celery."""
+
+    def __init__(self, engine: EmbeddingEngine, batcher: Batcher):
+        self.engine = engine
+        self.batcher = batcher
+
+    def run(self, chunk: EmbedChunk) -> ChunkResult:
+        """Embed one chunk; errors come back as a result, never as an exception."""
+        try:
+            return self._run(chunk)
+        except ServiceError as exc:
+            return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+        except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
+            log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
+            exc = InternalError("the worker failed to embed this input")
+            return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+
+    def _run(self, chunk: EmbedChunk) -> ChunkResult:
+        tokenized = self._tokenize(chunk)
+        sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
+        try:
+            vectors = sub.future.result(timeout=max(0.0, chunk.deadline - time.time()) + 1.0)
+        except FutureTimeout:
+            raise Timeout("the embedding did not finish within the request's deadline") from None
+        if chunk.dimensions is not None:
+            vectors = truncate_dimensions(vectors, chunk.dimensions)
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        return ChunkResult(chunk=chunk.chunk, vectors=vectors.tobytes(), rows=vectors.shape[0],
+                           dim=vectors.shape[1], tokens=tokenized.tokens)
+
+    def _tokenize(self, chunk: EmbedChunk):
+        inputs = chunk.inputs
+        if all(isinstance(item, str) for item in inputs):
+            return self.engine.tokenize(inputs, offset=chunk.offset, input_type=chunk.input_type,
+                                        instruction=chunk.instruction, truncate=chunk.truncate)
+        if all(isinstance(item, list) for item in inputs):
+            return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate)
+        raise InvalidRequest("input must be all strings or all token-id arrays", param="input")
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Matryoshka truncation: keep the first `dimensions` values, then re-normalize."""
+    if dimensions >= vectors.shape[1]:
+        return vectors
+    cut = vectors[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return cut / np.maximum(norms, 1e-12)

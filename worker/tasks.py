@@ -1,0 +1,31 @@
+"""Celery task definitions: thin glue from a message to the service and back to the caller."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from celery import Celery
+
+from embedserve import defaults
+from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
+from worker.service import EmbeddingService
+
+
+def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis) -> None:
+    """Attach this worker's tasks to `app`, bound to the loaded model and a Redis client."""
+
+    @app.task(name=EMBED_TASK, ignore_result=True)
+    def embed(payload: dict) -> None:
+        chunk = EmbedChunk.from_wire(payload)
+        if time.time() > chunk.deadline:
+            return  # the caller has gone (timed out): do not spend a forward pass on it
+        send_reply(client, chunk.reply_to, service.run(chunk))
+
+
+def send_reply(client: redis.Redis, key: str, result: ChunkResult) -> None:
+    """Push one chunk's result to the caller's reply list, which expires if nobody reads it."""
+    pipe = client.pipeline(transaction=False)
+    pipe.rpush(key, result.pack())
+    pipe.expire(key, defaults.REPLY_TTL_S)
+    pipe.execute()
