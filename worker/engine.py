@@ -7,6 +7,7 @@ single forward thread; `tokenize` is safe to call from many task threads at once
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ class EmbeddingEngine:
         self.device = device
         self.dtype = dtype
         self.tokenizer = AutoTokenizer.from_pretrained(source)
+        # A fast tokenizer keeps truncation settings as shared state that each call rewrites, so
+        # concurrent calls from task threads could truncate with another call's settings.
+        self._tokenizer_lock = threading.Lock()
         config = AutoConfig.from_pretrained(source)
         self.model_type = config.model_type
         local = Path(source)
@@ -97,9 +101,10 @@ class EmbeddingEngine:
         if prefix:
             texts = [prefix + text for text in texts]
         room = self.max_length - (1 if self.append_eos else 0)
-        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=truncate,
-                                 max_length=room if truncate else None,
-                                 return_attention_mask=False, return_token_type_ids=False)
+        with self._tokenizer_lock:
+            encoded = self.tokenizer(texts, add_special_tokens=True, truncation=truncate,
+                                     max_length=room if truncate else None,
+                                     return_attention_mask=False, return_token_type_ids=False)
         rows = encoded["input_ids"]
         if self.append_eos:
             rows = [row + [self.eos_id] for row in rows]
