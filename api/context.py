@@ -53,7 +53,7 @@ def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> Se
         raise NotFound(f"The model '{name}' does not exist or is not served here; see GET /v1/models.",
                        param="model", code="model_not_found")
     if served.card.kind != kind:
-        endpoint = "/v1/rerank" if served.card.kind == ModelKind.RERANK else "/v1/embeddings"
-        raise InvalidRequest(f"The model '{name}' is a {served.card.kind} model, not a {kind.value} model; "
-                             f"send it to {endpoint}.", param="model", code="wrong_model_kind")
+        what = "a reranker; send it to /v1/rerank" if served.card.kind == ModelKind.RERANK else \
+            "an embedding model; send it to /v1/embeddings"
+        raise InvalidRequest(f"The model '{name}' is {what}.", param="model", code="wrong_model_kind")
     return served

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import requests
@@ -10,6 +14,7 @@ from tests.fixtures.tiny_models import (build_tiny_cross_encoder, build_tiny_qwe
                                         reference_cross_encoder_scores, reference_qwen3_rerank_scores)
 from tests.integration.conftest import API_KEY, MINILM
 from tests.integration.test_errors import assert_openai_error
+from tests.stack import ROOT
 
 QWEN_RERANKER = "tiny-qwen3-reranker"
 QWEN_RERANKER_ALIAS = "Qwen3-Reranker-0.6B"
@@ -126,6 +131,7 @@ def test_models_list_rerankers_with_their_kind(http, rerankers):
     models = {m["id"]: m for m in http.get(http.base + "/v1/models", timeout=10).json()["data"]}
     assert models[QWEN_RERANKER]["kind"] == "rerank" and models[CROSS_ENCODER]["kind"] == "rerank"
     assert QWEN_RERANKER_ALIAS in models[QWEN_RERANKER]["aliases"]
+    assert models[QWEN_RERANKER]["max_input_tokens"] == 512 and "dimensions" not in models[QWEN_RERANKER]
     assert models[MINILM]["kind"] == "embedding"
 
 
@@ -179,3 +185,22 @@ def test_bad_auth(api_url, rerankers, headers, code):
 def test_good_key_is_accepted_as_bare_header(api_url, rerankers):
     response = requests.post(api_url + "/v1/rerank", json=OK, headers={"Authorization": API_KEY}, timeout=60)
     assert response.status_code == 200, response.text[:500]
+
+
+def test_readme_retrieve_then_rerank_example(api_url, rerankers, tmp_path):
+    """The README's Python example runs as written against the stack (URL and key filled in)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "/v1/rerank" in b]
+    assert len(blocks) == 1, "expected one retrieve-then-rerank example in README.md"
+    # The example's reranker name is the test reranker's alias, so only the address and key change.
+    assert f'"model": "{QWEN_RERANKER_ALIAS}"' in blocks[0]
+    script = blocks[0].replace('"http://127.0.0.1:8000"', repr(api_url)).replace('"sk-..."', repr(API_KEY))
+    path = tmp_path / "retrieve_then_rerank.py"
+    path.write_text(script)
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        score, text = line.split(" ", 1)
+        assert 0.0 <= float(score) <= 1.0 and text.endswith(".")
