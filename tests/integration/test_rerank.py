@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import requests
 
+from embedserve import keys
 from tests.fixtures.tiny_models import (build_tiny_cross_encoder, build_tiny_qwen3_reranker,
                                         reference_cross_encoder_scores, reference_qwen3_rerank_scores)
 from tests.integration.conftest import API_KEY, MINILM
@@ -40,6 +41,10 @@ def rerankers(stack, tmp_path_factory):
     yield {QWEN_RERANKER: qwen_dir, CROSS_ENCODER: ce_dir}
     for process in started:
         process.stop()
+    # Forget the stopped rerankers, or /ready would report them down for the rest of the session.
+    client = stack.redis.client()
+    client.hdel(keys.known_models(), QWEN_RERANKER, CROSS_ENCODER)
+    client.delete(keys.worker_heartbeats(QWEN_RERANKER), keys.worker_heartbeats(CROSS_ENCODER))
 
 
 def rerank(http, path="/v1/rerank", **body) -> requests.Response:
