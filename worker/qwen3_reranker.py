@@ -57,8 +57,9 @@ class Qwen3Reranker(Reranker):
         bodies = [prompt_body(query, doc, instruction) for doc in documents]
         # The body is tokenized as one text, as the model card does, so token boundaries match it;
         # truncation cuts from the right, i.e. the document's end, before the fixed suffix is added.
-        encoded = self.tokenizer(bodies, add_special_tokens=False, truncation=truncate,
-                                 max_length=max(1, room) if truncate else None, return_attention_mask=False)
+        with self.tokenizer_lock:
+            encoded = self.tokenizer(bodies, add_special_tokens=False, truncation=truncate,
+                                     max_length=max(1, room) if truncate else None, return_attention_mask=False)
         rows = [self.prefix_ids + ids + self.suffix_ids for ids in encoded["input_ids"]]
         if not truncate:
             self.check_lengths(rows, offset)

@@ -9,6 +9,7 @@ the Qwen3-Reranker yes/no recipe (worker/qwen3_reranker.py). Like the embedding 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -37,6 +38,9 @@ class Reranker:
         self.model_type = config.model_type
         self.vocab_size = max(len(tokenizer), int(getattr(config, "vocab_size", 0) or 0))
         self.max_length = model_max_length(tokenizer, config)
+        # A fast tokenizer's truncation setting is state on the shared Rust object, set per call;
+        # task threads asking with and without truncation at once would race on it.
+        self.tokenizer_lock = threading.Lock()
 
     def tokenize(self, query: str, documents: list[str], *, offset: int, instruction: str | None,
                  truncate: bool) -> Tokenized:
@@ -89,10 +93,11 @@ class CrossEncoder(Reranker):
         self.model = load_with_sdpa(AutoModelForSequenceClassification, source, dtype).to(device).eval()
 
     def tokenize(self, query, documents, *, offset, instruction, truncate) -> Tokenized:
-        encoded = self.tokenizer([query] * len(documents), list(documents),
-                                 truncation="longest_first" if truncate else False,
-                                 max_length=self.max_length if truncate else None,
-                                 return_attention_mask=False, return_token_type_ids=True)
+        with self.tokenizer_lock:
+            encoded = self.tokenizer([query] * len(documents), list(documents),
+                                     truncation="longest_first" if truncate else False,
+                                     max_length=self.max_length if truncate else None,
+                                     return_attention_mask=False, return_token_type_ids=True)
         rows = []
         for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"]):
             row = PairRow(ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,33 @@ def test_cross_encoder_rejects_other_heads():
         cross_encoder_activation(BertConfig(num_labels=3))
     with pytest.raises(ConfigError, match="activation"):
         cross_encoder_activation(BertConfig(num_labels=1, sentence_transformers={"activation_fn": "my.Softplus"}))
+
+
+def test_concurrent_tokenize_keeps_each_callers_truncation(tmp_path):
+    """Task threads share one fast tokenizer whose truncation is per-call state; each call must get its own."""
+    path = tiny_models.build_tiny_cross_encoder(tmp_path / "ce")
+    config = AutoConfig.from_pretrained(path)
+    model = CrossEncoder(str(path), config, AutoTokenizer.from_pretrained(path), torch.device("cpu"), torch.float32)
+    model.max_length = 64
+    long_doc = "the cat reads the document " * 30  # about 150 tokens with the query
+    wrong = []
+
+    def work(truncate: bool) -> None:
+        for _ in range(100):
+            try:
+                rows = model.tokenize("q", [long_doc] * 4, offset=0, instruction=None, truncate=truncate).rows
+                if len(rows[0]) > 64:
+                    wrong.append(len(rows[0]))
+            except InvalidRequest:
+                if truncate:
+                    wrong.append("truncating call refused as too long")
+            else:
+                if not truncate:
+                    wrong.append("untruncated call was cut")
+
+    threads = [threading.Thread(target=work, args=(i % 2 == 1,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not wrong, wrong[:5]
