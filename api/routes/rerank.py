@@ -1,4 +1,8 @@
-"""POST /v1/rerank: score documents against a query (Cohere/Jina-compatible)."""
+"""POST /v1/rerank: score documents against a query (Cohere/Jina-compatible).
+
+Also at /rerank, and at /v2/rerank where Cohere's v2 client (`cohere.ClientV2`) posts: its
+request is v1's minus `return_documents`, and its response reads a subset of ours.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ bp.before_request(require_key)
 
 
 @bp.post("/v1/rerank")
+@bp.post("/v2/rerank")
 @bp.post("/rerank")
 def rerank() -> Response:
     """Validate, score every document on the reranker's workers, answer sorted by relevance."""

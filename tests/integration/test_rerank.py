@@ -132,6 +132,27 @@ def test_jina_and_cohere_shapes(http, rerankers):
     assert [r["relevance_score"] for r in cohere.json()["results"]] == sorted(plain, reverse=True)[:2]
 
 
+def test_cohere_clients_v1_and_v2(api_url, http, rerankers):
+    """Cohere's own SDK, pointed at us: v1 (/v1/rerank) and v2 (/v2/rerank) parse our responses."""
+    import cohere
+    import httpx
+
+    plain = scores_by_index(rerank(http, model=QWEN_RERANKER, query=QUERY, documents=DOCS))
+    best = list(np.argsort(-plain, kind="stable"))
+    with httpx.Client(timeout=60) as transport:  # ours, so its sockets are closed when the test ends
+        v1 = cohere.Client(api_key=API_KEY, base_url=api_url, httpx_client=transport, max_retries=0)
+        reply = v1.rerank(model=QWEN_RERANKER, query=QUERY, documents=DOCS, top_n=3, return_documents=True)
+        assert [r.index for r in reply.results] == best[:3]
+        assert [r.document.text for r in reply.results] == [DOCS[i] for i in best[:3]]
+        np.testing.assert_allclose([r.relevance_score for r in reply.results], plain[best[:3]], atol=1e-6)
+        v2 = cohere.ClientV2(api_key=API_KEY, base_url=api_url, httpx_client=transport, max_retries=0)
+        reply = v2.rerank(model=QWEN_RERANKER, query=QUERY, documents=DOCS, top_n=2, max_tokens_per_doc=4096)
+        assert [r.index for r in reply.results] == best[:2]
+        with pytest.raises(cohere.core.ApiError) as info:
+            v2.rerank(model=MINILM, query=QUERY, documents=DOCS)
+        assert info.value.status_code == 400
+
+
 def test_models_list_rerankers_with_their_kind(http, rerankers):
     models = {m["id"]: m for m in http.get(http.base + "/v1/models", timeout=10).json()["data"]}
     assert models[QWEN_RERANKER]["kind"] == "rerank" and models[CROSS_ENCODER]["kind"] == "rerank"
