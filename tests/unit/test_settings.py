@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from embedserve.settings import ConfigError, Settings
+from tests.stack import ROOT
 
 
 def test_defaults():
@@ -68,3 +73,13 @@ def test_reranker_settings():
 def test_bad_reranker_settings(env, needle):
     with pytest.raises(ConfigError, match=needle):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("command", [["-m", "embedserve.cli", "worker", "--rerank"], ["-m", "worker", "--rerank"]],
+                         ids=["embedserve-worker", "python-m-worker"])
+def test_rerank_flag_selects_the_reranker(command):
+    """`--rerank` makes the worker serve EMBED_RERANK_MODEL: without one it stops at once, naming it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs EMBED_RERANK_MODEL" in result.stderr
