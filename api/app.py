@@ -13,7 +13,7 @@ from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
 from api.errors import register_error_handlers
-from api.routes import embeddings, health, models
+from api.routes import embeddings, health, models, rerank
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, celery=celery, registry=Registry(client),
         keys=KeyChecker(settings.api_keys), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
-    for blueprint in (health.bp, models.bp, embeddings.bp):
+    for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

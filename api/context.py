@@ -9,7 +9,7 @@ from celery import Celery
 from flask import current_app, g, request
 
 from embedserve.errors import InvalidRequest, NotFound
-from embedserve.registry import Registry, ServedModel
+from embedserve.registry import ModelKind, Registry, ServedModel
 from embedserve.settings import Settings
 
 from api.auth import KeyChecker
@@ -40,11 +40,11 @@ def require_key() -> None:
     g.key_id = services().keys.authenticate(request.headers.get("Authorization"))
 
 
-def resolve_model(name: str | None) -> ServedModel:
-    """The served model for a request's `model` (or the only model, when it names none)."""
+def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> ServedModel:
+    """The served model of `kind` for a request's `model` (or the only such model, when it names none)."""
     registry = services().registry
     if name is None:
-        models = registry.models()
+        models = [m for m in registry.models() if m.card.kind == kind]
         if len(models) == 1:
             return models[0]
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
@@ -52,4 +52,8 @@ def resolve_model(name: str | None) -> ServedModel:
     if served is None:
         raise NotFound(f"The model '{name}' does not exist or is not served here; see GET /v1/models.",
                        param="model", code="model_not_found")
+    if served.card.kind != kind:
+        what = "a reranker; send it to /v1/rerank" if served.card.kind == ModelKind.RERANK else \
+            "an embedding model; send it to /v1/embeddings"
+        raise InvalidRequest(f"The model '{name}' is {what}.", param="model", code="wrong_model_kind")
     return served

@@ -2,7 +2,8 @@
 
 Large requests are cut into chunks so all live workers (and all their task threads) share
 the work; each chunk's result is pushed by the worker to one reply list that this request
-BLPOPs, so the wait is one blocking call per chunk and no polling.
+BLPOPs, so the wait is one blocking call per chunk and no polling. Embeddings and reranking
+share this path: only the task, the queue and the payload of a chunk differ.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import redis
 from celery import Celery
 
 from embedserve import defaults, keys
 from embedserve.errors import ServiceError, Timeout, Unavailable
-from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk, interactive_queue
+from embedserve.protocol import (EMBED_TASK, RERANK_TASK, ChunkResult, EmbedChunk, RerankChunk, interactive_queue,
+                                 rerank_queue)
 from embedserve.registry import ServedModel
 
+from api.rerank_validation import RerankRequest
 from api.validation import EmbeddingRequest
 
 # Seconds a client is told to wait when no worker serves the model.
@@ -28,10 +32,22 @@ NO_WORKER_RETRY_AFTER_S = 5
 
 @dataclass(frozen=True)
 class Embedded:
-    """The ordered chunk results of one request."""
+    """The ordered chunk results of one request (vectors, or one score per document), and its tokens."""
 
     chunks: list[ChunkResult]
     tokens: int
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """What a chunk payload builder gets: where the chunk goes and which inputs it holds."""
+
+    request_id: str
+    reply_to: str
+    index: int
+    start: int
+    end: int
+    deadline: float
 
 
 def chunk_bounds(total: int, workers: int) -> list[tuple[int, int]]:
@@ -42,7 +58,7 @@ def chunk_bounds(total: int, workers: int) -> list[tuple[int, int]]:
 
 
 class Dispatcher:
-    """Sends chunks to a model's interactive queue and waits for them, bounded by a timeout."""
+    """Sends chunks to a model's queue and waits for them, bounded by a timeout."""
 
     def __init__(self, celery: Celery, client: redis.Redis, timeout: float):
         self._celery = celery
@@ -51,21 +67,38 @@ class Dispatcher:
 
     def embed(self, req: EmbeddingRequest, served: ServedModel) -> Embedded:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
+        def payload(s: _Slice) -> dict:
+            return EmbedChunk(
+                request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
+                inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
+                instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions).to_wire()
+
+        return self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload)
+
+    def rerank(self, req: RerankRequest, served: ServedModel) -> Embedded:
+        """Score every document of `req` against its query with `served`; one score row per document."""
+        def payload(s: _Slice) -> dict:
+            return RerankChunk(
+                request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start, query=req.query,
+                documents=req.documents[s.start:s.end], deadline=s.deadline, instruction=req.instruction,
+                truncate=req.truncate).to_wire()
+
+        return self._scatter(served, RERANK_TASK, rerank_queue(served.card.name), len(req.documents), payload)
+
+    def _scatter(self, served: ServedModel, task: str, queue: str, total: int,
+                 payload: Callable[[_Slice], dict]) -> Embedded:
+        """Send `total` inputs as chunks of `task` to `queue`, then gather the replies in order."""
         if served.live_workers == 0:
             raise Unavailable(f"No worker is serving model '{served.card.name}' right now; retry shortly.",
                               code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S)
         request_id = uuid.uuid4().hex
         reply_key = keys.reply(request_id)
         deadline = time.time() + self._timeout
-        bounds = chunk_bounds(len(req.inputs), served.live_workers)
-        queue = interactive_queue(served.card.name)
+        bounds = chunk_bounds(total, served.live_workers)
         for index, (start, end) in enumerate(bounds):
-            chunk = EmbedChunk(
-                request_id=request_id, reply_to=reply_key, chunk=index, offset=start,
-                inputs=req.inputs[start:end], deadline=deadline, input_type=req.input_type,
-                instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions)
-            self._celery.send_task(EMBED_TASK, args=[chunk.to_wire()], queue=queue,
-                                   expires=self._timeout, task_id=f"{request_id}-{index}")
+            wire = payload(_Slice(request_id, reply_key, index, start, end, deadline))
+            self._celery.send_task(task, args=[wire], queue=queue, expires=self._timeout,
+                                   task_id=f"{request_id}-{index}")
         try:
             results = self._collect(reply_key, len(bounds), deadline)
         finally:
@@ -81,7 +114,7 @@ class Dispatcher:
             remaining = deadline - time.time()
             popped = self._redis.blpop([reply_key], timeout=remaining) if remaining > 0 else None
             if popped is None:
-                raise Timeout(f"The embedding did not finish within {self._timeout:g} seconds "
+                raise Timeout(f"The request did not finish within {self._timeout:g} seconds "
                               f"(EMBED_SYNC_TIMEOUT); the workers may be overloaded.")
             result = ChunkResult.unpack(popped[1])
             by_chunk[result.chunk] = result

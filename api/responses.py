@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 from embedserve.protocol import floats
 
 from api.dispatch import Embedded
+from api.rerank_validation import RerankRequest, ranked
 
 
 def embedding_list(result: Embedded, model: str, encoding_format: str) -> str:
@@ -25,3 +27,19 @@ def embedding_list(result: Embedded, model: str, encoding_format: str) -> str:
 
 def _base64(row: bytes) -> str:
     return base64.b64encode(row).decode("ascii")
+
+
+def rerank_response(result: Embedded, req: RerankRequest, model: str) -> str:
+    """`{"id", "object": "rerank", "model", "results": [...], "usage"}` as JSON text, best first."""
+    scores = [score for chunk in result.chunks for score in floats(chunk.vectors)]
+    results = []
+    for index in ranked(scores, req.top_n):
+        item = {"index": index, "relevance_score": scores[index]}
+        if req.return_documents:
+            item["document"] = {"text": req.documents[index]}
+        results.append(item)
+    usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    # `meta` is where Cohere's clients read billing; Jina's and ours read `usage`.
+    meta = {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": result.tokens, "output_tokens": 0}}
+    return json.dumps({"id": uuid.uuid4().hex, "object": "rerank", "model": model, "results": results,
+                       "usage": usage, "meta": meta})

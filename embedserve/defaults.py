@@ -33,3 +33,9 @@ VISIBILITY_TIMEOUT_S = 3600
 TASK_TIME_LIMIT_S = 600
 # Default instruction for Qwen3-style query embeddings (from the Qwen3-Embedding model card).
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+# Largest number of documents in one /v1/rerank request (Cohere's limit).
+MAX_RERANK_DOCUMENTS = 1000
+# Longest (query, document) prompt a reranker scores, tokens; the Qwen3-Reranker model card uses 8192.
+RERANK_MAX_TOKENS = 8192
+# Default instruction for Qwen3-Reranker (from its model card).
+DEFAULT_RERANK_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"

@@ -16,6 +16,7 @@ import msgpack
 
 # Celery task names; the API sends by name so it never imports worker code.
 EMBED_TASK = "embedserve.embed"
+RERANK_TASK = "embedserve.rerank"
 
 
 def interactive_queue(model: str) -> str:
@@ -28,8 +29,27 @@ def bulk_queue(model: str) -> str:
     return f"embed.{model}.bulk"
 
 
+def rerank_queue(model: str) -> str:
+    """Queue for /v1/rerank requests to reranker `model` (served name)."""
+    return f"rerank.{model}"
+
+
+class _Wire:
+    """Plain-dict round trip for Celery messages (msgpack serializer)."""
+
+    def to_wire(self) -> dict[str, Any]:
+        """A plain dict for the Celery message."""
+        return self.__dict__.copy()
+
+    @classmethod
+    def from_wire(cls, payload: dict[str, Any]):
+        """Rebuild from a Celery message, ignoring fields a newer API may add."""
+        known = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in payload.items() if k in known})
+
+
 @dataclass(frozen=True)
-class EmbedChunk:
+class EmbedChunk(_Wire):
     """One task's work: a slice of one request's inputs, already validated by the API."""
 
     request_id: str
@@ -44,15 +64,25 @@ class EmbedChunk:
     dimensions: int | None = None
     priority: int = 0  # 0 = interactive; higher numbers wait behind lower ones
 
-    def to_wire(self) -> dict[str, Any]:
-        """A plain dict for the Celery message (msgpack serializer)."""
-        return self.__dict__.copy()
 
-    @classmethod
-    def from_wire(cls, payload: dict[str, Any]) -> "EmbedChunk":
-        """Rebuild from a Celery message, ignoring fields a newer API may add."""
-        known = cls.__dataclass_fields__.keys()
-        return cls(**{k: v for k, v in payload.items() if k in known})
+@dataclass(frozen=True)
+class RerankChunk(_Wire):
+    """A slice of one rerank request's documents, all scored against the same query.
+
+    The reply is a ChunkResult with one float32 score per document (dim 1), so replies, errors
+    and the API's gathering are shared with embeddings.
+    """
+
+    request_id: str
+    reply_to: str
+    chunk: int
+    offset: int  # index of this slice's first document in the request
+    query: str
+    documents: list  # list[str]
+    deadline: float
+    instruction: str | None = None
+    truncate: bool = False
+    priority: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,18 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 
 import redis
 
 from embedserve import defaults, keys
+
+
+class ModelKind(str, Enum):
+    """What a served model does, so each endpoint takes only its own kind."""
+
+    EMBEDDING = "embedding"
+    RERANK = "rerank"
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,7 @@ class ModelCard:
 
     name: str
     aliases: tuple[str, ...] = ()
-    kind: str = "embedding"
+    kind: str = ModelKind.EMBEDDING.value
     dim: int = 0
     max_length: int = 0
     vocab_size: int = 0

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
+from enum import Enum
 from urllib.parse import urlsplit
 
 from embedserve import defaults
@@ -17,6 +18,13 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 class ConfigError(ValueError):
     """A setting has a value the service cannot run with; the message names the variable."""
+
+
+class WorkerRole(str, Enum):
+    """Which of the configured models a worker process loads."""
+
+    EMBED = "embed"
+    RERANK = "rerank"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +47,14 @@ class Settings:
     model_name: str = ""
     # Other names accepted for the same model.
     model_aliases: tuple[str, ...] = ()
+    # Reranker a rerank worker serves (Qwen3-Reranker or a cross-encoder): hub id or directory; "" = none.
+    rerank_model: str = ""
+    # Name clients put in /v1/rerank's `model`; "" = derived from `rerank_model`.
+    rerank_model_name: str = ""
+    # Other names accepted for the reranker.
+    rerank_model_aliases: tuple[str, ...] = ()
+    # What a worker process serves: "embed" (EMBED_MODEL) or "rerank" (EMBED_RERANK_MODEL); one model each.
+    worker_role: str = WorkerRole.EMBED.value
     # auto | cpu | cuda (or cuda:N).
     device: str = "auto"
     # auto | float32 | bfloat16 | float16; auto = fp32 on CPU, bf16 (fp16 if unsupported) on CUDA.
@@ -73,6 +89,10 @@ class Settings:
             model=reader.str("EMBED_MODEL", cls.model),
             model_name=reader.str("EMBED_MODEL_NAME", cls.model_name),
             model_aliases=reader.list("EMBED_MODEL_ALIASES"),
+            rerank_model=reader.str("EMBED_RERANK_MODEL", cls.rerank_model),
+            rerank_model_name=reader.str("EMBED_RERANK_MODEL_NAME", cls.rerank_model_name),
+            rerank_model_aliases=reader.list("EMBED_RERANK_MODEL_ALIASES"),
+            worker_role=reader.str("EMBED_WORKER_ROLE", cls.worker_role).lower(),
             device=reader.str("EMBED_DEVICE", cls.device).lower(),
             dtype=reader.str("EMBED_DTYPE", cls.dtype).lower(),
             max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 16, 10**8),
@@ -100,6 +120,19 @@ class Settings:
         for name in (self.served_model_name, *self.model_aliases):
             if not _NAME_RE.match(name):
                 raise ConfigError(f"model name {name!r} (EMBED_MODEL_NAME/EMBED_MODEL_ALIASES) has characters outside [A-Za-z0-9._:/-]")
+        if self.worker_role not in {role.value for role in WorkerRole}:
+            raise ConfigError(f"EMBED_WORKER_ROLE must be embed or rerank, got {self.worker_role!r}")
+        if self.worker_role == WorkerRole.RERANK and not self.rerank_model:
+            raise ConfigError("EMBED_WORKER_ROLE=rerank (or `embedserve worker --rerank`) needs EMBED_RERANK_MODEL")
+        if self.rerank_model:
+            for name in (self.served_rerank_name, *self.rerank_model_aliases):
+                if not _NAME_RE.match(name):
+                    raise ConfigError(f"model name {name!r} (EMBED_RERANK_MODEL_NAME/EMBED_RERANK_MODEL_ALIASES) "
+                                      "has characters outside [A-Za-z0-9._:/-]")
+            if self.served_rerank_name == self.served_model_name:
+                # Both would heartbeat under one registry name and the API could not tell them apart.
+                raise ConfigError(f"EMBED_RERANK_MODEL_NAME ({self.served_rerank_name!r}) must differ from the "
+                                  "embedding model's name (EMBED_MODEL_NAME)")
         if self.visibility_timeout <= self.task_time_limit:
             raise ConfigError(
                 f"EMBED_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must be above EMBED_TASK_TIME_LIMIT "
@@ -122,8 +155,17 @@ class Settings:
     def served_aliases(self) -> tuple[str, ...]:
         """Aliases: the configured ones, plus the full Hugging Face id when it differs from the name."""
         hf_id = DEFAULT_MODEL_HF_ID if not self.model else self.model
-        extra = (hf_id,) if _looks_like_hub_id(hf_id) and hf_id != self.served_model_name else ()
-        return tuple(dict.fromkeys((*self.model_aliases, *extra)))
+        return _aliases(self.model_aliases, hf_id, self.served_model_name)
+
+    @property
+    def served_rerank_name(self) -> str:
+        """The name clients use for the reranker ("" when none is configured)."""
+        return self.rerank_model_name or self.rerank_model.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def served_rerank_aliases(self) -> tuple[str, ...]:
+        """The reranker's aliases, plus its full Hugging Face id when it differs from the name."""
+        return _aliases(self.rerank_model_aliases, self.rerank_model, self.served_rerank_name)
 
     def __repr__(self) -> str:
         fields = dataclasses.asdict(self)
@@ -139,6 +181,11 @@ def redact_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
+
+
+def _aliases(configured: tuple[str, ...], hf_id: str, name: str) -> tuple[str, ...]:
+    extra = (hf_id,) if _looks_like_hub_id(hf_id) and hf_id != name else ()
+    return tuple(dict.fromkeys((*configured, *extra)))
 
 
 def _looks_like_hub_id(value: str) -> bool:

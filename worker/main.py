@@ -1,7 +1,12 @@
-"""`python -m worker` / `embedserve worker`: load the model, then consume its queues."""
+"""`python -m worker` / `embedserve worker [--rerank]`: load one model, then consume its queues.
+
+A worker process serves exactly one model: EMBED_MODEL by default, EMBED_RERANK_MODEL with
+`--rerank` (or EMBED_WORKER_ROLE=rerank). A deployment serving both runs both kinds of worker.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -12,17 +17,21 @@ import redis
 
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
-from embedserve.protocol import bulk_queue, interactive_queue
+from embedserve.protocol import RERANK_TASK, RerankChunk, bulk_queue, interactive_queue, rerank_queue
 from embedserve.registry import Heartbeat
-from embedserve.settings import ConfigError, Settings
+from embedserve.settings import ConfigError, Settings, WorkerRole
 
 log = logging.getLogger("embedserve.worker")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Start one worker process serving one model; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
         settings = Settings.from_env()
+        if "--rerank" in argv:
+            settings = dataclasses.replace(settings, worker_role=WorkerRole.RERANK.value)
+            settings.validate()
     except ConfigError as exc:
         print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -36,29 +45,46 @@ def main() -> int:
 
     # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
     from worker.batcher import Batcher
-    from worker.engine import load_engine
-    from worker.service import EmbeddingService
     from worker.tasks import register_tasks
     import torch
 
-    engine = load_engine(settings)
-    batcher = Batcher(engine.embed_batch, max_batch_tokens=settings.max_batch_tokens,
+    app = make_celery(settings)
+    if settings.worker_role == WorkerRole.RERANK:
+        from worker.rerank_engine import load_reranker
+        from worker.rerank_service import RerankService
+
+        try:
+            model = load_reranker(settings)
+        except ConfigError as exc:
+            print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
+            return 2
+        forward, name, aliases = model.score_batch, settings.served_rerank_name, settings.served_rerank_aliases
+        queues = [rerank_queue(name)]
+    else:
+        from worker.engine import load_engine
+        from worker.service import EmbeddingService
+
+        model = load_engine(settings)
+        forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
+        # Interactive first: with the priority strategy kombu polls the queues in this order.
+        queues = [interactive_queue(name), bulk_queue(name)]
+    batcher = Batcher(forward, max_batch_tokens=settings.max_batch_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError))
     batcher.start()
-    app = make_celery(settings)
-    register_tasks(app, EmbeddingService(engine, batcher), client)
+    if settings.worker_role == WorkerRole.RERANK:
+        register_tasks(app, RerankService(model, batcher), client, name=RERANK_TASK, payload_type=RerankChunk)
+    else:
+        register_tasks(app, EmbeddingService(model, batcher), client)
 
-    name = settings.served_model_name
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    heartbeat = Heartbeat(client, worker_id, engine.card(name, settings.served_aliases))
+    heartbeat = Heartbeat(client, worker_id, model.card(name, aliases))
     heartbeat.start()
-    log.info("serving %s (aliases: %s) as %s", name, ", ".join(settings.served_aliases) or "none", worker_id)
+    log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(aliases) or "none", worker_id)
     try:
         app.worker_main([
             "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency),
-            # Interactive first: with the priority strategy kombu polls the queues in this order.
-            "--queues", f"{interactive_queue(name)},{bulk_queue(name)}",
-            "--hostname", f"embed-{os.getpid()}@{socket.gethostname()}",
+            "--queues", ",".join(queues),
+            "--hostname", f"{settings.worker_role}-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--loglevel", settings.log_level,
         ])

@@ -25,22 +25,12 @@ class EmbeddingService:
 
     def run(self, chunk: EmbedChunk) -> ChunkResult:
         """Embed one chunk; errors come back as a result, never as an exception."""
-        try:
-            return self._run(chunk)
-        except ServiceError as exc:
-            return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
-        except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
-            log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
-            exc = InternalError("the worker failed to embed this input")
-            return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+        return run_safely(chunk, self._run, "the worker failed to embed this input")
 
     def _run(self, chunk: EmbedChunk) -> ChunkResult:
         tokenized = self._tokenize(chunk)
         sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
-        try:
-            vectors = sub.future.result(timeout=max(0.0, chunk.deadline - time.time()) + 1.0)
-        except FutureTimeout:
-            raise Timeout("the embedding did not finish within the request's deadline") from None
+        vectors = wait_rows(sub, chunk.deadline, "embedding")
         if chunk.dimensions is not None:
             vectors = truncate_dimensions(vectors, chunk.dimensions)
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
@@ -55,6 +45,26 @@ class EmbeddingService:
         if all(isinstance(item, list) for item in inputs):
             return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate)
         raise InvalidRequest("input must be all strings or all token-id arrays", param="input")
+
+
+def run_safely(chunk, work, failure: str) -> ChunkResult:
+    """`work(chunk)`, with any error turned into an error result for the caller."""
+    try:
+        return work(chunk)
+    except ServiceError as exc:
+        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+    except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
+        log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
+        exc = InternalError(failure)
+        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+
+
+def wait_rows(sub, deadline: float, what: str) -> np.ndarray:
+    """The batcher's result for one submission, or Timeout once the request's deadline passed."""
+    try:
+        return sub.future.result(timeout=max(0.0, deadline - time.time()) + 1.0)
+    except FutureTimeout:
+        raise Timeout(f"the {what} did not finish within the request's deadline") from None
 
 
 def truncate_dimensions(vectors: np.ndarray, dimensions: int) -> np.ndarray:

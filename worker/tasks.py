@@ -9,15 +9,15 @@ from celery import Celery
 
 from embedserve import defaults
 from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
-from worker.service import EmbeddingService
 
 
-def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis) -> None:
-    """Attach this worker's tasks to `app`, bound to the loaded model and a Redis client."""
+def register_tasks(app: Celery, service, client: redis.Redis, *, name: str = EMBED_TASK,
+                   payload_type: type = EmbedChunk) -> None:
+    """Attach this worker's one task to `app`: `service.run` of each `payload_type` message, replied to its caller."""
 
-    @app.task(name=EMBED_TASK, ignore_result=True)
-    def embed(payload: dict) -> None:
-        chunk = EmbedChunk.from_wire(payload)
+    @app.task(name=name, ignore_result=True)
+    def run_chunk(payload: dict) -> None:
+        chunk = payload_type.from_wire(payload)
         if time.time() > chunk.deadline:
             return  # the caller has gone (timed out): do not spend a forward pass on it
         send_reply(client, chunk.reply_to, service.run(chunk))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from embedserve.errors import NotFound
-from embedserve.registry import ServedModel
+from embedserve.registry import ModelKind, ServedModel
 
 from api.context import require_key, services
 
@@ -16,9 +16,12 @@ bp.before_request(require_key)
 def model_object(served: ServedModel) -> dict:
     """One OpenAI model object, with our extras (dimensions, max tokens, aliases)."""
     card = served.card
-    return {"id": card.name, "object": "model", "created": card.created, "owned_by": "embedserve",
-            "kind": card.kind, "dimensions": card.dim, "max_input_tokens": card.max_length,
-            "aliases": list(card.aliases), "workers": served.live_workers}
+    model = {"id": card.name, "object": "model", "created": card.created, "owned_by": "embedserve",
+             "kind": card.kind, "dimensions": card.dim, "max_input_tokens": card.max_length,
+             "aliases": list(card.aliases), "workers": served.live_workers}
+    if card.kind == ModelKind.RERANK:
+        del model["dimensions"]  # a reranker returns scores, not vectors
+    return model
 
 
 @bp.get("/v1/models")

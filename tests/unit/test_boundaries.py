@@ -10,8 +10,9 @@ import pytest
 from tests.stack import ROOT
 
 CHECKS = [
-    ("api.app, api.server, api.routes.embeddings", ("torch", "transformers", "numpy")),
-    ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher", ("flask",)),
+    ("api.app, api.server, api.routes.embeddings, api.routes.rerank, api.rerank_validation", ("torch", "transformers", "numpy")),
+    ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher, worker.rerank_engine, "
+     "worker.qwen3_reranker, worker.rerank_service", ("flask",)),
     ("embedserve.settings, embedserve.protocol, embedserve.registry, embedserve.celery_app, embedserve.cli",
      ("torch", "transformers", "flask")),
 ]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from embedserve.settings import ConfigError, Settings
+from tests.stack import ROOT
 
 
 def test_defaults():
@@ -47,3 +52,34 @@ def test_repr_redacts_secrets():
     text = repr(settings)
     assert "supersecret" not in text and "hunter22" not in text
     assert "***" in text
+
+
+def test_reranker_settings():
+    settings = Settings.from_env({"EMBED_RERANK_MODEL": "Qwen/Qwen3-Reranker-0.6B", "EMBED_WORKER_ROLE": "Rerank",
+                                  "EMBED_RERANK_MODEL_ALIASES": "reranker"})
+    assert settings.worker_role == "rerank"
+    assert settings.served_rerank_name == "Qwen3-Reranker-0.6B"
+    assert settings.served_rerank_aliases == ("reranker", "Qwen/Qwen3-Reranker-0.6B")
+    assert Settings.from_env({"EMBED_RERANK_MODEL": "/m/x", "EMBED_RERANK_MODEL_NAME": "r"}).served_rerank_name == "r"
+    assert Settings.from_env({}).worker_role == "embed"
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"EMBED_WORKER_ROLE": "rerank"}, "EMBED_RERANK_MODEL"),
+    ({"EMBED_WORKER_ROLE": "chat"}, "EMBED_WORKER_ROLE"),
+    ({"EMBED_RERANK_MODEL": "/m/x", "EMBED_RERANK_MODEL_NAME": "all-MiniLM-L6-v2"}, "must differ"),
+    ({"EMBED_RERANK_MODEL": "/m/x", "EMBED_RERANK_MODEL_NAME": "bad name"}, "EMBED_RERANK_MODEL_NAME"),
+])
+def test_bad_reranker_settings(env, needle):
+    with pytest.raises(ConfigError, match=needle):
+        Settings.from_env(env)
+
+
+@pytest.mark.parametrize("command", [["-m", "embedserve.cli", "worker", "--rerank"], ["-m", "worker", "--rerank"]],
+                         ids=["embedserve-worker", "python-m-worker"])
+def test_rerank_flag_selects_the_reranker(command):
+    """`--rerank` makes the worker serve EMBED_RERANK_MODEL: without one it stops at once, naming it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "needs EMBED_RERANK_MODEL" in result.stderr

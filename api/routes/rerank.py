@@ -1,0 +1,30 @@
+"""POST /v1/rerank: score documents against a query (Cohere/Jina-compatible).
+
+Also at /rerank, and at /v2/rerank where Cohere's v2 client (`cohere.ClientV2`) posts: its
+request is v1's minus `return_documents`, and its response reads a subset of ours.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, request
+
+from embedserve.registry import ModelKind
+
+from api.context import require_key, resolve_model, services
+from api.rerank_validation import parse_rerank_request
+from api.responses import rerank_response
+from api.validation import parse_json_body
+
+bp = Blueprint("rerank", __name__)
+bp.before_request(require_key)
+
+
+@bp.post("/v1/rerank")
+@bp.post("/v2/rerank")
+@bp.post("/rerank")
+def rerank() -> Response:
+    """Validate, score every document on the reranker's workers, answer sorted by relevance."""
+    req = parse_rerank_request(parse_json_body(request.get_data(), request.content_type))
+    served = resolve_model(req.model, ModelKind.RERANK)
+    result = services().dispatcher.rerank(req, served)
+    return Response(rerank_response(result, req, served.card.name), mimetype="application/json")
