@@ -8,7 +8,7 @@ Only what that score needs is computed: the decoder's hidden state at the last p
 projected onto the two lm_head rows for "no" and "yes". That is exactly those two logits of
 the full projection, without a (rows x positions x vocabulary) logits tensor (151k columns
 for the real checkpoints) and without even the last position's full-vocabulary row.
-benchmarks/rerank_heads.py measured it on an H200 (Qwen3-Reranker-0.6B's shape, 32 x 512
+scripts/bench_rerank_heads.py measured it on an H200 (Qwen3-Reranker-0.6B's shape, 32 x 512
 tokens, bf16): 92 ms and 4.4 GiB peak, against 137 ms and 8.7 GiB for the model card's full
 logits; transformers' `logits_to_keep=1` was as fast (89 ms). This path was kept over that
 keyword because it does the two-row projection in float32 and needs no model-specific kwarg.

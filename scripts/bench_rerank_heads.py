@@ -7,13 +7,14 @@
    lm_head rows for no/yes at the last position), transformers' `logits_to_keep=1`, and the
    model card's full `logits[:, -1]` (every position projected onto the whole vocabulary).
 
-    python -m benchmarks.rerank_heads [--device cuda] [--rows 32] [--length 512] [--small]
+    python scripts/bench_rerank_heads.py [--device cuda] [--rows 32] [--length 512] [--small]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,9 +23,11 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-from tests.fixtures import tiny_models
-from worker.qwen3_reranker import Qwen3Reranker
-from worker.rerank_engine import reranker_class
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from tests.fixtures import tiny_models  # noqa: E402
+from worker.qwen3_reranker import Qwen3Reranker  # noqa: E402
+from worker.rerank_engine import reranker_class  # noqa: E402
 
 QUERY = "what does the cat read?"
 DOCS = ["The cat reads the document quickly.", "A dog ranks many passages.", "",
