@@ -1,4 +1,4 @@
-"""The `embedserve` command: `embedserve api` and `embedserve worker` start one part each."""
+"""The `embedserve` command: `api` and `worker` start one part each; `keys` manages API keys."""
 
 from __future__ import annotations
 
@@ -6,18 +6,25 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the subcommand and run it; settings come from EMBED_* variables (see README)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand (tests read its subcommand names)."""
     parser = argparse.ArgumentParser(prog="embedserve", description="Self-hosted OpenAI-compatible embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the HTTP API (needs Redis and EMBED_API_KEYS)")
+    sub.add_parser("api", help="serve the HTTP API (needs Redis and EMBED_API_KEYS or managed keys)")
     sub.add_parser("worker", help="load EMBED_MODEL and serve it from Redis queues")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the subcommand and run it; settings come from EMBED_* variables (see README)."""
+    args = build_parser().parse_args(argv)
     # Imported per command: the API side must never import torch, the worker side never Flask.
     if args.command == "api":
         from api.server import main as run
-    else:
+    elif args.command == "worker":
         from worker.main import main as run
+    else:
+        return args.run(args)
     return run()
 
 

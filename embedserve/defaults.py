@@ -33,3 +33,7 @@ VISIBILITY_TIMEOUT_S = 3600
 TASK_TIME_LIMIT_S = 600
 # Default instruction for Qwen3-style query embeddings (from the Qwen3-Embedding model card).
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+# Interactive-queue depth (messages = chunks) above which sync requests get 503 at once (EMBED_MAX_QUEUE).
+MAX_QUEUE = 1000
+# Seconds a client is told to wait when the interactive queue is over EMBED_MAX_QUEUE.
+QUEUE_FULL_RETRY_AFTER_S = 2
