@@ -10,6 +10,7 @@ from gunicorn.app.base import BaseApplication
 
 from embedserve.logs import configure_logging
 from embedserve.settings import ConfigError, Settings
+from embedserve.startup import check_eviction_policy
 
 # Seconds the API waits for Redis at start (compose may start it a moment later).
 REDIS_WAIT_S = 30
@@ -49,11 +50,12 @@ def check_startup(settings: Settings) -> str | None:
     while True:
         try:
             client.ping()
-            return None
+            break
         except redis.RedisError as exc:
             if time.monotonic() > deadline:
                 return f"cannot reach Redis ({exc}); check EMBED_REDIS_URL"
             time.sleep(0.5)
+    return check_eviction_policy(client)
 
 
 def main() -> int:

@@ -15,6 +15,7 @@ from embedserve.logs import configure_logging
 from embedserve.protocol import bulk_queue, interactive_queue
 from embedserve.registry import Heartbeat
 from embedserve.settings import ConfigError, Settings
+from embedserve.startup import check_eviction_policy
 
 log = logging.getLogger("embedserve.worker")
 
@@ -32,6 +33,10 @@ def main() -> int:
         client.ping()
     except redis.RedisError as exc:
         print(f"embedserve worker: cannot reach Redis at {settings!r}: {exc}", file=sys.stderr)
+        return 2
+    problem = check_eviction_policy(client)
+    if problem:
+        print(f"embedserve worker: {problem}", file=sys.stderr)
         return 2
 
     # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
