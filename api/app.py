@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from flask import Flask
 
+from embedserve.apikeys import KeyStore
 from embedserve.celery_app import make_celery
 from embedserve.registry import Registry
 from embedserve.settings import Settings
@@ -29,7 +30,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, celery=celery, registry=Registry(client),
-        keys=KeyChecker(settings.api_keys), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
+        keys=KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
+                        static_tpm=settings.static_key_tpm), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
     for blueprint in (health.bp, models.bp, embeddings.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

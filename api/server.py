@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import redis
 from gunicorn.app.base import BaseApplication
 
+from embedserve.apikeys import KeyStore
 from embedserve.logs import configure_logging
 from embedserve.settings import ConfigError, Settings
 from embedserve.startup import check_eviction_policy
+
+log = logging.getLogger("embedserve.api")
 
 # Seconds the API waits for Redis at start (compose may start it a moment later).
 REDIS_WAIT_S = 30
@@ -43,8 +47,6 @@ class _Server(BaseApplication):
 
 def check_startup(settings: Settings) -> str | None:
     """Why the API cannot start with these settings, or None."""
-    if not settings.api_keys:
-        return "EMBED_API_KEYS is empty: set at least one API key (comma-separated)"
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     deadline = time.monotonic() + REDIS_WAIT_S
     while True:
@@ -55,7 +57,13 @@ def check_startup(settings: Settings) -> str | None:
             if time.monotonic() > deadline:
                 return f"cannot reach Redis ({exc}); check EMBED_REDIS_URL"
             time.sleep(0.5)
-    return check_eviction_policy(client)
+    problem = check_eviction_policy(client)
+    if problem is None and not settings.api_keys and not KeyStore(client).list():
+        # Not fatal: in compose the operator creates the first key with `embedserve keys create`
+        # against the running stack; refusing would only put the API in a restart loop.
+        log.warning("no API keys yet: every request gets 401 until EMBED_API_KEYS is set or a key is "
+                    "created with `embedserve keys create --name NAME`")
+    return problem
 
 
 def main() -> int:

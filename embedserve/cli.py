@@ -10,8 +10,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (tests read its subcommand names)."""
     parser = argparse.ArgumentParser(prog="embedserve", description="Self-hosted OpenAI-compatible embeddings.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the HTTP API (needs Redis and EMBED_API_KEYS or managed keys)")
+    sub.add_parser("api", help="serve the HTTP API (needs Redis; keys from EMBED_API_KEYS and `keys create`)")
     sub.add_parser("worker", help="load EMBED_MODEL and serve it from Redis queues")
+    from embedserve.keys_cli import add_keys_parser  # redis only: no torch, no Flask
+
+    add_keys_parser(sub)
     return parser
 
 

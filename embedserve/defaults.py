@@ -37,3 +37,7 @@ DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passage
 MAX_QUEUE = 1000
 # Seconds a client is told to wait when the interactive queue is over EMBED_MAX_QUEUE.
 QUEUE_FULL_RETRY_AFTER_S = 2
+# Seconds the API trusts a cached managed-key lookup: a revoked key works at most this long after.
+MANAGED_KEY_CACHE_S = 1.0
+# Most cached key lookups per API process (the cache is cleared when it reaches this).
+MANAGED_KEY_CACHE_ENTRIES = 10000

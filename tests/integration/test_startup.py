@@ -53,3 +53,13 @@ def test_starts_with_a_warning_when_config_get_is_disabled(private_stack):
     process, _ = stack.start_api(**KEYS)
     assert process.alive()
     assert "cannot read Redis maxmemory-policy" in process.log()
+
+
+def test_serves_managed_keys_with_no_static_keys(private_stack):
+    from tests.integration.test_keys import create_key, models
+
+    stack = private_stack()
+    key = create_key(stack, "only-managed")
+    process, url = stack.start_api()  # no EMBED_API_KEYS at all
+    assert models(url, key) == 200
+    assert models(url, "startup-test-key-1") == 401
