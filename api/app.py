@@ -10,7 +10,7 @@ from embedserve.celery_app import make_celery
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
-from api import admission
+from api import admission, observability
 from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
@@ -37,4 +37,5 @@ def create_app(settings: Settings | None = None) -> Flask:
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     admission.init_app(app, client)
+    observability.init_app(app, client)
     return app

@@ -49,13 +49,18 @@ class Dispatcher:
         self._redis = client
         self._timeout = timeout
 
-    def embed(self, req: EmbeddingRequest, served: ServedModel) -> Embedded:
-        """Embed every input of `req` with `served`; raises ServiceError on any failure."""
+    def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
+        """Embed every input of `req` with `served`; raises ServiceError on any failure.
+
+        `request_id` (the client-visible x-request-id) travels in the chunks for the workers' logs;
+        reply lists and task ids use a fresh id, so two requests sent with the same id never mix.
+        """
         if served.live_workers == 0:
             raise Unavailable(f"No worker is serving model '{served.card.name}' right now; retry shortly.",
                               code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S)
-        request_id = uuid.uuid4().hex
-        reply_key = keys.reply(request_id)
+        internal_id = uuid.uuid4().hex
+        request_id = request_id or internal_id
+        reply_key = keys.reply(internal_id)
         deadline = time.time() + self._timeout
         bounds = chunk_bounds(len(req.inputs), served.live_workers)
         queue = interactive_queue(served.card.name)
@@ -65,7 +70,7 @@ class Dispatcher:
                 inputs=req.inputs[start:end], deadline=deadline, input_type=req.input_type,
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions)
             self._celery.send_task(EMBED_TASK, args=[chunk.to_wire()], queue=queue,
-                                   expires=self._timeout, task_id=f"{request_id}-{index}")
+                                   expires=self._timeout, task_id=f"{internal_id}-{index}")
         try:
             results = self._collect(reply_key, len(bounds), deadline)
         finally:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import tempfile
 import time
 
 import redis
@@ -38,11 +40,33 @@ class _Server(BaseApplication):
         self.cfg.set("graceful_timeout", int(s.sync_timeout) + 5)
         self.cfg.set("keepalive", 75)
         self.cfg.set("loglevel", s.log_level.lower())
+        self.cfg.set("child_exit", _child_exit)
 
     def load(self):
         from api.app import create_app  # after fork: each server process gets its own connections
 
         return create_app(self.settings)
+
+
+def _child_exit(_server, worker) -> None:
+    """A server process ended: fold its metric files so live gauges do not count it (prometheus_client)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def prepare_metrics_dir() -> str:
+    """An empty PROMETHEUS_MULTIPROC_DIR for this server's processes (stale files would add old counts)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="embedserve-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
 
 
 def check_startup(settings: Settings) -> str | None:
@@ -73,10 +97,12 @@ def main() -> int:
     except ConfigError as exc:
         print(f"embedserve api: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_format=settings.log_json)
     problem = check_startup(settings)
     if problem:
         print(f"embedserve api: {problem}", file=sys.stderr)
         return 2
+    # Before gunicorn forks and before anything imports prometheus_client: it picks its mode at import.
+    prepare_metrics_dir()
     _Server(settings).run()
     return 0

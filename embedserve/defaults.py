@@ -41,3 +41,8 @@ QUEUE_FULL_RETRY_AFTER_S = 2
 MANAGED_KEY_CACHE_S = 1.0
 # Most cached key lookups per API process (the cache is cleared when it reaches this).
 MANAGED_KEY_CACHE_ENTRIES = 10000
+# Histogram bucket bounds for rows and padded tokens per forward pass (workers count, /metrics shows).
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_TOKENS_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+# Seconds between a worker's pushes of its forward-pass statistics to Redis.
+BATCH_STATS_FLUSH_S = 2.0

@@ -36,3 +36,8 @@ def api_key_names() -> str:
 def rate_limit(digest_hex: str) -> str:
     """Hash: one caller's request and token buckets (levels and last refill time)."""
     return f"{PREFIX}ratelimit:{digest_hex}"
+
+
+def batch_stats(model: str) -> str:
+    """Hash: forward-pass statistics workers of `model` add up (histogram bucket counts, sums, count)."""
+    return f"{PREFIX}metrics:batches:{model}"

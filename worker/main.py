@@ -10,6 +10,7 @@ import uuid
 
 import redis
 
+from embedserve.batch_stats import BatchStats
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
 from embedserve.protocol import bulk_queue, interactive_queue
@@ -27,7 +28,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_format=settings.log_json)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         client.ping()
@@ -47,9 +48,12 @@ def main() -> int:
     import torch
 
     engine = load_engine(settings)
+    batch_stats = BatchStats(client, settings.served_model_name)
     batcher = Batcher(engine.embed_batch, max_batch_tokens=settings.max_batch_tokens,
-                      is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError))
+                      is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
+                      on_batch=batch_stats.record)
     batcher.start()
+    batch_stats.start()
     app = make_celery(settings)
     register_tasks(app, EmbeddingService(engine, batcher), client)
 
@@ -70,4 +74,5 @@ def main() -> int:
     finally:
         heartbeat.stop()
         batcher.stop()
+        batch_stats.stop()
     return 0

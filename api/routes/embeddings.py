@@ -22,6 +22,6 @@ def create_embeddings() -> Response:
     check_against_model(req, served.card)
     svc = services()
     with admit(req, served, g.identity, svc.redis, svc.settings.max_queue) as ticket:
-        result = svc.dispatcher.embed(req, served)
+        result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
         ticket.settle(result.tokens)
     return Response(embedding_list(result, served.card.name, req.encoding_format), mimetype="application/json")
