@@ -10,7 +10,7 @@ from embedserve.celery_app import make_celery
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
-from api import admission, observability
+from api import admission, observability, openapi
 from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
@@ -38,4 +38,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     admission.init_app(app, client)
     observability.init_app(app, client)
+    openapi.init_app(app)
     return app
