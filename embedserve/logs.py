@@ -43,7 +43,9 @@ def reset_request_id(token: contextvars.Token) -> None:
     _request_id.reset(token)
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` ("-" outside a request) to every record, for the formatters."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = _request_id.get() or "-"
         return True
@@ -58,7 +60,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", None) if getattr(record, "request_id", "-") != "-" else None,
+            "request_id": None if getattr(record, "request_id", "-") == "-" else record.request_id,
             "process": record.process,
         }
         if record.exc_info:
@@ -69,7 +71,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, json_format: bool = False) -> None:
     """Timestamped lines on stderr at `level`: plain text, or JSON objects when `json_format`."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     if json_format:
         handler.setFormatter(JsonFormatter())
     else:

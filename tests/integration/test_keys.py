@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from tests.integration.conftest import API_KEY
@@ -84,3 +85,15 @@ def test_names_are_unique_and_unknown_names_cannot_be_revoked(stack):
 
 def test_a_wrong_key_is_refused_with_401(api_url):
     assert models(api_url, "es-" + "x" * 43) == 401
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--name", "has space"], "key name"),
+    (["--name=-starts-with-dash"], "key name"),
+    (["--name", "x" * 65], "key name"),
+    (["--name", "neg-rpm", "--rpm", "-1"], "--rpm and --tpm"),
+    (["--name", "neg-tpm", "--tpm", "-5"], "--rpm and --tpm"),
+])
+def test_bad_create_arguments_are_refused_with_a_message(stack, args, message):
+    done = keys_cli(stack, "create", *args)
+    assert done.returncode != 0 and message in done.stderr and done.stdout == ""

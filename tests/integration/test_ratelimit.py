@@ -83,3 +83,15 @@ def test_a_deep_queue_answers_503_at_once(stack, workers, slow_api):
         worker.send_signal(signal.SIGCONT)
     for thread in threads:  # they end with 200 or 504 (EMBED_SYNC_TIMEOUT=8) once the worker runs again
         thread.join(30)
+
+
+def test_static_keys_get_the_static_limits(stack, workers):
+    key = "static-limited-key-01"
+    process, url = stack.start_api(EMBED_API_KEYS=key, EMBED_STATIC_KEY_RPM="1")
+    try:
+        first = post(url, key, "static one")
+        assert first.status_code == 200 and first.headers["x-ratelimit-limit-requests"] == "1"
+        second = post(url, key, "static two")
+        assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
+    finally:
+        process.stop()
