@@ -63,3 +63,20 @@ def test_sync_timeout_is_504(stack, workers):
     response = requests.post(url + "/v1/embeddings", json={"model": MINILM, "input": texts},
                              headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
     assert_openai_error(response, 504, code="timeout")
+
+
+def test_stopped_worker_withdraws_and_its_model_answers_503(stack, qwen_dir, http):
+    """A real worker for a second name: serves, then SIGTERM withdraws it from the registry at once."""
+    name = "short-lived-qwen"
+    worker = stack.start_worker(name, EMBED_MODEL=str(qwen_dir), EMBED_MODEL_NAME=name)
+    time.sleep(1.1)  # registry cache
+    assert embed(http, model=name, input="hello").status_code == 200
+    worker.stop()
+    assert worker.popen.returncode == 0, worker.log()[-2000:]
+    time.sleep(1.1)
+    try:
+        assert_openai_error(embed(http, model=name, input="hello"), 503, code="no_worker")
+    finally:  # forget the model so /ready is not held at 503 for later tests
+        client = stack.redis.client()
+        client.hdel(keys.known_models(), name)
+        client.delete(keys.worker_heartbeats(name))

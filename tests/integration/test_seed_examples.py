@@ -8,18 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.integration.conftest import API_KEY, QWEN_ALIAS
 
-SEED_DIR = Path(__file__).resolve().parents[3] / "shared" / "seed"
+# The team's copy beside the checkout wins; the vendored copy keeps the test running anywhere.
+SHARED_SEED_DIR = Path(__file__).resolve().parents[3] / "shared" / "seed"
+VENDORED_GUIDE = Path(__file__).resolve().parents[1] / "data" / "seed_usage_guide.md"
 
 
 def seed_guide() -> str:
-    guides = sorted(SEED_DIR.glob("*.txt")) if SEED_DIR.is_dir() else []
-    if not guides:
-        pytest.skip(f"the seed usage guide is not at {SEED_DIR}")
-    return guides[0].read_text()
+    guides = sorted(SHARED_SEED_DIR.glob("*.txt")) if SHARED_SEED_DIR.is_dir() else []
+    return (guides[0] if guides else VENDORED_GUIDE).read_text()
 
 
 def code_block(text: str, language: str) -> str:
