@@ -15,14 +15,13 @@ from tests.integration.conftest import API_KEY
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance"
 
 
-def test_openapi_document_lists_every_route(api_url):
-    spec = requests.get(api_url + "/openapi.json", timeout=30).json()
+def test_openapi_document_is_served(api_url):
+    """Served as JSON; that it matches the app's routes is tests/unit/test_openapi_routes.py."""
+    response = requests.get(api_url + "/openapi.json", timeout=30)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    spec = response.json()
     assert spec["openapi"].startswith("3.1")
-    assert {"/v1/embeddings", "/embeddings", "/v1/models", "/v1/models/{model_id}", "/health", "/ready",
-            "/metrics", "/openapi.json", "/docs/"} == set(spec["paths"])
-    for path, operations in spec["paths"].items():
-        for method, operation in operations.items():
-            assert operation["responses"], f"{method} {path} documents no response"
+    assert "post" in spec["paths"]["/v1/embeddings"]
 
 
 def test_docs_page_is_served_without_external_assets(api_url):
