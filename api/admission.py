@@ -98,7 +98,9 @@ def admit(req: EmbeddingRequest, served: ServedModel, identity: Identity, client
         if not decision.allowed:
             raise RateLimited(_limit_message(identity, decision.requests_left, estimate),
                               retry_after=decision.retry_after_s)
-        ticket = Ticket(limiter, identity, estimate)
+        # The script takes at most the whole bucket (a request bigger than the limit waits for a full
+        # bucket instead of never passing); settle against what was really taken.
+        ticket = Ticket(limiter, identity, min(estimate, identity.tpm) if identity.tpm > 0 else estimate)
     try:
         yield ticket
     except ServiceError as exc:
