@@ -29,10 +29,11 @@ def create_app(settings: Settings | None = None) -> Flask:
                                   socket_timeout=settings.sync_timeout + 10, socket_connect_timeout=5,
                                   max_connections=settings.api_threads * 2 + 8)
     celery = make_celery(settings)
+    key_checker = KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
+                             static_tpm=settings.static_key_tpm)
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, celery=celery, registry=Registry(client),
-        keys=KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
-                        static_tpm=settings.static_key_tpm), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
+        keys=key_checker, dispatcher=Dispatcher(celery, client, settings.sync_timeout))
     for blueprint in (health.bp, models.bp, embeddings.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
