@@ -5,10 +5,12 @@ from __future__ import annotations
 import redis
 from flask import Flask
 
+from embedserve.apikeys import KeyStore
 from embedserve.celery_app import make_celery
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
+from api import admission, observability, openapi
 from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
@@ -27,10 +29,15 @@ def create_app(settings: Settings | None = None) -> Flask:
                                   socket_timeout=settings.sync_timeout + 10, socket_connect_timeout=5,
                                   max_connections=settings.api_threads * 2 + 8)
     celery = make_celery(settings)
+    key_checker = KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
+                             static_tpm=settings.static_key_tpm)
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, celery=celery, registry=Registry(client),
-        keys=KeyChecker(settings.api_keys), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
+        keys=key_checker, dispatcher=Dispatcher(celery, client, settings.sync_timeout))
     for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    admission.init_app(app, client)
+    observability.init_app(app, client)
+    openapi.init_app(app)
     return app

@@ -1,11 +1,22 @@
-"""API-key authentication: `Authorization: Bearer KEY`, or a bare `Authorization: KEY`."""
+"""API-key authentication: `Authorization: Bearer KEY`, or a bare `Authorization: KEY`.
+
+Two kinds of keys: static ones from EMBED_API_KEYS (compared in constant time against their
+digests, no Redis) and managed ones (`embedserve keys create`), looked up in Redis by digest.
+Managed lookups are cached for MANAGED_KEY_CACHE_S, so a busy key costs one Redis round trip
+per second per server process, and a revoked key stops working within that time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from embedserve import defaults
+from embedserve.apikeys import KeyStore
 from embedserve.errors import AuthenticationFailed
 
 
@@ -14,14 +25,35 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8")).digest()
 
 
-class KeyChecker:
-    """Checks a request's Authorization header against the configured keys, in constant time."""
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling: the key's digest (its identity everywhere), name and per-minute limits."""
 
-    def __init__(self, keys: Iterable[str]):
+    digest: bytes
+    name: str
+    rpm: int  # 0 = unlimited
+    tpm: int  # 0 = unlimited
+    managed: bool
+
+
+class KeyChecker:
+    """Checks a request's Authorization header against static keys, then managed ones."""
+
+    def __init__(self, keys: Iterable[str], store: KeyStore | None = None, *, static_rpm: int = 0,
+                 static_tpm: int = 0, cache_s: float = defaults.MANAGED_KEY_CACHE_S):
         self._digests = tuple(hash_key(k) for k in keys)
+        self._store = store
+        self._static_limits = (static_rpm, static_tpm)
+        self._cache_s = cache_s
+        self._cache: dict[bytes, tuple[float, Identity | None]] = {}
+        self._lock = threading.Lock()
 
     def authenticate(self, header: str | None) -> bytes:
         """Return the matching key's digest (the caller's identity) or raise AuthenticationFailed."""
+        return self.identify(header).digest
+
+    def identify(self, header: str | None) -> Identity:
+        """The caller's Identity, or AuthenticationFailed."""
         if not header or not header.strip():
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.", code="missing_api_key")
@@ -32,6 +64,24 @@ class KeyChecker:
         for candidate in self._digests:  # no early exit: time does not depend on which key matched
             if hmac.compare_digest(candidate, digest):
                 match = candidate
-        if match is None:
+        if match is not None:
+            return Identity(match, "static", *self._static_limits, managed=False)
+        identity = self._managed(digest) if self._store is not None else None
+        if identity is None:
             raise AuthenticationFailed("Incorrect API key provided.")
-        return match
+        return identity
+
+    def _managed(self, digest: bytes) -> Identity | None:
+        # A dict lookup by digest reveals nothing useful by its timing: the digest is not the key.
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = self._store.lookup(digest.hex())
+        identity = None if record is None else Identity(digest, record.name, record.rpm, record.tpm, managed=True)
+        with self._lock:
+            if len(self._cache) >= defaults.MANAGED_KEY_CACHE_ENTRIES:
+                self._cache.clear()  # bounded: a flood of wrong keys cannot grow it without limit
+            self._cache[digest] = (now + self._cache_s, identity)
+        return identity

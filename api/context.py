@@ -36,8 +36,9 @@ def services() -> Services:
 
 
 def require_key() -> None:
-    """`before_request` hook for authenticated blueprints: sets g.key_id or raises 401."""
-    g.key_id = services().keys.authenticate(request.headers.get("Authorization"))
+    """`before_request` hook for authenticated blueprints: sets g.key_id and g.identity or raises 401."""
+    g.identity = services().keys.identify(request.headers.get("Authorization"))
+    g.key_id = g.identity.digest
 
 
 def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> ServedModel:

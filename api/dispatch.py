@@ -65,7 +65,7 @@ class Dispatcher:
         self._redis = client
         self._timeout = timeout
 
-    def embed(self, req: EmbeddingRequest, served: ServedModel) -> Embedded:
+    def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
         def payload(s: _Slice) -> dict:
             return EmbedChunk(
@@ -73,9 +73,10 @@ class Dispatcher:
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions).to_wire()
 
-        return self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload)
+        return self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
+                             request_id)
 
-    def rerank(self, req: RerankRequest, served: ServedModel) -> Embedded:
+    def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
         """Score every document of `req` against its query with `served`; one score row per document."""
         def payload(s: _Slice) -> dict:
             return RerankChunk(
@@ -83,22 +84,28 @@ class Dispatcher:
                 documents=req.documents[s.start:s.end], deadline=s.deadline, instruction=req.instruction,
                 truncate=req.truncate).to_wire()
 
-        return self._scatter(served, RERANK_TASK, rerank_queue(served.card.name), len(req.documents), payload)
+        return self._scatter(served, RERANK_TASK, rerank_queue(served.card.name), len(req.documents), payload,
+                             request_id)
 
     def _scatter(self, served: ServedModel, task: str, queue: str, total: int,
-                 payload: Callable[[_Slice], dict]) -> Embedded:
-        """Send `total` inputs as chunks of `task` to `queue`, then gather the replies in order."""
+                 payload: Callable[[_Slice], dict], request_id: str | None) -> Embedded:
+        """Send `total` inputs as chunks of `task` to `queue`, then gather the replies in order.
+
+        `request_id` (the client-visible x-request-id) travels in the chunks for the workers' logs;
+        reply lists and task ids use a fresh id, so two requests sent with the same id never mix.
+        """
         if served.live_workers == 0:
             raise Unavailable(f"No worker is serving model '{served.card.name}' right now; retry shortly.",
                               code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S)
-        request_id = uuid.uuid4().hex
-        reply_key = keys.reply(request_id)
+        internal_id = uuid.uuid4().hex
+        request_id = request_id or internal_id
+        reply_key = keys.reply(internal_id)
         deadline = time.time() + self._timeout
         bounds = chunk_bounds(total, served.live_workers)
         for index, (start, end) in enumerate(bounds):
             wire = payload(_Slice(request_id, reply_key, index, start, end, deadline))
             self._celery.send_task(task, args=[wire], queue=queue, expires=self._timeout,
-                                   task_id=f"{request_id}-{index}")
+                                   task_id=f"{internal_id}-{index}")
         try:
             results = self._collect(reply_key, len(bounds), deadline)
         finally:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import tempfile
 import time
 
 import redis
 from gunicorn.app.base import BaseApplication
 
+from embedserve.apikeys import KeyStore
 from embedserve.logs import configure_logging
 from embedserve.settings import ConfigError, Settings
+from embedserve.startup import check_eviction_policy
+
+log = logging.getLogger("embedserve.api")
 
 # Seconds the API waits for Redis at start (compose may start it a moment later).
 REDIS_WAIT_S = 30
@@ -33,6 +40,7 @@ class _Server(BaseApplication):
         self.cfg.set("graceful_timeout", int(s.sync_timeout) + 5)
         self.cfg.set("keepalive", 75)
         self.cfg.set("loglevel", s.log_level.lower())
+        self.cfg.set("child_exit", _child_exit)
 
     def load(self):
         from api.app import create_app  # after fork: each server process gets its own connections
@@ -40,20 +48,46 @@ class _Server(BaseApplication):
         return create_app(self.settings)
 
 
+def _child_exit(_server, worker) -> None:
+    """A server process ended: fold its metric files so live gauges do not count it (prometheus_client)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def prepare_metrics_dir() -> str:
+    """An empty PROMETHEUS_MULTIPROC_DIR for this server's processes (stale files would add old counts)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):
+                os.remove(os.path.join(path, name))
+    else:
+        path = tempfile.mkdtemp(prefix="embedserve-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
 def check_startup(settings: Settings) -> str | None:
     """Why the API cannot start with these settings, or None."""
-    if not settings.api_keys:
-        return "EMBED_API_KEYS is empty: set at least one API key (comma-separated)"
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
     deadline = time.monotonic() + REDIS_WAIT_S
     while True:
         try:
             client.ping()
-            return None
+            break
         except redis.RedisError as exc:
             if time.monotonic() > deadline:
                 return f"cannot reach Redis ({exc}); check EMBED_REDIS_URL"
             time.sleep(0.5)
+    problem = check_eviction_policy(client)
+    if problem is None and not settings.api_keys and not KeyStore(client).list():
+        # Not fatal: in compose the operator creates the first key with `embedserve keys create`
+        # against the running stack; refusing would only put the API in a restart loop.
+        log.warning("no API keys yet: every request gets 401 until EMBED_API_KEYS is set or a key is "
+                    "created with `embedserve keys create --name NAME`")
+    return problem
 
 
 def main() -> int:
@@ -63,10 +97,12 @@ def main() -> int:
     except ConfigError as exc:
         print(f"embedserve api: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_format=settings.log_json)
     problem = check_startup(settings)
     if problem:
         print(f"embedserve api: {problem}", file=sys.stderr)
         return 2
+    # Before gunicorn forks and before anything imports prometheus_client: it picks its mode at import.
+    prepare_metrics_dir()
     _Server(settings).run()
     return 0

@@ -39,3 +39,16 @@ MAX_RERANK_DOCUMENTS = 1000
 RERANK_MAX_TOKENS = 8192
 # Default instruction for Qwen3-Reranker (from its model card).
 DEFAULT_RERANK_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+# Interactive-queue depth (messages = chunks) above which sync requests get 503 at once (EMBED_MAX_QUEUE).
+MAX_QUEUE = 1000
+# Seconds a client is told to wait when the interactive queue is over EMBED_MAX_QUEUE.
+QUEUE_FULL_RETRY_AFTER_S = 2
+# Seconds the API trusts a cached managed-key lookup: a revoked key works at most this long after.
+MANAGED_KEY_CACHE_S = 1.0
+# Most cached key lookups per API process (the cache is cleared when it reaches this).
+MANAGED_KEY_CACHE_ENTRIES = 10000
+# Histogram bucket bounds for rows and padded tokens per forward pass (workers count, /metrics shows).
+BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_TOKENS_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+# Seconds between a worker's pushes of its forward-pass statistics to Redis.
+BATCH_STATS_FLUSH_S = 2.0

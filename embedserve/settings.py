@@ -73,6 +73,14 @@ class Settings:
     task_time_limit: int = defaults.TASK_TIME_LIMIT_S
     # Python logging level name.
     log_level: str = "INFO"
+    # Log one JSON object per line (EMBED_LOG_JSON=1) instead of plain text.
+    log_json: bool = False
+    # Sync requests get 503 + Retry-After at once when the model's interactive queue holds more
+    # messages than this (0 = no limit).
+    max_queue: int = defaults.MAX_QUEUE
+    # Per-minute limits for the static EMBED_API_KEYS (0 = unlimited); managed keys carry their own.
+    static_key_rpm: int = 0
+    static_key_tpm: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -102,6 +110,10 @@ class Settings:
             visibility_timeout=reader.int("EMBED_VISIBILITY_TIMEOUT", cls.visibility_timeout, 1, 10**7),
             task_time_limit=reader.int("EMBED_TASK_TIME_LIMIT", cls.task_time_limit, 1, 10**7),
             log_level=reader.str("EMBED_LOG_LEVEL", cls.log_level).upper(),
+            log_json=reader.int("EMBED_LOG_JSON", 0, 0, 1) == 1,
+            max_queue=reader.int("EMBED_MAX_QUEUE", cls.max_queue, 0, 10**9),
+            static_key_rpm=reader.int("EMBED_STATIC_KEY_RPM", cls.static_key_rpm, 0, 10**9),
+            static_key_tpm=reader.int("EMBED_STATIC_KEY_TPM", cls.static_key_tpm, 0, 10**12),
         )
         settings.validate()
         return settings

@@ -15,11 +15,13 @@ import uuid
 
 import redis
 
+from embedserve.batch_stats import BatchStats
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
 from embedserve.protocol import RERANK_TASK, RerankChunk, bulk_queue, interactive_queue, rerank_queue
 from embedserve.registry import Heartbeat
 from embedserve.settings import ConfigError, Settings, WorkerRole
+from embedserve.startup import check_eviction_policy
 
 log = logging.getLogger("embedserve.worker")
 
@@ -35,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_format=settings.log_json)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         client.ping()
     except redis.RedisError as exc:
         print(f"embedserve worker: cannot reach Redis at {settings!r}: {exc}", file=sys.stderr)
+        return 2
+    problem = check_eviction_policy(client)
+    if problem:
+        print(f"embedserve worker: {problem}", file=sys.stderr)
         return 2
 
     # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
@@ -68,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
         # Interactive first: with the priority strategy kombu polls the queues in this order.
         queues = [interactive_queue(name), bulk_queue(name)]
+    batch_stats = BatchStats(client, name)
     batcher = Batcher(forward, max_batch_tokens=settings.max_batch_tokens,
-                      is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError))
+                      is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
+                      on_batch=batch_stats.record)
     batcher.start()
+    batch_stats.start()
     if settings.worker_role == WorkerRole.RERANK:
         register_tasks(app, RerankService(model, batcher), client, name=RERANK_TASK, payload_type=RerankChunk)
     else:
@@ -91,4 +100,5 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         heartbeat.stop()
         batcher.stop()
+        batch_stats.stop()
     return 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import redis
 from celery import Celery
 
 from embedserve import defaults
+from embedserve.logs import request_context
 from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
+
+log = logging.getLogger("embedserve.worker.tasks")
 
 
 def register_tasks(app: Celery, service, client: redis.Redis, *, name: str = EMBED_TASK,
@@ -18,9 +22,15 @@ def register_tasks(app: Celery, service, client: redis.Redis, *, name: str = EMB
     @app.task(name=name, ignore_result=True)
     def run_chunk(payload: dict) -> None:
         chunk = payload_type.from_wire(payload)
-        if time.time() > chunk.deadline:
-            return  # the caller has gone (timed out): do not spend a forward pass on it
-        send_reply(client, chunk.reply_to, service.run(chunk))
+        with request_context(chunk.request_id):  # every log line about this chunk carries the API's id
+            if time.time() > chunk.deadline:
+                log.info("chunk %d skipped: its caller stopped waiting", chunk.chunk)
+                return  # the caller has gone (timed out): do not spend a forward pass on it
+            started = time.monotonic()
+            result = service.run(chunk)
+            send_reply(client, chunk.reply_to, result)
+            log.info("chunk %d: %d rows, %d tokens, status %d in %.1f ms", chunk.chunk, result.rows,
+                     result.tokens, result.status, (time.monotonic() - started) * 1000)
 
 
 def send_reply(client: redis.Redis, key: str, result: ChunkResult) -> None:

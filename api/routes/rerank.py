@@ -6,10 +6,12 @@ request is v1's minus `return_documents`, and its response reads a subset of our
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
+from embedserve.protocol import rerank_queue
 from embedserve.registry import ModelKind
 
+from api.admission import admit, estimate_rerank_tokens
 from api.context import require_key, resolve_model, services
 from api.rerank_validation import parse_rerank_request
 from api.responses import rerank_response
@@ -26,5 +28,10 @@ def rerank() -> Response:
     """Validate, score every document on the reranker's workers, answer sorted by relevance."""
     req = parse_rerank_request(parse_json_body(request.get_data(), request.content_type))
     served = resolve_model(req.model, ModelKind.RERANK)
-    result = services().dispatcher.rerank(req, served)
+    svc = services()
+    estimate = estimate_rerank_tokens(req, served.card.max_length)
+    queue = rerank_queue(served.card.name)
+    with admit(estimate, served, queue, g.identity, svc.redis, svc.settings.max_queue) as ticket:
+        result = svc.dispatcher.rerank(req, served, request_id=g.get("request_id"))
+        ticket.settle(result.tokens)
     return Response(rerank_response(result, req, served.card.name), mimetype="application/json")

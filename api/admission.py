@@ -1,0 +1,122 @@
+"""Admission before dispatch: backpressure on the model's queue, then the caller's rate limits.
+
+Order matters: a request refused for overload costs the caller nothing from its limits.
+`admit` is a context manager around the dispatch, so the token estimate is settled with the
+real usage afterwards, or refunded when the work failed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from flask import Flask, Response, current_app, g
+
+from embedserve import defaults, queues
+from embedserve.errors import RateLimited, ServiceError, Timeout, Unavailable
+from embedserve.registry import ServedModel
+
+from api.auth import Identity
+from api.ratelimit import RateLimiter
+from api.rerank_validation import RerankRequest
+from api.validation import EmbeddingRequest
+
+EXTENSION = "embedserve.admission"
+# Characters per token assumed for text before the model has tokenized it (OpenAI's rule of thumb).
+CHARS_PER_TOKEN = 4
+
+
+class Ticket:
+    """An admitted request; `settle(tokens)` reports what it really used."""
+
+    def __init__(self, limiter: RateLimiter | None, identity: Identity, estimate: int):
+        self._limiter = limiter
+        self._identity = identity
+        self.estimate = estimate
+        self.used: int | None = None
+
+    def settle(self, tokens: int) -> None:
+        """Record the request's real token usage (charged against the estimate taken earlier)."""
+        self.used = tokens
+
+    def finish(self, failed: ServiceError | None) -> None:
+        """Settle the estimate: with the real usage, a refund (failure) or nothing (timeout)."""
+        if self._limiter is None or self._identity.tpm <= 0:
+            return
+        # A timed-out request may still have used the GPU: it keeps its charge. Other failures are refunded.
+        used = self.estimate if isinstance(failed, Timeout) else (0 if failed else self.used)
+        if used is None or used == self.estimate:
+            return
+        ident = self._identity
+        decision = self._limiter.settle(ident.digest.hex(), ident.rpm, ident.tpm, used - self.estimate)
+        g.ratelimit_headers = decision.headers()
+
+
+def init_app(app: Flask, client: redis.Redis) -> None:
+    """Build the limiter and add the x-ratelimit-* headers to every response that has them."""
+    app.extensions[EXTENSION] = RateLimiter(client)
+
+    @app.after_request
+    def _ratelimit_headers(response: Response) -> Response:
+        for name, value in (g.get("ratelimit_headers") or {}).items():
+            response.headers[name] = value
+        return response
+
+
+def estimate_tokens(req: EmbeddingRequest, max_length: int) -> int:
+    """Tokens charged before dispatch: token-id counts, or characters / 4, each capped at max_length."""
+    cap = max_length if max_length > 0 else math.inf
+    if req.token_ids:
+        return int(sum(min(len(ids), cap) for ids in req.inputs))
+    return int(sum(min(max(1, math.ceil(len(text) / CHARS_PER_TOKEN)), cap) for text in req.inputs))
+
+
+def estimate_rerank_tokens(req: RerankRequest, max_length: int) -> int:
+    """Each document is scored together with the query: characters / 4 of both, capped at max_length."""
+    cap = max_length if max_length > 0 else math.inf
+    return int(sum(min(max(1, math.ceil((len(req.query) + len(doc)) / CHARS_PER_TOKEN)), cap)
+                   for doc in req.documents))
+
+
+def check_backpressure(client: redis.Redis, model: str, queue: str, max_queue: int) -> None:
+    """503 + Retry-After at once when the model's request queue is deeper than EMBED_MAX_QUEUE."""
+    if max_queue <= 0:
+        return
+    waiting = queues.depth(client, queue)
+    if waiting > max_queue:
+        raise Unavailable(f"Model '{model}' has {waiting} chunks queued (limit {max_queue}, EMBED_MAX_QUEUE); "
+                          f"retry shortly.", code="queue_full", retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S)
+
+
+@contextmanager
+def admit(estimate: int, served: ServedModel, queue: str, identity: Identity, client: redis.Redis,
+          max_queue: int) -> Iterator[Ticket]:
+    """Refuse (503/429) or admit a request of about `estimate` tokens; on exit, settle with its real usage."""
+    check_backpressure(client, served.card.name, queue, max_queue)
+    limiter: RateLimiter | None = current_app.extensions.get(EXTENSION)
+    if limiter is None or (identity.rpm <= 0 and identity.tpm <= 0):
+        ticket = Ticket(None, identity, estimate)
+    else:
+        decision = limiter.take(identity.digest.hex(), identity.rpm, identity.tpm, estimate)
+        g.ratelimit_headers = decision.headers()
+        if not decision.allowed:
+            raise RateLimited(_limit_message(identity, decision.requests_left, estimate),
+                              retry_after=decision.retry_after_s)
+        # The script takes at most the whole bucket (a request bigger than the limit waits for a full
+        # bucket instead of never passing); settle against what was really taken.
+        ticket = Ticket(limiter, identity, min(estimate, identity.tpm) if identity.tpm > 0 else estimate)
+    try:
+        yield ticket
+    except ServiceError as exc:
+        ticket.finish(exc)
+        raise
+    ticket.finish(None)
+
+
+def _limit_message(identity: Identity, requests_left: int, estimate: int) -> str:
+    if identity.rpm > 0 and requests_left < 1:
+        return f"Rate limit reached: {identity.rpm} requests per minute for this key. Retry after the Retry-After delay."
+    return (f"Rate limit reached: {identity.tpm} tokens per minute for this key (this request needs about "
+            f"{min(estimate, identity.tpm)}). Retry after the Retry-After delay.")

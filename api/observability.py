@@ -1,0 +1,124 @@
+"""Request ids, request metrics and GET /metrics (Prometheus text format).
+
+Per-request counters and latency histograms use prometheus_client in multiprocess mode:
+gunicorn runs several processes, each writes its samples to files in PROMETHEUS_MULTIPROC_DIR
+(api/server.py makes a fresh one), and /metrics adds them up, so one scrape sees all processes
+without a Redis write per request. State that lives in Redis anyway (queue depths, live
+workers, the workers' forward-pass statistics) is read from Redis at scrape time, so it is the
+same whichever API process or replica answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+
+import redis
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from embedserve import batch_stats, defaults, queues
+from embedserve.logs import reset_request_id, set_request_id
+from embedserve.registry import Registry
+
+REQUEST_ID_HEADER = "x-request-id"
+# A client-sent id is kept when it looks like an id (no spaces or control characters, bounded).
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+# Not registered in prometheus_client's global registry: /metrics builds the registry it serves.
+REQUESTS = Counter("embedserve_http_requests_total", "HTTP requests by route, method and status.",
+                   ["route", "method", "status"], registry=None)
+LATENCY = Histogram("embedserve_http_request_duration_seconds", "HTTP request latency by route and method.",
+                    ["route", "method"], buckets=LATENCY_BUCKETS, registry=None)
+
+bp = Blueprint("metrics", __name__)
+access_log = logging.getLogger("embedserve.api.access")
+
+
+class RedisStateCollector:
+    """Queue depth per queue, live workers per model and batch statistics, read from Redis per scrape."""
+
+    def __init__(self, client: redis.Redis):
+        self._redis = client
+        self._registry = Registry(client, cache_seconds=0)
+
+    def collect(self):
+        depth = GaugeMetricFamily("embedserve_queue_depth", "Task chunks waiting in a model's queue (Redis lists).",
+                                  labels=["model", "queue", "redis_list"])
+        workers = GaugeMetricFamily("embedserve_live_workers", "Workers with a fresh heartbeat, per model.",
+                                    labels=["model"])
+        rows = HistogramMetricFamily("embedserve_batch_rows", "Rows (inputs) per forward pass.", labels=["model"])
+        tokens = HistogramMetricFamily("embedserve_batch_padded_tokens", "Padded tokens per forward pass.",
+                                       labels=["model"])
+        for served in self._registry.models():
+            name = served.card.name
+            workers.add_metric([name], served.live_workers)
+            for kind, queue in queues.model_queues(name, served.card.kind).items():
+                depth.add_metric([name, kind, queue], queues.depth(self._redis, queue))
+            stats = batch_stats.read(self._redis, name)
+            rows.add_metric([name], _cumulative(stats.rows, defaults.BATCH_ROWS_BUCKETS), stats.rows_sum)
+            tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
+        yield from (depth, workers, rows, tokens)
+
+
+def _cumulative(counts: dict[str, int], bounds: tuple[int, ...]) -> list[tuple[str, int]]:
+    total, out = 0, []
+    for bound in (*map(str, bounds), "+Inf"):
+        total += counts.get(bound, 0)
+        out.append((bound, total))
+    return out
+
+
+def init_app(app: Flask, client: redis.Redis) -> None:
+    """Request ids and request metrics on every response; GET /metrics."""
+    app.extensions["embedserve.metrics"] = RedisStateCollector(client)
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def _start():
+        sent = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = sent if _CLIENT_ID_RE.match(sent) else uuid.uuid4().hex
+        g.request_id_token = set_request_id(g.request_id)
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        rid = g.get("request_id")
+        if rid is None:  # a response made before _start ran (should not happen): still give it an id
+            rid = uuid.uuid4().hex
+        response.headers[REQUEST_ID_HEADER] = rid
+        # The URL rule, not the path: unknown paths must not create a label value each.
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        if "request_started" in g:
+            elapsed = time.perf_counter() - g.request_started
+            LATENCY.labels(route, request.method).observe(elapsed)
+            access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed * 1000)
+        return response
+
+    @app.teardown_request
+    def _forget(_exc):
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            reset_request_id(token)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format: this API's requests (all processes) and the cluster state in Redis."""
+    from flask import current_app
+
+    registry = CollectorRegistry(auto_describe=False)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:  # a single process (e.g. the app built outside gunicorn): its own in-memory values
+        registry.register(REQUESTS)
+        registry.register(LATENCY)
+    registry.register(current_app.extensions["embedserve.metrics"])
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

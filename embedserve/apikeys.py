@@ -1,0 +1,114 @@
+"""Managed API keys: created and revoked at run time, kept in Redis only as SHA-256 hashes.
+
+A key is shown once, when created; Redis holds its digest, a short prefix to recognise it by,
+its name and per-minute limits. The API looks keys up by digest (api/auth.py caches lookups).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis
+
+from embedserve import keys
+
+KEY_PREFIX = "es-"
+# Characters of the key kept (and shown) to tell keys apart; far too few to guess the rest.
+SHOWN_PREFIX_CHARS = 10
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+# Look a key up by digest and stamp its last use in one round trip; nil when it does not exist.
+_LOOKUP_AND_TOUCH = """
+local fields = redis.call('HMGET', KEYS[1], 'name', 'rpm', 'tpm')
+if not fields[1] then return nil end
+redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
+return fields
+"""
+
+
+class KeyStoreError(ValueError):
+    """A key operation that cannot be done (duplicate or unknown name, bad limits)."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What is stored about a managed key (never the key itself)."""
+
+    name: str
+    prefix: str
+    rpm: int  # requests per minute, 0 = unlimited
+    tpm: int  # tokens per minute, 0 = unlimited
+    created: float = 0.0
+    last_used: float | None = None
+
+
+def digest_hex(key: str) -> str:
+    """The SHA-256 of a key, as stored."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class KeyStore:
+    """Create, list, revoke and look up managed keys in Redis."""
+
+    def __init__(self, client: redis.Redis):
+        self._redis = client
+        self._lookup = client.register_script(_LOOKUP_AND_TOUCH)
+
+    def create(self, name: str, rpm: int = 0, tpm: int = 0) -> tuple[str, KeyRecord]:
+        """A new key and its record; the plaintext key is returned here and never stored."""
+        if not _NAME_RE.match(name):
+            raise KeyStoreError("a key name is 1-64 characters of [A-Za-z0-9._@-], starting with a letter or digit")
+        if rpm < 0 or tpm < 0:
+            raise KeyStoreError("--rpm and --tpm must be 0 (unlimited) or more")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        digest = digest_hex(key)
+        if not self._redis.hsetnx(keys.api_key_names(), name, digest):
+            raise KeyStoreError(f"a key named '{name}' already exists; revoke it first or pick another name")
+        record = KeyRecord(name=name, prefix=key[:SHOWN_PREFIX_CHARS], rpm=rpm, tpm=tpm, created=time.time())
+        self._redis.hset(keys.api_key(digest), mapping={
+            "name": name, "prefix": record.prefix, "rpm": rpm, "tpm": tpm, "created": record.created})
+        return key, record
+
+    def list(self) -> list[KeyRecord]:
+        """Every managed key's record, by name."""
+        names = self._redis.hgetall(keys.api_key_names())
+        pipe = self._redis.pipeline(transaction=False)
+        ordered = sorted(names.items())
+        for _, digest in ordered:
+            pipe.hgetall(keys.api_key(digest.decode()))
+        records = []
+        for raw in pipe.execute():
+            if raw:
+                records.append(_record(raw))
+        return records
+
+    def revoke(self, name: str) -> bool:
+        """Delete a key by name; False when there is none. The API stops accepting it within seconds."""
+        digest = self._redis.hget(keys.api_key_names(), name)
+        if digest is None:
+            return False
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(keys.api_key(digest.decode()))
+        pipe.delete(keys.rate_limit(digest.decode()))
+        pipe.hdel(keys.api_key_names(), name)
+        pipe.execute()
+        return True
+
+    def lookup(self, digest: str) -> KeyRecord | None:
+        """The record for a presented key's digest (stamping its last use), or None."""
+        fields = self._lookup(keys=[keys.api_key(digest)], args=[f"{time.time():.3f}"])
+        if not fields:
+            return None
+        name, rpm, tpm = (f.decode() for f in fields)
+        return KeyRecord(name=name, prefix="", rpm=int(rpm), tpm=int(tpm))
+
+
+def _record(raw: dict) -> KeyRecord:
+    text = {k.decode(): v.decode() for k, v in raw.items()}
+    last = text.get("last_used")
+    return KeyRecord(name=text["name"], prefix=text["prefix"], rpm=int(text["rpm"]), tpm=int(text["tpm"]),
+                     created=float(text["created"]), last_used=float(last) if last else None)

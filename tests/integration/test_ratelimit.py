@@ -1,0 +1,97 @@
+"""Per-key rate limits and queue backpressure, on the real stack."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+import requests
+
+from tests.integration.conftest import MINILM, OTHER_KEY, QWEN
+from tests.integration.test_keys import create_key
+from tests.stack import wait_until
+
+
+def post(api_url: str, key: str, text, model: str = MINILM) -> requests.Response:
+    return requests.post(api_url + "/v1/embeddings", json={"model": model, "input": text},
+                         headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+
+def test_requests_per_minute_limit_answers_429_while_another_key_is_served(stack, api_url):
+    key = create_key(stack, "rpm-limited", "--rpm", "2")
+    first = post(api_url, key, "one")
+    assert first.status_code == 200
+    assert first.headers["x-ratelimit-limit-requests"] == "2"
+    assert first.headers["x-ratelimit-remaining-requests"] == "1"
+    assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert post(api_url, key, "two").status_code == 200
+    refused = post(api_url, key, "three")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_exceeded"
+    assert "2 requests per minute" in refused.json()["error"]["message"]
+    # One request refills every 30 s; a little was refilled while the two requests ran.
+    assert 1 <= int(refused.headers["Retry-After"]) <= 30
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    # Another key is not slowed: the static key (no limits) is served at once, with no limit headers.
+    other = post(api_url, OTHER_KEY, "three")
+    assert other.status_code == 200
+    assert "x-ratelimit-limit-requests" not in other.headers
+
+
+def test_tokens_per_minute_limit_charges_an_estimate_and_settles_the_real_usage(stack, api_url):
+    key = create_key(stack, "tpm-limited", "--tpm", "60")
+    text = "word " * 48  # 240 characters: an estimate of 60 tokens, ~50 real ones
+    first = post(api_url, key, text)
+    assert first.status_code == 200
+    used = first.json()["usage"]["prompt_tokens"]
+    assert used < 60
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) >= 60 - used  # settled: the overcharge came back
+    refused = post(api_url, key, text)
+    assert refused.status_code == 429
+    assert "60 tokens per minute" in refused.json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 30
+    assert refused.headers["x-ratelimit-limit-tokens"] == "60"
+    small = post(api_url, key, "hi")  # a request the bucket still covers goes through
+    assert small.status_code == 200
+
+
+@pytest.fixture
+def slow_api(stack, workers):
+    """An API with EMBED_MAX_QUEUE=1 on the shared stack."""
+    process, url = stack.start_api(EMBED_API_KEYS=OTHER_KEY, EMBED_MAX_QUEUE="1", EMBED_SYNC_TIMEOUT="8")
+    yield url
+    process.stop()
+
+
+def test_a_deep_queue_answers_503_at_once(stack, workers, slow_api):
+    worker = workers[QWEN].popen
+    client = stack.redis.client()
+    threads = []
+    worker.send_signal(signal.SIGSTOP)  # a real worker that stops consuming: its queue grows
+    try:
+        for _ in range(3):
+            thread = threading.Thread(target=post, args=(slow_api, OTHER_KEY, "x", QWEN))
+            thread.start()
+            threads.append(thread)
+        wait_until(lambda: client.llen(f"embed.{QWEN}") >= 2, 10, "two chunks to wait in the queue")
+        refused = post(slow_api, OTHER_KEY, "x", QWEN)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert refused.headers["Retry-After"] == "2"
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    for thread in threads:  # they end with 200 or 504 (EMBED_SYNC_TIMEOUT=8) once the worker runs again
+        thread.join(30)
+
+
+def test_static_keys_get_the_static_limits(stack, workers):
+    key = "static-limited-key-01"
+    process, url = stack.start_api(EMBED_API_KEYS=key, EMBED_STATIC_KEY_RPM="1")
+    try:
+        first = post(url, key, "static one")
+        assert first.status_code == 200 and first.headers["x-ratelimit-limit-requests"] == "1"
+        second = post(url, key, "static two")
+        assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
+    finally:
+        process.stop()
