@@ -62,6 +62,31 @@ _EMBEDDINGS = {
     },
 }
 
+_RERANK = {
+    "tags": ["rerank"],
+    "summary": "Score documents against a query (Cohere/Jina-compatible)",
+    "security": [{"bearerAuth": []}],
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/RerankRequest"},
+        "example": {"model": "Qwen3-Reranker-0.6B", "query": "capital of China?",
+                    "documents": ["Beijing is the capital of China.", "Today is Friday."], "top_n": 1}}}},
+    "responses": {
+        "200": _json("Documents by relevance, highest first.", {"$ref": "#/components/schemas/RerankList"},
+                     _RATE_HEADERS),
+        "400": _error("Invalid input (empty query or documents, too many documents, too long without truncate, "
+                      "an embedding model named, bad JSON)."),
+        "401": _AUTH_ERRORS["401"],
+        "404": _error("Unknown model (code model_not_found)."),
+        "413": _error("Body over EMBED_MAX_BODY_BYTES."),
+        "415": _error("The body is not JSON."),
+        "429": _error("The key's requests- or tokens-per-minute limit is reached.", retry=True)
+        | {"headers": {**_REQUEST_ID, **_RETRY_AFTER, **_RATE_HEADERS}},
+        "503": _error("No live worker for the model, its queue is over EMBED_MAX_QUEUE, or Redis is unreachable.",
+                      retry=True),
+        "504": _error("Scoring did not finish within EMBED_SYNC_TIMEOUT."),
+    },
+}
+
 _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 
 SPEC: dict = {
@@ -73,6 +98,9 @@ SPEC: dict = {
         "/v1/embeddings": {"post": {**_EMBEDDINGS, "operationId": "createEmbeddings"}},
         "/embeddings": {"post": {**_EMBEDDINGS, "operationId": "createEmbeddingsUnversioned",
                                  "summary": "Same as /v1/embeddings"}},
+        "/v1/rerank": {"post": {**_RERANK, "operationId": "rerank"}},
+        "/v2/rerank": {"post": {**_RERANK, "operationId": "rerankV2", "summary": "Same as /v1/rerank (Cohere v2 path)"}},
+        "/rerank": {"post": {**_RERANK, "operationId": "rerankUnversioned", "summary": "Same as /v1/rerank"}},
         "/v1/models": {"get": {
             "tags": ["models"], "operationId": "listModels", "summary": "Models with a live worker",
             "security": [{"bearerAuth": []}],
@@ -145,6 +173,34 @@ SPEC: dict = {
                     "model": {"type": "string"},
                     "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
                               "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+                }},
+            "RerankRequest": {
+                "type": "object", "required": ["query", "documents"],
+                "properties": {
+                    "model": {"type": "string", "minLength": 1,
+                              "description": "Served name or alias of a reranker; optional when one model is served."},
+                    "query": {"type": "string", "minLength": 1, "pattern": "\\S"},
+                    "documents": {"type": "array", "minItems": 1, "maxItems": defaults.MAX_RERANK_DOCUMENTS,
+                                  "items": {"oneOf": [
+                                      {"type": "string"},
+                                      {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}]}},
+                    "top_n": {"type": "integer", "minimum": 1},
+                    "return_documents": {"type": "boolean", "default": False},
+                    "instruction": {"type": "string", "description": "Instruction for Qwen3-Reranker prompts."},
+                    "truncate": {"type": "boolean", "default": False},
+                }},
+            "RerankList": {
+                "type": "object", "required": ["id", "object", "model", "results", "usage"],
+                "properties": {
+                    "id": {"type": "string"}, "object": {"const": "rerank"}, "model": {"type": "string"},
+                    "results": {"type": "array", "items": {
+                        "type": "object", "required": ["index", "relevance_score"],
+                        "properties": {"index": {"type": "integer", "minimum": 0},
+                                       "relevance_score": {"type": "number"},
+                                       "document": {"type": "object", "properties": {"text": {"type": "string"}}}}}},
+                    "usage": {"type": "object", "required": ["total_tokens"],
+                              "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
+                    "meta": {"type": "object"},
                 }},
             "Model": {
                 "type": "object", "required": ["id", "object", "created", "owned_by"],
