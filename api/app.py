@@ -5,7 +5,9 @@ from __future__ import annotations
 import redis
 from flask import Flask
 
+from embedserve import defaults
 from embedserve.celery_app import make_celery
+from embedserve.jobs import JobStore
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
@@ -13,13 +15,14 @@ from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
 from api.errors import register_error_handlers
-from api.routes import embeddings, health, models
+from api.routes import batches, embeddings, files, health, jobs, models
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """A ready-to-serve app for `settings` (read from the environment when omitted)."""
     settings = settings or Settings.from_env()
     app = Flask("embedserve")
+    # The embeddings limit is the default; the job and file routes raise it for their requests.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     # Socket timeout above the longest BLPOP a request makes, so a slow reply is a 504, not an error.
@@ -29,8 +32,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, celery=celery, registry=Registry(client),
-        keys=KeyChecker(settings.api_keys), dispatcher=Dispatcher(celery, client, settings.sync_timeout))
-    for blueprint in (health.bp, models.bp, embeddings.bp):
+        keys=KeyChecker(settings.api_keys), dispatcher=Dispatcher(celery, client, settings.sync_timeout),
+        jobs=JobStore(client, defaults.JOB_ERROR_SAMPLE))
+    for blueprint in (health.bp, models.bp, embeddings.bp, jobs.bp, files.bp, batches.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

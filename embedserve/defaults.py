@@ -33,3 +33,39 @@ VISIBILITY_TIMEOUT_S = 3600
 TASK_TIME_LIMIT_S = 600
 # Default instruction for Qwen3-style query embeddings (from the Qwen3-Embedding model card).
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+# --- bulk jobs, files and batches -----------------------------------------------------------
+# Most inputs in one job (EMBED_MAX_JOB_INPUTS).
+MAX_JOB_INPUTS = 1_000_000
+# Body limit for POST /v1/jobs and /v1/embeddings with `Prefer: respond-async`, bytes (EMBED_MAX_JOB_BODY_BYTES).
+MAX_JOB_BODY_BYTES = 512 * 1024 * 1024
+# Largest uploaded file, bytes (EMBED_MAX_FILE_BYTES).
+MAX_FILE_BYTES = 200 * 1024 * 1024
+# Seconds a job's inputs and results live after submission (EMBED_JOB_TTL).
+JOB_TTL_S = 24 * 3600
+# Seconds an uploaded file lives (EMBED_FILE_TTL); OpenAI keeps batch files 30 days.
+FILE_TTL_S = 30 * 24 * 3600
+# Runs of one chunk (tries, counting ones that killed their worker) before its items fail (EMBED_MAX_ATTEMPTS).
+MAX_ATTEMPTS = 3
+# A job chunk holds at most this many inputs ...
+JOB_CHUNK_INPUTS = 64
+# ... and at most this many characters (token ids count 4 each): about a tenth of a second of
+# CPU work for a small model, so a worker thread is freed for interactive work often.
+JOB_CHUNK_CHARS = 16 * 1024
+# Job chunks one worker runs at once; the rest wait, so the forward thread's bulk queue stays
+# short and an interactive row never waits behind more than a couple of chunks (EMBED_BULK_SLOTS).
+BULK_SLOTS = 2
+# Most objects one list call returns, and the default.
+LIST_LIMIT_MAX = 100
+LIST_LIMIT_DEFAULT = 20
+# Seconds a client is told to wait before polling an unfinished job's result again.
+JOB_RETRY_AFTER_S = 2
+# Item errors kept on a job record to show in `errors` (all are in the result).
+JOB_ERROR_SAMPLE = 10
+# Bytes read from Redis or an upload per step when streaming a file.
+FILE_BLOCK_BYTES = 4 * 1024 * 1024
+# The only completion window OpenAI's batch API accepts, and what it means in seconds.
+BATCH_COMPLETION_WINDOW = "24h"
+BATCH_WINDOW_S = 24 * 3600
+# Seconds between kombu's sweeps that hand unacknowledged messages of dead workers back.
+UNACKED_RESTORE_INTERVAL_S = 10

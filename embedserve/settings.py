@@ -57,6 +57,18 @@ class Settings:
     task_time_limit: int = defaults.TASK_TIME_LIMIT_S
     # Python logging level name.
     log_level: str = "INFO"
+    # Bulk jobs: most inputs per job, body limit of a job submission, bytes.
+    max_job_inputs: int = defaults.MAX_JOB_INPUTS
+    max_job_body_bytes: int = defaults.MAX_JOB_BODY_BYTES
+    # Largest uploaded file (POST /v1/files), bytes.
+    max_file_bytes: int = defaults.MAX_FILE_BYTES
+    # Seconds a job's data lives after submission; seconds an uploaded file lives.
+    job_ttl: int = defaults.JOB_TTL_S
+    file_ttl: int = defaults.FILE_TTL_S
+    # Runs of one job chunk before its items are marked failed.
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    # Job chunks one worker process runs at once (the rest wait; interactive work never does).
+    bulk_slots: int = defaults.BULK_SLOTS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -82,6 +94,13 @@ class Settings:
             visibility_timeout=reader.int("EMBED_VISIBILITY_TIMEOUT", cls.visibility_timeout, 1, 10**7),
             task_time_limit=reader.int("EMBED_TASK_TIME_LIMIT", cls.task_time_limit, 1, 10**7),
             log_level=reader.str("EMBED_LOG_LEVEL", cls.log_level).upper(),
+            max_job_inputs=reader.int("EMBED_MAX_JOB_INPUTS", cls.max_job_inputs, 1, 10**8),
+            max_job_body_bytes=reader.int("EMBED_MAX_JOB_BODY_BYTES", cls.max_job_body_bytes, 1024, 2**40),
+            max_file_bytes=reader.int("EMBED_MAX_FILE_BYTES", cls.max_file_bytes, 1024, 2**40),
+            job_ttl=reader.int("EMBED_JOB_TTL", cls.job_ttl, 60, 10**8),
+            file_ttl=reader.int("EMBED_FILE_TTL", cls.file_ttl, 60, 10**9),
+            max_attempts=reader.int("EMBED_MAX_ATTEMPTS", cls.max_attempts, 1, 100),
+            bulk_slots=reader.int("EMBED_BULK_SLOTS", cls.bulk_slots, 1, 1024),
         )
         settings.validate()
         return settings
@@ -105,6 +124,10 @@ class Settings:
                 f"EMBED_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must be above EMBED_TASK_TIME_LIMIT "
                 f"({self.task_time_limit}s), or Redis would hand a running task to a second worker"
             )
+        if self.bulk_slots >= self.worker_concurrency:
+            raise ConfigError(
+                f"EMBED_BULK_SLOTS ({self.bulk_slots}) must be below EMBED_WORKER_CONCURRENCY "
+                f"({self.worker_concurrency}), or job chunks could take every task thread")
         for key in self.api_keys:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")

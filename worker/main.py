@@ -46,7 +46,7 @@ def main() -> int:
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError))
     batcher.start()
     app = make_celery(settings)
-    register_tasks(app, EmbeddingService(engine, batcher), client)
+    register_tasks(app, EmbeddingService(engine, batcher), client, settings)
 
     name = settings.served_model_name
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

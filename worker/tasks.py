@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import redis
 from celery import Celery
 
 from embedserve import defaults
-from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
+from embedserve.jobs import JobStore
+from embedserve.protocol import EMBED_TASK, JOB_CHUNK_TASK, ChunkResult, EmbedChunk, bulk_queue
+from embedserve.settings import Settings
+from worker.jobs import ChunkRunner
 from worker.service import EmbeddingService
 
 
-def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis) -> None:
+def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis, settings: Settings) -> None:
     """Attach this worker's tasks to `app`, bound to the loaded model and a Redis client."""
 
     @app.task(name=EMBED_TASK, ignore_result=True)
@@ -21,6 +25,21 @@ def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis) 
         if time.time() > chunk.deadline:
             return  # the caller has gone (timed out): do not spend a forward pass on it
         send_reply(client, chunk.reply_to, service.run(chunk))
+
+    def requeue(job_id: str, index: int, model: str) -> None:
+        app.send_task(JOB_CHUNK_TASK, args=[job_id, index], queue=bulk_queue(model))
+
+    runner = ChunkRunner(JobStore(client, defaults.JOB_ERROR_SAMPLE), service, max_attempts=settings.max_attempts,
+                         time_limit=settings.task_time_limit, requeue=requeue)
+    # Job chunks beyond this many wait here (holding their message, unacknowledged) instead of
+    # queueing rows in the batcher: the forward thread's bulk backlog stays a couple of chunks,
+    # so an interactive row is never more than one short forward pass away from its turn.
+    slots = threading.BoundedSemaphore(settings.bulk_slots)
+
+    @app.task(name=JOB_CHUNK_TASK, ignore_result=True)
+    def job_chunk(job_id: str, index: int) -> None:
+        with slots:
+            runner.run(job_id, index)
 
 
 def send_reply(client: redis.Redis, key: str, result: ChunkResult) -> None:
