@@ -207,7 +207,7 @@ class JobStore:
 
     def __init__(self, client: redis.Redis, error_sample: int = 10):
         self.redis = client
-        self.error_sample = error_sample
+        self.sample_size = error_sample
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
         self._cancel = client.register_script(_CANCEL)
@@ -235,7 +235,7 @@ class JobStore:
     def create(self, job: Job, ttl: int, *, listed: bool = True) -> None:
         """Write the job record (after its chunks) and index it under its owner."""
         record = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(job).items() if v is not None}
-        record["error_sample"] = self.error_sample
+        record["error_sample"] = self.sample_size
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.job(job.id), mapping=record)
         pipe.expire(keys.job(job.id), ttl)
@@ -325,7 +325,7 @@ class JobStore:
             args = [index, b"", 0, 0, 0, 0, int(time.time()), 1 if skipped else 0]
         else:
             sample = [json.dumps({"index": item, **err["error"]}) for item, err in zip(output.items, output.errors)
-                      if err is not None][: self.error_sample]
+                      if err is not None][: self.sample_size]
             args = [index, output.pack(), output.completed, output.failed, sum(output.tokens), output.dim,
                     int(time.time()), 0, *sample]
         return int(self._finish(keys=[keys.job(job_id), keys.job_done(job_id), keys.job_output(job_id, index),
