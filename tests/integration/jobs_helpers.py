@@ -6,7 +6,6 @@ import json
 
 import msgpack
 import numpy as np
-import requests
 
 from tests.stack import wait_until
 
@@ -84,11 +83,3 @@ def texts(n: int, seed: str = "") -> list[str]:
     """Short distinct texts of varying length."""
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
     return [f"{seed}text {i}: " + " ".join(words[(i + k) % 10] for k in range(1 + i % 7)) for i in range(n)]
-
-
-def other_session(api_url: str, key: str) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {key}"
-    session.base = api_url
-    return session
-

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.integration.conftest import MINILM, OTHER_KEY
-from tests.integration.jobs_helpers import (get_job, matrix, other_session, result_json, result_msgpack,
+from tests.integration.conftest import MINILM
+from tests.integration.jobs_helpers import (get_job, matrix, result_json, result_msgpack,
                                             result_ndjson, submit, sync_vectors, texts, wait_finished)
 from tests.integration.test_errors import assert_openai_error
 
@@ -120,14 +120,14 @@ def test_delete_drops_the_job(http, stack):
     assert not list(stack.redis.client().scan_iter(f"embed:job:{job['id']}*"))
 
 
-def test_list_is_own_newest_first_and_paginates(http, api_url):
+def test_list_is_own_newest_first_and_paginates(http, api_url, other_http):
     first = submit(http, model=MINILM, input=["list one"])
     second = submit(http, model=MINILM, input=["list two"])
     page = http.get(http.base + "/v1/jobs?limit=1", timeout=30).json()
     assert [j["id"] for j in page["data"]] == [second["id"]] and page["has_more"] is True
     page = http.get(http.base + f"/v1/jobs?limit=1&after={second['id']}", timeout=30).json()
     assert [j["id"] for j in page["data"]] == [first["id"]]
-    other = other_session(api_url, OTHER_KEY)
+    other = other_http
     other_ids = {j["id"] for j in other.get(api_url + "/v1/jobs?limit=100", timeout=30).json()["data"]}
     assert first["id"] not in other_ids and second["id"] not in other_ids
 
@@ -135,9 +135,9 @@ def test_list_is_own_newest_first_and_paginates(http, api_url):
 @pytest.mark.parametrize("method,suffix", [
     ("get", ""), ("get", "/result"), ("post", "/cancel"), ("delete", ""),
 ])
-def test_another_key_gets_the_same_404_as_an_unknown_id(http, api_url, method, suffix):
+def test_another_key_gets_the_same_404_as_an_unknown_id(http, api_url, other_http, method, suffix):
     job = submit(http, model=MINILM, input=["mine only"])
-    other = other_session(api_url, OTHER_KEY)
+    other = other_http
     theirs = getattr(other, method)(f"{api_url}/v1/jobs/{job['id']}{suffix}", timeout=30)
     unknown = getattr(other, method)(f"{api_url}/v1/jobs/job_{'0' * 32}{suffix}", timeout=30)
     assert_openai_error(theirs, 404, "not_found")
