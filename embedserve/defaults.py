@@ -48,12 +48,15 @@ FILE_TTL_S = 30 * 24 * 3600
 # Runs of one chunk (tries, counting ones that killed their worker) before its items fail (EMBED_MAX_ATTEMPTS).
 MAX_ATTEMPTS = 3
 # A job chunk holds at most this many inputs ...
-JOB_CHUNK_INPUTS = 64
-# ... and at most this many characters (token ids count 4 each): about a tenth of a second of
-# CPU work for a small model, so a worker thread is freed for interactive work often.
-JOB_CHUNK_CHARS = 16 * 1024
-# Job chunks one worker runs at once; the rest wait, so the forward thread's bulk queue stays
-# short and an interactive row never waits behind more than a couple of chunks (EMBED_BULK_SLOTS).
+JOB_CHUNK_INPUTS = 32
+# ... and at most this many characters (token ids count 4 each): a fraction of a second of CPU
+# work for a small model, so chunks finish (and free a task slot for interactive work) often.
+JOB_CHUNK_CHARS = 8 * 1024
+# Padded tokens in a forward pass of bulk rows only, on CPU (EMBED_BULK_BATCH_TOKENS; on CUDA
+# the default is EMBED_MAX_BATCH_TOKENS): an interactive row waits for at most one such pass.
+CPU_BULK_BATCH_TOKENS = 1024
+# Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
+# connection and prefetch 1, so the forward thread's bulk backlog stays a couple of chunks.
 BULK_SLOTS = 2
 # Most objects one list call returns, and the default.
 LIST_LIMIT_MAX = 100

@@ -67,8 +67,10 @@ class Settings:
     file_ttl: int = defaults.FILE_TTL_S
     # Runs of one job chunk before its items are marked failed.
     max_attempts: int = defaults.MAX_ATTEMPTS
-    # Job chunks one worker process runs at once (the rest wait; interactive work never does).
+    # Job chunks one worker process takes at once (each on its own consumer thread and connection).
     bulk_slots: int = defaults.BULK_SLOTS
+    # Padded tokens in a bulk-only forward pass; 0 = auto (EMBED_MAX_BATCH_TOKENS on CUDA, small on CPU).
+    bulk_batch_tokens: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -101,6 +103,7 @@ class Settings:
             file_ttl=reader.int("EMBED_FILE_TTL", cls.file_ttl, 60, 10**9),
             max_attempts=reader.int("EMBED_MAX_ATTEMPTS", cls.max_attempts, 1, 100),
             bulk_slots=reader.int("EMBED_BULK_SLOTS", cls.bulk_slots, 1, 1024),
+            bulk_batch_tokens=reader.int("EMBED_BULK_BATCH_TOKENS", cls.bulk_batch_tokens, 0, 10**8),
         )
         settings.validate()
         return settings
@@ -124,10 +127,6 @@ class Settings:
                 f"EMBED_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must be above EMBED_TASK_TIME_LIMIT "
                 f"({self.task_time_limit}s), or Redis would hand a running task to a second worker"
             )
-        if self.bulk_slots >= self.worker_concurrency:
-            raise ConfigError(
-                f"EMBED_BULK_SLOTS ({self.bulk_slots}) must be below EMBED_WORKER_CONCURRENCY "
-                f"({self.worker_concurrency}), or job chunks could take every task thread")
         for key in self.api_keys:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import redis
@@ -16,8 +15,8 @@ from worker.jobs import ChunkRunner
 from worker.service import EmbeddingService
 
 
-def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis, settings: Settings) -> None:
-    """Attach this worker's tasks to `app`, bound to the loaded model and a Redis client."""
+def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis, settings: Settings) -> ChunkRunner:
+    """Attach this worker's tasks to `app`; returns the job-chunk runner for the bulk consumer."""
 
     @app.task(name=EMBED_TASK, ignore_result=True)
     def embed(payload: dict) -> None:
@@ -29,17 +28,8 @@ def register_tasks(app: Celery, service: EmbeddingService, client: redis.Redis, 
     def requeue(job_id: str, index: int, model: str) -> None:
         app.send_task(JOB_CHUNK_TASK, args=[job_id, index], queue=bulk_queue(model))
 
-    runner = ChunkRunner(JobStore(client, defaults.JOB_ERROR_SAMPLE), service, max_attempts=settings.max_attempts,
-                         time_limit=settings.task_time_limit, requeue=requeue)
-    # Job chunks beyond this many wait here (holding their message, unacknowledged) instead of
-    # queueing rows in the batcher: the forward thread's bulk backlog stays a couple of chunks,
-    # so an interactive row is never more than one short forward pass away from its turn.
-    slots = threading.BoundedSemaphore(settings.bulk_slots)
-
-    @app.task(name=JOB_CHUNK_TASK, ignore_result=True)
-    def job_chunk(job_id: str, index: int) -> None:
-        with slots:
-            runner.run(job_id, index)
+    return ChunkRunner(JobStore(client, defaults.JOB_ERROR_SAMPLE), service, max_attempts=settings.max_attempts,
+                       time_limit=settings.task_time_limit, requeue=requeue)
 
 
 def send_reply(client: redis.Redis, key: str, result: ChunkResult) -> None:
