@@ -10,9 +10,11 @@ import pytest
 from tests.stack import ROOT
 
 CHECKS = [
-    ("api.app, api.server, api.routes.embeddings", ("torch", "transformers", "numpy")),
-    ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher", ("flask",)),
-    ("embedserve.settings, embedserve.protocol, embedserve.registry, embedserve.celery_app, embedserve.cli",
+    ("api.app, api.server, api.routes.embeddings, api.routes.jobs, api.routes.files, api.routes.batches, "
+     "api.results, api.batch_output", ("torch", "transformers", "numpy")),
+    ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher, worker.jobs, worker.bulk", ("flask",)),
+    ("embedserve.settings, embedserve.protocol, embedserve.registry, embedserve.celery_app, embedserve.cli, "
+     "embedserve.jobs",
      ("torch", "transformers", "flask")),
 ]
 
