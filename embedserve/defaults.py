@@ -54,7 +54,7 @@ JOB_CHUNK_INPUTS = 32
 JOB_CHUNK_CHARS = 8 * 1024
 # Padded tokens in a forward pass of bulk rows only, on CPU (EMBED_BULK_BATCH_TOKENS; on CUDA
 # the default is EMBED_MAX_BATCH_TOKENS): an interactive row waits for at most one such pass.
-CPU_BULK_BATCH_TOKENS = 1024
+CPU_BULK_BATCH_TOKENS = 256
 # Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
 # connection and prefetch 1, so the forward thread's bulk backlog stays a couple of chunks.
 BULK_SLOTS = 2
