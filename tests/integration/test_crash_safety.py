@@ -93,6 +93,10 @@ def test_redis_restart_with_persistence_loses_no_accepted_job(private):
     model = "restart-minilm"
     stack.start_worker(model, EMBED_MODEL_NAME=model).stop()  # the model is known; no worker runs
     job = submit(http, model=model, input=texts(300, "restart "))
+    # A second job whose window has passed while it waited (its expiry moved into the past):
+    # workers skip its chunks and it ends "expired", each input saying so.
+    late = submit(http, model=model, input=texts(40, "late "))
+    stack.redis.client().hset(f"embed:job:{late['id']}", "expires_at", 1)
     stack.redis.restart()
 
     def readable():
@@ -104,3 +108,9 @@ def test_redis_restart_with_persistence_loses_no_accepted_job(private):
     done = wait_finished(http, job["id"], timeout=120)
     assert done["request_counts"] == {"total": 300, "completed": 300, "failed": 0}
     assert [line["index"] for line in result_ndjson(http, job["id"])] == list(range(300))
+
+    expired = wait_finished(http, late["id"], timeout=60)
+    assert expired["status"] == "expired" and expired["request_counts"]["completed"] == 0
+    lines = result_ndjson(http, late["id"])
+    assert [line["index"] for line in lines] == list(range(40))
+    assert all(line["error"]["code"] == "expired" for line in lines)
