@@ -67,7 +67,9 @@ class ChunkRunner:
 
     def embed(self, spec: ChunkSpec) -> ChunkOutput:
         """Embed a chunk; a chunk that the model refuses (400) is split so only the bad items fail."""
-        result = self._call(spec, spec.inputs, offset=0)
+        # Error messages name inputs by index: a native job's own index; within a batch line, the line's.
+        native = spec.meta is None
+        result = self._call(spec, spec.inputs, offset=spec.items[0] if native else 0)
         if result.error is None:
             return _output(spec.items, spec.counts, [result])
         if result.status != 400:
@@ -76,8 +78,8 @@ class ChunkRunner:
             return _output(spec.items, spec.counts, [result])
         # One item is bad (too long, token id out of range): run each alone to find which.
         results, start = [], 0
-        for count in spec.counts:
-            one = self._call(spec, spec.inputs[start:start + count], offset=0)
+        for item, count in zip(spec.items, spec.counts):
+            one = self._call(spec, spec.inputs[start:start + count], offset=item if native else 0)
             if one.error is not None and one.status != 400:
                 raise TransientChunkError(one.error.get("message", "error"))
             results.append(one)

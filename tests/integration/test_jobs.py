@@ -73,6 +73,7 @@ def test_bad_item_fails_alone_and_the_job_ends(http):
     assert done["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
     assert done["errors"]["data"][0]["index"] == 1
     assert done["errors"]["data"][0]["code"] == "context_length_exceeded"
+    assert "input[1]" in done["errors"]["data"][0]["message"]  # named by its index in the job
     lines = result_ndjson(http, job["id"])
     assert [line["index"] for line in lines] == [0, 1, 2]
     assert "error" in lines[1] and lines[1]["error"]["code"] == "context_length_exceeded"
