@@ -6,7 +6,9 @@ import redis
 from flask import Flask
 
 from embedserve.apikeys import KeyStore
+from embedserve import defaults
 from embedserve.celery_app import make_celery
+from embedserve.jobs import JobStore
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
@@ -15,13 +17,14 @@ from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
 from api.errors import register_error_handlers
-from api.routes import embeddings, health, models, rerank
+from api.routes import batches, embeddings, files, health, jobs, models, rerank
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """A ready-to-serve app for `settings` (read from the environment when omitted)."""
     settings = settings or Settings.from_env()
     app = Flask("embedserve")
+    # The embeddings limit is the default; the job and file routes raise it for their requests.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     # Socket timeout above the longest BLPOP a request makes, so a slow reply is a 504, not an error.
@@ -33,8 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
                              static_tpm=settings.static_key_tpm)
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, celery=celery, registry=Registry(client),
-        keys=key_checker, dispatcher=Dispatcher(celery, client, settings.sync_timeout))
-    for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp):
+        keys=key_checker, dispatcher=Dispatcher(celery, client, settings.sync_timeout),
+        jobs=JobStore(client, defaults.JOB_ERROR_SAMPLE))
+    for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp, jobs.bp, files.bp, batches.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     admission.init_app(app, client)

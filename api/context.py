@@ -8,7 +8,9 @@ import redis
 from celery import Celery
 from flask import current_app, g, request
 
+from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound
+from embedserve.jobs import JobStore
 from embedserve.registry import ModelKind, Registry, ServedModel
 from embedserve.settings import Settings
 
@@ -28,6 +30,7 @@ class Services:
     registry: Registry
     keys: KeyChecker
     dispatcher: Dispatcher
+    jobs: JobStore
 
 
 def services() -> Services:
@@ -39,6 +42,24 @@ def require_key() -> None:
     """`before_request` hook for authenticated blueprints: sets g.key_id and g.identity or raises 401."""
     g.identity = services().keys.identify(request.headers.get("Authorization"))
     g.key_id = g.identity.digest
+
+
+def owner() -> str:
+    """The caller's identity for ownership of jobs, files and batches: its key's digest, in hex."""
+    return g.key_id.hex()
+
+
+def list_params() -> tuple[int, str | None]:
+    """`limit` (1..LIST_LIMIT_MAX) and `after` of a list request, or a 400 naming the bad one."""
+    raw = request.args.get("limit", str(defaults.LIST_LIMIT_DEFAULT))
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= defaults.LIST_LIMIT_MAX:
+        raise InvalidRequest(f"'limit' must be an integer between 1 and {defaults.LIST_LIMIT_MAX}, got {raw!r}.",
+                             param="limit")
+    return limit, request.args.get("after") or None
 
 
 def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> ServedModel:

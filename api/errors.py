@@ -25,7 +25,7 @@ _HTTP_TO_SERVICE = {
     415: errors.UnsupportedMediaType,
 }
 _HTTP_MESSAGES = {
-    404: "Unknown URL: {path}. See /v1/models and /v1/embeddings.",
+    404: "Unknown URL: {path}. See /v1/models, /v1/embeddings, /v1/jobs, /v1/files and /v1/batches.",
     405: "Method {method} is not allowed on {path}.",
     413: "The request body is larger than this server accepts ({limit} bytes).",
 }
@@ -53,7 +53,7 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         cls = _HTTP_TO_SERVICE.get(status, errors.InvalidRequest if status < 500 else errors.InternalError)
         template = _HTTP_MESSAGES.get(status)
-        limit = app.config.get("MAX_CONTENT_LENGTH")
+        limit = request.max_content_length
         error = cls(template.format(path=request.path, method=request.method, limit=limit)
                     if template else (exc.description or "Bad request."))
         error.status = status  # keep werkzeug's exact status for the few codes not in the table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from embedserve import defaults
 from embedserve.settings import Settings
 
 
@@ -25,6 +26,13 @@ def make_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout,
             # Check interactive queues first: kombu BRPOPs the queues in this order.
             "queue_order_strategy": "priority",
+            # A worker that died (SIGKILL) leaves its messages unacknowledged; kombu hands them
+            # back once they are older than the visibility timeout, but only when a sweep runs.
+            # By default a sweep scans every 10th 10 s tick (~100 s); scan every tick instead,
+            # and tick at most every quarter of the visibility timeout.
+            "unacked_restore_interval": max(1, min(defaults.UNACKED_RESTORE_INTERVAL_S,
+                                                   settings.visibility_timeout // 4)),
+            "unacked_restore_throttle": 1,
         },
         broker_connection_retry_on_startup=True,
         broker_pool_limit=settings.api_threads + 4,

@@ -52,3 +52,42 @@ BATCH_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 BATCH_TOKENS_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 # Seconds between a worker's pushes of its forward-pass statistics to Redis.
 BATCH_STATS_FLUSH_S = 2.0
+
+# --- bulk jobs, files and batches -----------------------------------------------------------
+# Most inputs in one job (EMBED_MAX_JOB_INPUTS).
+MAX_JOB_INPUTS = 1_000_000
+# Body limit for POST /v1/jobs and /v1/embeddings with `Prefer: respond-async`, bytes (EMBED_MAX_JOB_BODY_BYTES).
+MAX_JOB_BODY_BYTES = 512 * 1024 * 1024
+# Largest uploaded file, bytes (EMBED_MAX_FILE_BYTES).
+MAX_FILE_BYTES = 200 * 1024 * 1024
+# Seconds a job's inputs and results live after submission (EMBED_JOB_TTL).
+JOB_TTL_S = 24 * 3600
+# Seconds an uploaded file lives (EMBED_FILE_TTL); OpenAI keeps batch files 30 days.
+FILE_TTL_S = 30 * 24 * 3600
+# Runs of one chunk (tries, counting ones that killed their worker) before its items fail (EMBED_MAX_ATTEMPTS).
+MAX_ATTEMPTS = 3
+# A job chunk holds at most this many inputs ...
+JOB_CHUNK_INPUTS = 32
+# ... and at most this many characters (token ids count 4 each): a fraction of a second of CPU
+# work for a small model, so chunks finish (and free a task slot for interactive work) often.
+JOB_CHUNK_CHARS = 8 * 1024
+# Padded tokens in a forward pass of bulk rows only, on CPU (EMBED_BULK_BATCH_TOKENS; on CUDA
+# the default is EMBED_MAX_BATCH_TOKENS): an interactive row waits for at most one such pass.
+CPU_BULK_BATCH_TOKENS = 256
+# Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
+# connection and prefetch 1, so the forward thread's bulk backlog stays a couple of chunks.
+BULK_SLOTS = 2
+# Most objects one list call returns, and the default.
+LIST_LIMIT_MAX = 100
+LIST_LIMIT_DEFAULT = 20
+# Seconds a client is told to wait before polling an unfinished job's result again.
+JOB_RETRY_AFTER_S = 2
+# Item errors kept on a job record to show in `errors` (all are in the result).
+JOB_ERROR_SAMPLE = 10
+# Bytes read from Redis or an upload per step when streaming a file.
+FILE_BLOCK_BYTES = 4 * 1024 * 1024
+# The only completion window OpenAI's batch API accepts, and what it means in seconds.
+BATCH_COMPLETION_WINDOW = "24h"
+BATCH_WINDOW_S = 24 * 3600
+# Seconds between kombu's sweeps that hand unacknowledged messages of dead workers back.
+UNACKED_RESTORE_INTERVAL_S = 10

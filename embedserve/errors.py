@@ -78,6 +78,14 @@ class MethodNotAllowed(ServiceError):
     code = "method_not_allowed"
 
 
+class NotAcceptable(ServiceError):
+    """406: the Accept header asks for a format this endpoint cannot produce."""
+
+    status = 406
+    type = "invalid_request_error"
+    code = "not_acceptable"
+
+
 class PayloadTooLarge(ServiceError):
     """413: the body is over the configured limit."""
 
@@ -127,6 +135,6 @@ class Timeout(ServiceError):
 
 
 _BY_STATUS = {cls.status: cls for cls in (
-    InvalidRequest, AuthenticationFailed, PermissionDenied, NotFound, MethodNotAllowed,
+    InvalidRequest, AuthenticationFailed, PermissionDenied, NotFound, MethodNotAllowed, NotAcceptable,
     PayloadTooLarge, UnsupportedMediaType, RateLimited, InternalError, Unavailable, Timeout,
 )}

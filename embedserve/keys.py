@@ -41,3 +41,58 @@ def rate_limit(digest_hex: str) -> str:
 def batch_stats(model: str) -> str:
     """Hash: forward-pass statistics workers of `model` add up (histogram bucket counts, sums, count)."""
     return f"{PREFIX}metrics:batches:{model}"
+
+
+def job(job_id: str) -> str:
+    """Hash: one job's record (status, owner, counters, timestamps); see embedserve/jobs.py."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def job_input(job_id: str, chunk: int) -> str:
+    """String (msgpack ChunkSpec): the inputs of one chunk of a job."""
+    return f"{PREFIX}job:{job_id}:in:{chunk}"
+
+
+def job_output(job_id: str, chunk: int) -> str:
+    """String (msgpack ChunkOutput): one chunk's vectors and errors; a redelivery overwrites it."""
+    return f"{PREFIX}job:{job_id}:out:{chunk}"
+
+
+def job_done(job_id: str) -> str:
+    """Set of chunk numbers that finished (or were skipped): counts each chunk once."""
+    return f"{PREFIX}job:{job_id}:done"
+
+
+def job_attempts(job_id: str) -> str:
+    """Hash: chunk number -> how many times a worker started it."""
+    return f"{PREFIX}job:{job_id}:attempts"
+
+
+def job_errors(job_id: str) -> str:
+    """List (JSON): a sample of item errors, shown in the job object."""
+    return f"{PREFIX}job:{job_id}:errors"
+
+
+def job_prefailed(job_id: str) -> str:
+    """String (msgpack): batch lines that failed before running (unknown model, bad body)."""
+    return f"{PREFIX}job:{job_id}:prefailed"
+
+
+def owned(owner: str, kind: str) -> str:
+    """Sorted set: ids of one API key's jobs, files or batches (`kind`), scored by creation time."""
+    return f"{PREFIX}owner:{owner}:{kind}"
+
+
+def file(file_id: str) -> str:
+    """Hash: one file's record (OpenAI File object fields plus owner)."""
+    return f"{PREFIX}file:{file_id}"
+
+
+def file_content(file_id: str) -> str:
+    """String: an uploaded file's bytes."""
+    return f"{PREFIX}file:{file_id}:content"
+
+
+def batch(batch_id: str) -> str:
+    """Hash: one OpenAI batch (its job id, files, metadata, validation errors)."""
+    return f"{PREFIX}batch:{batch_id}"

@@ -17,6 +17,8 @@ import msgpack
 # Celery task names; the API sends by name so it never imports worker code.
 EMBED_TASK = "embedserve.embed"
 RERANK_TASK = "embedserve.rerank"
+# One chunk of a bulk job: args are [job_id, chunk]; the inputs wait in Redis under job keys.
+JOB_CHUNK_TASK = "embedserve.job_chunk"
 
 
 def interactive_queue(model: str) -> str:
@@ -95,6 +97,7 @@ class ChunkResult:
     dim: int = 0
     tokens: int = 0
     error: dict[str, Any] | None = None  # the OpenAI error object
+    row_tokens: list[int] | None = None  # tokens of each row (jobs report usage per item)
     status: int = 200
 
     def pack(self) -> bytes:

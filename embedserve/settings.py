@@ -81,6 +81,20 @@ class Settings:
     # Per-minute limits for the static EMBED_API_KEYS (0 = unlimited); managed keys carry their own.
     static_key_rpm: int = 0
     static_key_tpm: int = 0
+    # Bulk jobs: most inputs per job, body limit of a job submission, bytes.
+    max_job_inputs: int = defaults.MAX_JOB_INPUTS
+    max_job_body_bytes: int = defaults.MAX_JOB_BODY_BYTES
+    # Largest uploaded file (POST /v1/files), bytes.
+    max_file_bytes: int = defaults.MAX_FILE_BYTES
+    # Seconds a job's data lives after submission; seconds an uploaded file lives.
+    job_ttl: int = defaults.JOB_TTL_S
+    file_ttl: int = defaults.FILE_TTL_S
+    # Runs of one job chunk before its items are marked failed.
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    # Job chunks one worker process takes at once (each on its own consumer thread and connection).
+    bulk_slots: int = defaults.BULK_SLOTS
+    # Padded tokens in a bulk-only forward pass; 0 = auto (EMBED_MAX_BATCH_TOKENS on CUDA, small on CPU).
+    bulk_batch_tokens: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -114,6 +128,14 @@ class Settings:
             max_queue=reader.int("EMBED_MAX_QUEUE", cls.max_queue, 0, 10**9),
             static_key_rpm=reader.int("EMBED_STATIC_KEY_RPM", cls.static_key_rpm, 0, 10**9),
             static_key_tpm=reader.int("EMBED_STATIC_KEY_TPM", cls.static_key_tpm, 0, 10**12),
+            max_job_inputs=reader.int("EMBED_MAX_JOB_INPUTS", cls.max_job_inputs, 1, 10**8),
+            max_job_body_bytes=reader.int("EMBED_MAX_JOB_BODY_BYTES", cls.max_job_body_bytes, 1024, 2**40),
+            max_file_bytes=reader.int("EMBED_MAX_FILE_BYTES", cls.max_file_bytes, 1024, 2**40),
+            job_ttl=reader.int("EMBED_JOB_TTL", cls.job_ttl, 60, 10**8),
+            file_ttl=reader.int("EMBED_FILE_TTL", cls.file_ttl, 60, 10**9),
+            max_attempts=reader.int("EMBED_MAX_ATTEMPTS", cls.max_attempts, 1, 100),
+            bulk_slots=reader.int("EMBED_BULK_SLOTS", cls.bulk_slots, 1, 1024),
+            bulk_batch_tokens=reader.int("EMBED_BULK_BATCH_TOKENS", cls.bulk_batch_tokens, 0, 10**8),
         )
         settings.validate()
         return settings

@@ -73,6 +73,7 @@ class RedisServer:
     url: str
     process: Process | None = None
     data_dir: Path | None = None
+    args: list[str] = field(default_factory=list)
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
@@ -88,14 +89,23 @@ class RedisServer:
                                "or EMBED_TEST_REDIS_URL pointing at a Redis they may use")
         port = free_port()
         data_dir = Path(tempfile.mkdtemp(prefix="embed-redis-"))
-        log_path = data_dir / "redis.log"
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
                 "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction", *extra_args]
-        with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        server = cls(url=f"redis://127.0.0.1:{port}/0", process=Process("redis", popen, log_path), data_dir=data_dir)
-        wait_until(server._answers, 10, "redis-server to start")
+        server = cls(url=f"redis://127.0.0.1:{port}/0", data_dir=data_dir, args=args)
+        server._launch()
         return server
+
+    def _launch(self) -> None:
+        log_path = self.data_dir / "redis.log"
+        with log_path.open("a") as log:  # the child keeps its own copy of the descriptor
+            popen = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        self.process = Process("redis", popen, log_path)
+        wait_until(self._answers, 10, "redis-server to start")
+
+    def restart(self) -> None:
+        """Stop (SIGTERM: Redis flushes its append-only file) and start again on the same port and dir."""
+        self.stop()
+        self._launch()
 
     def _answers(self) -> bool:
         try:

@@ -2,7 +2,10 @@
 
 Task threads `submit` their tokenized rows and wait on a future; one forward thread forms
 batches: interactive rows before bulk ones, rows of similar length together (padding is wasted
-compute), at most `max_batch_tokens` padded tokens and `max_rows` rows per pass. Rows whose
+compute), at most `max_batch_tokens` padded tokens and `max_rows` rows per pass. A pass with
+interactive rows takes no bulk rows (a sync request must not pay for a bulk-sized forward),
+and a bulk-only pass stays within `bulk_batch_tokens`, so an interactive row that arrives
+mid-pass waits at most one short pass. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
 error splits the batch and retries the halves; it never takes the worker down.
 """
@@ -59,11 +62,12 @@ class Batcher:
     def __init__(self, forward: Callable[[list[list[int]]], np.ndarray], *, max_batch_tokens: int,
                  max_rows: int = defaults.MAX_BATCH_ROWS, wait_s: float = defaults.BATCH_WAIT_S,
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
-                 on_batch: Callable[[int, int], None] | None = None):
+                 on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None):
         self._forward = forward
         self._is_oom = is_oom
         self._on_batch = on_batch
         self.max_batch_tokens = max_batch_tokens
+        self.bulk_batch_tokens = min(bulk_batch_tokens or max_batch_tokens, max_batch_tokens)
         self.max_rows = max_rows
         self.wait_s = wait_s
         self._queues = (collections.deque(), collections.deque())
@@ -118,7 +122,10 @@ class Batcher:
         now = time.time()
         batch: list[_Row] = []
         longest = 0
-        for queue in self._queues:
+        for priority, queue in enumerate(self._queues):
+            if batch:  # interactive rows found: this pass is theirs alone
+                break
+            budget = self.max_batch_tokens if priority == INTERACTIVE else self.bulk_batch_tokens
             window = [queue.popleft() for _ in range(min(len(queue), self.max_rows * WINDOW_ROWS_FACTOR))]
             kept = set()
             # Longest first: the first row sets the batch's width and shorter ones fill it.
@@ -130,7 +137,7 @@ class Batcher:
                     continue
                 width = max(longest, row.length)
                 # A single row longer than the whole budget still runs, alone.
-                if not batch or (len(batch) < self.max_rows and width * (len(batch) + 1) <= self.max_batch_tokens):
+                if not batch or (len(batch) < self.max_rows and width * (len(batch) + 1) <= budget):
                     batch.append(row)
                     longest = width
                 else:

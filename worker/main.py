@@ -15,6 +15,7 @@ import uuid
 
 import redis
 
+from embedserve import defaults
 from embedserve.batch_stats import BatchStats
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
@@ -51,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
     from worker.batcher import Batcher
-    from worker.tasks import register_tasks
+    from worker.tasks import job_runner, register_tasks
     import torch
 
     app = make_celery(settings)
+    bulk = None
     if settings.worker_role == WorkerRole.RERANK:
         from worker.rerank_engine import load_reranker
         from worker.rerank_service import RerankService
@@ -65,39 +67,52 @@ def main(argv: list[str] | None = None) -> int:
             print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
             return 2
         forward, name, aliases = model.score_batch, settings.served_rerank_name, settings.served_rerank_aliases
-        queues = [rerank_queue(name)]
+        bulk_tokens = settings.max_batch_tokens  # rerankers take no bulk work
     else:
         from worker.engine import load_engine
-        from worker.service import EmbeddingService
 
         model = load_engine(settings)
         forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
-        # Interactive first: with the priority strategy kombu polls the queues in this order.
-        queues = [interactive_queue(name), bulk_queue(name)]
+        # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
+        bulk_tokens = settings.bulk_batch_tokens or (
+            settings.max_batch_tokens if model.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS)
     batch_stats = BatchStats(client, name)
-    batcher = Batcher(forward, max_batch_tokens=settings.max_batch_tokens,
+    batcher = Batcher(forward, max_batch_tokens=settings.max_batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=batch_stats.record)
     batcher.start()
     batch_stats.start()
     if settings.worker_role == WorkerRole.RERANK:
         register_tasks(app, RerankService(model, batcher), client, name=RERANK_TASK, payload_type=RerankChunk)
+        queue = rerank_queue(name)
     else:
-        register_tasks(app, EmbeddingService(model, batcher), client)
+        from worker.bulk import BulkConsumer
+        from worker.service import EmbeddingService
+
+        service = EmbeddingService(model, batcher)
+        register_tasks(app, service, client)
+        # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk.py).
+        bulk = BulkConsumer(app, bulk_queue(name), job_runner(app, service, client, settings).run,
+                            settings.bulk_slots)
+        queue = interactive_queue(name)
 
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     heartbeat = Heartbeat(client, worker_id, model.card(name, aliases))
     heartbeat.start()
+    if bulk:
+        bulk.start()
     log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(aliases) or "none", worker_id)
     try:
         app.worker_main([
             "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency),
-            "--queues", ",".join(queues),
+            "--queues", queue,
             "--hostname", f"{settings.worker_role}-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--loglevel", settings.log_level,
         ])
     finally:
+        if bulk:
+            bulk.stop()
         heartbeat.stop()
         batcher.stop()
         batch_stats.stop()

@@ -35,7 +35,8 @@ class EmbeddingService:
             vectors = truncate_dimensions(vectors, chunk.dimensions)
         vectors = np.ascontiguousarray(vectors, dtype="<f4")
         return ChunkResult(chunk=chunk.chunk, vectors=vectors.tobytes(), rows=vectors.shape[0],
-                           dim=vectors.shape[1], tokens=tokenized.tokens)
+                           dim=vectors.shape[1], tokens=tokenized.tokens,
+                           row_tokens=[len(row) for row in tokenized.rows])
 
     def _tokenize(self, chunk: EmbedChunk):
         inputs = chunk.inputs

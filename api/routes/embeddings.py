@@ -8,17 +8,32 @@ from embedserve.protocol import interactive_queue
 
 from api.admission import admit, estimate_tokens
 from api.context import require_key, resolve_model, services
+from api.routes.jobs import create_job_response
 from api.responses import embedding_list
 from api.validation import check_against_model, parse_embedding_request, parse_json_body
 
 bp = Blueprint("embeddings", __name__)
-bp.before_request(require_key)
+
+
+def wants_async() -> bool:
+    """RFC 7240 `Prefer: respond-async`: the caller asks for a job instead of waiting."""
+    prefs = ",".join(request.headers.getlist("Prefer")).lower()
+    return any(p.split(";")[0].strip() == "respond-async" for p in prefs.split(","))
+
+
+@bp.before_request
+def _limits_and_key() -> None:
+    if wants_async():  # a job: its own body limit
+        request.max_content_length = services().settings.max_job_body_bytes
+    require_key()
 
 
 @bp.post("/v1/embeddings")
 @bp.post("/embeddings")
 def create_embeddings() -> Response:
-    """Validate, route to the model's workers, answer in OpenAI's format."""
+    """Validate, route to the model's workers, answer in OpenAI's format (or 202 + a job when async)."""
+    if wants_async():
+        return create_job_response()
     req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type))
     served = resolve_model(req.model)
     check_against_model(req, served.card)

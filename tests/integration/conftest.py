@@ -68,3 +68,13 @@ def http(api_url):
 def embed(http, **body) -> requests.Response:
     """POST /v1/embeddings with `body`."""
     return http.post(http.base + "/v1/embeddings", json=body, timeout=120)
+
+
+@pytest.fixture
+def other_http(api_url):
+    """Like `http`, with the second API key: another owner."""
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {OTHER_KEY}"
+    session.base = api_url
+    yield session
+    session.close()

@@ -96,3 +96,37 @@ def test_out_of_memory_splits_the_batch():
         assert calls[0] == 8 and max(calls[1:]) <= 4 and sum(c for c in calls if c <= 2) == 8
     finally:
         batcher.stop()
+
+
+def test_interactive_rows_never_share_a_pass_with_bulk_rows():
+    gate = threading.Event()
+    forward = RecordingForward(gate)
+    batcher = Batcher(forward, max_batch_tokens=1000, wait_s=0)
+    batcher.start()
+    try:
+        first = batcher.submit([[9, 9]], priority=1, deadline=time.time() + 10)  # occupies the thread
+        time.sleep(0.05)
+        bulk = batcher.submit([[1, 1]] * 5, priority=1, deadline=time.time() + 10)
+        urgent = batcher.submit([[2, 2]] * 2, priority=0, deadline=time.time() + 10)
+        gate.set()
+        for sub in (first, bulk, urgent):
+            sub.future.result(5)
+        mixed = [b for b in forward.batches if {r[0] for r in b} >= {1, 2}]
+        assert mixed == []
+        assert [r[0] for r in forward.batches[1]] == [2, 2]  # the urgent rows ran right after the blocker
+    finally:
+        batcher.stop()
+
+
+def test_bulk_only_passes_keep_to_the_bulk_budget():
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch_tokens=100, bulk_batch_tokens=8, wait_s=0)
+    batcher.start()
+    try:
+        batcher.submit([[1, 1]] * 12, priority=1, deadline=time.time() + 10).future.result(5)
+        assert forward.batches and all(len(b) * 2 <= 8 for b in forward.batches)
+        forward.batches.clear()
+        batcher.submit([[3, 3]] * 12, priority=0, deadline=time.time() + 10).future.result(5)
+        assert max(len(b) for b in forward.batches) > 4  # interactive passes use the full budget
+    finally:
+        batcher.stop()

@@ -1,0 +1,262 @@
+"""OpenAI Batches on the job machinery: a batch is a job whose items are the input file's lines.
+
+Creating a batch reads its input file once, a block at a time: a line that is not a request
+(bad JSON, missing custom_id, wrong url/method, duplicate custom_id) fails the whole batch at
+validation, with `errors` naming the line, and nothing is stored; a line that is a request the
+service would refuse (unknown model, empty input) fails alone and goes to the error file. Valid
+lines are grouped by model and options and cut into chunks like a native job's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import msgpack
+from celery import Celery
+
+from embedserve import defaults, keys
+from embedserve.errors import InvalidRequest, NotFound, ServiceError
+from embedserve.jobs import ChunkSpec, Job, JobStatus, JobStore, new_id
+from embedserve.registry import Registry
+from embedserve.settings import Settings
+
+from api.files import FILE_PREFIX, create_output_record, find_file, uploaded_lines
+from api.jobs import enqueue, input_weight, params_of
+from api.validation import check_against_model, parse_embedding_request
+
+BATCH_PREFIX = "batch_"
+ENDPOINTS = ("/v1/embeddings",)
+METADATA_MAX_KEYS = 16
+METADATA_MAX_VALUE = 512
+
+
+class LineError(Exception):
+    """A line that is not a valid batch request: the batch fails at validation."""
+
+    def __init__(self, line: int, message: str, code: str = "invalid_request", param: str | None = None):
+        super().__init__(message)
+        self.line, self.message, self.code, self.param = line, message, code, param
+
+
+@dataclass
+class Plan:
+    """What validation found: chunks (as they are yielded) and lines that failed alone."""
+
+    lines: int = 0
+    prefailed: list = field(default_factory=list)  # {"line", "custom_id", "status", "error"}
+    models: dict = field(default_factory=dict)  # chunk index -> model, filled as chunks are yielded
+
+
+def check_create_body(body: object) -> tuple[str, str, dict | None]:
+    """(input_file_id, endpoint, metadata) of a POST /v1/batches body, or a 400 naming the field."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    file_id = body.get("input_file_id")
+    if not isinstance(file_id, str) or not file_id:
+        raise InvalidRequest("Missing required parameter: 'input_file_id'.", param="input_file_id")
+    endpoint = body.get("endpoint")
+    if endpoint not in ENDPOINTS:
+        raise InvalidRequest(f"'endpoint' must be one of {', '.join(ENDPOINTS)} here; got {endpoint!r}.",
+                             param="endpoint")
+    if body.get("completion_window") != defaults.BATCH_COMPLETION_WINDOW:
+        raise InvalidRequest(f"'completion_window' must be '{defaults.BATCH_COMPLETION_WINDOW}'.",
+                             param="completion_window")
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > METADATA_MAX_KEYS or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= METADATA_MAX_VALUE
+            for k, v in metadata.items())):
+        raise InvalidRequest(f"'metadata' must be an object of at most {METADATA_MAX_KEYS} string keys "
+                             f"(64 characters) and string values ({METADATA_MAX_VALUE}).", param="metadata")
+    return file_id, endpoint, metadata
+
+
+def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan) -> Iterator[ChunkSpec]:
+    """Validate every line; yield chunks of valid lines, grouped by model and options."""
+    groups: dict[tuple, list] = {}  # (model, options) -> [items, counts, inputs, meta, weight]
+    seen: set[str] = set()
+    emitted = 0
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        index = plan.lines
+        plan.lines += 1
+        custom_id, body = _request_of(raw, number, endpoint, seen)
+        try:
+            req = parse_embedding_request(body)
+            served = registry.lookup(req.model) if req.model else _only_model(registry)
+            if served is None:
+                raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
+                               param="model", code="model_not_found")
+            check_against_model(req, served.card)
+        except ServiceError as exc:
+            plan.prefailed.append({"line": index, "custom_id": custom_id, "status": exc.status,
+                                   "error": exc.to_payload()})
+            continue
+        params = params_of(req)
+        group_key = (served.card.name, json.dumps(params, sort_keys=True))
+        group = groups.setdefault(group_key, [[], [], [], [], 0])
+        weight = sum(input_weight(x) for x in req.inputs)
+        if group[0] and (len(group[2]) + len(req.inputs) > defaults.JOB_CHUNK_INPUTS
+                         or group[4] + weight > defaults.JOB_CHUNK_CHARS):
+            plan.models[emitted] = served.card.name
+            emitted += 1
+            yield _spec(served.card.name, params, group)
+            groups[group_key] = group = [[], [], [], [], 0]
+        group[0].append(index)
+        group[1].append(len(req.inputs))
+        group[2].extend(req.inputs)
+        group[3].append([custom_id, req.encoding_format])
+        group[4] += weight
+    if plan.lines == 0:
+        raise LineError(1, "The input file has no requests.", code="empty_file")
+    for (model, params), group in groups.items():
+        if group[0]:
+            plan.models[emitted] = model
+            emitted += 1
+            yield _spec(model, json.loads(params), group)
+
+
+def _spec(model: str, params: dict, group: list) -> ChunkSpec:
+    return ChunkSpec(model=model, items=group[0], counts=group[1], inputs=group[2], params=params, meta=group[3])
+
+
+def _only_model(registry: Registry):
+    models = registry.models()
+    if len(models) == 1:
+        return models[0]
+    raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+
+
+def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple[str, dict]:
+    try:
+        line = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise LineError(number, f"Line {number} is not valid JSON.", code="invalid_json_line") from None
+    if not isinstance(line, dict):
+        raise LineError(number, f"Line {number} is not a JSON object.", code="invalid_json_line")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise LineError(number, f"Line {number} has no 'custom_id' string.", param="custom_id")
+    if custom_id in seen:
+        raise LineError(number, f"Line {number} repeats custom_id {custom_id!r}; each must be unique.",
+                        code="duplicate_custom_id", param="custom_id")
+    seen.add(custom_id)
+    if line.get("method") != "POST":
+        raise LineError(number, f"Line {number}: 'method' must be 'POST'.", param="method")
+    if line.get("url") != endpoint:
+        raise LineError(number, f"Line {number}: 'url' must be the batch's endpoint {endpoint!r}, "
+                                f"got {line.get('url')!r}.", code="mismatched_endpoint", param="url")
+    if not isinstance(line.get("body"), dict):
+        raise LineError(number, f"Line {number}: 'body' must be a JSON object.", param="body")
+    return custom_id, line["body"]
+
+
+def create_batch(store: JobStore, celery: Celery, registry: Registry, settings: Settings, owner: str,
+                 body: object) -> str:
+    """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
+    file_id, endpoint, metadata = check_create_body(body)
+    record = find_file(store.redis, file_id, owner)
+    if record["purpose"] != "batch":
+        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a batch needs a file "
+                             f"uploaded with purpose 'batch'.", param="input_file_id")
+    batch_id = new_id(BATCH_PREFIX)
+    job_id = new_id("job_")
+    now = int(time.time())
+    ttl = settings.job_ttl + defaults.BATCH_WINDOW_S
+    batch = {"id": batch_id, "owner": owner, "job_id": job_id, "input_file_id": file_id, "endpoint": endpoint,
+             "metadata": json.dumps(metadata), "created_at": now, "expires_at": now + defaults.BATCH_WINDOW_S,
+             "output_file_id": new_id(FILE_PREFIX), "error_file_id": new_id(FILE_PREFIX),
+             "data_expires_at": now + ttl}
+    plan = Plan()
+    try:
+        count = store.put_chunks(job_id, plan_chunks(uploaded_lines(store.redis, file_id), registry, endpoint, plan),
+                                 ttl)
+    except LineError as exc:
+        errors = {"object": "list", "data": [{"code": exc.code, "message": exc.message, "param": exc.param,
+                                              "line": exc.line}]}
+        batch.update(status="failed", failed_at=now, errors=json.dumps(errors))
+        _save_batch(store, batch, ttl)
+        return batch_id
+    status = JobStatus.QUEUED if count else JobStatus.COMPLETED
+    job = Job(id=job_id, owner=owner, kind="batch", model=next(iter(plan.models.values()), ""), status=status,
+              created_at=now, total=plan.lines, chunks=count, failed=len(plan.prefailed),
+              completed_at=None if count else now, expires_at=now + defaults.BATCH_WINDOW_S)
+    try:
+        if plan.prefailed:
+            store.redis.set(keys.job_prefailed(job_id), msgpack.packb(plan.prefailed, use_bin_type=True), ex=ttl)
+        store.create(job, ttl, listed=False)
+        _save_batch(store, batch, ttl)
+    except BaseException:
+        store.discard_chunks(job_id, count)
+        store.redis.unlink(keys.job(job_id), keys.job_prefailed(job_id))
+        raise
+    enqueue(celery, job_id, sorted(plan.models.items()))
+    return batch_id
+
+
+def _save_batch(store: JobStore, batch: dict, ttl: int) -> None:
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.hset(keys.batch(batch["id"]), mapping=batch)
+    pipe.expire(keys.batch(batch["id"]), ttl)
+    pipe.zadd(keys.owned(batch["owner"], "batches"), {batch["id"]: time.time()})
+    pipe.expire(keys.owned(batch["owner"], "batches"), ttl)
+    pipe.execute()
+
+
+def find_batch(store: JobStore, batch_id: str, owner: str) -> dict:
+    """The caller's batch record, or the same 404 for unknown, expired and someone else's."""
+    raw = store.redis.hgetall(keys.batch(batch_id)) if batch_id.startswith(BATCH_PREFIX) else {}
+    batch = {k.decode(): v.decode() for k, v in raw.items()}
+    if not batch or batch.get("owner") != owner:
+        raise NotFound(f"No batch with id '{batch_id}'.", param="batch_id")
+    return batch
+
+
+# How a job's status reads as an OpenAI batch status.
+_STATUS = {JobStatus.QUEUED: "in_progress", JobStatus.IN_PROGRESS: "in_progress", JobStatus.COMPLETED: "completed",
+           JobStatus.FAILED: "completed", JobStatus.CANCELLING: "cancelling", JobStatus.CANCELLED: "cancelled",
+           JobStatus.EXPIRED: "expired"}
+
+
+def batch_object(store: JobStore, batch: dict) -> dict:
+    """The OpenAI Batch object, from the batch record and its job's progress."""
+    job = store.get(batch["job_id"]) if batch.get("status") != "failed" else None
+    created = int(batch["created_at"])
+    body = {
+        "id": batch["id"], "object": "batch", "endpoint": batch["endpoint"], "errors": None,
+        "input_file_id": batch["input_file_id"], "completion_window": defaults.BATCH_COMPLETION_WINDOW,
+        "status": "failed", "output_file_id": None, "error_file_id": None, "created_at": created,
+        "in_progress_at": None, "expires_at": int(batch["expires_at"]), "finalizing_at": None,
+        "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "metadata": json.loads(batch.get("metadata") or "null"), "model": None, "usage": None,
+    }
+    if batch.get("status") == "failed":
+        body.update(failed_at=int(batch["failed_at"]), errors=json.loads(batch["errors"]))
+        return body
+    if job is None:  # the job's data expired before the batch record
+        body.update(status="expired", expired_at=int(batch["expires_at"]))
+        return body
+    body.update(status=_STATUS[job.status], in_progress_at=created, model=job.model or None,
+                completed_at=job.completed_at if job.status in (JobStatus.COMPLETED, JobStatus.FAILED) else None,
+                finalizing_at=job.completed_at, cancelling_at=job.cancelling_at, cancelled_at=job.cancelled_at,
+                expired_at=job.expired_at,
+                request_counts={"total": job.total, "completed": job.completed, "failed": job.failed},
+                usage={"input_tokens": job.tokens, "input_tokens_details": {"cached_tokens": 0},
+                       "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+                       "total_tokens": job.tokens})
+    if job.status.finished:
+        has_output, has_errors = job.completed > 0, job.completed < job.total
+        # The file records are made once, the first time anyone sees the batch finished; a
+        # deleted output file then stays deleted.
+        if store.redis.hsetnx(keys.batch(batch["id"]), "files_made", 1):
+            for role, wanted in (("output", has_output), ("error", has_errors)):
+                if wanted:
+                    create_output_record(store.redis, batch[f"{role}_file_id"], batch["owner"], job.id,
+                                         batch["id"], role, int(batch["data_expires_at"]))
+        body.update(output_file_id=batch["output_file_id"] if has_output else None,
+                    error_file_id=batch["error_file_id"] if has_errors else None)
+    return body

@@ -1,0 +1,56 @@
+"""OpenAI Batches: create, retrieve, cancel, list; backed by the job machinery."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from embedserve.errors import NotFound
+
+from api.batches import batch_object, create_batch, find_batch
+from api.context import list_params, owner, require_key, services
+from api.validation import parse_json_body
+
+bp = Blueprint("batches", __name__)
+bp.before_request(require_key)
+
+
+@bp.post("/v1/batches")
+def create() -> Response:
+    """Validate the input file and start the batch."""
+    svc = services()
+    body = parse_json_body(request.get_data(), request.content_type)
+    batch_id = create_batch(svc.jobs, svc.celery, svc.registry, svc.settings, owner(), body)
+    return jsonify(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
+
+
+@bp.get("/v1/batches/<batch_id>")
+def retrieve(batch_id: str) -> Response:
+    """One batch, with its progress."""
+    svc = services()
+    return jsonify(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
+
+
+@bp.post("/v1/batches/<batch_id>/cancel")
+def cancel(batch_id: str) -> Response:
+    """Stop the batch's remaining requests; finished ones stay in its output file."""
+    svc = services()
+    batch = find_batch(svc.jobs, batch_id, owner())
+    if svc.jobs.get(batch.get("job_id", "")) is not None and batch.get("status") != "failed":
+        svc.jobs.cancel(batch["job_id"])
+    return jsonify(batch_object(svc.jobs, batch))
+
+
+@bp.get("/v1/batches")
+def list_batches() -> Response:
+    """The caller's batches, newest first (`limit`, `after`)."""
+    svc = services()
+    limit, after = list_params()
+    ids, has_more = svc.jobs.list(owner(), "batches", limit, after)
+    data = []
+    for batch_id in ids:
+        try:
+            data.append(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
+        except NotFound:  # expired since it was listed
+            svc.jobs.forget(owner(), "batches", batch_id)
+    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})

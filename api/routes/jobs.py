@@ -1,0 +1,96 @@
+"""Native bulk jobs: POST/GET /v1/jobs, GET/DELETE /v1/jobs/{id}, cancel, and the streamed result."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from embedserve import defaults
+
+from api.context import list_params, owner, require_key, resolve_model, services
+from api.jobs import find_job, job_object, submit_job
+from api.results import STREAMS, pick_format
+from api.validation import check_against_model, parse_embedding_request, parse_json_body
+
+bp = Blueprint("jobs", __name__)
+
+
+@bp.before_request
+def _job_limits() -> None:
+    request.max_content_length = services().settings.max_job_body_bytes
+    require_key()
+
+
+def create_job_response() -> Response:
+    """Validate an embeddings body with the job limits, store and enqueue it: 202 + Location."""
+    svc = services()
+    req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type),
+                                  max_inputs=svc.settings.max_job_inputs)
+    served = resolve_model(req.model)
+    check_against_model(req, served.card)
+    job = submit_job(svc.jobs, svc.celery, svc.settings, req, served.card.name, owner())
+    response = jsonify(job_object(svc.jobs, job))
+    response.status_code = 202
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return response
+
+
+@bp.post("/v1/jobs")
+def create_job() -> Response:
+    """Submit a bulk embedding job."""
+    return create_job_response()
+
+
+@bp.get("/v1/jobs")
+def list_jobs() -> Response:
+    """The caller's jobs, newest first (`limit`, `after`)."""
+    svc = services()
+    limit, after = list_params()
+    ids, has_more = svc.jobs.list(owner(), "jobs", limit, after)
+    data = []
+    for job_id in ids:
+        job = svc.jobs.get(job_id, owner())
+        if job is None:  # expired since it was listed
+            svc.jobs.forget(owner(), "jobs", job_id)
+            continue
+        data.append(job_object(svc.jobs, job))
+    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+
+
+@bp.get("/v1/jobs/<job_id>")
+def get_job(job_id: str) -> Response:
+    """One job, with its progress."""
+    svc = services()
+    return jsonify(job_object(svc.jobs, find_job(svc.jobs, job_id, owner())))
+
+
+@bp.post("/v1/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    """Stop the job's remaining chunks; finished ones stay downloadable."""
+    svc = services()
+    job = find_job(svc.jobs, job_id, owner())
+    svc.jobs.cancel(job.id)
+    return jsonify(job_object(svc.jobs, find_job(svc.jobs, job_id, owner())))
+
+
+@bp.delete("/v1/jobs/<job_id>")
+def delete_job(job_id: str) -> Response:
+    """Drop the job and all its data."""
+    svc = services()
+    job = find_job(svc.jobs, job_id, owner())
+    svc.jobs.delete(job)
+    return jsonify({"id": job.id, "object": "embedding.job.deleted", "deleted": True})
+
+
+@bp.get("/v1/jobs/<job_id>/result")
+def job_result(job_id: str) -> Response:
+    """202 + the job while it runs; then the result, streamed, as JSON, ndjson or msgpack."""
+    svc = services()
+    fmt = pick_format(request.headers.get("Accept"), request.accept_mimetypes)
+    job = find_job(svc.jobs, job_id, owner())
+    if not job.status.finished:
+        response = jsonify(job_object(svc.jobs, job))
+        response.status_code = 202
+        response.headers["Retry-After"] = str(defaults.JOB_RETRY_AFTER_S)
+        return response
+    return Response(stream_with_context(STREAMS[fmt](svc.jobs, job)), mimetype=fmt)

@@ -1,0 +1,62 @@
+"""Limits of jobs and files, on an API started with small ones: refused up front, nothing stored."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.integration.conftest import MINILM
+from tests.integration.test_errors import assert_openai_error
+
+
+SMALL_KEY = "test-key-small-limits-0003"
+
+
+@pytest.fixture(scope="module")
+def small(stack, workers):
+    _, url = stack.start_api(EMBED_API_KEYS=SMALL_KEY, EMBED_MAX_JOB_INPUTS="50", EMBED_MAX_JOB_BODY_BYTES="4096",
+                             EMBED_MAX_FILE_BYTES="2048", EMBED_MAX_BODY_BYTES="2048")
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {SMALL_KEY}"
+    session.base = url
+    yield session
+    session.close()
+
+
+def job_ids(session) -> list[str]:
+    return [j["id"] for j in session.get(session.base + "/v1/jobs?limit=100", timeout=30).json()["data"]]
+
+
+def test_too_many_inputs_is_400_and_stores_nothing(small, stack):
+    before = set(stack.redis.client().scan_iter("embed:job:*"))
+    listed = job_ids(small)
+    response = small.post(small.base + "/v1/jobs", json={"model": MINILM, "input": ["x"] * 51}, timeout=30)
+    assert_openai_error(response, 400, "too_many_inputs", "input")
+    assert job_ids(small) == listed
+    assert set(stack.redis.client().scan_iter("embed:job:*")) == before
+
+
+def test_job_body_over_its_limit_is_413(small):
+    listed = job_ids(small)
+    response = small.post(small.base + "/v1/jobs", json={"model": MINILM, "input": ["y" * 100] * 45}, timeout=30)
+    assert_openai_error(response, 413, "request_too_large")
+    assert "4096" in response.json()["error"]["message"]
+    assert job_ids(small) == listed
+
+
+def test_each_route_family_has_its_own_body_limit(small):
+    body = {"model": MINILM, "input": ["z" * 100] * 30}  # ~3.3 kB: over the embeddings limit, under the job one
+    assert_openai_error(small.post(small.base + "/v1/embeddings", json=body, timeout=30), 413, "request_too_large")
+    async_job = small.post(small.base + "/v1/embeddings", json=body, headers={"Prefer": "respond-async"}, timeout=30)
+    assert async_job.status_code == 202, async_job.text
+    assert small.post(small.base + "/v1/jobs", json=body, timeout=30).status_code == 202
+
+
+def test_file_over_its_limit_is_refused(small):
+    content = b'{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"input": "hi"}}\n' * 40
+    response = small.post(small.base + "/v1/files", files={"file": ("big.jsonl", content)},
+                          data={"purpose": "batch"}, timeout=30)
+    assert response.status_code in (400, 413), response.text
+    assert_openai_error(response, response.status_code)
+    listed = small.get(small.base + "/v1/files", timeout=30).json()["data"]
+    assert listed == []
