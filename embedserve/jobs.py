@@ -225,10 +225,11 @@ class JobStore:
         raw = self.redis.get(keys.job_input(job_id, index))
         return ChunkSpec.unpack(raw) if raw is not None else None
 
-    def cancel(self, job_id: str) -> JobStatus:
-        """Ask workers to skip the job's remaining chunks; returns the status after the request."""
-        return JobStatus(self._cancel(keys=[keys.job(job_id), keys.job_done(job_id)],
-                                      args=[int(time.time())]).decode())
+    def cancel(self, job_id: str) -> JobStatus | None:
+        """Ask workers to skip the job's remaining chunks; the status after, or None if the job is gone."""
+        status = self._cancel(keys=[keys.job(job_id), keys.job_done(job_id)], args=[int(time.time())])
+        # The script answers nil when the job was deleted (or expired) since the caller looked it up.
+        return JobStatus(status.decode()) if status is not None else None
 
     def delete(self, job: Job) -> None:
         """Drop the job and every key it owns; queued chunks of it find nothing and end."""

@@ -175,3 +175,10 @@ def test_unsupported_accept_is_406(http, accept):
 @pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=101"])
 def test_bad_list_params(http, query):
     assert_openai_error(http.get(f"{http.base}/v1/jobs?{query}", timeout=30), 400, None, "limit")
+
+
+def test_cancelling_a_job_that_just_vanished_is_not_an_error(redis_server):
+    """The route looks a job up, then cancels it: a delete in between must not crash the cancel."""
+    from embedserve.jobs import JobStore
+
+    assert JobStore(redis_server.client(), 10).cancel("job_" + "0" * 32) is None
