@@ -19,6 +19,17 @@ from embedserve.settings import ConfigError, Settings
 log = logging.getLogger("embedserve.worker")
 
 
+# Celery loggers that write a line for every task received and finished, at INFO.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+def quiet_per_task_logs(level: str) -> None:
+    """Keep Celery's per-task lines for DEBUG: at INFO they cost two formatted writes per request."""
+    if level != "DEBUG":
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> int:
     """Start one worker process serving one model; returns the exit code."""
     try:
@@ -27,6 +38,7 @@ def main() -> int:
         print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    quiet_per_task_logs(settings.log_level)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         client.ping()
@@ -42,7 +54,7 @@ def main() -> int:
     import torch
 
     engine = load_engine(settings)
-    batcher = Batcher(engine.embed_batch, max_batch_tokens=settings.max_batch_tokens,
+    batcher = Batcher(engine.embed_batch, max_batch_tokens=settings.batch_tokens(engine.device.type),
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError))
     batcher.start()
     app = make_celery(settings)

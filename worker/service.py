@@ -35,8 +35,9 @@ class EmbeddingService:
             return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
 
     def _run(self, chunk: EmbedChunk) -> ChunkResult:
-        tokenized = self._tokenize(chunk)
-        sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
+        with self.batcher.incoming():
+            tokenized = self._tokenize(chunk)
+            sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
         try:
             vectors = sub.future.result(timeout=max(0.0, chunk.deadline - time.time()) + 1.0)
         except FutureTimeout:
