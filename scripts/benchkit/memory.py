@@ -5,15 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def rss_bytes(pid: int) -> int:
-    """VmRSS of one process, bytes (0 if it is gone)."""
+def status_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A /proc/PID/status memory field (VmRSS, RssAnon, RssFile), bytes; 0 if the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of one process, bytes (0 if it is gone)."""
+    return status_bytes(pid, "VmRSS")
 
 
 def children(pid: int) -> list[int]:

@@ -19,24 +19,26 @@ class RawModel:
         self.model.encode(["warm up"] * 8)
         self.best_batch = 32
 
-    def pick_batch(self, texts: list[str]) -> dict[int, float]:
-        """Texts/s of each batch size on `texts` (best of two); remembers the fastest."""
-        rates = {}
-        for size in BATCH_SIZES:
-            times = []
-            for _ in range(2):
+    def pick_batch(self, texts: list[str], rounds: int = 2) -> dict[int, float]:
+        """Texts/s of each batch size on `texts` (best of `rounds`, sizes interleaved); keeps the fastest."""
+        best: dict[int, float] = {}
+        for _ in range(rounds):  # interleaved, so a noisy moment does not favour one size
+            for size in BATCH_SIZES:
                 started = time.perf_counter()
                 self.model.encode(texts, batch_size=size)
-                times.append(time.perf_counter() - started)
-            rates[size] = len(texts) / min(times)
+                best[size] = min(best.get(size, float("inf")), time.perf_counter() - started)
+        rates = {size: len(texts) / seconds for size, seconds in best.items()}
         self.best_batch = max(rates, key=rates.get)
         return rates
 
-    def throughput(self, texts: list[str]) -> float:
-        """Texts/s of one encode() over all `texts` at the best batch size."""
-        started = time.perf_counter()
-        self.model.encode(texts, batch_size=self.best_batch)
-        return len(texts) / (time.perf_counter() - started)
+    def throughput(self, texts: list[str], repeat: int = 1) -> float:
+        """Texts/s of encode() over all `texts` at the best batch size (best of `repeat`)."""
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            self.model.encode(texts, batch_size=self.best_batch)
+            times.append(time.perf_counter() - started)
+        return len(texts) / min(times)
 
     def single_latencies(self, texts: list[str]) -> list[float]:
         """encode([text]) one text at a time; seconds each."""
