@@ -59,8 +59,8 @@ class Settings:
     device: str = "auto"
     # auto | float32 | bfloat16 | float16; auto = fp32 on CPU, bf16 (fp16 if unsupported) on CUDA.
     dtype: str = "auto"
-    # Padded tokens in one forward pass.
-    max_batch_tokens: int = defaults.MAX_BATCH_TOKENS
+    # Padded tokens in one forward pass; 0 = by device (see `batch_tokens`).
+    max_batch_tokens: int = 0
     # /v1/embeddings body limit, bytes.
     max_body_bytes: int = defaults.MAX_BODY_BYTES
     # Seconds a sync request waits before 504.
@@ -117,7 +117,7 @@ class Settings:
             worker_role=reader.str("EMBED_WORKER_ROLE", cls.worker_role).lower(),
             device=reader.str("EMBED_DEVICE", cls.device).lower(),
             dtype=reader.str("EMBED_DTYPE", cls.dtype).lower(),
-            max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 16, 10**8),
+            max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 0, 10**8),
             max_body_bytes=reader.int("EMBED_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 2**40),
             sync_timeout=reader.float("EMBED_SYNC_TIMEOUT", cls.sync_timeout, 0.001, 86400),
             worker_concurrency=reader.int("EMBED_WORKER_CONCURRENCY", cls.worker_concurrency, 1, 1024),
@@ -175,6 +175,12 @@ class Settings:
         for key in self.api_keys:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")
+
+    def batch_tokens(self, device_type: str) -> int:
+        """The forward pass's padded-token budget: the setting, or the default for `device_type`."""
+        if self.max_batch_tokens:
+            return self.max_batch_tokens
+        return defaults.MAX_BATCH_TOKENS_CPU if device_type == "cpu" else defaults.MAX_BATCH_TOKENS
 
     @property
     def served_model_name(self) -> str:

@@ -5,7 +5,9 @@ batches: interactive rows before bulk ones, rows of similar length together (pad
 compute), at most `max_batch_tokens` padded tokens and `max_rows` rows per pass. A pass with
 interactive rows takes no bulk rows (a sync request must not pay for a bulk-sized forward),
 and a bulk-only pass stays within `bulk_batch_tokens`, so an interactive row that arrives
-mid-pass waits at most one short pass. Rows whose
+mid-pass waits at most one short pass. Tasks announce themselves with `incoming()` before they
+tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
+are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
 error splits the batch and retries the halves; it never takes the worker down.
 """
@@ -13,12 +15,13 @@ error splits the batch and retries the halves; it never takes the worker down.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -73,6 +76,7 @@ class Batcher:
         self._queues = (collections.deque(), collections.deque())
         self._cond = threading.Condition()
         self._stopping = False
+        self._incoming = 0  # tasks that announced rows and have not submitted them yet
         self._thread = threading.Thread(target=self._run, name="forward", daemon=True)
 
     def start(self) -> None:
@@ -96,6 +100,18 @@ class Batcher:
             self._cond.notify()
         return sub
 
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Wrap a task's tokenize-and-submit, so a forming batch may wait a moment for its rows."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify()
+
     def depth(self) -> int:
         """Rows waiting for a forward pass."""
         return len(self._queues[0]) + len(self._queues[1])
@@ -109,13 +125,20 @@ class Batcher:
                     self._cond.wait(timeout=1.0)  # timeout: notice stop even if a notify is lost
                 if self._stopping:
                     break
-                if self.wait_s and self.depth() < self.max_rows:
-                    # Shallow queue: give concurrent callers a moment to join this batch.
-                    self._cond.wait(timeout=self.wait_s)
+                self._wait_for_incoming()
                 batch = self._take_batch()
             if batch:
                 self._run_batch(batch)
         self._fail_all(InternalError("the worker is shutting down"))
+
+    def _wait_for_incoming(self) -> None:
+        """Shallow queue and rows on their way (caller holds the lock): let them join, briefly."""
+        until = time.monotonic() + self.wait_s
+        while self._incoming and self.depth() < self.max_rows and not self._stopping:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(timeout=left)
 
     def _take_batch(self) -> list[_Row]:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""

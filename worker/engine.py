@@ -6,6 +6,7 @@ single forward thread; `tokenize` is safe to call from many task threads at once
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -131,29 +132,34 @@ class EmbeddingEngine:
     @torch.inference_mode()
     def embed_batch(self, rows: list[list[int]]) -> np.ndarray:
         """Forward one padded batch; returns L2-normalized float32 vectors, one per row."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
         left = self.files.last_token  # left padding keeps every row's last token at position -1
-        for i, row in enumerate(rows):
-            if left:
-                ids[i, width - len(row):] = torch.tensor(row)
-                mask[i, width - len(row):] = 1
-            else:
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
-        pin = self.device.type == "cuda"
-        ids = (ids.pin_memory() if pin else ids).to(self.device, non_blocking=pin)
-        mask = (mask.pin_memory() if pin else mask).to(self.device, non_blocking=pin)
+        ids, mask = (self._to_device(torch.from_numpy(a)) for a in pad_rows(rows, self.pad_id, left=left))
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         pooled = torch.cat([_pool(mode, hidden, mask, left) for mode in self.files.pooling], dim=-1)
         pooled = F.normalize(pooled.float(), p=2, dim=-1)
         return pooled.cpu().numpy()
 
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda":  # page-locked memory lets the copy overlap with CPU work
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
     def warmup(self) -> None:
         """One small forward, so the first request does not pay for lazy initialisation."""
         rows = self.tokenize(["warm up"] * 2, offset=0, input_type="document", instruction=None, truncate=True).rows
         self.embed_batch(rows)
+
+
+def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, attention mask) int64 arrays of rows padded to the longest, built without a per-row loop."""
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = int(lengths.max())
+    positions = np.arange(width)
+    # Row-major order of the True cells equals the order of the concatenated rows, on either side.
+    keep = positions >= (width - lengths)[:, None] if left else positions < lengths[:, None]
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    ids[keep] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+    return ids, keep.astype(np.int64)
 
 
 def too_long(index: int, tokens: int, limit: int) -> InvalidRequest:

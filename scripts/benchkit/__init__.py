@@ -1,0 +1,1 @@
+"""Helpers for scripts/bench.py: texts, load loops, the stack, the raw model and peers."""

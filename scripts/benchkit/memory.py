@@ -1,0 +1,42 @@
+"""Resident memory of a process and its children, read from /proc (Linux)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def status_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A /proc/PID/status memory field (VmRSS, RssAnon, RssFile), bytes; 0 if the process is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of one process, bytes (0 if it is gone)."""
+    return status_bytes(pid, "VmRSS")
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def tree_rss(pid: int) -> dict[int, int]:
+    """RSS of `pid` and all its descendants, by pid."""
+    out, todo = {}, [pid]
+    while todo:
+        current = todo.pop()
+        out[current] = rss_bytes(current)
+        todo += children(current)
+    return out
