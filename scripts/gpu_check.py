@@ -34,7 +34,7 @@ def main() -> int:
         return 0
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    texts = [("word " * n).strip() for n in (1, 3, 17, 60, 200, 5, 90)] + ["Beijing is the capital of China."]
+    texts = [("word " * n).strip() for n in (1, 3, 17, 60, 120, 5, 90)] + ["Beijing is the capital of China."]
     with tempfile.TemporaryDirectory() as tmp:
         path = build_tiny_qwen3_embedding(Path(tmp) / "qwen")
         dtype = pick_dtype("auto", device)
@@ -64,13 +64,14 @@ def check_oom_split(engine: EmbeddingEngine) -> bool:
         sizes.append(len(rows))
         return engine.embed_batch(rows)
 
-    batcher = Batcher(counting_forward, max_batch_tokens=512 * 512,
+    batcher = Batcher(counting_forward, max_batch_tokens=512 * 512, max_rows=512,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError))
     batcher.start()
     torch.cuda.empty_cache()
-    free, total = torch.cuda.mem_get_info()
-    # Current usage plus 48 MiB: the 4-D attention mask alone of a 512 x 512-token batch is larger.
-    torch.cuda.set_per_process_memory_fraction(min(1.0, (total - free + 48 * 2**20) / total))
+    total = torch.cuda.get_device_properties(0).total_memory
+    # The cap applies to PyTorch's allocator alone (not the CUDA context), so start from what it
+    # holds now and allow 48 MiB more: one 512 x 512 x 128 activation of the MLP is 64 MiB in bf16.
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + 48 * 2**20) / total)
     rows = [[5] * 512 for _ in range(512)]
     try:
         out = batcher.submit(rows, priority=0, deadline=time.time() + 120).future.result(120)

@@ -170,18 +170,23 @@ class Batcher:
         return batch
 
     def _run_batch(self, batch: list[_Row]) -> None:
+        split = False
         try:
             vectors = self._forward([r.submission.rows[r.index] for r in batch])
         except BaseException as exc:  # noqa: BLE001 - one bad batch must not kill the thread
-            if self._is_oom(exc) and len(batch) > 1:
-                log.warning("out of memory on a batch of %d rows; splitting and retrying", len(batch))
-                half = len(batch) // 2
-                self._run_batch(batch[:half])
-                self._run_batch(batch[half:])
+            if not (self._is_oom(exc) and len(batch) > 1):
+                log.exception("forward pass failed for %d rows", len(batch))
+                for sub in {id(r.submission): r.submission for r in batch}.values():
+                    _fail(sub, InternalError("the model failed on this input"))
                 return
-            log.exception("forward pass failed for %d rows", len(batch))
-            for sub in {id(r.submission): r.submission for r in batch}.values():
-                _fail(sub, InternalError("the model failed on this input"))
+            log.warning("out of memory on a batch of %d rows; splitting and retrying", len(batch))
+            split = True
+        if split:
+            # Retried only here, after the except block: the exception's traceback holds the failed
+            # pass's frames and with them its activations, which the halves need the memory of.
+            half = len(batch) // 2
+            self._run_batch(batch[:half])
+            self._run_batch(batch[half:])
             return
         if self._on_batch:
             self._on_batch(len(batch), len(batch) * max(r.length for r in batch))

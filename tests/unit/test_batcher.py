@@ -183,3 +183,27 @@ def test_pad_rows_matches_a_row_by_row_build(left):
         pad = [0] * (5 - len(row))
         assert ids[i].tolist() == (pad + row if left else row + pad)
         assert mask[i].tolist() == ([0] * len(pad) + [1] * len(row) if left else [1] * len(row) + [0] * len(pad))
+
+
+def test_out_of_memory_retry_runs_after_the_failed_pass_is_released():
+    """The halves must not run while the OOM exception (and the frames holding activations) lives."""
+    import sys
+
+    class OOM(Exception):
+        pass
+
+    handling_during_call = []
+
+    def forward(rows):
+        handling_during_call.append(sys.exc_info()[0])
+        if len(rows) > 1:
+            raise OOM()
+        return np.ones((1, 2), dtype=np.float32)
+
+    batcher = Batcher(forward, max_batch_tokens=1000, wait_s=0, is_oom=lambda exc: isinstance(exc, OOM))
+    batcher.start()
+    try:
+        batcher.submit([[1]] * 4, priority=0, deadline=time.time() + 10).future.result(5)
+        assert handling_during_call and all(kind is None for kind in handling_during_call)
+    finally:
+        batcher.stop()
