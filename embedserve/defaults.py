@@ -81,6 +81,9 @@ JOB_CHUNK_CHARS = 8 * 1024
 # Padded tokens in a forward pass of bulk rows only, on CPU (EMBED_BULK_BATCH_TOKENS; on CUDA
 # the default is EMBED_MAX_BATCH_TOKENS): an interactive row waits for at most one such pass.
 CPU_BULK_BATCH_TOKENS = 256
+# Seconds after the last sync request during which bulk-only passes stay small (the bulk budget);
+# a job with no sync traffic about runs full-size passes.
+INTERACTIVE_RECENT_S = 2.0
 # Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
 # connection and prefetch 1, so the forward thread's bulk backlog stays a couple of chunks.
 BULK_SLOTS = 2

@@ -4,8 +4,9 @@ Task threads `submit` their tokenized rows and wait on a future; one forward thr
 batches: interactive rows before bulk ones, rows of similar length together (padding is wasted
 compute), at most `max_batch_tokens` padded tokens and `max_rows` rows per pass. A pass with
 interactive rows takes no bulk rows (a sync request must not pay for a bulk-sized forward),
-and a bulk-only pass stays within `bulk_batch_tokens`, so an interactive row that arrives
-mid-pass waits at most one short pass. Tasks announce themselves with `incoming()` before they
+and while sync requests have been arriving (within INTERACTIVE_RECENT_S) a bulk-only pass stays
+within `bulk_batch_tokens`, so an interactive row that arrives mid-pass waits at most one short
+pass; a job running alone gets full-size passes. Tasks announce themselves with `incoming()` before they
 tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
 are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
@@ -71,6 +72,7 @@ class Batcher:
         self._on_batch = on_batch
         self.max_batch_tokens = max_batch_tokens
         self.bulk_batch_tokens = min(bulk_batch_tokens or max_batch_tokens, max_batch_tokens)
+        self._last_interactive = -1e9  # monotonic time of the last interactive submission
         self.max_rows = max_rows
         self.wait_s = wait_s
         self._queues = (collections.deque(), collections.deque())
@@ -95,6 +97,8 @@ class Batcher:
             sub.future.set_result(np.zeros((0, 0), dtype=np.float32))
             return sub
         queue = self._queues[BULK if priority else INTERACTIVE]
+        if not priority:
+            self._last_interactive = time.monotonic()
         with self._cond:
             queue.extend(_Row(sub, i) for i in range(len(rows)))
             self._cond.notify()
@@ -140,6 +144,11 @@ class Batcher:
                 return
             self._cond.wait(timeout=left)
 
+    def _bulk_budget(self) -> int:
+        """Small bulk passes only while sync traffic is about; a job alone gets full-size passes."""
+        recent = time.monotonic() - self._last_interactive < defaults.INTERACTIVE_RECENT_S
+        return self.bulk_batch_tokens if recent else self.max_batch_tokens
+
     def _take_batch(self) -> list[_Row]:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
         now = time.time()
@@ -148,7 +157,7 @@ class Batcher:
         for priority, queue in enumerate(self._queues):
             if batch:  # interactive rows found: this pass is theirs alone
                 break
-            budget = self.max_batch_tokens if priority == INTERACTIVE else self.bulk_batch_tokens
+            budget = self.max_batch_tokens if priority == INTERACTIVE else self._bulk_budget()
             window = [queue.popleft() for _ in range(min(len(queue), self.max_rows * WINDOW_ROWS_FACTOR))]
             kept = set()
             # Longest first: the first row sets the batch's width and shorter ones fill it.

@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from embedserve import defaults
 from embedserve.settings import ConfigError
-from worker.engine import Tokenized
+from worker.engine import Tokenized, pad_rows
 from worker.rerank_engine import Reranker, load_with_sdpa
 
 SYSTEM_PROMPT = ('Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
@@ -71,13 +71,9 @@ class Qwen3Reranker(Reranker):
 
     @torch.inference_mode()
     def score_batch(self, rows) -> np.ndarray:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):  # left padding: every row's last token sits at position -1
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
-        hidden = self.decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+        # Left padding: every row's last token sits at position -1.
+        ids, mask = (torch.from_numpy(a).to(self.device) for a in pad_rows(rows, self.pad_id, left=True))
+        hidden = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
         logits = hidden[:, -1].float() @ self.head.T  # (rows, 2): [no, yes]
         if self.head_bias is not None:
             logits = logits + self.head_bias

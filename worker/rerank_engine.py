@@ -20,7 +20,7 @@ from embedserve import defaults
 from embedserve.errors import InvalidRequest
 from embedserve.registry import ModelCard, ModelKind
 from embedserve.settings import ConfigError, Settings
-from worker.engine import Tokenized, pick_device, pick_dtype
+from worker.engine import Tokenized, pad_rows, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 
@@ -109,17 +109,13 @@ class CrossEncoder(Reranker):
 
     @torch.inference_mode()
     def score_batch(self, rows) -> np.ndarray:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        types = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
-            types[i, getattr(row, "second_segment", len(row)): len(row)] = 1
+        ids, mask = pad_rows(rows, self.pad_id, left=False)
         inputs = {"input_ids": ids, "attention_mask": mask}
         if self.uses_token_types:
-            inputs["token_type_ids"] = types
+            # 1 from where the second segment starts to the row's end; padding stays 0.
+            starts = np.array([getattr(row, "second_segment", len(row)) for row in rows])[:, None]
+            inputs["token_type_ids"] = ((np.arange(ids.shape[1]) >= starts) & (mask == 1)).astype(np.int64)
+        inputs = {k: torch.from_numpy(v) for k, v in inputs.items()}
         logits = self.model(**{k: v.to(self.device) for k, v in inputs.items()}).logits.float()
         return self.activation(logits).unsqueeze(1).cpu().numpy().astype(np.float32)
 

@@ -119,16 +119,19 @@ def test_interactive_rows_never_share_a_pass_with_bulk_rows():
         batcher.stop()
 
 
-def test_bulk_only_passes_keep_to_the_bulk_budget():
+def test_bulk_passes_are_small_only_while_sync_traffic_is_about():
     forward = RecordingForward()
     batcher = Batcher(forward, max_batch_tokens=100, bulk_batch_tokens=8, wait_s=0)
     batcher.start()
     try:
         batcher.submit([[1, 1]] * 12, priority=1, deadline=time.time() + 10).future.result(5)
-        assert forward.batches and all(len(b) * 2 <= 8 for b in forward.batches)
+        assert max(len(b) for b in forward.batches) > 4  # a job alone: full-size passes
         forward.batches.clear()
         batcher.submit([[3, 3]] * 12, priority=0, deadline=time.time() + 10).future.result(5)
         assert max(len(b) for b in forward.batches) > 4  # interactive passes use the full budget
+        forward.batches.clear()
+        batcher.submit([[1, 1]] * 12, priority=1, deadline=time.time() + 10).future.result(5)
+        assert forward.batches and all(len(b) * 2 <= 8 for b in forward.batches)  # sync seen just now
     finally:
         batcher.stop()
 
