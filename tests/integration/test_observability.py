@@ -100,3 +100,19 @@ def test_json_logs_carry_the_request_id_on_both_sides(tmp_path, qwen_dir):
     finally:
         stack.close()
         server.stop()
+
+
+def test_jobs_by_status_gauge_follows_a_job(http, api_url):
+    from tests.integration.jobs_helpers import submit, wait_finished
+
+    before = scrape(api_url)
+    job = submit(http, model=MINILM, input=["gauge one", "gauge two"])
+    wait_finished(http, job["id"])
+    finished = scrape(api_url)
+    assert value(finished, "embedserve_jobs", status="completed") == value(before, "embedserve_jobs", status="completed") + 1
+    # The job passed through queued and in_progress and left both.
+    for status in ("queued", "in_progress"):
+        assert value(finished, "embedserve_jobs", status=status) <= value(before, "embedserve_jobs", status=status)
+    assert http.delete(f"{http.base}/v1/jobs/{job['id']}", timeout=30).status_code == 200
+    deleted = scrape(api_url)
+    assert value(deleted, "embedserve_jobs", status="completed") == value(finished, "embedserve_jobs", status="completed") - 1
