@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             _say("interrupted before a job was submitted")
         else:
             _say(f"interrupted; job {job_id} keeps running on the server.\n"
-                 f"  re-attach: {reattach_command(args, job_id)}\n"
+                 f"  re-attach: {reattach_command(args, job_id)}   (API key from EMBED_API_KEY or --api-key)\n"
                  f"  cancel:    curl -X POST {args.url.rstrip('/')}/v1/jobs/{job_id}/cancel "
                  f"-H \"Authorization: Bearer $EMBED_API_KEY\"")
         return 130
