@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.conftest import API_KEY, MINILM, embed
@@ -81,6 +82,12 @@ def test_reattach_to_a_finished_job(txt_run, api_url):
     lines = [json.loads(line) for line in (folder / "again.jsonl").read_text().splitlines()]
     assert [line["index"] for line in lines] == list(range(1000))
     assert_same_vectors(np.array([line["embedding"] for line in lines], dtype=np.float32), np.load(out))
+
+    parquet = run_cli(api_url, "-o", str(folder / "again.parquet"), "--job", job_id)
+    assert parquet.returncode == 0, parquet.stderr
+    table = pq.read_table(folder / "again.parquet").to_pydict()
+    assert table["index"] == list(range(1000)) and set(table["error"]) == {None}
+    assert_same_vectors(np.array(table["embedding"], dtype=np.float32), np.load(out))
 
 
 def test_jsonl_in_jsonl_out(api_url, http, tmp_path):

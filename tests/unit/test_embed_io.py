@@ -6,6 +6,7 @@ import io
 import json
 import math
 import struct
+import sys
 
 import msgpack
 import numpy as np
@@ -61,13 +62,9 @@ def test_unknown_output_extension(name):
         check_output(name)
 
 
-def test_parquet_without_pyarrow_names_the_package():
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        with pytest.raises(InputError, match="pip install pyarrow"):
-            check_output("out.parquet")
-    else:
+def test_parquet_without_pyarrow_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what `import pyarrow` sees when it is not installed
+    with pytest.raises(InputError, match="pip install pyarrow"):
         check_output("out.parquet")
 
 
@@ -105,3 +102,14 @@ def test_a_broken_download_leaves_no_output(tmp_path):
     with pytest.raises(InputError, match="not the expected msgpack"):
         write_output(io.BytesIO(msgpack.packb({"unexpected": 1})), str(out))
     assert not out.exists() and not (tmp_path / "out.npy.part").exists()
+
+
+def test_parquet_output_has_null_embeddings_and_messages_for_failures(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = str(tmp_path / "out.parquet")
+    assert write_output(matrix_stream([[1, 2], None, [3, 4]], 2), out) == 1
+    table = pq.read_table(out).to_pydict()
+    assert table["index"] == [0, 1, 2]
+    assert table["embedding"] == [[1.0, 2.0], None, [3.0, 4.0]]
+    assert table["error"] == [None, "input 1 failed", None]
