@@ -14,11 +14,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from embedserve import defaults
 from embedserve.embed_io import InputError, check_output, read_texts, write_output
 
 FINISHED = {"completed", "failed", "cancelled", "expired"}
+# How each output shows an input that failed.
+FAILED_AS = {".npy": "NaN rows", ".jsonl": "error lines", ".parquet": "null embeddings"}
 
 
 class ApiError(Exception):
@@ -52,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
             if not args.input:
                 raise InputError("give an INPUT file, or --job ID to re-attach to a job")
             texts, skipped = read_texts(args.input)
-            note = f" ({skipped} empty lines skipped)" if skipped else ""
+            note = f" ({skipped} blank lines skipped)" if skipped else ""
             job_id = client.submit(texts, args)["id"]
             _say(f"submitted {job_id}: {len(texts)} texts{note}")
         job = wait(client, job_id)
-        fmt = "application/x-ndjson" if args.output.endswith(".jsonl") else "application/msgpack"
+        suffix = Path(args.output).suffix.lower()
+        fmt = "application/x-ndjson" if suffix == ".jsonl" else "application/msgpack"
         with client.open(f"/v1/jobs/{job_id}/result", accept=fmt) as response:
             failed = write_output(response, args.output)
     except KeyboardInterrupt:
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if job["status"] != "completed" or failed:
         _say(f"job {job_id} ended {job['status']}; {failed} of {job['request_counts']['total']} inputs failed "
-             f"(written as {'NaN rows' if not args.output.endswith('.jsonl') else 'error lines'}) to {args.output}")
+             f"(written as {FAILED_AS[suffix]}) to {args.output}")
         return 3
     _say(f"wrote {job['request_counts']['total']} embeddings to {args.output}")
     return 0

@@ -69,7 +69,7 @@ def txt_run(api_url, tmp_path_factory):
 def test_txt_to_npy_matches_sync_embeddings(txt_run, http):
     done, out, _ = txt_run
     assert done.returncode == 0, done.stderr
-    assert "1 empty lines skipped" in done.stderr
+    assert "1 blank lines skipped" in done.stderr
     assert "1000/1000" in done.stderr  # the progress line reached the end
     assert_same_vectors(np.load(out), sync_vectors(http, TEXTS))
 
