@@ -114,3 +114,15 @@ def test_jobs_by_status_gauge_follows_a_job(http, api_url):
     assert http.delete(f"{http.base}/v1/jobs/{job['id']}", timeout=30).status_code == 200
     deleted = scrape(api_url)
     assert value(deleted, "embedserve_jobs", status="completed") == value(finished, "embedserve_jobs", status="completed") - 1
+
+
+def test_jobs_gauge_counts_a_cancelled_job(http, api_url):
+    from tests.integration.jobs_helpers import submit, wait_finished
+
+    before = scrape(api_url)
+    job = submit(http, model=MINILM, input=[f"gauge cancel {i}" for i in range(2000)])
+    assert http.post(f"{http.base}/v1/jobs/{job['id']}/cancel", timeout=30).status_code == 200
+    assert wait_finished(http, job["id"])["status"] == "cancelled"
+    after = scrape(api_url)
+    assert value(after, "embedserve_jobs", status="cancelled") == value(before, "embedserve_jobs", status="cancelled") + 1
+    assert value(after, "embedserve_jobs", status="cancelling") == value(before, "embedserve_jobs", status="cancelling")
