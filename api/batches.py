@@ -192,6 +192,7 @@ def create_batch(store: JobStore, celery: Celery, registry: Registry, settings: 
     except BaseException:
         store.discard_chunks(job_id, count)
         store.redis.unlink(keys.job(job_id), keys.job_prefailed(job_id))
+        store.unindex(job_id)
         raise
     enqueue(celery, job_id, sorted(plan.models.items()))
     return batch_id

@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from embedserve import batch_stats, defaults, queues
+from embedserve.jobs import JobStore
 from embedserve.logs import reset_request_id, set_request_id
 from embedserve.registry import Registry
 
@@ -47,6 +48,7 @@ class RedisStateCollector:
     def __init__(self, client: redis.Redis):
         self._redis = client
         self._registry = Registry(client, cache_seconds=0)
+        self._jobs = JobStore(client)
 
     def collect(self):
         depth = GaugeMetricFamily("embedserve_queue_depth", "Task chunks waiting in a model's queue (Redis lists).",
@@ -64,7 +66,12 @@ class RedisStateCollector:
             stats = batch_stats.read(self._redis, name)
             rows.add_metric([name], _cumulative(stats.rows, defaults.BATCH_ROWS_BUCKETS), stats.rows_sum)
             tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
-        yield from (depth, workers, rows, tokens)
+        # Per-status sorted sets kept by the job store's scripts: one ZCOUNT each, not a scan of jobs.
+        jobs = GaugeMetricFamily("embedserve_jobs", "Live jobs (native and batch-backed) by status.",
+                                 labels=["status"])
+        for status, count in self._jobs.count_by_status().items():
+            jobs.add_metric([status], count)
+        yield from (depth, workers, rows, tokens, jobs)
 
 
 def _cumulative(counts: dict[str, int], bounds: tuple[int, ...]) -> list[tuple[str, int]]:

@@ -1,4 +1,4 @@
-"""The `embedserve` command: `api` and `worker` start one part each; `keys` manages API keys."""
+"""The `embedserve` command: `api` and `worker` start one part each; `keys` manages API keys; `embed` embeds a file."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     from embedserve.keys_cli import add_keys_parser  # redis only: no torch, no Flask
 
     add_keys_parser(sub)
+    from embedserve.embed_cli import add_embed_parser  # standard library + msgpack: a client of a running server
+
+    add_embed_parser(sub)
     return parser
 
 

@@ -101,3 +101,13 @@ BATCH_COMPLETION_WINDOW = "24h"
 BATCH_WINDOW_S = 24 * 3600
 # Seconds between kombu's sweeps that hand unacknowledged messages of dead workers back.
 UNACKED_RESTORE_INTERVAL_S = 10
+
+# `embedserve embed`: the server it talks to when neither --url nor EMBED_URL is given.
+EMBED_CLI_URL = "http://127.0.0.1:8000"
+# ...seconds between job polls: the first poll comes fast, then the interval grows x1.5 up to the max.
+EMBED_CLI_POLL_MIN_S = 0.2
+EMBED_CLI_POLL_MAX_S = 2.0
+# ...seconds one HTTP call (or one read of the streamed result) may stall before it fails.
+EMBED_CLI_HTTP_TIMEOUT_S = 300
+# ...bytes read from the result stream at a time.
+EMBED_CLI_READ_BYTES = 1 << 20

@@ -132,6 +132,11 @@ class Job:
         return cls(**values)
 
 
+def _status_keys() -> list[str]:
+    """The per-status index keys, in the order the Lua scripts expect them."""
+    return [keys.jobs_by_status(status) for status in job_scripts.STATUS_ORDER]
+
+
 class JobStore:
     """Job records, chunk inputs and outputs in one Redis; the connection is passed in."""
 
@@ -169,6 +174,10 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.job(job.id), mapping=record)
         pipe.expire(keys.job(job.id), ttl)
+        now = time.time()
+        pipe.zadd(keys.jobs_by_status(job.status.value), {job.id: int(now) + ttl})
+        for index in _status_keys():  # ids whose jobs expired: keeps the status sets bounded
+            pipe.zremrangebyscore(index, "-inf", now)
         if listed:
             index = keys.owned(job.owner, "jobs")
             pipe.zadd(index, {job.id: time.time()})
@@ -225,9 +234,18 @@ class JobStore:
         raw = self.redis.get(keys.job_input(job_id, index))
         return ChunkSpec.unpack(raw) if raw is not None else None
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many live jobs are in each status: one ZCOUNT per status, expired ids not counted."""
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        for index in _status_keys():
+            pipe.zcount(index, now, "+inf")
+        return dict(zip(job_scripts.STATUS_ORDER, pipe.execute()))
+
     def cancel(self, job_id: str) -> JobStatus | None:
         """Ask workers to skip the job's remaining chunks; the status after, or None if the job is gone."""
-        status = self._cancel(keys=[keys.job(job_id), keys.job_done(job_id)], args=[int(time.time())])
+        status = self._cancel(keys=[keys.job(job_id), keys.job_done(job_id), *_status_keys()],
+                              args=[int(time.time())])
         # The script answers nil when the job was deleted (or expired) since the caller looked it up.
         return JobStatus(status.decode()) if status is not None else None
 
@@ -239,14 +257,22 @@ class JobStore:
             names += [keys.job_input(job.id, i), keys.job_output(job.id, i)]
         for start in range(0, len(names), 1000):
             self.redis.unlink(*names[start:start + 1000])
+        self.unindex(job.id)
         self.forget(job.owner, "jobs", job.id)
+
+    def unindex(self, job_id: str) -> None:
+        """Drop a deleted job's id from the per-status sets (so /metrics stops counting it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for index in _status_keys():
+            pipe.zrem(index, job_id)
+        pipe.execute()
 
     # -- chunk life (workers) --------------------------------------------------------------
 
     def start_chunk(self, job_id: str, index: int) -> tuple[str, int, bool]:
         """(job status or 'gone', this attempt's number, whether the chunk is already done)."""
         status, attempts, done = self._start(
-            keys=[keys.job(job_id), keys.job_done(job_id), keys.job_attempts(job_id)],
+            keys=[keys.job(job_id), keys.job_done(job_id), keys.job_attempts(job_id), *_status_keys()],
             args=[index, int(time.time())])
         return status.decode() if isinstance(status, bytes) else status, int(attempts), bool(done)
 
@@ -260,4 +286,4 @@ class JobStore:
             args = [index, output.pack(), output.completed, output.failed, sum(output.tokens), output.dim,
                     int(time.time()), 0, *sample]
         return int(self._finish(keys=[keys.job(job_id), keys.job_done(job_id), keys.job_output(job_id, index),
-                                      keys.job_errors(job_id)], args=args))
+                                      keys.job_errors(job_id), *_status_keys()], args=args))

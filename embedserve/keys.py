@@ -78,6 +78,11 @@ def job_prefailed(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:prefailed"
 
 
+def jobs_by_status(status: str) -> str:
+    """Sorted set: ids of the jobs (native and batch-backed) now in `status`, scored by when their hash expires."""
+    return f"{PREFIX}jobs:status:{status}"
+
+
 def owned(owner: str, kind: str) -> str:
     """Sorted set: ids of one API key's jobs, files or batches (`kind`), scored by creation time."""
     return f"{PREFIX}owner:{owner}:{kind}"

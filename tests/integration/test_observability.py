@@ -100,3 +100,29 @@ def test_json_logs_carry_the_request_id_on_both_sides(tmp_path, qwen_dir):
     finally:
         stack.close()
         server.stop()
+
+
+def test_jobs_by_status_gauge_follows_a_job(http, api_url):
+    from tests.integration.jobs_helpers import submit, wait_finished
+
+    before = scrape(api_url)
+    job = submit(http, model=MINILM, input=["gauge one", "gauge two"])
+    wait_finished(http, job["id"])
+    finished = scrape(api_url)
+    # At least: a job left over by an earlier test may finish in the same window.
+    assert value(finished, "embedserve_jobs", status="completed") >= value(before, "embedserve_jobs", status="completed") + 1
+    assert http.delete(f"{http.base}/v1/jobs/{job['id']}", timeout=30).status_code == 200
+    deleted = scrape(api_url)
+    assert value(deleted, "embedserve_jobs", status="completed") == value(finished, "embedserve_jobs", status="completed") - 1
+
+
+def test_jobs_gauge_counts_a_cancelled_job(http, api_url):
+    from tests.integration.jobs_helpers import submit, wait_finished
+
+    before = scrape(api_url)
+    job = submit(http, model=MINILM, input=[f"gauge cancel {i}" for i in range(2000)])
+    assert http.post(f"{http.base}/v1/jobs/{job['id']}/cancel", timeout=30).status_code == 200
+    assert wait_finished(http, job["id"])["status"] == "cancelled"
+    after = scrape(api_url)
+    assert value(after, "embedserve_jobs", status="cancelled") == value(before, "embedserve_jobs", status="cancelled") + 1
+    assert value(after, "embedserve_jobs", status="cancelling") == value(before, "embedserve_jobs", status="cancelling")

@@ -1,0 +1,181 @@
+"""`embedserve embed IN -o OUT`: embed a file of texts through a running server as one bulk job.
+
+Standard library HTTP (urllib) plus msgpack, so it runs from a base install; numpy (for .npy)
+and pyarrow (for .parquet) are imported only when that output is asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from embedserve import defaults
+from embedserve.embed_io import InputError, check_output, read_texts, write_output
+
+FINISHED = {"completed", "failed", "cancelled", "expired"}
+# How each output shows an input that failed.
+FAILED_AS = {".npy": "NaN rows", ".jsonl": "error lines", ".parquet": "null embeddings"}
+
+
+class ApiError(Exception):
+    """The server answered with an error, or could not be reached."""
+
+
+def add_embed_parser(sub) -> None:
+    """Attach `embed` to the top-level subparsers."""
+    p = sub.add_parser("embed", help="embed a .txt/.jsonl/.csv file as a bulk job; write .npy/.jsonl/.parquet")
+    p.add_argument("input", nargs="?", help=".txt (one text per line), .jsonl ('text' field) or .csv ('text' column)")
+    p.add_argument("-o", "--output", required=True, help="where to write: .npy, .jsonl or .parquet")
+    p.add_argument("--model", help="model name (optional when the server serves one embedding model)")
+    p.add_argument("--dimensions", type=int, help="truncate vectors to this many dimensions (Matryoshka)")
+    p.add_argument("--input-type", choices=["query", "document"])
+    p.add_argument("--instruction", help="instruction prefix for query inputs (instruction-tuned models)")
+    p.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's limit")
+    p.add_argument("--url", default=os.environ.get("EMBED_URL", defaults.EMBED_CLI_URL),
+                   help="server base URL (env EMBED_URL; default %(default)s)")
+    p.add_argument("--api-key", default=os.environ.get("EMBED_API_KEY"), help="API key (env EMBED_API_KEY)")
+    p.add_argument("--job", help="re-attach to this job id instead of submitting INPUT")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Submit (or re-attach), wait with a progress line, download, write; exit codes in the README."""
+    client = Client(args.url, args.api_key)
+    job_id = args.job
+    try:
+        check_output(args.output)
+        if job_id is None:
+            if not args.input:
+                raise InputError("give an INPUT file, or --job ID to re-attach to a job")
+            texts, skipped = read_texts(args.input)
+            note = f" ({skipped} blank lines skipped)" if skipped else ""
+            job_id = client.submit(texts, args)["id"]
+            _say(f"submitted {job_id}: {len(texts)} texts{note}")
+        job = wait(client, job_id)
+        suffix = Path(args.output).suffix.lower()
+        fmt = "application/x-ndjson" if suffix == ".jsonl" else "application/msgpack"
+        with client.open(f"/v1/jobs/{job_id}/result", accept=fmt) as response:
+            failed = write_output(response, args.output)
+    except KeyboardInterrupt:
+        if job_id is None:
+            _say("interrupted before a job was submitted")
+        else:
+            _say(f"interrupted; job {job_id} keeps running on the server.\n"
+                 f"  re-attach: {reattach_command(args, job_id)}   (API key from EMBED_API_KEY or --api-key)\n"
+                 f"  cancel:    curl -X POST {args.url.rstrip('/')}/v1/jobs/{job_id}/cancel "
+                 f"-H \"Authorization: Bearer $EMBED_API_KEY\"")
+        return 130
+    except (InputError, ApiError) as exc:
+        _say(f"error: {exc}")
+        return 1
+    if job["status"] != "completed" or failed:
+        _say(f"job {job_id} ended {job['status']}; {failed} of {job['request_counts']['total']} inputs failed "
+             f"(written as {FAILED_AS[suffix]}) to {args.output}")
+        return 3
+    _say(f"wrote {job['request_counts']['total']} embeddings to {args.output}")
+    return 0
+
+
+def reattach_command(args: argparse.Namespace, job_id: str) -> str:
+    """The command line that picks the job up again."""
+    words = ["embedserve", "embed", "-o", args.output, "--job", job_id]
+    if args.url != defaults.EMBED_CLI_URL:
+        words += ["--url", args.url]
+    return shlex.join(words)
+
+
+def wait(client: "Client", job_id: str) -> dict:
+    """Poll the job until it ends, drawing progress on stderr; the poll interval grows to a bound."""
+    interval, started, first_done = defaults.EMBED_CLI_POLL_MIN_S, time.monotonic(), None
+    while True:
+        job = client.request("GET", f"/v1/jobs/{job_id}")
+        counts = job["request_counts"]
+        done = counts["completed"] + counts["failed"]
+        if first_done is None:
+            first_done = done
+        progress(job_id, job["status"], done, counts["total"], done - first_done, time.monotonic() - started)
+        if job["status"] in FINISHED:
+            _end_progress()
+            return job
+        time.sleep(interval)
+        interval = min(interval * 1.5, defaults.EMBED_CLI_POLL_MAX_S)
+
+
+def progress(job_id: str, status: str, done: int, total: int, gained: int, elapsed: float) -> None:
+    """One progress line: bar, done/total, rate and ETA (rate from what this process saw finish)."""
+    width = 30
+    filled = width * done // total if total else width
+    rate = gained / elapsed if elapsed > 0 else 0.0
+    eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
+    line = f"{job_id} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:.0f}/s ETA {eta} {status}"
+    # A terminal gets one line redrawn in place; a pipe or log gets one line per poll.
+    end = "\r" if sys.stderr.isatty() else "\n"
+    print(line, end=end, file=sys.stderr, flush=True)
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
+def _say(message: str) -> None:
+    print(f"embedserve embed: {message}", file=sys.stderr, flush=True)
+
+
+class Client:
+    """The few calls the command makes, with OpenAI-shaped errors turned into one line."""
+
+    def __init__(self, url: str, api_key: str | None):
+        self.base = url.rstrip("/")
+        self.api_key = api_key
+
+    def submit(self, texts: list[str], args: argparse.Namespace) -> dict:
+        """POST /v1/jobs with the texts and the options given."""
+        body: dict = {"input": texts}
+        for name in ("model", "dimensions", "input_type", "instruction"):
+            if getattr(args, name) is not None:
+                body[name] = getattr(args, name)
+        if args.truncate:
+            body["truncate"] = True
+        return self.request("POST", "/v1/jobs", body)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One JSON call; returns the decoded body."""
+        data = json.dumps(body).encode() if body is not None else None
+        with self.open(path, method=method, data=data) as response:
+            return json.load(response)
+
+    def open(self, path: str, *, method: str = "GET", data: bytes | None = None, accept: str = "application/json"):
+        """The open response (a stream), or ApiError with the server's message."""
+        headers = {"Accept": accept}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            return urllib.request.urlopen(req, timeout=defaults.EMBED_CLI_HTTP_TIMEOUT_S)
+        except urllib.error.HTTPError as exc:
+            raise ApiError(_error_line(exc)) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ApiError(f"cannot reach {self.base} ({reason}); is the server running? (--url / EMBED_URL)") from None
+
+
+def _error_line(exc: urllib.error.HTTPError) -> str:
+    """`HTTP 401 invalid_api_key: message` from an OpenAI-shaped error body, or the raw status."""
+    raw = exc.read()[:4096]
+    try:
+        error = json.loads(raw)["error"]
+        code = f" {error['code']}" if error.get("code") else ""
+        return f"HTTP {exc.code}{code}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {exc.code}: {raw.decode(errors='replace').strip()[:200] or exc.reason}"
+
