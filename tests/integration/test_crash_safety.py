@@ -57,7 +57,7 @@ def vectors_by_index(lines: list[dict]) -> np.ndarray:
 
 def test_sigkill_mid_job_then_new_worker_completes_exactly_once(private):
     stack, http = private
-    model, n = "crash-minilm", 2000
+    model, n = "crash-minilm", 1000
     job = kill_mid_job(stack, http, model, n)
     stack.start_worker(model, EMBED_MODEL_NAME=model, **FAST_REDELIVERY)
     done = wait_finished(http, job["id"], timeout=RECOVERY_S)
@@ -75,7 +75,7 @@ def test_sigkill_mid_job_then_new_worker_completes_exactly_once(private):
 
 def test_chunk_past_max_attempts_fails_its_items_and_the_job_ends(private):
     stack, http = private
-    model, n = "attempts-minilm", 2000
+    model, n = "attempts-minilm", 1000
     job = kill_mid_job(stack, http, model, n, EMBED_MAX_ATTEMPTS="1")
     stack.start_worker(model, EMBED_MODEL_NAME=model, EMBED_MAX_ATTEMPTS="1", **FAST_REDELIVERY)
     done = wait_finished(http, job["id"], timeout=RECOVERY_S)
