@@ -86,7 +86,7 @@ CPU_BULK_BATCH_TOKENS = 256
 INTERACTIVE_RECENT_S = 2.0
 # Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
 # connection and prefetch 1, so the forward thread's bulk backlog stays a couple of chunks.
-BULK_SLOTS = 2
+BULK_SLOTS = 4
 # Most objects one list call returns, and the default.
 LIST_LIMIT_MAX = 100
 LIST_LIMIT_DEFAULT = 20

@@ -167,6 +167,8 @@ def main() -> int:
     parser.add_argument("--peer-infinity", metavar="PYTHON", default=None,
                         help="python of a venv with infinity-emb[server,torch]: also benchmark Infinity")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument("--env", action="append", default=[], metavar="EMBED_X=VALUE",
+                        help="a setting for our worker and API (repeatable), e.g. --env EMBED_BULK_SLOTS=4")
     args = parser.parse_args()
     if args.quick:
         args.texts, args.singles, args.large_job, args.repeat = 256, 40, 2000, 1
@@ -185,7 +187,7 @@ def main() -> int:
     from scripts.benchkit.servers import API_KEY, Infinity, OurStack, settle
 
     print("\nour stack (redis-server + python -m worker + python -m api):", flush=True)
-    stack = OurStack(model_dir, MODEL_NAME)
+    stack = OurStack(model_dir, MODEL_NAME, **dict(item.split("=", 1) for item in args.env))
     try:
         settle()
         target = load.Target("stack", stack.url, api_key=API_KEY, model=MODEL_NAME, extra={"truncate": True})
