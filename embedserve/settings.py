@@ -59,7 +59,9 @@ class Settings:
     device: str = "auto"
     # auto | float32 | bfloat16 | float16; auto = fp32 on CPU, bf16 (fp16 if unsupported) on CUDA.
     dtype: str = "auto"
-    # Padded tokens in one forward pass; 0 = by device (see `batch_tokens`).
+    # auto | on | off: the padding-free forward for BERT-family encoders (worker/packed.py); auto = on CPU.
+    packed: str = "auto"
+    # Tokens in one forward pass (rows x longest row when padded); 0 = by device (see `batch_tokens`).
     max_batch_tokens: int = 0
     # /v1/embeddings body limit, bytes.
     max_body_bytes: int = defaults.MAX_BODY_BYTES
@@ -117,6 +119,7 @@ class Settings:
             worker_role=reader.str("EMBED_WORKER_ROLE", cls.worker_role).lower(),
             device=reader.str("EMBED_DEVICE", cls.device).lower(),
             dtype=reader.str("EMBED_DTYPE", cls.dtype).lower(),
+            packed=reader.str("EMBED_PACKED", cls.packed).lower(),
             max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 0, 10**8),
             max_body_bytes=reader.int("EMBED_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 2**40),
             sync_timeout=reader.float("EMBED_SYNC_TIMEOUT", cls.sync_timeout, 0.001, 86400),
@@ -149,6 +152,8 @@ class Settings:
             raise ConfigError(f"EMBED_DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"EMBED_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.packed not in ("auto", "on", "off"):
+            raise ConfigError(f"EMBED_PACKED must be auto, on or off, got {self.packed!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"EMBED_LOG_LEVEL must be a logging level name, got {self.log_level!r}")
         for name in (self.served_model_name, *self.model_aliases):

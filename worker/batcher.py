@@ -2,7 +2,9 @@
 
 Task threads `submit` their tokenized rows and wait on a future; one forward thread forms
 batches: interactive rows before bulk ones, rows of similar length together (padding is wasted
-compute), at most `max_batch_tokens` padded tokens and `max_rows` rows per pass. A pass with
+compute), at most `max_batch_tokens` tokens and `max_rows` rows per pass. A pass's tokens are
+rows x longest row for a padded forward, or the rows' own tokens for a packed one
+(worker/packed.py), where lengths no longer need to match. A pass with
 interactive rows takes no bulk rows (a sync request must not pay for a bulk-sized forward),
 and while sync requests have been arriving (within INTERACTIVE_RECENT_S) a bulk-only pass stays
 within `bulk_batch_tokens`, so an interactive row that arrives mid-pass waits at most one short
@@ -66,8 +68,10 @@ class Batcher:
     def __init__(self, forward: Callable[[list[list[int]]], np.ndarray], *, max_batch_tokens: int,
                  max_rows: int = defaults.MAX_BATCH_ROWS, wait_s: float = defaults.BATCH_WAIT_S,
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
-                 on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None):
+                 on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
+                 padded: bool = True):
         self._forward = forward
+        self.padded = padded  # a pass costs rows x longest row (True) or the sum of its rows (False)
         self._is_oom = is_oom
         self._on_batch = on_batch
         self.max_batch_tokens = max_batch_tokens
@@ -153,7 +157,7 @@ class Batcher:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
         now = time.time()
         batch: list[_Row] = []
-        longest = 0
+        longest = total = 0
         for priority, queue in enumerate(self._queues):
             if batch:  # interactive rows found: this pass is theirs alone
                 break
@@ -168,10 +172,11 @@ class Batcher:
                     self._expire(row.submission)
                     continue
                 width = max(longest, row.length)
+                cost = width * (len(batch) + 1) if self.padded else total + row.length
                 # A single row longer than the whole budget still runs, alone.
-                if not batch or (len(batch) < self.max_rows and width * (len(batch) + 1) <= budget):
+                if not batch or (len(batch) < self.max_rows and cost <= budget):
                     batch.append(row)
-                    longest = width
+                    longest, total = width, total + row.length
                 else:
                     kept.add(id(row))
             # What did not fit goes back to the front, in arrival order, ahead of newer rows.
@@ -198,7 +203,8 @@ class Batcher:
             self._run_batch(batch[half:])
             return
         if self._on_batch:
-            self._on_batch(len(batch), len(batch) * max(r.length for r in batch))
+            lengths = [r.length for r in batch]
+            self._on_batch(len(batch), len(batch) * max(lengths) if self.padded else sum(lengths))
         for row, vector in zip(batch, vectors):
             sub = row.submission
             if sub.future.done():

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_stats = BatchStats(client, name)
     batcher = Batcher(forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
-                      on_batch=batch_stats.record)
+                      on_batch=batch_stats.record, padded=getattr(model, "pads_batches", True))
     batcher.start()
     batch_stats.start()
     if settings.worker_role == WorkerRole.RERANK:

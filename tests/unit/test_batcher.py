@@ -210,3 +210,18 @@ def test_out_of_memory_retry_runs_after_the_failed_pass_is_released():
         assert handling_during_call and all(kind is None for kind in handling_during_call)
     finally:
         batcher.stop()
+
+
+@pytest.mark.parametrize("padded, expected_batches", [(True, 2), (False, 1)])
+def test_the_budget_counts_padding_only_for_a_padded_forward(padded, expected_batches):
+    # One 40-token row and six 5-token rows: 70 real tokens, 280 once padded to the longest.
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch_tokens=100, wait_s=0, padded=padded)
+    rows = [[1] * 40] + [[2] * 5] * 6
+    sub = batcher.submit(rows, priority=0, deadline=time.time() + 10)
+    batcher.start()
+    try:
+        sub.future.result(5)
+        assert len(forward.batches) == expected_batches
+    finally:
+        batcher.stop()

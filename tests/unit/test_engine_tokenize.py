@@ -41,3 +41,17 @@ def test_concurrent_truncating_and_plain_calls_do_not_mix(engine):
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_the_default_model_runs_packed_on_cpu_and_matches_the_padded_forward(engine):
+    assert not engine.pads_batches
+    rows = engine.tokenize(["a short one", "a somewhat longer sentence about rivers and bridges " * 6, "mid length "
+                            "text about the weather"], offset=0, input_type="document", instruction=None,
+                           truncate=True).rows
+    packed = engine.embed_batch(rows)
+    encoder, engine.packed = engine.packed, None
+    try:
+        padded = engine.embed_batch(rows)
+    finally:
+        engine.packed = encoder
+    assert (packed * padded).sum(axis=1).min() > 0.99999
