@@ -1,8 +1,9 @@
-"""Admission before dispatch: backpressure on the model's queue, then the caller's rate limits.
+"""Admission before dispatch: the caller's rate limits, settled after the work.
 
-Order matters: a request refused for overload costs the caller nothing from its limits.
 `admit` is a context manager around the dispatch, so the token estimate is settled with the
-real usage afterwards, or refunded when the work failed.
+real usage afterwards, or refunded when the work failed. Backpressure (EMBED_MAX_QUEUE) is
+checked by the dispatcher in the same Redis round trip that sends the work; a request it
+refuses for overload gets its request and its tokens back, so overload costs the caller nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from contextlib import contextmanager
 import redis
 from flask import Flask, Response, current_app, g
 
-from embedserve import defaults, queues
-from embedserve.errors import RateLimited, ServiceError, Timeout, Unavailable
-from embedserve.registry import ServedModel
+from embedserve.errors import RateLimited, ServiceError, Timeout
 
 from api.auth import Identity
+from api.dispatch import QUEUE_FULL
 from api.ratelimit import RateLimiter
 from api.rerank_validation import RerankRequest
 from api.validation import EmbeddingRequest
@@ -43,15 +43,20 @@ class Ticket:
 
     def finish(self, failed: ServiceError | None) -> None:
         """Settle the estimate: with the real usage, a refund (failure) or nothing (timeout)."""
-        if self._limiter is None or self._identity.tpm <= 0:
-            return
-        # A timed-out request may still have used the GPU: it keeps its charge. Other failures are refunded.
-        used = self.estimate if isinstance(failed, Timeout) else (0 if failed else self.used)
-        if used is None or used == self.estimate:
+        if self._limiter is None:
             return
         ident = self._identity
-        decision = self._limiter.settle(ident.digest.hex(), ident.rpm, ident.tpm, used - self.estimate)
-        g.ratelimit_headers = decision.headers()
+        # Refused for overload before anything was sent: give the request back, as if never admitted.
+        refund_request = failed is not None and failed.code == QUEUE_FULL and ident.rpm > 0
+        token_delta = 0
+        if ident.tpm > 0:
+            # A timed-out request may still have used the GPU: it keeps its charge. Other failures are refunded.
+            used = self.estimate if isinstance(failed, Timeout) else (0 if failed else self.used)
+            token_delta = 0 if used is None else used - self.estimate
+        if refund_request or token_delta:
+            decision = self._limiter.settle(ident.digest.hex(), ident.rpm, ident.tpm, token_delta,
+                                            request_delta=-1 if refund_request else 0)
+            g.ratelimit_headers = decision.headers()
 
 
 def init_app(app: Flask, client: redis.Redis) -> None:
@@ -80,21 +85,9 @@ def estimate_rerank_tokens(req: RerankRequest, max_length: int) -> int:
                    for doc in req.documents))
 
 
-def check_backpressure(client: redis.Redis, model: str, queue: str, max_queue: int) -> None:
-    """503 + Retry-After at once when the model's request queue is deeper than EMBED_MAX_QUEUE."""
-    if max_queue <= 0:
-        return
-    waiting = queues.depth(client, queue)
-    if waiting > max_queue:
-        raise Unavailable(f"Model '{model}' has {waiting} chunks queued (limit {max_queue}, EMBED_MAX_QUEUE); "
-                          f"retry shortly.", code="queue_full", retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S)
-
-
 @contextmanager
-def admit(estimate: int, served: ServedModel, queue: str, identity: Identity, client: redis.Redis,
-          max_queue: int) -> Iterator[Ticket]:
-    """Refuse (503/429) or admit a request of about `estimate` tokens; on exit, settle with its real usage."""
-    check_backpressure(client, served.card.name, queue, max_queue)
+def admit(estimate: int, identity: Identity) -> Iterator[Ticket]:
+    """Refuse (429) or admit a request of about `estimate` tokens; on exit, settle with its real usage."""
     limiter: RateLimiter | None = current_app.extensions.get(EXTENSION)
     if limiter is None or (identity.rpm <= 0 and identity.tpm <= 0):
         ticket = Ticket(None, identity, estimate)

@@ -9,6 +9,7 @@ from embedserve.apikeys import KeyStore
 from embedserve import defaults
 from embedserve.celery_app import make_celery
 from embedserve.jobs import JobStore
+from embedserve.publish import TaskPublisher
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
@@ -31,12 +32,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30,
                                   socket_timeout=settings.sync_timeout + 10, socket_connect_timeout=5,
                                   max_connections=settings.api_threads * 2 + 8)
-    celery = make_celery(settings)
+    publisher = TaskPublisher(make_celery(settings), client)
     key_checker = KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
                              static_tpm=settings.static_key_tpm)
     app.extensions[EXTENSION] = Services(
-        settings=settings, redis=client, celery=celery, registry=Registry(client),
-        keys=key_checker, dispatcher=Dispatcher(celery, client, settings.sync_timeout),
+        settings=settings, redis=client, publisher=publisher, registry=Registry(client),
+        keys=key_checker, dispatcher=Dispatcher(publisher, client, settings.sync_timeout, settings.max_queue),
         jobs=JobStore(client, defaults.JOB_ERROR_SAMPLE))
     for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp, jobs.bp, files.bp, batches.bp):
         app.register_blueprint(blueprint)

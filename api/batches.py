@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgpack
-from celery import Celery
 
 from embedserve import defaults, keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
 from embedserve.jobs import ChunkSpec, Job, JobStatus, JobStore, new_id
+from embedserve.publish import TaskPublisher
 from embedserve.registry import Registry
 from embedserve.settings import Settings
 
@@ -154,7 +154,7 @@ def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple
     return custom_id, line["body"]
 
 
-def create_batch(store: JobStore, celery: Celery, registry: Registry, settings: Settings, owner: str,
+def create_batch(store: JobStore, publisher: TaskPublisher, registry: Registry, settings: Settings, owner: str,
                  body: object) -> str:
     """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
     file_id, endpoint, metadata = check_create_body(body)
@@ -194,7 +194,7 @@ def create_batch(store: JobStore, celery: Celery, registry: Registry, settings: 
         store.redis.unlink(keys.job(job_id), keys.job_prefailed(job_id))
         store.unindex(job_id)
         raise
-    enqueue(celery, job_id, sorted(plan.models.items()))
+    enqueue(publisher, job_id, sorted(plan.models.items()))
     return batch_id
 
 

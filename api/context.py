@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
-from celery import Celery
 from flask import current_app, g, request
 
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound
 from embedserve.jobs import JobStore
+from embedserve.publish import TaskPublisher
 from embedserve.registry import ModelKind, Registry, ServedModel
 from embedserve.settings import Settings
 
@@ -26,7 +26,7 @@ class Services:
 
     settings: Settings
     redis: redis.Redis
-    celery: Celery
+    publisher: TaskPublisher
     registry: Registry
     keys: KeyChecker
     dispatcher: Dispatcher

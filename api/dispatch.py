@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import redis
-from celery import Celery
 
 from embedserve import defaults, keys
 from embedserve.errors import ServiceError, Timeout, Unavailable
+from embedserve.publish import QueueFull, TaskPublisher
 from embedserve.protocol import (EMBED_TASK, RERANK_TASK, ChunkResult, EmbedChunk, RerankChunk, interactive_queue,
                                  rerank_queue)
 from embedserve.registry import ServedModel
@@ -28,6 +28,8 @@ from api.validation import EmbeddingRequest
 
 # Seconds a client is told to wait when no worker serves the model.
 NO_WORKER_RETRY_AFTER_S = 5
+# The error code of a request refused because its model's queue was too deep (EMBED_MAX_QUEUE).
+QUEUE_FULL = "queue_full"
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,17 @@ def chunk_bounds(total: int, workers: int) -> list[tuple[int, int]]:
 
 
 class Dispatcher:
-    """Sends chunks to a model's queue and waits for them, bounded by a timeout."""
+    """Sends chunks to a model's queue and waits for them, bounded by a timeout.
 
-    def __init__(self, celery: Celery, client: redis.Redis, timeout: float):
-        self._celery = celery
+    All of a request's chunks go out in one round trip that first checks the queue's depth
+    (backpressure, EMBED_MAX_QUEUE; 0 = none): a request is refused whole or sent whole.
+    """
+
+    def __init__(self, publisher: TaskPublisher, client: redis.Redis, timeout: float, max_queue: int = 0):
+        self._publisher = publisher
         self._redis = client
         self._timeout = timeout
+        self._max_queue = max_queue
 
     def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
@@ -102,10 +109,15 @@ class Dispatcher:
         reply_key = keys.reply(internal_id)
         deadline = time.time() + self._timeout
         bounds = chunk_bounds(total, served.live_workers)
-        for index, (start, end) in enumerate(bounds):
-            wire = payload(_Slice(request_id, reply_key, index, start, end, deadline))
-            self._celery.send_task(task, args=[wire], queue=queue, expires=self._timeout,
-                                   task_id=f"{internal_id}-{index}")
+        messages = [self._publisher.message(task, [payload(_Slice(request_id, reply_key, index, start, end, deadline))],
+                                            queue, task_id=f"{internal_id}-{index}", expires_s=self._timeout)
+                    for index, (start, end) in enumerate(bounds)]
+        try:
+            self._publisher.publish(queue, messages, max_depth=self._max_queue)
+        except QueueFull as full:
+            raise Unavailable(f"Model '{served.card.name}' has {full.depth} chunks queued (limit {self._max_queue}, "
+                              f"EMBED_MAX_QUEUE); retry shortly.", code=QUEUE_FULL,
+                              retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S) from None
         try:
             results = self._collect(reply_key, len(bounds), deadline)
         except BaseException:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from celery import Celery
-
 from embedserve import defaults
 from embedserve.errors import NotFound
 from embedserve.jobs import ChunkSpec, Job, JobStatus, JobStore, new_id
 from embedserve.protocol import JOB_CHUNK_TASK, bulk_queue
+from embedserve.publish import TaskPublisher
 from embedserve.settings import Settings
 
 from api.validation import EmbeddingRequest
@@ -48,14 +47,22 @@ def params_of(req: EmbeddingRequest) -> dict:
             "dimensions": req.dimensions}
 
 
-def enqueue(celery: Celery, job_id: str, chunks: list[tuple[int, str]]) -> None:
-    """Send one message per (chunk, model) to the model's bulk queue, over one connection."""
-    with celery.producer_or_acquire() as producer:
-        for index, model in chunks:
-            celery.send_task(JOB_CHUNK_TASK, args=[job_id, index], queue=bulk_queue(model), producer=producer)
+# Chunk messages pushed per Redis round trip when a job is enqueued (bounds one script call's size).
+ENQUEUE_BATCH = 1000
 
 
-def submit_job(store: JobStore, celery: Celery, settings: Settings, req: EmbeddingRequest, model: str,
+def enqueue(publisher: TaskPublisher, job_id: str, chunks: list[tuple[int, str]]) -> None:
+    """Send one message per (chunk, model) to the model's bulk queue, many per round trip."""
+    by_queue: dict[str, list[str]] = {}
+    for index, model in chunks:
+        queue = bulk_queue(model)
+        by_queue.setdefault(queue, []).append(publisher.message(JOB_CHUNK_TASK, [job_id, index], queue))
+    for queue, messages in by_queue.items():
+        for start in range(0, len(messages), ENQUEUE_BATCH):
+            publisher.publish(queue, messages[start:start + ENQUEUE_BATCH])
+
+
+def submit_job(store: JobStore, publisher: TaskPublisher, settings: Settings, req: EmbeddingRequest, model: str,
                owner: str) -> Job:
     """Store and enqueue a native job for `req` on `model`; returns the queued job."""
     job_id = new_id(JOB_PREFIX)
@@ -72,7 +79,7 @@ def submit_job(store: JobStore, celery: Celery, settings: Settings, req: Embeddi
     except BaseException:
         store.discard_chunks(job_id, count)
         raise
-    enqueue(celery, job_id, [(i, model) for i in range(count)])
+    enqueue(publisher, job_id, [(i, model) for i in range(count)])
     return job
 
 

@@ -104,9 +104,9 @@ class RateLimiter:
         """Take one request and `tokens` tokens if both buckets allow; otherwise take nothing."""
         return self._run(digest_hex, rpm, tpm, 1, tokens, force=False)
 
-    def settle(self, digest_hex: str, rpm: int, tpm: int, token_delta: int) -> Decision:
-        """Correct the token bucket by (actual - estimated) tokens; negative refunds."""
-        return self._run(digest_hex, rpm, tpm, 0, token_delta, force=True)
+    def settle(self, digest_hex: str, rpm: int, tpm: int, token_delta: int, request_delta: int = 0) -> Decision:
+        """Correct the buckets by (actual - estimated) tokens and `request_delta` requests; negative refunds."""
+        return self._run(digest_hex, rpm, tpm, request_delta, token_delta, force=True)
 
     def _run(self, digest_hex, rpm, tpm, req, tok, force) -> Decision:
         allowed, req_left, req_reset, tok_left, tok_reset, retry = self._take(

@@ -181,11 +181,13 @@ class Settings:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")
 
-    def batch_tokens(self, device_type: str) -> int:
-        """The forward pass's padded-token budget: the setting, or the default for `device_type`."""
+    def batch_tokens(self, device_type: str, packed: bool = False) -> int:
+        """The forward pass's token budget: the setting, or the default for `device_type` and packing."""
         if self.max_batch_tokens:
             return self.max_batch_tokens
-        return defaults.MAX_BATCH_TOKENS_CPU if device_type == "cpu" else defaults.MAX_BATCH_TOKENS
+        if device_type != "cpu":
+            return defaults.MAX_BATCH_TOKENS
+        return defaults.MAX_BATCH_TOKENS_CPU_PACKED if packed else defaults.MAX_BATCH_TOKENS_CPU
 
     @property
     def served_model_name(self) -> str:

@@ -110,10 +110,7 @@ class EmbeddingEngine:
             texts = [prefix + text for text in texts]
         room = self.max_length - (1 if self.append_eos else 0)
         with self._tokenizer_lock:
-            encoded = self.tokenizer(texts, add_special_tokens=True, truncation=truncate,
-                                     max_length=room if truncate else None,
-                                     return_attention_mask=False, return_token_type_ids=False)
-        rows = encoded["input_ids"]
+            rows = self._encode(texts, room if truncate else None)
         if self.append_eos:
             rows = [row + [self.eos_id] for row in rows]
         if not truncate:
@@ -121,6 +118,29 @@ class EmbeddingEngine:
                 if len(row) > self.max_length:
                     raise too_long(offset + i, len(row), self.max_length)
         return Tokenized(rows, sum(len(r) for r in rows))
+
+    def _encode(self, texts: list[str], truncate_to: int | None) -> list[list[int]]:
+        """Token ids with special tokens; the caller holds the tokenizer lock.
+
+        A fast tokenizer's Rust backend is called directly: `tokenizer(...)` spends several times
+        the encoding itself working out padding and truncation strategies in Python, on every
+        request. The backend's truncation and padding are state, set here for each call.
+        """
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:  # a slow (Python) tokenizer
+            return self.tokenizer(texts, add_special_tokens=True, truncation=truncate_to is not None,
+                                  max_length=truncate_to, return_attention_mask=False,
+                                  return_token_type_ids=False)["input_ids"]
+        if backend.padding is not None:
+            backend.no_padding()
+        wanted = None if truncate_to is None else {"max_length": truncate_to, "stride": 0, "strategy": "longest_first",
+                                                   "direction": getattr(self.tokenizer, "truncation_side", "right")}
+        if backend.truncation != wanted:
+            if wanted is None:
+                backend.no_truncation()
+            else:
+                backend.enable_truncation(**wanted)
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
 
     def check_ids(self, rows: list[list[int]], *, offset: int, truncate: bool) -> Tokenized:
         """Token-id inputs are the whole model input: checked against vocabulary and length only."""

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
         model = load_engine(settings)
         forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
-    batch_tokens = settings.batch_tokens(model.device.type)
+    padded = getattr(model, "pads_batches", True)  # rerankers always pad
+    batch_tokens = settings.batch_tokens(model.device.type, packed=not padded)
     # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
     # (Rerankers take no bulk work, so for them this bound never applies.)
     bulk_tokens = settings.bulk_batch_tokens or (
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     batch_stats = BatchStats(client, name)
     batcher = Batcher(forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
-                      on_batch=batch_stats.record, padded=getattr(model, "pads_batches", True))
+                      on_batch=batch_stats.record, padded=padded)
     batcher.start()
     batch_stats.start()
     if settings.worker_role == WorkerRole.RERANK:

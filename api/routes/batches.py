@@ -19,7 +19,7 @@ def create() -> Response:
     """Validate the input file and start the batch."""
     svc = services()
     body = parse_json_body(request.get_data(), request.content_type)
-    batch_id = create_batch(svc.jobs, svc.celery, svc.registry, svc.settings, owner(), body)
+    batch_id = create_batch(svc.jobs, svc.publisher, svc.registry, svc.settings, owner(), body)
     return jsonify(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
 
 

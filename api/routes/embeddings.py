@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
-from embedserve.protocol import interactive_queue
 
 from api.admission import admit, estimate_tokens
 from api.context import require_key, resolve_model, services
@@ -39,8 +38,7 @@ def create_embeddings() -> Response:
     check_against_model(req, served.card)
     svc = services()
     estimate = estimate_tokens(req, served.card.max_length)
-    queue = interactive_queue(served.card.name)
-    with admit(estimate, served, queue, g.identity, svc.redis, svc.settings.max_queue) as ticket:
+    with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
         ticket.settle(result.tokens)
     return Response(embedding_list(result, served.card.name, req.encoding_format), mimetype="application/json")

@@ -27,7 +27,7 @@ def create_job_response() -> Response:
                                   max_inputs=svc.settings.max_job_inputs)
     served = resolve_model(req.model)
     check_against_model(req, served.card)
-    job = submit_job(svc.jobs, svc.celery, svc.settings, req, served.card.name, owner())
+    job = submit_job(svc.jobs, svc.publisher, svc.settings, req, served.card.name, owner())
     response = jsonify(job_object(svc.jobs, job))
     response.status_code = 202
     response.headers["Location"] = f"/v1/jobs/{job.id}"

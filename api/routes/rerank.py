@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
-from embedserve.protocol import rerank_queue
 from embedserve.registry import ModelKind
 
 from api.admission import admit, estimate_rerank_tokens
@@ -30,8 +29,7 @@ def rerank() -> Response:
     served = resolve_model(req.model, ModelKind.RERANK)
     svc = services()
     estimate = estimate_rerank_tokens(req, served.card.max_length)
-    queue = rerank_queue(served.card.name)
-    with admit(estimate, served, queue, g.identity, svc.redis, svc.settings.max_queue) as ticket:
+    with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.rerank(req, served, request_id=g.get("request_id"))
         ticket.settle(result.tokens)
     return Response(rerank_response(result, req, served.card.name), mimetype="application/json")

@@ -58,8 +58,9 @@ def test_tokens_per_minute_limit_charges_an_estimate_and_settles_the_real_usage(
 
 @pytest.fixture
 def slow_api(stack, workers):
-    """An API with EMBED_MAX_QUEUE=1 on the shared stack."""
-    process, url = stack.start_api(EMBED_API_KEYS=OTHER_KEY, EMBED_MAX_QUEUE="1", EMBED_SYNC_TIMEOUT="8")
+    """An API with EMBED_MAX_QUEUE=1 on the shared stack; its key may send 5 requests a minute."""
+    process, url = stack.start_api(EMBED_API_KEYS=OTHER_KEY, EMBED_MAX_QUEUE="1", EMBED_SYNC_TIMEOUT="8",
+                                   EMBED_STATIC_KEY_RPM="5")
     yield url
     process.stop()
 
@@ -79,6 +80,8 @@ def test_a_deep_queue_answers_503_at_once(stack, workers, slow_api):
         assert refused.status_code == 503
         assert refused.json()["error"]["code"] == "queue_full"
         assert refused.headers["Retry-After"] == "2"
+        # Three requests taken of five; the refused one was given back (it would read 1 otherwise).
+        assert refused.headers["x-ratelimit-remaining-requests"] == "2"
     finally:
         worker.send_signal(signal.SIGCONT)
     for thread in threads:  # they end with 200 or 504 (EMBED_SYNC_TIMEOUT=8) once the worker runs again

@@ -85,14 +85,15 @@ def test_rerank_flag_selects_the_reranker(command):
     assert "needs EMBED_RERANK_MODEL" in result.stderr
 
 
-@pytest.mark.parametrize("env,device,expected", [
-    ({}, "cpu", 1024),  # small batches are faster per text on a CPU
-    ({}, "cuda", 16384),
-    ({"EMBED_MAX_BATCH_TOKENS": "4096"}, "cpu", 4096),  # an explicit budget wins on every device
-    ({"EMBED_MAX_BATCH_TOKENS": "4096"}, "cuda", 4096),
+@pytest.mark.parametrize("env,device,packed,expected", [
+    ({}, "cpu", False, 1024),  # small padded batches are faster per text on a CPU
+    ({}, "cpu", True, 2048),  # packed: no padding grows with the batch
+    ({}, "cuda", False, 16384),
+    ({"EMBED_MAX_BATCH_TOKENS": "4096"}, "cpu", True, 4096),  # an explicit budget wins on every device
+    ({"EMBED_MAX_BATCH_TOKENS": "4096"}, "cuda", False, 4096),
 ])
-def test_batch_token_budget_by_device(env, device, expected):
-    assert Settings.from_env(env).batch_tokens(device) == expected
+def test_batch_token_budget_by_device(env, device, packed, expected):
+    assert Settings.from_env(env).batch_tokens(device, packed=packed) == expected
 
 
 def test_negative_batch_token_budget_is_refused():
