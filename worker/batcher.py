@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 INTERACTIVE, BULK = 0, 1
 # Rows looked at when forming one batch: bounds the sort and keeps old rows from waiting long.
 WINDOW_ROWS_FACTOR = 4
+# Seconds without work after which the forward thread calls its idle hook (once per idle spell).
+IDLE_S = 1.0
 
 
 @dataclass
@@ -69,8 +71,9 @@ class Batcher:
                  max_rows: int = defaults.MAX_BATCH_ROWS, wait_s: float = defaults.BATCH_WAIT_S,
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
                  on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
-                 padded: bool = True):
+                 padded: bool = True, on_idle: Callable[[], None] | None = None):
         self._forward = forward
+        self._on_idle = on_idle  # called once each time the thread has had no work for IDLE_S
         self.padded = padded  # a pass costs rows x longest row (True) or the sum of its rows (False)
         self._is_oom = is_oom
         self._on_batch = on_batch
@@ -127,10 +130,21 @@ class Batcher:
     # -- forward thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        idle_reported = True  # nothing ran yet: nothing to report
         while True:
             with self._cond:
                 while not self._stopping and not self.depth():
-                    self._cond.wait(timeout=1.0)  # timeout: notice stop even if a notify is lost
+                    # timeout: notice stop even if a notify is lost, and tell when work stopped coming.
+                    if not self._cond.wait(timeout=IDLE_S) and not idle_reported and self._on_idle:
+                        idle_reported = True
+                        self._cond.release()  # the hook may take a while; submitters must not wait on it
+                        try:
+                            self._on_idle()
+                        except Exception:  # noqa: BLE001 - housekeeping must not stop the forward thread
+                            log.exception("the idle hook failed")
+                        finally:
+                            self._cond.acquire()
+                idle_reported = False
                 if self._stopping:
                     break
                 self._wait_for_incoming()

@@ -63,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
+    from worker import memory
     from worker.batcher import Batcher
     from worker.tasks import job_runner, register_tasks
     import torch
 
+    memory.limit_arenas()  # before the model's threads and Celery's start allocating
     app = make_celery(settings)
     bulk = None
     if settings.worker_role == WorkerRole.RERANK:
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     batch_stats = BatchStats(client, name)
     batcher = Batcher(forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
-                      on_batch=batch_stats.record, padded=padded)
+                      on_batch=batch_stats.record, padded=padded,
+                      on_idle=memory.release_free_memory)
     batcher.start()
     batch_stats.start()
     if settings.worker_role == WorkerRole.RERANK:

@@ -225,3 +225,21 @@ def test_the_budget_counts_padding_only_for_a_padded_forward(padded, expected_ba
         assert len(forward.batches) == expected_batches
     finally:
         batcher.stop()
+
+
+def test_the_idle_hook_runs_once_per_idle_spell_after_work(monkeypatch):
+    monkeypatch.setattr("worker.batcher.IDLE_S", 0.05)
+    calls = []
+    batcher = Batcher(RecordingForward(), max_batch_tokens=64, wait_s=0, on_idle=lambda: calls.append(time.monotonic()))
+    batcher.start()
+    try:
+        time.sleep(0.3)
+        assert calls == []  # nothing ran yet: nothing to give back
+        batcher.submit([[1, 2]], priority=0, deadline=time.time() + 10).future.result(5)
+        time.sleep(0.4)  # several idle timeouts pass; the hook still runs once
+        assert len(calls) == 1
+        batcher.submit([[3]], priority=0, deadline=time.time() + 10).future.result(5)
+        time.sleep(0.3)
+        assert len(calls) == 2
+    finally:
+        batcher.stop()
