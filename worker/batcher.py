@@ -8,7 +8,9 @@ rows x longest row for a padded forward, or the rows' own tokens for a packed on
 interactive rows takes no bulk rows (a sync request must not pay for a bulk-sized forward),
 and while sync requests have been arriving (within INTERACTIVE_RECENT_S) a bulk-only pass stays
 within `bulk_batch_tokens`, so an interactive row that arrives mid-pass waits at most one short
-pass; a job running alone gets full-size passes. Tasks announce themselves with `incoming()` before they
+pass; a job running alone gets full-size passes. A forward that can pause between layers
+(`preemptible`, the packed forward) runs waiting interactive rows at each pause of a bulk pass,
+so a sync request waits for one layer of a bulk pass, not the whole pass. Tasks announce themselves with `incoming()` before they
 tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
 are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
@@ -48,6 +50,7 @@ class Submission:
     deadline: float
     future: Future = field(default_factory=Future)
     remaining: int = 0
+    priority: int = 0  # INTERACTIVE or BULK
     out: np.ndarray | None = None
 
     def expired(self, now: float) -> bool:
@@ -71,8 +74,10 @@ class Batcher:
                  max_rows: int = defaults.MAX_BATCH_ROWS, wait_s: float = defaults.BATCH_WAIT_S,
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
                  on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
-                 padded: bool = True, on_idle: Callable[[], None] | None = None):
+                 padded: bool = True, on_idle: Callable[[], None] | None = None, preemptible: bool = False):
         self._forward = forward
+        # forward(rows, pause) calls pause() between layers; bulk passes use it to let sync rows in.
+        self.preemptible = preemptible
         self._on_idle = on_idle  # called once each time the thread has had no work for IDLE_S
         self.padded = padded  # a pass costs rows x longest row (True) or the sum of its rows (False)
         self._is_oom = is_oom
@@ -99,7 +104,7 @@ class Batcher:
 
     def submit(self, rows: list[list[int]], *, priority: int, deadline: float) -> Submission:
         """Queue rows for embedding; wait on `.future`."""
-        sub = Submission(rows=rows, deadline=deadline, remaining=len(rows))
+        sub = Submission(rows=rows, deadline=deadline, remaining=len(rows), priority=BULK if priority else INTERACTIVE)
         if not rows:
             sub.future.set_result(np.zeros((0, 0), dtype=np.float32))
             return sub
@@ -167,12 +172,12 @@ class Batcher:
         recent = time.monotonic() - self._last_interactive < defaults.INTERACTIVE_RECENT_S
         return self.bulk_batch_tokens if recent else self.max_batch_tokens
 
-    def _take_batch(self) -> list[_Row]:
+    def _take_batch(self, interactive_only: bool = False) -> list[_Row]:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
         now = time.time()
         batch: list[_Row] = []
         longest = total = 0
-        for priority, queue in enumerate(self._queues):
+        for priority, queue in enumerate(self._queues[:1] if interactive_only else self._queues):
             if batch:  # interactive rows found: this pass is theirs alone
                 break
             budget = self.max_batch_tokens if priority == INTERACTIVE else self._bulk_budget()
@@ -197,10 +202,21 @@ class Batcher:
             queue.extendleft(reversed([row for row in window if id(row) in kept]))
         return batch
 
+    def _serve_interactive(self) -> None:
+        """A bulk pass paused between layers: run every interactive row waiting now, then go on."""
+        while self._queues[INTERACTIVE]:  # a racy peek is fine: a row missed now is taken at the next pause
+            with self._cond:
+                batch = self._take_batch(interactive_only=True)
+            if not batch:
+                return
+            self._run_batch(batch)
+
     def _run_batch(self, batch: list[_Row]) -> None:
         split = False
+        rows = [r.submission.rows[r.index] for r in batch]
+        bulk = batch[0].submission.priority == BULK
         try:
-            vectors = self._forward([r.submission.rows[r.index] for r in batch])
+            vectors = self._forward(rows, self._serve_interactive) if bulk and self.preemptible else self._forward(rows)
         except BaseException as exc:  # noqa: BLE001 - one bad batch must not kill the thread
             if not (self._is_oom(exc) and len(batch) > 1):
                 log.exception("forward pass failed for %d rows", len(batch))

@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -157,11 +158,15 @@ class EmbeddingEngine:
         return Tokenized(out, sum(len(r) for r in out))
 
     @torch.inference_mode()
-    def embed_batch(self, rows: list[list[int]]) -> np.ndarray:
-        """Forward one batch; returns L2-normalized float32 vectors, one per row."""
+    def embed_batch(self, rows: list[list[int]], pause: Callable[[], None] | None = None) -> np.ndarray:
+        """Forward one batch; returns L2-normalized float32 vectors, one per row.
+
+        `pause()`, if given, is called between layers of a packed forward (the batcher runs waiting
+        sync rows there); a padded forward runs through without pausing.
+        """
         if self.packed is not None:
             packed = PackedRows.build(rows, self.device)
-            hidden = self.packed.forward(packed)
+            hidden = self.packed.forward(packed, pause)
             pooled = torch.cat([pool_packed(mode, hidden, packed) for mode in self.files.pooling], dim=-1)
             pooled = packed.unsort(pooled)
             return F.normalize(pooled.float(), p=2, dim=-1).cpu().numpy()

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     batcher = Batcher(forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=batch_stats.record, padded=padded,
-                      on_idle=memory.release_free_memory)
+                      on_idle=memory.release_free_memory, preemptible=not padded)
     batcher.start()
     batch_stats.start()
     if settings.worker_role == WorkerRole.RERANK:

@@ -17,6 +17,7 @@ into one matrix whose slices become the original parameters, so no weight is sto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -89,8 +90,8 @@ class PackedEncoder:
         self.position_offset = (config.pad_token_id + 1) if start == "padding" else 0
         self._qkv = [_fuse_qkv(layer.attention.self) for layer in model.encoder.layer]
 
-    def forward(self, packed: PackedRows) -> torch.Tensor:
-        """Last hidden state for every real token: (tokens x hidden)."""
+    def forward(self, packed: PackedRows, pause: Callable[[], None] | None = None) -> torch.Tensor:
+        """Last hidden state for every real token: (tokens x hidden). `pause()` runs between layers."""
         embeddings = self.model.embeddings
         hidden = embeddings(input_ids=packed.ids[None], position_ids=(packed.positions + self.position_offset)[None],
                             token_type_ids=torch.zeros_like(packed.ids)[None])[0]
@@ -100,6 +101,8 @@ class PackedEncoder:
             context = layout.attend(qkv, self.heads, self.head_dim)
             attended = layer.attention.output(context, hidden)
             hidden = layer.output(layer.intermediate(attended), attended)
+            if pause is not None:
+                pause()
         return hidden
 
 

@@ -243,3 +243,44 @@ def test_the_idle_hook_runs_once_per_idle_spell_after_work(monkeypatch):
         assert len(calls) == 2
     finally:
         batcher.stop()
+
+
+class LayeredForward:
+    """A three-'layer' forward that stops after its first layer until told to go on, logging starts and ends."""
+
+    def __init__(self):
+        self.events: list[tuple[str, int]] = []
+        self.mid_pass = threading.Event()
+        self.go_on = threading.Event()
+
+    def __call__(self, rows, pause=None):
+        tag = rows[0][0]
+        self.events.append(("start", tag))
+        for layer in range(3):
+            if tag == 1 and layer == 1:  # the bulk pass: hold here while the test submits a sync row
+                self.mid_pass.set()
+                self.go_on.wait(5)
+            if pause is not None:
+                pause()
+        self.events.append(("end", tag))
+        return np.array([[len(r), r[0]] for r in rows], dtype=np.float32)
+
+
+@pytest.mark.parametrize("preemptible", [True, False])
+def test_a_sync_row_runs_inside_a_paused_bulk_pass_when_the_forward_can_pause(preemptible):
+    forward = LayeredForward()
+    batcher = Batcher(forward, max_batch_tokens=64, wait_s=0, preemptible=preemptible)
+    batcher.start()
+    try:
+        bulk = batcher.submit([[1, 1, 1]], priority=1, deadline=time.time() + 10)
+        assert forward.mid_pass.wait(5)
+        sync = batcher.submit([[2, 2]], priority=0, deadline=time.time() + 10)
+        forward.go_on.set()
+        assert sync.future.result(5)[0].tolist() == [2.0, 2.0]
+        assert bulk.future.result(5)[0].tolist() == [3.0, 1.0]
+        if preemptible:  # the sync pass ran whole between two layers of the bulk pass
+            assert forward.events == [("start", 1), ("start", 2), ("end", 2), ("end", 1)]
+        else:
+            assert forward.events == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
+    finally:
+        batcher.stop()

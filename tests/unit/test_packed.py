@@ -84,3 +84,14 @@ def test_only_bert_family_encoders_are_packed():
     assert "qwen3" in unsupported_reason(Qwen3Model(qwen))
     with pytest.raises(ValueError, match="cannot pack"):
         PackedEncoder(Qwen3Model(qwen))
+
+
+@torch.inference_mode()
+def test_the_pause_hook_runs_between_layers_and_changes_nothing():
+    model = tiny("bert")
+    encoder = PackedEncoder(model)
+    packed = PackedRows.build(mixed_rows(6, seed=3), torch.device("cpu"))
+    calls = []
+    paused = encoder.forward(packed, pause=lambda: calls.append(1))
+    assert len(calls) == SMALL["num_hidden_layers"]
+    torch.testing.assert_close(paused, encoder.forward(packed))
