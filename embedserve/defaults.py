@@ -89,8 +89,10 @@ CPU_BULK_BATCH_TOKENS = 256
 # a job with no sync traffic about runs full-size passes.
 INTERACTIVE_RECENT_S = 2.0
 # Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
-# connection and prefetch 1, so the forward thread's bulk backlog stays a couple of chunks.
-BULK_SLOTS = 4
+# connection and prefetch 1. 8 keeps the forward thread fed while finished chunks are written back
+# and new ones read: a 2,000-text job on the 2-core box ran 75-87 texts/s with 4, 91-95 with 8
+# (packed forward, arrival-order batches), and sync p95 during a job stayed 1.3x idle.
+BULK_SLOTS = 8
 # Most objects one list call returns, and the default.
 LIST_LIMIT_MAX = 100
 LIST_LIMIT_DEFAULT = 20

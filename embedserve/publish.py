@@ -8,7 +8,7 @@ one-text clients put send_task and the depth check at about a third of the API's
 The message here is still Celery's own: headers, properties and body from `app.amqp.as_task_v2`
 (task protocol 2), the body serialized by kombu as msgpack, wrapped in kombu's Redis envelope
 (base64 body, delivery info, delivery tag), so a stock Celery worker consumes it unchanged
-(tests/unit/test_publish.py compares it with what send_task writes). Only the transport is
+(tests/integration/test_publish.py compares it with what send_task writes). Only the transport is
 ours: one Lua script checks the depth and pushes, atomically, so a full queue refuses before
 anything is sent and two API processes cannot both slip past the limit.
 """

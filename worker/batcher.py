@@ -183,8 +183,11 @@ class Batcher:
             budget = self.max_batch_tokens if priority == INTERACTIVE else self._bulk_budget()
             window = [queue.popleft() for _ in range(min(len(queue), self.max_rows * WINDOW_ROWS_FACTOR))]
             kept = set()
-            # Longest first: the first row sets the batch's width and shorter ones fill it.
-            for row in sorted(window, key=lambda r: r.length, reverse=True):
+            # Padded: longest first, so the first row sets the batch's width and shorter ones fill it.
+            # Packed: arrival order; lengths cost nothing there, and a submission's rows finish together
+            # instead of its short rows waiting behind every longer row that arrives after them.
+            ordered = sorted(window, key=lambda r: r.length, reverse=True) if self.padded else window
+            for row in ordered:
                 if row.submission.future.done():  # failed or expired earlier: drop its rows
                     continue
                 if row.submission.expired(now):

@@ -284,3 +284,19 @@ def test_a_sync_row_runs_inside_a_paused_bulk_pass_when_the_forward_can_pause(pr
             assert forward.events == [("start", 1), ("end", 1), ("start", 2), ("end", 2)]
     finally:
         batcher.stop()
+
+
+def test_a_packed_forward_takes_rows_in_arrival_order():
+    # Packed, lengths cost nothing extra: an early short row must not wait behind later long ones
+    # (longest-first would make the first pass [8, 8] from submissions 2 and 3).
+    forward = RecordingForward()
+    batcher = Batcher(forward, max_batch_tokens=16, wait_s=0, padded=False)
+    subs = [batcher.submit([[tag] * length], priority=1, deadline=time.time() + 10)
+            for tag, length in ((1, 2), (2, 8), (3, 8), (4, 8))]
+    batcher.start()
+    try:
+        for sub in subs:
+            sub.future.result(5)
+        assert [[row[0] for row in batch] for batch in forward.batches] == [[1, 2], [3, 4]]
+    finally:
+        batcher.stop()
