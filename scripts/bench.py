@@ -108,14 +108,25 @@ def measure_jobs(report: Report, target: load.Target, job_texts: list[str], larg
             report.put(key, None, f"{key}: n/a ({exc})")
 
 
-# Seconds the stack is left idle before the second memory reading: the worker hands freed memory
+# Seconds the stack is left idle (after its queues drained) before the second memory reading: the worker hands freed memory
 # back once its forward thread has been idle for a second (worker/memory.py).
 SETTLE_IDLE_S = 3.0
+
+
+def wait_until_drained(stack, timeout: float = 120) -> None:
+    """Until the model's queues are empty: a cancelled job's chunks still in the queue are consumed first."""
+    from embedserve.queues import depth, model_queues
+
+    client = stack.redis.client()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(depth(client, q) for q in model_queues(MODEL_NAME).values()):
+        time.sleep(0.2)
 
 
 def measure_memory(report: Report, stack, model_dir: str) -> None:
     busy = sum(memory.tree_rss(stack.worker.popen.pid).values())
     report.put("worker_rss_after_load", busy, f"worker RSS right after the load: {mib(busy)}")
+    wait_until_drained(stack)
     time.sleep(SETTLE_IDLE_S)
     api = memory.tree_rss(stack.api.popen.pid)
     worker = memory.tree_rss(stack.worker.popen.pid)
@@ -124,7 +135,7 @@ def measure_memory(report: Report, stack, model_dir: str) -> None:
                f"({', '.join(mib(v) for v in api.values())}); target <= 150 MiB")
     anon = sum(memory.status_bytes(pid, "RssAnon") for pid in worker)
     files = sum(memory.status_bytes(pid, "RssFile") for pid in worker)
-    report.put("worker_rss", sum(worker.values()), f"worker RSS {SETTLE_IDLE_S:.0f} s later, idle: "
+    report.put("worker_rss", sum(worker.values()), f"worker RSS once its queues drained + {SETTLE_IDLE_S:.0f} s idle: "
                f"{mib(sum(worker.values()))} (anonymous {mib(anon)}, "
                f"file-backed {mib(files)}: shared libraries and mapped weights); model files {mib(size)}; "
                f"target <= {mib(size + 500 * 2**20)} (model + 500 MiB)")
