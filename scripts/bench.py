@@ -108,8 +108,8 @@ def measure_jobs(report: Report, target: load.Target, job_texts: list[str], larg
             report.put(key, None, f"{key}: n/a ({exc})")
 
 
-# Seconds the stack is left idle (after its queues drained) before the second memory reading: the worker hands freed memory
-# back once its forward thread has been idle for a second (worker/memory.py).
+# Seconds the stack is left idle, once its queues drained, before the second memory reading: the
+# worker hands freed memory back once its forward thread has been idle for a second (worker/memory.py).
 SETTLE_IDLE_S = 3.0
 
 
