@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -40,3 +41,17 @@ def tree_rss(pid: int) -> dict[int, int]:
         out[current] = rss_bytes(current)
         todo += children(current)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process, seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by `pid` and all its descendants."""
+    return sum(cpu_seconds(p) for p in tree_rss(pid))
