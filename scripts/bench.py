@@ -183,7 +183,8 @@ def print_ratios(report: Report) -> None:
     api, worker, size = report.get("api_rss"), report.get("worker_rss"), report.figures.get("model_bytes", 0)
     if api is not None:
         print(f"  {'API RSS':<28} {mib(api)} (target <= 150 MiB)")
-        print(f"  {'worker RSS, idle':<28} {mib(worker)} = model {mib(size)} + {mib(worker - size)} (target <= +500 MiB)")
+        print(f"  {'worker RSS, idle':<28} {mib(worker)} = model {mib(size)} + {mib(worker - size)} "
+              "(target <= +500 MiB)")
         busy = report.get("worker_rss_after_load")
         print(f"  {'worker RSS, right after load':<28} {mib(busy)} = model {mib(size)} + {mib(busy - size)}")
 

@@ -1,16 +1,16 @@
 """Coalesce rows from many concurrent tasks into forward passes under a token budget.
 
 Task threads `submit` their tokenized rows and wait on a future; one forward thread forms
-batches: interactive rows before bulk ones, rows of similar length together (padding is wasted
-compute), at most `max_batch_tokens` tokens and `max_rows` rows per pass. A pass's tokens are
-rows x longest row for a padded forward, or the rows' own tokens for a packed one
-(worker/packed.py), where lengths no longer need to match. A pass with
-interactive rows takes no bulk rows (a sync request must not pay for a bulk-sized forward),
-and while sync requests have been arriving (within INTERACTIVE_RECENT_S) a bulk-only pass stays
-within `bulk_batch_tokens`, so an interactive row that arrives mid-pass waits at most one short
-pass; a job running alone gets full-size passes. A forward that can pause between layers
-(`preemptible`, the packed forward) runs waiting interactive rows at each pause of a bulk pass,
-so a sync request waits for one layer of a bulk pass, not the whole pass. Tasks announce themselves with `incoming()` before they
+batches: interactive rows before bulk ones, at most `max_batch_tokens` tokens and `max_rows`
+rows per pass. A padded forward's pass costs rows x longest row, so its rows are taken longest
+first (similar lengths together); a packed one (worker/packed.py) costs its rows' own tokens,
+so rows are taken in arrival order. A pass with interactive rows takes no bulk rows (a sync
+request must not pay for a bulk-sized forward), and while sync requests have been arriving
+(within INTERACTIVE_RECENT_S) a bulk-only pass stays within `bulk_batch_tokens`, so an
+interactive row that arrives mid-pass waits at most one short pass; a job running alone gets
+full-size passes. A forward that can pause between layers (`preemptible`: the packed one) runs
+the waiting interactive rows at each pause of a bulk pass, so a sync request waits for one
+layer of a bulk pass, not the whole pass. Tasks announce themselves with `incoming()` before they
 tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
 are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory

@@ -134,8 +134,10 @@ class EmbeddingEngine:
                                   return_token_type_ids=False)["input_ids"]
         if backend.padding is not None:
             backend.no_padding()
-        wanted = None if truncate_to is None else {"max_length": truncate_to, "stride": 0, "strategy": "longest_first",
-                                                   "direction": getattr(self.tokenizer, "truncation_side", "right")}
+        wanted = None  # the backend reports its truncation as this dict (or None), all four keys
+        if truncate_to is not None:
+            wanted = {"max_length": truncate_to, "stride": 0, "strategy": "longest_first",
+                      "direction": getattr(self.tokenizer, "truncation_side", "right")}
         if backend.truncation != wanted:
             if wanted is None:
                 backend.no_truncation()
