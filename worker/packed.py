@@ -118,11 +118,11 @@ class _AttentionLayout:
     def __init__(self, packed: PackedRows):
         lengths = packed.lengths.tolist()
         self.groups: list[_Group] = []
-        first = 0
+        first = start = 0
         for i in range(1, len(lengths) + 1):
             if i == len(lengths) or lengths[i] < GROUP_RATIO * lengths[first]:
-                self.groups.append(_Group(lengths[first:i], int(sum(lengths[:first])), packed.ids.device))
-                first = i
+                self.groups.append(_Group(packed, first, i, start, lengths[first:i]))
+                first, start = i, start + sum(lengths[first:i])
 
     def attend(self, qkv: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
         parts = [group.attend(qkv, heads, head_dim) for group in self.groups]
@@ -135,19 +135,16 @@ GROUP_RATIO = 0.7
 
 
 class _Group:
-    """A run of rows (tokens [start, start + sum(lengths))) attended as one padded grid."""
+    """Rows [first, last) of a PackedRows, i.e. tokens [start, start + sum(lengths)), attended as one padded grid."""
 
-    def __init__(self, lengths: list[int], start: int, device: torch.device):
-        self.rows, self.longest = len(lengths), lengths[0]
+    def __init__(self, packed: PackedRows, first: int, last: int, start: int, lengths: list[int]):
+        self.rows, self.longest = last - first, lengths[0]
         self.start, self.tokens = start, sum(lengths)
-        self.even = all(n == self.longest for n in lengths)  # no padding: a plain reshape will do
-        if not self.even:
-            as_tensor = torch.tensor(lengths, device=device)
-            row_of = torch.repeat_interleave(torch.arange(self.rows, device=device), as_tensor)
-            starts = torch.cumsum(as_tensor, 0) - as_tensor
-            positions = torch.arange(self.tokens, device=device) - starts[row_of]
-            self.slots = row_of * self.longest + positions
-            keys = torch.arange(self.longest, device=device)[None, :] < as_tensor[:, None]
+        self.even = lengths[-1] == self.longest  # sorted longest first: no padding, a plain reshape will do
+        if not self.even:  # each token's cell in the grid, from the row and position PackedRows already has
+            span = slice(start, start + self.tokens)
+            self.slots = (packed.row_of[span] - first) * self.longest + packed.positions[span]
+            keys = torch.arange(self.longest, device=packed.ids.device)[None, :] < packed.lengths[first:last, None]
             self.mask = keys[:, None, None, :]  # (rows, 1, 1, longest): attend to real keys only
 
     def attend(self, qkv: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
