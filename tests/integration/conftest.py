@@ -55,14 +55,18 @@ def api_url(stack, workers) -> str:
     return url
 
 
+def _session(api_url: str, key: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {key}"
+    session.base = api_url
+    return session
+
+
 @pytest.fixture
 def http(api_url):
     """A requests session that sends the test API key, with the base URL on `.base`."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {API_KEY}"
-    session.base = api_url
-    yield session
-    session.close()
+    with _session(api_url, API_KEY) as session:
+        yield session
 
 
 def embed(http, **body) -> requests.Response:
@@ -73,8 +77,5 @@ def embed(http, **body) -> requests.Response:
 @pytest.fixture
 def other_http(api_url):
     """Like `http`, with the second API key: another owner."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {OTHER_KEY}"
-    session.base = api_url
-    yield session
-    session.close()
+    with _session(api_url, OTHER_KEY) as session:
+        yield session
