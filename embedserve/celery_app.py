@@ -33,6 +33,10 @@ def make_celery(settings: Settings) -> Celery:
             "unacked_restore_interval": max(1, min(defaults.UNACKED_RESTORE_INTERVAL_S,
                                                    settings.visibility_timeout // 4)),
             "unacked_restore_throttle": 1,
+            # Each sweep holds a Redis mutex that expires after 300 s by default; a worker killed
+            # mid-sweep (a SIGKILL under load) would leave it held and stop every restore for five
+            # minutes. A sweep takes milliseconds, so a short expiry costs nothing.
+            "unacked_mutex_expire": defaults.UNACKED_MUTEX_EXPIRE_S,
         },
         broker_connection_retry_on_startup=True,
         broker_pool_limit=settings.api_threads + 4,

@@ -107,6 +107,8 @@ BATCH_COMPLETION_WINDOW = "24h"
 BATCH_WINDOW_S = 24 * 3600
 # Seconds between kombu's sweeps that hand unacknowledged messages of dead workers back.
 UNACKED_RESTORE_INTERVAL_S = 10
+# Seconds before the unacked-restore sweep's Redis mutex expires if its holder died (kombu: 300).
+UNACKED_MUTEX_EXPIRE_S = 30
 
 # `embedserve embed`: the server it talks to when neither --url nor EMBED_URL is given.
 EMBED_CLI_URL = "http://127.0.0.1:8000"
