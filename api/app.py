@@ -8,7 +8,13 @@ from flask import Flask
 from embedserve.apikeys import KeyStore
 from embedserve import defaults
 from embedserve.celery_app import make_celery
-from embedserve.jobs import JobStore
+from embedserve.job_data import JobData
+from embedserve.jobs import JobRecords
+from embedserve.liveness import Liveness, Reaper
+from embedserve.scheduler import Scheduler
+from embedserve.store import open_store
+from embedserve.store.identity import claim_identity
+from embedserve.sweeper import Sweeper
 from embedserve.publish import TaskPublisher
 from embedserve.registry import Registry
 from embedserve.settings import Settings
@@ -33,12 +39,20 @@ def create_app(settings: Settings | None = None) -> Flask:
                                   socket_timeout=settings.sync_timeout + 10, socket_connect_timeout=5,
                                   max_connections=settings.api_threads * 2 + 8)
     publisher = TaskPublisher(make_celery(settings), client)
+    store = open_store(settings.job_store)
+    claim_identity(store, client)  # workers check they write where this API reads
+    liveness = Liveness(client, settings.worker_dead_after)
+    records = JobRecords(client, defaults.JOB_ERROR_SAMPLE)
     key_checker = KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
                              static_tpm=settings.static_key_tpm)
     app.extensions[EXTENSION] = Services(
-        settings=settings, redis=client, publisher=publisher, registry=Registry(client),
-        keys=key_checker, dispatcher=Dispatcher(publisher, client, settings.sync_timeout, settings.max_queue),
-        jobs=JobStore(client, defaults.JOB_ERROR_SAMPLE))
+        settings=settings, redis=client, publisher=publisher, registry=Registry.from_settings(client, settings),
+        keys=key_checker, dispatcher=Dispatcher(publisher, client, liveness, settings),
+        jobs=records, job_data=JobData(store), scheduler=Scheduler(client), liveness=liveness)
+    # Every API process also hands back dead workers' chunks and deletes expired jobs' data, so
+    # both happen with no worker up.
+    Reaper(liveness).start()
+    Sweeper(records, JobData(store), client).start()
     for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp, jobs.bp, files.bp, batches.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)

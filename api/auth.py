@@ -34,6 +34,7 @@ class Identity:
     rpm: int  # 0 = unlimited
     tpm: int  # 0 = unlimited
     managed: bool
+    max_queued_inputs: int | None = None  # a managed key's own bulk cap; None = EMBED_MAX_QUEUED_INPUTS_PER_KEY
 
 
 class KeyChecker:
@@ -79,7 +80,8 @@ class KeyChecker:
         if cached is not None and cached[0] > now:
             return cached[1]
         record = self._store.lookup(digest.hex())
-        identity = None if record is None else Identity(digest, record.name, record.rpm, record.tpm, managed=True)
+        identity = None if record is None else Identity(
+            digest, record.name, record.rpm, record.tpm, managed=True, max_queued_inputs=record.max_queued_inputs)
         with self._lock:
             if len(self._cache) >= defaults.MANAGED_KEY_CACHE_ENTRIES:
                 self._cache.clear()  # bounded: a flood of wrong keys cannot grow it without limit

@@ -12,10 +12,8 @@ import hashlib
 import json
 from collections.abc import Iterator
 
-import msgpack
-
-from embedserve import keys
-from embedserve.jobs import Job, JobStatus, JobStore
+from embedserve.job_data import JobData
+from embedserve.jobs import Job, JobStatus
 from embedserve.protocol import floats
 
 
@@ -39,11 +37,10 @@ def _embeddings_body(vectors: bytes, rows: int, dim: int, tokens: int, model: st
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
-def output_lines(store: JobStore, job: Job, batch_id: str, role: str) -> Iterator[bytes]:
+def output_lines(store: JobData, job: Job, batch_id: str, role: str) -> Iterator[bytes]:
     """Lines of the batch's `role` file ("output": successes, "error": everything that failed)."""
     if role == "error":
-        raw = store.redis.get(keys.job_prefailed(job.id))
-        for entry in msgpack.unpackb(raw, raw=False) if raw else []:
+        for entry in store.prefailed(job.id):
             yield _line(batch_id, entry["line"], entry["custom_id"], entry["status"], {"error": entry["error"]}, None)
     for chunk in range(job.chunks):
         spec = store.spec(job.id, chunk)

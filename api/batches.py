@@ -4,7 +4,8 @@ Creating a batch reads its input file once, a block at a time: a line that is no
 (bad JSON, missing custom_id, wrong url/method, duplicate custom_id) fails the whole batch at
 validation, with `errors` naming the line, and nothing is stored; a line that is a request the
 service would refuse (unknown model, empty input) fails alone and goes to the error file. Valid
-lines are grouped by model and options and cut into chunks like a native job's.
+lines (one model per batch, as OpenAI has it) are grouped by options and cut into chunks
+like a native job's.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import msgpack
-
 from embedserve import defaults, keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
-from embedserve.jobs import ChunkSpec, Job, JobStatus, JobStore, new_id
-from embedserve.publish import TaskPublisher
-from embedserve.registry import Registry
+from embedserve.job_data import JobData
+from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record, new_id
+from embedserve.registry import ModelKind, Registry
+from embedserve.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
 from api.files import FILE_PREFIX, create_output_record, find_file, uploaded_lines
-from api.jobs import enqueue, input_weight, params_of
+from api.jobs import over_quota, check_quota, input_weight, params_of
 from api.validation import check_against_model, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
@@ -47,7 +47,7 @@ class Plan:
 
     lines: int = 0
     prefailed: list = field(default_factory=list)  # {"line", "custom_id", "status", "error"}
-    models: dict = field(default_factory=dict)  # chunk index -> model, filled as chunks are yielded
+    model: str | None = None  # the batch's one model: the first valid line's (OpenAI's rule too)
 
 
 def check_create_body(body: object) -> tuple[str, str, dict | None]:
@@ -77,7 +77,6 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
     """Validate every line; yield chunks of valid lines, grouped by model and options."""
     groups: dict[tuple, list] = {}  # (model, options) -> [items, counts, inputs, meta, weight]
     seen: set[str] = set()
-    emitted = 0
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -91,6 +90,10 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
                 raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
                                param="model", code="model_not_found")
             check_against_model(req, served.card)
+            plan.model = plan.model or served.card.name
+            if served.card.name != plan.model:
+                raise InvalidRequest(f"A batch uses one model; this line asks for '{served.card.name}' after earlier "
+                                     f"lines asked for '{plan.model}'.", param="model", code="mismatched_model")
         except ServiceError as exc:
             plan.prefailed.append({"line": index, "custom_id": custom_id, "status": exc.status,
                                    "error": exc.to_payload()})
@@ -101,8 +104,6 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         weight = sum(input_weight(x) for x in req.inputs)
         if group[0] and (len(group[2]) + len(req.inputs) > defaults.JOB_CHUNK_INPUTS
                          or group[4] + weight > defaults.JOB_CHUNK_CHARS):
-            plan.models[emitted] = served.card.name
-            emitted += 1
             yield _spec(served.card.name, params, group)
             groups[group_key] = group = [[], [], [], [], 0]
         group[0].append(index)
@@ -114,8 +115,6 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         raise LineError(1, "The input file has no requests.", code="empty_file")
     for (model, params), group in groups.items():
         if group[0]:
-            plan.models[emitted] = model
-            emitted += 1
             yield _spec(model, json.loads(params), group)
 
 
@@ -124,9 +123,9 @@ def _spec(model: str, params: dict, group: list) -> ChunkSpec:
 
 
 def _only_model(registry: Registry):
-    models = registry.models()
-    if len(models) == 1:
-        return models[0]
+    only = registry.only(ModelKind.EMBEDDING)  # the only live embedding model, else the only known one
+    if only is not None:
+        return only
     raise InvalidRequest("Missing required parameter: 'model'.", param="model")
 
 
@@ -154,11 +153,11 @@ def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple
     return custom_id, line["body"]
 
 
-def create_batch(store: JobStore, publisher: TaskPublisher, registry: Registry, settings: Settings, owner: str,
-                 body: object) -> str:
+def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, registry: Registry, settings: Settings,
+                 owner: str, body: object, cap: int) -> str:
     """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
     file_id, endpoint, metadata = check_create_body(body)
-    record = find_file(store.redis, file_id, owner)
+    record = find_file(records.redis, file_id, owner)
     if record["purpose"] != "batch":
         raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a batch needs a file "
                              f"uploaded with purpose 'batch'.", param="input_file_id")
@@ -171,34 +170,49 @@ def create_batch(store: JobStore, publisher: TaskPublisher, registry: Registry, 
              "output_file_id": new_id(FILE_PREFIX), "error_file_id": new_id(FILE_PREFIX),
              "data_expires_at": now + ttl}
     plan = Plan()
+    job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now, total=0,
+              chunks=0, expires_at=now + defaults.BATCH_WINDOW_S)
     try:
-        count = store.put_chunks(job_id, plan_chunks(uploaded_lines(store.redis, file_id), registry, endpoint, plan),
-                                 ttl)
+        # The whole file is checked before anything is queued: the lines are read twice (a count
+        # for the quota, then the chunks), never held in memory.
+        check_quota(scheduler, owner, count_lines(uploaded_lines(data.store, file_id)), cap)
+        scheduler.note_pending(job_id)
+        job.chunks = data.put_inputs(job_id, plan_chunks(uploaded_lines(data.store, file_id), registry,
+                                                         endpoint, plan))
     except LineError as exc:
+        data.delete(job_id)
         errors = {"object": "list", "data": [{"code": exc.code, "message": exc.message, "param": exc.param,
                                               "line": exc.line}]}
         batch.update(status="failed", failed_at=now, errors=json.dumps(errors))
-        _save_batch(store, batch, ttl)
+        _save_batch(records, batch, ttl)
         return batch_id
-    status = JobStatus.QUEUED if count else JobStatus.COMPLETED
-    job = Job(id=job_id, owner=owner, kind="batch", model=next(iter(plan.models.values()), ""), status=status,
-              created_at=now, total=plan.lines, chunks=count, failed=len(plan.prefailed),
-              completed_at=None if count else now, expires_at=now + defaults.BATCH_WINDOW_S)
+    job.model = plan.model or ""
+    job.total, job.failed = plan.lines, len(plan.prefailed)
+    fields = job_record(job, defaults.JOB_ERROR_SAMPLE)
+    fields["data_expires_at"] = now + ttl
     try:
         if plan.prefailed:
-            store.redis.set(keys.job_prefailed(job_id), msgpack.packb(plan.prefailed, use_bin_type=True), ex=ttl)
-        store.create(job, ttl, listed=False)
-        _save_batch(store, batch, ttl)
+            data.put_prefailed(job_id, plan.prefailed)
+        # A batch of nothing but refused lines still goes through the rotation: its one worker
+        # step ends it at once (chunks == 0 ends on the first look).
+        scheduler.submit(fields, cap=cap, ttl=ttl, listed=False)
+        _save_batch(records, batch, ttl)
+    except QuotaExceeded as over:
+        data.delete(job_id)
+        raise over_quota(over.used, job.total, cap) from None
     except BaseException:
-        store.discard_chunks(job_id, count)
-        store.redis.unlink(keys.job(job_id), keys.job_prefailed(job_id))
-        store.unindex(job_id)
+        data.delete(job_id)
+        records.redis.unlink(keys.job(job_id))
         raise
-    enqueue(publisher, job_id, sorted(plan.models.items()))
     return batch_id
 
 
-def _save_batch(store: JobStore, batch: dict, ttl: int) -> None:
+def count_lines(lines: Iterator[bytes]) -> int:
+    """Non-blank lines of an upload."""
+    return sum(1 for line in lines if line.strip())
+
+
+def _save_batch(store: JobRecords, batch: dict, ttl: int) -> None:
     pipe = store.redis.pipeline(transaction=True)
     pipe.hset(keys.batch(batch["id"]), mapping=batch)
     pipe.expire(keys.batch(batch["id"]), ttl)
@@ -207,7 +221,7 @@ def _save_batch(store: JobStore, batch: dict, ttl: int) -> None:
     pipe.execute()
 
 
-def find_batch(store: JobStore, batch_id: str, owner: str) -> dict:
+def find_batch(store: JobRecords, batch_id: str, owner: str) -> dict:
     """The caller's batch record, or the same 404 for unknown, expired and someone else's."""
     raw = store.redis.hgetall(keys.batch(batch_id)) if batch_id.startswith(BATCH_PREFIX) else {}
     batch = {k.decode(): v.decode() for k, v in raw.items()}
@@ -222,7 +236,7 @@ _STATUS = {JobStatus.QUEUED: "in_progress", JobStatus.IN_PROGRESS: "in_progress"
            JobStatus.EXPIRED: "expired"}
 
 
-def batch_object(store: JobStore, batch: dict) -> dict:
+def batch_object(store: JobRecords, batch: dict) -> dict:
     """The OpenAI Batch object, from the batch record and its job's progress."""
     job = store.get(batch["job_id"]) if batch.get("status") != "failed" else None
     created = int(batch["created_at"])

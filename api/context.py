@@ -9,8 +9,11 @@ from flask import current_app, g, request
 
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound
-from embedserve.jobs import JobStore
+from embedserve.job_data import JobData
+from embedserve.jobs import JobRecords
+from embedserve.liveness import Liveness
 from embedserve.publish import TaskPublisher
+from embedserve.scheduler import Scheduler
 from embedserve.registry import ModelKind, Registry, ServedModel
 from embedserve.settings import Settings
 
@@ -30,7 +33,10 @@ class Services:
     registry: Registry
     keys: KeyChecker
     dispatcher: Dispatcher
-    jobs: JobStore
+    jobs: JobRecords
+    job_data: JobData
+    scheduler: Scheduler
+    liveness: Liveness
 
 
 def services() -> Services:
@@ -49,6 +55,12 @@ def owner() -> str:
     return g.key_id.hex()
 
 
+def queued_inputs_cap() -> int:
+    """The caller's cap on inputs of queued and running jobs: its managed key's, else the static keys' (0 = none)."""
+    cap = getattr(g.identity, "max_queued_inputs", None)
+    return services().settings.max_queued_inputs_per_key if cap is None else cap
+
+
 def list_params() -> tuple[int, str | None]:
     """`limit` (1..LIST_LIMIT_MAX) and `after` of a list request, or a 400 naming the bad one."""
     raw = request.args.get("limit", str(defaults.LIST_LIMIT_DEFAULT))
@@ -63,12 +75,16 @@ def list_params() -> tuple[int, str | None]:
 
 
 def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> ServedModel:
-    """The served model of `kind` for a request's `model` (or the only such model, when it names none)."""
+    """The served model of `kind` for a request's `model`.
+
+    A request may leave `model` out when exactly one model of `kind` is live, or else exactly one
+    is known (catalogued or declared). A model with no live worker is still served: its work waits.
+    """
     registry = services().registry
     if name is None:
-        models = [m for m in registry.models() if m.card.kind == kind]
-        if len(models) == 1:
-            return models[0]
+        only = registry.only(kind)
+        if only is not None:
+            return only
         raise InvalidRequest("Missing required parameter: 'model'.", param="model")
     served = registry.lookup(name)
     if served is None:

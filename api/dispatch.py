@@ -2,8 +2,18 @@
 
 Large requests are cut into chunks so all live workers (and all their task threads) share
 the work; each chunk's result is pushed by the worker to one reply list that this request
-BLPOPs, so the wait is one blocking call per chunk and no polling. Embeddings and reranking
-share this path: only the task, the queue and the payload of a chunk differ.
+BLPOPs. Embeddings and reranking share this path: only the task, the queue and the payload of a
+chunk differ.
+
+Workers die (SIGKILL, OOM, a lost host) with chunks in hand, and the broker would hand those
+back only after its visibility timeout. So while this request waits it looks, every few seconds,
+whether a worker that took one of its chunks is still alive (api/inflight.py): a chunk whose
+worker died is sent again, and another worker answers. A chunk counts once: replies are keyed
+by chunk number, a late duplicate is ignored.
+
+With no live worker for the model (scaled to zero, all restarting), the chunks are queued anyway
+and the request waits up to EMBED_COLD_START_TIMEOUT for a worker to come up (an autoscaler sees
+the queue grow), then answers 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -18,15 +28,18 @@ import redis
 
 from embedserve import defaults, keys
 from embedserve.errors import ServiceError, Timeout, Unavailable
+from embedserve.liveness import Liveness
 from embedserve.publish import QueueFull, TaskPublisher
+from embedserve.settings import Settings
 from embedserve.protocol import (EMBED_TASK, RERANK_TASK, ChunkResult, EmbedChunk, RerankChunk, interactive_queue,
                                  rerank_queue)
 from embedserve.registry import ServedModel
 
+from api.inflight import InFlight
 from api.rerank_validation import RerankRequest
 from api.validation import EmbeddingRequest
 
-# Seconds a client is told to wait when no worker serves the model.
+# Seconds a client is told to wait when no worker came up for the model in time.
 NO_WORKER_RETRY_AFTER_S = 5
 # The error code of a request refused because its model's queue was too deep (EMBED_MAX_QUEUE).
 QUEUE_FULL = "queue_full"
@@ -66,11 +79,15 @@ class Dispatcher:
     (backpressure, EMBED_MAX_QUEUE; 0 = none): a request is refused whole or sent whole.
     """
 
-    def __init__(self, publisher: TaskPublisher, client: redis.Redis, timeout: float, max_queue: int = 0):
+    def __init__(self, publisher: TaskPublisher, client: redis.Redis, liveness: Liveness, settings: Settings):
         self._publisher = publisher
         self._redis = client
-        self._timeout = timeout
-        self._max_queue = max_queue
+        self._liveness = liveness
+        self._timeout = settings.sync_timeout
+        self._cold_start = settings.cold_start_timeout
+        self._max_queue = settings.max_queue
+        # How often a waiting request checks on the workers holding its chunks.
+        self._check_every = max(0.5, settings.worker_dead_after / 5)
 
     def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
@@ -101,43 +118,61 @@ class Dispatcher:
         `request_id` (the client-visible x-request-id) travels in the chunks for the workers' logs;
         reply lists and task ids use a fresh id, so two requests sent with the same id never mix.
         """
-        if served.live_workers == 0:
-            raise Unavailable(f"No worker is serving model '{served.card.name}' right now; retry shortly.",
-                              code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S)
+        cold = served.live_workers == 0
+        # A cold start may take most of its own wait before the first worker is up.
+        wait = max(self._timeout, self._cold_start) if cold else self._timeout
         internal_id = uuid.uuid4().hex
         request_id = request_id or internal_id
         reply_key = keys.reply(internal_id)
-        deadline = time.time() + self._timeout
-        bounds = chunk_bounds(total, served.live_workers)
-        messages = [self._publisher.message(task, [payload(_Slice(request_id, reply_key, index, start, end, deadline))],
-                                            queue, task_id=f"{internal_id}-{index}", expires_s=self._timeout)
-                    for index, (start, end) in enumerate(bounds)]
+        deadline = time.time() + wait
+        bounds = chunk_bounds(total, max(1, served.live_workers))
+
+        def message(index: int, attempt: int) -> str:
+            start, end = bounds[index]
+            body = payload(_Slice(request_id, reply_key, index, start, end, deadline))
+            return self._publisher.message(task, [body], queue, task_id=f"{internal_id}-{index}-{attempt}",
+                                           expires_s=max(1.0, deadline - time.time()))
+
+        flight = InFlight(self._redis, self._liveness, queue, reply_key, message, len(bounds),
+                          resend=lambda messages: self._publisher.publish(queue, messages))
         try:
-            self._publisher.publish(queue, messages, max_depth=self._max_queue)
+            self._publisher.publish(queue, list(flight.sent.values()), max_depth=self._max_queue)
         except QueueFull as full:
             raise Unavailable(f"Model '{served.card.name}' has {full.depth} chunks queued (limit {self._max_queue}, "
                               f"EMBED_MAX_QUEUE); retry shortly.", code=QUEUE_FULL,
                               retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S) from None
         try:
-            results = self._collect(reply_key, len(bounds), deadline)
-        except BaseException:
-            self._redis.delete(reply_key)  # drop what did arrive; a late push expires (REPLY_TTL_S)
+            results = self._collect(reply_key, len(bounds), deadline, flight)
+        except Timeout:
+            self._redis.delete(reply_key, keys.reply_claims(reply_key))
+            if cold and not self._liveness.live_counts([served.card.name]).get(served.card.name):
+                raise Unavailable(f"No worker is serving model '{served.card.name}' yet and none came up within "
+                                  f"{self._cold_start:g} seconds (EMBED_COLD_START_TIMEOUT); retry shortly.",
+                                  code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S) from None
             raise
-        # No DELETE on success: popping the last reply left the list empty, and Redis removes
-        # empty lists itself. That saves one round trip per request.
+        except BaseException:
+            self._redis.delete(reply_key, keys.reply_claims(reply_key))  # a late push expires (REPLY_TTL_S)
+            raise
+        # The reply list emptied itself; the claims hash expires with REPLY_TTL_S.
         for result in results:  # the first failing chunk, in input order, speaks for the request
             if result.error is not None:
                 raise ServiceError.from_payload(result.error, result.status)
         return Embedded(results, sum(r.tokens for r in results))
 
-    def _collect(self, reply_key: str, expected: int, deadline: float) -> list[ChunkResult]:
+    def _collect(self, reply_key: str, expected: int, deadline: float, flight: InFlight) -> list[ChunkResult]:
+        """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""
         by_chunk: dict[int, ChunkResult] = {}
+        next_check = time.monotonic() + self._check_every
         while len(by_chunk) < expected:
             remaining = deadline - time.time()
-            popped = self._redis.blpop([reply_key], timeout=remaining) if remaining > 0 else None
-            if popped is None:
+            if remaining <= 0:
                 raise Timeout(f"The request did not finish within {self._timeout:g} seconds "
                               f"(EMBED_SYNC_TIMEOUT); the workers may be overloaded.")
-            result = ChunkResult.unpack(popped[1])
-            by_chunk[result.chunk] = result
+            popped = self._redis.blpop([reply_key], timeout=max(0.01, min(remaining, self._check_every)))
+            if popped is not None:
+                result = ChunkResult.unpack(popped[1])
+                by_chunk.setdefault(result.chunk, result)
+            if time.monotonic() >= next_check and len(by_chunk) < expected:
+                flight.rescue(set(by_chunk))
+                next_check = time.monotonic() + self._check_every
         return [by_chunk[i] for i in range(expected)]

@@ -1,22 +1,24 @@
-"""Bulk jobs on the API side: cut a validated request into chunks, store them, enqueue them.
+"""Bulk jobs on the API side: cut a validated request into chunks, store them, submit the job.
 
-The inputs go to Redis under job-scoped keys first, the job record last, and the chunk
-messages (carrying only job id and chunk number) after that: a submission that fails half-way
-leaves no job behind, only input keys that are removed (or expire with the job TTL).
+The inputs go to the job store first; then one atomic step in Redis checks the key's quota,
+writes the record and puts the job in its model's rotation (embedserve/scheduler.py). A
+submission that fails half-way leaves no job behind: the inputs written are removed, and if the
+API itself dies first, the sweeper removes them (the submission was noted as pending).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from embedserve import defaults
-from embedserve.errors import NotFound
-from embedserve.jobs import ChunkSpec, Job, JobStatus, JobStore, new_id
-from embedserve.protocol import JOB_CHUNK_TASK, bulk_queue
-from embedserve.publish import TaskPublisher
+from embedserve.errors import InvalidRequest, NotFound, RateLimited
+from embedserve.job_data import JobData
+from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record, new_id
+from embedserve.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
+from api.files import user_data_inputs
 from api.validation import EmbeddingRequest
 
 JOB_PREFIX = "job_"
@@ -47,43 +49,108 @@ def params_of(req: EmbeddingRequest) -> dict:
             "dimensions": req.dimensions}
 
 
-# Chunk messages pushed per Redis round trip when a job is enqueued (bounds one script call's size).
-ENQUEUE_BATCH = 1000
+# The error code of a submission over the key's cap of queued inputs.
+QUEUE_LIMIT_EXCEEDED = "queue_limit_exceeded"
+# Seconds a key over its bulk quota is told to wait: about when a chunk or two of its jobs finish.
+QUOTA_RETRY_AFTER_S = 10
 
 
-def enqueue(publisher: TaskPublisher, job_id: str, chunks: list[tuple[int, str]]) -> None:
-    """Send one message per (chunk, model) to the model's bulk queue, many per round trip."""
-    by_queue: dict[str, list[str]] = {}
-    for index, model in chunks:
-        queue = bulk_queue(model)
-        by_queue.setdefault(queue, []).append(publisher.message(JOB_CHUNK_TASK, [job_id, index], queue))
-    for queue, messages in by_queue.items():
-        for start in range(0, len(messages), ENQUEUE_BATCH):
-            publisher.publish(queue, messages[start:start + ENQUEUE_BATCH])
+def check_quota(scheduler: Scheduler, owner: str, inputs: int, cap: int) -> None:
+    """400 when `inputs` alone is over the cap (retrying cannot help), 429 when the key's queue is; else nothing."""
+    if cap <= 0:
+        return
+    if inputs > cap:
+        raise InvalidRequest(f"This job has {inputs} inputs, more than this key may have queued at once ({cap}, "
+                             f"EMBED_MAX_QUEUED_INPUTS_PER_KEY); split it into smaller jobs.", param="input",
+                             code=QUEUE_LIMIT_EXCEEDED)
+    used = scheduler.queued_inputs(owner)
+    if used + inputs > cap:
+        raise over_quota(used, inputs, cap)
 
 
-def submit_job(store: JobStore, publisher: TaskPublisher, settings: Settings, req: EmbeddingRequest, model: str,
-               owner: str) -> Job:
-    """Store and enqueue a native job for `req` on `model`; returns the queued job."""
-    job_id = new_id(JOB_PREFIX)
+def over_quota(used: int, inputs: int, cap: int) -> RateLimited:
+    return RateLimited(f"This key has {used} inputs in queued or running jobs; {inputs} more would pass its cap "
+                       f"of {cap}. Retry when some finish.", code=QUEUE_LIMIT_EXCEEDED,
+                       retry_after=QUOTA_RETRY_AFTER_S)
+
+
+def submit(scheduler: Scheduler, data: JobData, job: Job, specs, *, cap: int, settings: Settings,
+           listed: bool = True) -> Job:
+    """Write a job's chunk inputs, then create it whole in one step; nothing is left if any step fails."""
+    check_quota(scheduler, job.owner, job.total, cap)
+    scheduler.note_pending(job.id)
+    job.chunks = data.put_inputs(job.id, specs)
+    try:
+        scheduler.submit(job_record(job, defaults.JOB_ERROR_SAMPLE), cap=cap, listed=listed,
+                         ttl=settings.job_ttl + settings.job_record_grace)
+    except QuotaExceeded as over:  # another submission of the key won the race for the last room
+        data.delete(job.id)
+        raise over_quota(over.used, job.total, cap) from None
+    except BaseException:
+        data.delete(job.id)
+        raise
+    return job
+
+
+def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: EmbeddingRequest, model: str,
+               owner: str, cap: int) -> Job:
+    """Store and queue a native job for `req` on `model`; returns the queued job."""
     now = int(time.time())
     params = params_of(req)
     specs = (ChunkSpec(model=model, items=list(range(start, end)), counts=[1] * (end - start),
                        inputs=req.inputs[start:end], params=params) for start, end in chunk_bounds(req.inputs))
-    count = store.put_chunks(job_id, specs, settings.job_ttl)
-    job = Job(id=job_id, owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
-              total=len(req.inputs), chunks=count, encoding_format=req.encoding_format,
+    job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
+              total=len(req.inputs), chunks=0, encoding_format=req.encoding_format,
               expires_at=now + settings.job_ttl)
-    try:
-        store.create(job, settings.job_ttl)
-    except BaseException:
-        store.discard_chunks(job_id, count)
-        raise
-    enqueue(publisher, job_id, [(i, model) for i in range(count)])
-    return job
+    return submit(scheduler, data, job, specs, cap=cap, settings=settings)
 
 
-def find_job(store: JobStore, job_id: str, owner: str) -> Job:
+def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: dict,
+                     max_inputs: int = defaults.JOB_CHUNK_INPUTS,
+                     max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[ChunkSpec]:
+    """Chunks of a user_data file's (text, id, error) items, cut as `chunk_bounds` cuts a list, one
+    chunk in memory at a time. An item with an error has no input: it is failed by the worker alone."""
+    items: list[int] = []
+    counts: list[int] = []
+    texts: list[str] = []
+    ids: list = []
+    bad: dict = {}
+    weight = 0
+    for index, (text, item_id, error) in enumerate(inputs):
+        cost = len(text) if text is not None else 0
+        if items and (len(items) >= max_inputs or weight + cost > max_chars):
+            yield _file_spec(model, params, items, counts, texts, ids, bad)
+            items, counts, texts, ids, bad, weight = [], [], [], [], {}, 0
+        items.append(index)
+        ids.append(item_id)
+        if error is not None:
+            counts.append(0)
+            bad[str(index)] = {"status": 400, "error": error}
+        else:
+            counts.append(1)
+            texts.append(text)
+            weight += cost
+    if items:
+        yield _file_spec(model, params, items, counts, texts, ids, bad)
+
+
+def _file_spec(model, params, items, counts, texts, ids, bad) -> ChunkSpec:
+    return ChunkSpec(model=model, items=items, counts=counts, inputs=texts, params=params,
+                     ids=ids if any(i is not None for i in ids) else None, bad=bad or None)
+
+
+def submit_file_job(scheduler: Scheduler, data: JobData, settings: Settings, req: EmbeddingRequest, model: str,
+                    owner: str, cap: int, record: dict) -> Job:
+    """Store and queue a native job over an uploaded user_data file (`record`), streamed from the store."""
+    now = int(time.time())
+    specs = file_chunk_specs(user_data_inputs(data.store, record), model, params_of(req))
+    job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
+              total=int(record["lines"]), chunks=0, encoding_format=req.encoding_format,
+              expires_at=now + settings.job_ttl)
+    return submit(scheduler, data, job, specs, cap=cap, settings=settings)
+
+
+def find_job(store: JobRecords, job_id: str, owner: str) -> Job:
     """The caller's job, or the same 404 for unknown, expired, deleted and someone else's."""
     job = store.get(job_id, owner) if job_id.startswith(JOB_PREFIX) else None
     if job is None or job.kind != "job":
@@ -91,7 +158,7 @@ def find_job(store: JobStore, job_id: str, owner: str) -> Job:
     return job
 
 
-def job_object(store: JobStore, job: Job) -> dict:
+def job_object(store: JobRecords, job: Job) -> dict:
     """The job as the API shows it."""
     body = {
         "id": job.id, "object": "embedding.job", "model": job.model, "status": job.status.value,

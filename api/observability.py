@@ -23,9 +23,12 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from embedserve import batch_stats, defaults, queues
-from embedserve.jobs import JobStore
+from embedserve.jobs import JobRecords
+from embedserve.scheduler import Scheduler
 from embedserve.logs import reset_request_id, set_request_id
 from embedserve.registry import Registry
+
+from api.context import EXTENSION
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client-sent id is kept when it looks like an id (no spaces or control characters, bounded).
@@ -45,10 +48,11 @@ access_log = logging.getLogger("embedserve.api.access")
 class RedisStateCollector:
     """Queue depth per queue, live workers per model and batch statistics, read from Redis per scrape."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, registry: Registry | None = None):
         self._redis = client
-        self._registry = Registry(client, cache_seconds=0)
-        self._jobs = JobStore(client)
+        self._registry = registry or Registry(client, cache_seconds=0)
+        self._jobs = JobRecords(client)
+        self._scheduler = Scheduler(client)
 
     def collect(self):
         depth = GaugeMetricFamily("embedserve_queue_depth", "Task chunks waiting in a model's queue (Redis lists).",
@@ -58,11 +62,18 @@ class RedisStateCollector:
         rows = HistogramMetricFamily("embedserve_batch_rows", "Rows (inputs) per forward pass.", labels=["model"])
         tokens = HistogramMetricFamily("embedserve_batch_padded_tokens", "Padded tokens per forward pass.",
                                        labels=["model"])
+        # What an autoscaler should watch: chunks waiting plus chunks held, so it never scales in under a job.
+        bulk = GaugeMetricFamily("embedserve_bulk_chunks", "Bulk-job chunks of a model: waiting, or held by a worker.",
+                                 labels=["model", "state"])
         for served in self._registry.models():
             name = served.card.name
             workers.add_metric([name], served.live_workers)
             for kind, queue in queues.model_queues(name, served.card.kind).items():
                 depth.add_metric([name, kind, queue], queues.depth(self._redis, queue))
+            if served.card.kind != "rerank":
+                backlog = self._scheduler.backlog(name)
+                bulk.add_metric([name, "waiting"], backlog.waiting)
+                bulk.add_metric([name, "running"], backlog.running)
             stats = batch_stats.read(self._redis, name)
             rows.add_metric([name], _cumulative(stats.rows, defaults.BATCH_ROWS_BUCKETS), stats.rows_sum)
             tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
@@ -71,7 +82,7 @@ class RedisStateCollector:
                                  labels=["status"])
         for status, count in self._jobs.count_by_status().items():
             jobs.add_metric([status], count)
-        yield from (depth, workers, rows, tokens, jobs)
+        yield from (depth, workers, rows, tokens, bulk, jobs)
 
 
 def _cumulative(counts: dict[str, int], bounds: tuple[int, ...]) -> list[tuple[str, int]]:
@@ -84,7 +95,10 @@ def _cumulative(counts: dict[str, int], bounds: tuple[int, ...]) -> list[tuple[s
 
 def init_app(app: Flask, client: redis.Redis) -> None:
     """Request ids and request metrics on every response; GET /metrics."""
-    app.extensions["embedserve.metrics"] = RedisStateCollector(client)
+    settings = app.extensions[EXTENSION].settings if EXTENSION in app.extensions else None
+    # Every known model (catalogued or declared), read afresh per scrape: one with 0 workers shows 0.
+    registry = Registry.from_settings(client, settings, cache_seconds=0) if settings else None
+    app.extensions["embedserve.metrics"] = RedisStateCollector(client, registry)
     app.register_blueprint(bp)
 
     @app.before_request

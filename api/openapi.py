@@ -71,8 +71,8 @@ _EMBEDDINGS = {
         "415": _error("The body is not JSON."),
         "429": _error("The key's requests- or tokens-per-minute limit is reached.", retry=True)
         | {"headers": {**_REQUEST_ID, **_RETRY_AFTER, **_RATE_HEADERS}},
-        "503": _error("No live worker for the model, its queue is over EMBED_MAX_QUEUE (code queue_full), "
-                      "or Redis is unreachable.", retry=True),
+        "503": _error("No worker for the model came up within EMBED_COLD_START_TIMEOUT (code no_worker), its "
+                      "queue is over EMBED_MAX_QUEUE (code queue_full), or Redis is unreachable.", retry=True),
         "504": _error("The embedding did not finish within EMBED_SYNC_TIMEOUT."),
     },
 }
@@ -96,7 +96,8 @@ _RERANK = {
         "415": _error("The body is not JSON."),
         "429": _error("The key's requests- or tokens-per-minute limit is reached.", retry=True)
         | {"headers": {**_REQUEST_ID, **_RETRY_AFTER, **_RATE_HEADERS}},
-        "503": _error("No live worker for the model, its queue is over EMBED_MAX_QUEUE, or Redis is unreachable.",
+        "503": _error("No worker for the model came up within EMBED_COLD_START_TIMEOUT, its queue is over "
+                      "EMBED_MAX_QUEUE, or Redis is unreachable.",
                       retry=True),
         "504": _error("Scoring did not finish within EMBED_SYNC_TIMEOUT."),
     },
@@ -146,7 +147,9 @@ _BAD_LIST = _error("`limit` is not an integer in range.")
 
 _RESULT_ACCEPT = {"name": "Accept", "in": "header", "required": False,
                   "description": "The result format: application/json (default), application/x-ndjson, "
-                                 "application/msgpack (or application/x-msgpack).",
+                                 "application/msgpack (or application/x-msgpack; at most 4 GiB of vectors), "
+                                 "application/vnd.embedserve.msgpack-stream (framed msgpack, any size), "
+                                 "application/vnd.apache.parquet.",
                   "schema": {"type": "string"}, "example": "application/x-ndjson"}
 
 _BULK_PATHS = {
@@ -157,11 +160,16 @@ _BULK_PATHS = {
                      "schema": {"$ref": "#/components/schemas/JobRequest"},
                      "example": {"model": DEFAULT_MODEL_NAME, "input": ["first text", "second text"]}}}},
                  "responses": {"202": _JOB_ACCEPTED,
-                               "400": _error("Invalid input (as for /v1/embeddings, with EMBED_MAX_JOB_INPUTS)."),
+                               "400": _error("Invalid input (as for /v1/embeddings, with EMBED_MAX_JOB_INPUTS), or "
+                                             "more inputs than the key may ever have queued (code "
+                                             "queue_limit_exceeded)."),
                                "401": _AUTH_ERRORS["401"],
-                               "404": _error("Unknown model (code model_not_found)."),
+                               "404": _error("Unknown model (code model_not_found) or input file."),
                                "413": _error("Body over EMBED_MAX_JOB_BODY_BYTES."),
                                "415": _JSON_BODY_ERRORS["415"],
+                               "429": _error("The key's requests-per-minute limit, or its cap on queued inputs "
+                                             "(code queue_limit_exceeded).", retry=True)
+                               | {"headers": {**_REQUEST_ID, **_RETRY_AFTER, **_RATE_HEADERS}},
                                "503": _error("Redis (the queue) is unreachable.", retry=True)}},
         "get": {**_KEYED, "tags": ["jobs"], "operationId": "listJobs", "summary": "The key's jobs, newest first",
                 "parameters": _LIST_PARAMS,
@@ -198,11 +206,28 @@ _BULK_PATHS = {
                                     "type": "string", "contentMediaType": "application/msgpack",
                                     "description": "A map: model, shape [n, dim], dtype '<f4', data (float32 "
                                                    "little-endian row-major bytes; failed rows NaN), errors "
-                                                   "[{index, error}], usage."}}}},
+                                                   "[{index, error}], usage. One msgpack binary holds at most "
+                                                   "4 GiB: a bigger result is 406 (use the msgpack stream)."}},
+                                "application/vnd.embedserve.msgpack-stream": {"schema": {
+                                    "type": "string",
+                                    "contentMediaType": "application/vnd.embedserve.msgpack-stream",
+                                    "description": "A sequence of msgpack maps, any size: a header {model, dim, "
+                                                   "dtype '<f4', total}; then blocks {start, count, data (count x "
+                                                   "dim float32 little-endian bytes, failed rows NaN; at most "
+                                                   "EMBED_RESULT_PART_BYTES, default 8 MiB), errors [{index, "
+                                                   "error}], ids? (one id or null per row)}; then a trailer "
+                                                   "{usage}. A stream without the trailer was cut."}},
+                                "application/vnd.apache.parquet": {"schema": {
+                                    "type": "string", "contentMediaType": "application/vnd.apache.parquet",
+                                    "description": "One Parquet file, columns index (int64), id (string), "
+                                                   "embedding (fixed-size list of float32; null when failed), "
+                                                   "error (JSON of the error object with its HTTP status), "
+                                                   "tokens (int32)."}}}},
                     "202": _json("Not finished: the job; ask again after Retry-After seconds.", _JOB,
                                  {"Retry-After": {**_RETRY_AFTER["Retry-After"], "required": True}}),
                     "404": _NO_JOB,
-                    "406": _error("The Accept header names no format the result comes in."),
+                    "406": _error("The Accept header names no format the result comes in, or asks for "
+                                  "application/msgpack for a result over 4 GiB."),
                     **_AUTH_ERRORS}}},
     "/v1/files": {
         "post": {**_KEYED, "tags": ["files"], "operationId": "uploadFile",
@@ -327,7 +352,7 @@ _BULK_SCHEMAS = {
         "properties": {
             "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer", "minimum": 0},
             "created_at": _TIME, "expires_at": _TIME, "filename": {"type": "string"},
-            "purpose": {"enum": ["batch", "batch_output"]}, "status": {"const": "processed"},
+            "purpose": {"enum": ["batch", "batch_output", "user_data"]}, "status": {"const": "processed"},
             "status_details": {"type": "null"}}},
     "BatchRequest": {
         "type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
@@ -385,14 +410,14 @@ SPEC: dict = {
         "/v2/rerank": {"post": {**_RERANK, "operationId": "rerankV2", "summary": "Same as /v1/rerank (Cohere v2 path)"}},
         "/rerank": {"post": {**_RERANK, "operationId": "rerankUnversioned", "summary": "Same as /v1/rerank"}},
         "/v1/models": {"get": {
-            "tags": ["models"], "operationId": "listModels", "summary": "Models with a live worker",
+            "tags": ["models"], "operationId": "listModels", "summary": "Models in the catalogue (served now or before, or declared), with their live workers",
             "security": [{"bearerAuth": []}],
             "responses": {"200": _json("The model list.", {"$ref": "#/components/schemas/ModelList"}), **_AUTH_ERRORS}}},
         "/v1/models/{model_id}": {"get": {
             "tags": ["models"], "operationId": "getModel", "summary": "One model by name or alias",
             "security": [{"bearerAuth": []}], "parameters": [_MODEL_ID],
             "responses": {"200": _json("The model.", {"$ref": "#/components/schemas/Model"}),
-                          "404": _error("No such model, or none of its workers is live."), **_AUTH_ERRORS}}},
+                          "404": _error("No such model in the catalogue."), **_AUTH_ERRORS}}},
         **_BULK_PATHS,
         "/health": {"get": {
             "tags": ["operations"], "operationId": "health", "summary": "Liveness: the process is up",
@@ -400,7 +425,7 @@ SPEC: dict = {
                                                "properties": {"status": {"const": "ok"}}})}}},
         "/ready": {"get": {
             "tags": ["operations"], "operationId": "ready",
-            "summary": "Readiness: Redis answers and every known model has a live worker",
+            "summary": "Readiness: Redis answers and the model catalogue is readable",
             "responses": {"200": _json("Ready.", {"$ref": "#/components/schemas/Readiness"}),
                           "503": _json("Not ready.", {"$ref": "#/components/schemas/Readiness"}, _RETRY_AFTER)}}},
         "/metrics": {"get": {
@@ -510,8 +535,15 @@ _EMBEDDING_REQUEST = SPEC["components"]["schemas"]["EmbeddingRequest"]
 SPEC["components"]["schemas"]["JobRequest"] = {
     **_EMBEDDING_REQUEST,
     "description": f"The embeddings body; `input` may hold up to EMBED_MAX_JOB_INPUTS ({defaults.MAX_JOB_INPUTS} "
-                   f"by default) inputs.",
-    "properties": {**_EMBEDDING_REQUEST["properties"], "input": {"oneOf": [
+                   f"by default) inputs. Instead of `input`, `input_file_id` names a file uploaded with purpose "
+                   f"user_data (one text a line).",
+    "required": [],
+    "oneOf": [{"required": ["input"], "not": {"required": ["input_file_id"]}},
+              {"required": ["input_file_id"], "not": {"required": ["input"]}}],
+    "properties": {**_EMBEDDING_REQUEST["properties"],
+                   "input_file_id": {"type": "string", "minLength": 1,
+                                     "description": "A file uploaded with purpose user_data (.txt or .jsonl)."},
+                   "input": {"oneOf": [
         {"type": "string", "minLength": 1},
         {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
         {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},

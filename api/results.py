@@ -1,7 +1,27 @@
-"""Stream a finished job's result chunk by chunk from Redis: JSON list, ndjson or msgpack.
+"""Stream a finished job's result from the job store: JSON list, ndjson, msgpack, a msgpack stream, Parquet.
 
-Each generator holds one chunk's output at a time, so a million-vector result costs the API
-one chunk of memory, not the whole matrix.
+A compacted job is read from its Parquet files one record batch at a time; a job that stopped
+early (cancelled, expired) from its per-chunk parts, one part at a time. Either way a
+million-vector result costs the API one piece of memory, not the whole matrix.
+
+`application/msgpack` is one map whose matrix is a single msgpack binary, so it holds at most
+4 GiB (2**32 - 1 bytes); a bigger result is refused with 406 before anything is sent. The framed
+stream `application/vnd.embedserve.msgpack-stream` has no size limit: a sequence of msgpack
+maps, read one after another (e.g. msgpack.Unpacker):
+
+    {"model", "dim", "dtype": "<f4", "total"}                          the header, first
+    {"start", "count", "data", "errors", "ids"?}                       one per block of rows, in order
+    {"usage": {"prompt_tokens", "total_tokens"}}                       the trailer, last
+
+A block holds rows start .. start+count-1: `data` is count x dim float32 little-endian bytes
+(a failed row NaN), at most PART_BYTES of them (EMBED_RESULT_PART_BYTES) unless one row is
+bigger; `errors` lists its failed rows as {index, error}; `ids` (present when some row of the
+block has the caller's id) one id or null per row. A stream that ends without the trailer was cut.
+
+`application/vnd.apache.parquet` is the result as one Parquet file, columns as in
+embedserve/result_files.py (index, id, embedding, error, tokens): a compacted job's single file
+is sent as stored; several files, or a job that stopped early, are rewritten as one stream, a
+row group at a time.
 """
 
 from __future__ import annotations
@@ -10,30 +30,69 @@ import array
 import base64
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import msgpack
 
-from embedserve.errors import InvalidRequest, NotAcceptable
-from embedserve.jobs import Job, JobStatus, JobStore
+from embedserve import defaults, result_files
+from embedserve.errors import NotAcceptable
+from embedserve.job_data import JobData, job_prefix
+from embedserve.jobs import ChunkOutput, Job, JobStatus
 from embedserve.protocol import floats
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 MSGPACK = "application/msgpack"
-FORMATS = (JSON, NDJSON, MSGPACK)
+MSGPACK_STREAM = "application/vnd.embedserve.msgpack-stream"
+PARQUET = "application/vnd.apache.parquet"
+FORMATS = (JSON, NDJSON, MSGPACK, MSGPACK_STREAM, PARQUET)
+
+# Most matrix bytes in one block of the msgpack stream (a tuning knob: EMBED_RESULT_PART_BYTES).
+PART_BYTES = 8 * 1024 * 1024
+# The most matrix bytes one msgpack binary (bin32) holds: a bigger result cannot be application/msgpack.
+# EMBED_RESULT_MSGPACK_MAX_BYTES may set a lower limit (tests do); never a higher one.
+MSGPACK_MAX_BYTES = 2**32 - 1
+
+
+def _env_bytes(name: str, default: int, low: int, high: int) -> int:
+    """An integer setting read from the environment when a result is asked for (bad values: the default)."""
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return min(max(value, low), high)
+
+
+def part_bytes() -> int:
+    return _env_bytes("EMBED_RESULT_PART_BYTES", PART_BYTES, 1, 2**31)
+
+
+def msgpack_max_bytes() -> int:
+    return _env_bytes("EMBED_RESULT_MSGPACK_MAX_BYTES", MSGPACK_MAX_BYTES, 0, MSGPACK_MAX_BYTES)
 
 
 def pick_format(accept_header: str | None, accept_mimetypes) -> str:
     """The result format for an Accept header; JSON when absent or `*/*`."""
     if not accept_header or not accept_header.strip():
         return JSON
-    best = accept_mimetypes.best_match([JSON, NDJSON, MSGPACK, "application/x-msgpack"])
+    best = accept_mimetypes.best_match([JSON, NDJSON, MSGPACK, "application/x-msgpack", MSGPACK_STREAM, PARQUET])
     if best is None:
         raise NotAcceptable(f"Cannot produce {accept_header!r}; results come as {', '.join(FORMATS)}.")
     return MSGPACK if best == "application/x-msgpack" else best
+
+
+def check_fits(job: Job, fmt: str) -> None:
+    """406 before any byte is sent when `fmt` cannot hold the job's result (msgpack's 4 GiB binary)."""
+    if fmt != MSGPACK:
+        return
+    size = job.total * job.dim * 4
+    if size > msgpack_max_bytes():
+        raise NotAcceptable(f"This result is {size} bytes of vectors, more than one msgpack binary holds "
+                            f"({msgpack_max_bytes()} bytes); fetch it with Accept: {MSGPACK_STREAM} (a framed "
+                            f"msgpack stream, no size limit), {NDJSON} or {PARQUET}.")
 
 
 @dataclass
@@ -44,25 +103,36 @@ class Item:
     vector: bytes | None
     tokens: int
     error: dict | None
+    id: str | None = None  # the caller's id, when the input came with one
 
 
-def items(store: JobStore, job: Job) -> Iterator[Item]:
-    """Every input of a native job in order, reading one chunk at a time."""
-    for chunk in range(job.chunks):
-        output = store.output(job.id, chunk)
+def chunk_outputs(data: JobData, job: Job) -> Iterator[ChunkOutput]:
+    """The job's outputs in input order: Parquet batches once compacted, else per-chunk parts."""
+    if job.compacted:
+        for batch in result_files.iter_result_batches(data.store, job_prefix(job.id)):
+            yield result_files.to_chunk_output(batch)
+        return
+    for chunk, output in data.outputs(job.id, job.chunks):
         if output is None:  # never ran: the job was cancelled or expired first
-            spec = store.spec(job.id, chunk)
+            spec = data.spec(job.id, chunk)
             indices = spec.items if spec is not None else []
-            for index in indices:
-                yield Item(index, None, 0, not_processed(job))
-            continue
+            error = {"status": 400, "error": not_processed(job)}
+            output = ChunkOutput(items=indices, rows=[0] * len(indices), tokens=[0] * len(indices), dim=0,
+                                 vectors=b"", errors=[error] * len(indices), ids=spec.ids if spec else None)
+        yield output
+
+
+def items(data: JobData, job: Job) -> Iterator[Item]:
+    """Every input of a native job in order, one chunk (or record batch) in memory at a time."""
+    for output in chunk_outputs(data, job):
         width = output.dim * 4
         offset = 0
-        for index, rows, tokens, err in zip(output.items, output.rows, output.tokens, output.errors):
+        ids = output.ids or [None] * len(output.items)
+        for index, rows, tokens, err, caller_id in zip(output.items, output.rows, output.tokens, output.errors, ids):
             if err is not None:
-                yield Item(index, None, 0, err["error"])
+                yield Item(index, None, 0, err["error"], caller_id)
                 continue
-            yield Item(index, output.vectors[offset:offset + width], tokens, None)
+            yield Item(index, output.vectors[offset:offset + width], tokens, None, caller_id)
             offset += width * rows
 
 
@@ -79,13 +149,15 @@ def _encode(job: Job):
     return floats
 
 
-def json_list(store: JobStore, job: Job) -> Iterator[bytes]:
+def json_list(data: JobData, job: Job) -> Iterator[bytes]:
     """OpenAI's embeddings list; an input that failed appears with `embedding: null` and its `error`."""
     encode = _encode(job)
     yield b'{"object":"list","data":['
     tokens, first = 0, True
-    for item in items(store, job):
+    for item in items(data, job):
         entry = {"object": "embedding", "index": item.index}
+        if item.id is not None:
+            entry["id"] = item.id
         if item.error is None:
             entry["embedding"] = encode(item.vector)
         else:
@@ -97,16 +169,19 @@ def json_list(store: JobStore, job: Job) -> Iterator[bytes]:
     yield f'],"model":{json.dumps(job.model)},"usage":{json.dumps(usage)}}}'.encode()
 
 
-def ndjson(store: JobStore, job: Job) -> Iterator[bytes]:
+def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
     """One JSON line per input: {"index", "embedding"} or {"index", "error"}."""
     encode = _encode(job)
-    for item in items(store, job):
-        line = {"index": item.index, "embedding": encode(item.vector)} if item.error is None else \
-            {"index": item.index, "error": item.error}
+    for item in items(data, job):
+        line = {"index": item.index} if item.id is None else {"index": item.index, "id": item.id}
+        if item.error is None:
+            line["embedding"] = encode(item.vector)
+        else:
+            line["error"] = item.error
         yield json.dumps(line).encode() + b"\n"
 
 
-def msgpack_matrix(store: JobStore, job: Job) -> Iterator[bytes]:
+def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
     """A msgpack map: model, shape, dtype, data (float32 LE matrix bytes; failed rows NaN), errors, usage."""
     dim = job.dim
     nan_row = _nan_row(dim)
@@ -117,7 +192,7 @@ def msgpack_matrix(store: JobStore, job: Job) -> Iterator[bytes]:
     yield packer.pack("dtype") + packer.pack("<f4")
     yield packer.pack("data") + _bin_header(job.total * dim * 4)
     errors, tokens = [], 0
-    for item in items(store, job):
+    for item in items(data, job):
         tokens += item.tokens
         if item.error is None:
             yield item.vector
@@ -129,10 +204,9 @@ def msgpack_matrix(store: JobStore, job: Job) -> Iterator[bytes]:
 
 
 def _bin_header(length: int) -> bytes:
-    """msgpack bin32 header: the matrix is written after it in pieces."""
-    if length >= 2**32:
-        raise InvalidRequest("This result is over 4 GiB, more than one msgpack binary can hold; "
-                             "fetch it as application/x-ndjson.")
+    """msgpack bin32 header: the matrix is written after it in pieces (check_fits refused bigger ones)."""
+    if length >= 2**32:  # not reached: the route calls check_fits before the first byte
+        raise ValueError(f"a msgpack binary holds at most 2**32 - 1 bytes, not {length}")
     return b"\xc6" + length.to_bytes(4, "big")
 
 
@@ -145,4 +219,128 @@ def _nan_row(dim: int) -> bytes:
     return row.tobytes()
 
 
-STREAMS = {JSON: json_list, NDJSON: ndjson, MSGPACK: msgpack_matrix}
+# What an error takes in a block of the msgpack stream, counted against the part size like matrix bytes.
+ERROR_WEIGHT = 256
+
+
+def msgpack_stream(data: JobData, job: Job) -> Iterator[bytes]:
+    """The framed msgpack stream: header, blocks of at most part_bytes() of matrix, trailer (module doc)."""
+    dim = job.dim
+    width = dim * 4
+    limit = part_bytes()
+    nan_row = _nan_row(dim)
+    packer = msgpack.Packer(use_bin_type=True)
+    yield packer.pack({"model": job.model, "dim": dim, "dtype": "<f4", "total": job.total})
+    tokens = 0
+    start, weight, rows, errors, ids = 0, 0, [], [], []
+    for item in items(data, job):
+        if not rows:
+            start = item.index
+        tokens += item.tokens
+        if item.error is None:
+            rows.append(item.vector)
+        else:
+            rows.append(nan_row)
+            errors.append({"index": item.index, "error": item.error})
+            weight += ERROR_WEIGHT
+        ids.append(item.id)
+        weight += width
+        if weight + max(width, 1) > limit:  # the next row would not fit: this block is full
+            yield _block(packer, start, rows, errors, ids)
+            weight, rows, errors, ids = 0, [], [], []
+    if rows:
+        yield _block(packer, start, rows, errors, ids)
+    yield packer.pack({"usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _block(packer: msgpack.Packer, start: int, rows: list[bytes], errors: list, ids: list) -> bytes:
+    frame = {"start": start, "count": len(rows), "data": b"".join(rows), "errors": errors}
+    if any(i is not None for i in ids):
+        frame["ids"] = ids
+    return packer.pack(frame)
+
+
+# Rows per row group when the API writes Parquet itself (as embedserve/result_files.py writes results).
+PARQUET_ROW_GROUP_ROWS = 16_384
+
+
+def parquet(data: JobData, job: Job) -> Iterator[bytes]:
+    """The result as one Parquet file: a compacted job's only file as stored, else written here."""
+    prefix = job_prefix(job.id)
+    if job.compacted:
+        manifest = result_files.read_manifest(data.store, prefix)
+        if manifest is not None and len(manifest["files"]) == 1:
+            yield from _stored_bytes(data, prefix + manifest["files"][0]["path"])
+            return
+        yield from _parquet_bytes(result_files.iter_result_batches(data.store, prefix))
+        return
+    # Stopped early: the per-chunk parts regrouped into row groups, as a compaction would write them.
+    outputs = chunk_outputs(data, job)
+    dim = job.dim
+    if not dim:
+        dim, seen = result_files._first_dim(outputs)
+        outputs = result_files._chain(seen, outputs)
+    schema = result_files.result_schema(dim)
+    rows = result_files._Rows((result_files._to_batch(output, dim, schema) for output in outputs), schema)
+    yield from _parquet_bytes(iter(lambda: rows.take(PARQUET_ROW_GROUP_ROWS), None), schema)
+
+
+def _stored_bytes(data: JobData, key: str) -> Iterator[bytes]:
+    with data.store.open(key) as source:
+        while block := source.read(defaults.FILE_BLOCK_BYTES):
+            yield block
+
+
+class _Spool:
+    """A write-only file for ParquetWriter whose bytes are taken out after each row group."""
+
+    closed = False
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+        self._written = 0
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self._parts.append(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def _parquet_bytes(groups: Iterator, schema=None) -> Iterator[bytes]:
+    """One Parquet file from record batches or tables (one row group each), a row group in memory at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups = iter(groups)
+    first = next(groups, None)
+    if schema is None:
+        schema = first.schema if first is not None else result_files.result_schema(0)
+    spool = _Spool()
+    with pq.ParquetWriter(pa.PythonFile(spool, mode="w"), schema) as writer:
+        while first is not None:
+            if isinstance(first, pa.RecordBatch):
+                writer.write_batch(first)
+            else:
+                writer.write_table(first)
+            if piece := spool.take():
+                yield piece
+            first = next(groups, None)
+    yield spool.take()
+
+
+STREAMS = {JSON: json_list, NDJSON: ndjson, MSGPACK: msgpack_matrix, MSGPACK_STREAM: msgpack_stream,
+           PARQUET: parquet}

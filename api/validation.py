@@ -7,7 +7,7 @@ checked by the worker, which owns the tokenizer.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
@@ -60,6 +60,9 @@ def parse_embedding_request(body: object, *, max_inputs: int = defaults.MAX_INPU
     """Check every field of an OpenAI embeddings body plus our extensions."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if "input_file_id" in body:
+        raise InvalidRequest("'input_file_id' is accepted only by POST /v1/jobs; send 'input' here.",
+                             param="input_file_id")
     if "input" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input")
     _optional_str(body, "user")  # accepted and ignored: OpenAI uses it only for abuse monitoring
@@ -75,6 +78,21 @@ def parse_embedding_request(body: object, *, max_inputs: int = defaults.MAX_INPU
         instruction=_optional_str(body, "instruction"),
         truncate=_optional_bool(body, "truncate"),
     )
+
+
+def parse_file_job_request(body: object) -> tuple[str, EmbeddingRequest]:
+    """A POST /v1/jobs body that names an uploaded user_data file (`input_file_id`) instead of `input`:
+    the file id and the request's other fields (its `inputs` empty)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if "input" in body:
+        raise InvalidRequest("Send either 'input' or 'input_file_id', not both.", param="input_file_id")
+    file_id = body["input_file_id"]
+    if not isinstance(file_id, str) or not file_id:
+        raise InvalidRequest("'input_file_id' must be a file id (a string).", param="input_file_id")
+    rest = {k: v for k, v in body.items() if k != "input_file_id"}
+    req = parse_embedding_request({**rest, "input": "-"})
+    return file_id, replace(req, inputs=[])
 
 
 def check_against_model(req: EmbeddingRequest, card: ModelCard) -> None:

@@ -23,7 +23,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 # Look a key up by digest and stamp its last use in one round trip; nil when it does not exist.
 _LOOKUP_AND_TOUCH = """
-local fields = redis.call('HMGET', KEYS[1], 'name', 'rpm', 'tpm')
+local fields = redis.call('HMGET', KEYS[1], 'name', 'rpm', 'tpm', 'max_queued_inputs')
 if not fields[1] then return nil end
 redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
 return fields
@@ -44,6 +44,8 @@ class KeyRecord:
     tpm: int  # tokens per minute, 0 = unlimited
     created: float = 0.0
     last_used: float | None = None
+    # Inputs of queued and running jobs at once; None = the API's EMBED_MAX_QUEUED_INPUTS_PER_KEY, 0 = unlimited.
+    max_queued_inputs: int | None = None
 
 
 def digest_hex(key: str) -> str:
@@ -58,19 +60,23 @@ class KeyStore:
         self._redis = client
         self._lookup = client.register_script(_LOOKUP_AND_TOUCH)
 
-    def create(self, name: str, rpm: int = 0, tpm: int = 0) -> tuple[str, KeyRecord]:
+    def create(self, name: str, rpm: int = 0, tpm: int = 0,
+               max_queued_inputs: int | None = None) -> tuple[str, KeyRecord]:
         """A new key and its record; the plaintext key is returned here and never stored."""
         if not _NAME_RE.match(name):
             raise KeyStoreError("a key name is 1-64 characters of [A-Za-z0-9._@-], starting with a letter or digit")
-        if rpm < 0 or tpm < 0:
-            raise KeyStoreError("--rpm and --tpm must be 0 (unlimited) or more")
+        if rpm < 0 or tpm < 0 or (max_queued_inputs is not None and max_queued_inputs < 0):
+            raise KeyStoreError("--rpm, --tpm and --max-queued-inputs must be 0 (unlimited) or more")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = digest_hex(key)
         if not self._redis.hsetnx(keys.api_key_names(), name, digest):
             raise KeyStoreError(f"a key named '{name}' already exists; revoke it first or pick another name")
-        record = KeyRecord(name=name, prefix=key[:SHOWN_PREFIX_CHARS], rpm=rpm, tpm=tpm, created=time.time())
-        self._redis.hset(keys.api_key(digest), mapping={
-            "name": name, "prefix": record.prefix, "rpm": rpm, "tpm": tpm, "created": record.created})
+        record = KeyRecord(name=name, prefix=key[:SHOWN_PREFIX_CHARS], rpm=rpm, tpm=tpm, created=time.time(),
+                           max_queued_inputs=max_queued_inputs)
+        fields = {"name": name, "prefix": record.prefix, "rpm": rpm, "tpm": tpm, "created": record.created}
+        if max_queued_inputs is not None:
+            fields["max_queued_inputs"] = max_queued_inputs
+        self._redis.hset(keys.api_key(digest), mapping=fields)
         return key, record
 
     def list(self) -> list[KeyRecord]:
@@ -103,12 +109,15 @@ class KeyStore:
         fields = self._lookup(keys=[keys.api_key(digest)], args=[f"{time.time():.3f}"])
         if not fields:
             return None
-        name, rpm, tpm = (f.decode() for f in fields)
-        return KeyRecord(name=name, prefix="", rpm=int(rpm), tpm=int(tpm))
+        name, rpm, tpm = (f.decode() for f in fields[:3])
+        cap = int(fields[3]) if len(fields) > 3 and fields[3] is not None else None
+        return KeyRecord(name=name, prefix="", rpm=int(rpm), tpm=int(tpm), max_queued_inputs=cap)
 
 
 def _record(raw: dict) -> KeyRecord:
     text = {k.decode(): v.decode() for k, v in raw.items()}
     last = text.get("last_used")
+    cap = text.get("max_queued_inputs")
     return KeyRecord(name=text["name"], prefix=text["prefix"], rpm=int(text["rpm"]), tpm=int(text["tpm"]),
-                     created=float(text["created"]), last_used=float(last) if last else None)
+                     created=float(text["created"]), last_used=float(last) if last else None,
+                     max_queued_inputs=int(cap) if cap is not None else None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from embedserve import defaults
+from embedserve.redis_client import broker_socket_options
 from embedserve.settings import Settings
 
 
@@ -37,6 +38,10 @@ def make_celery(settings: Settings) -> Celery:
             # mid-sweep (a SIGKILL under load) would leave it held and stop every restore for five
             # minutes. A sweep takes milliseconds, so a short expiry costs nothing.
             "unacked_mutex_expire": defaults.UNACKED_MUTEX_EXPIRE_S,
+            # Socket and connect timeouts, TCP keepalive and health checks (embedserve/redis_client.py):
+            # a half-open broker connection must not hang the consumer; kombu then reconnects it.
+            # No retry_on_timeout: kombu's own reconnection handles it.
+            **broker_socket_options(),
         },
         broker_connection_retry_on_startup=True,
         broker_pool_limit=settings.api_threads + 4,

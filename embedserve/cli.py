@@ -1,4 +1,5 @@
-"""The `embedserve` command: `api` and `worker` start one part each; `keys` manages API keys; `embed` embeds a file."""
+"""The `embedserve` command: `api` and `worker` start one part each; `keys` manages API keys; `models` the
+model catalogue; `embed` embeds a file."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     from embedserve.keys_cli import add_keys_parser  # redis only: no torch, no Flask
 
     add_keys_parser(sub)
+    from embedserve.models_cli import add_models_parser  # redis only: no torch, no Flask
+
+    add_models_parser(sub)
     from embedserve.embed_cli import add_embed_parser  # standard library + msgpack: a client of a running server
 
     add_embed_parser(sub)

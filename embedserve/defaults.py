@@ -23,11 +23,19 @@ MAX_BATCH_ROWS = 256
 MIN_SYNC_CHUNK = 16
 # ...and at most this many, so a 2048-input request spreads over workers and threads.
 MAX_SYNC_CHUNK = 256
-# Seconds between worker heartbeats, and how long a heartbeat keeps a worker "live".
+# Seconds between worker heartbeats.
 HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_TTL_S = 10.0
-# How long a model stays "known" (503, not 404) after its last worker vanished.
-KNOWN_MODEL_TTL_S = 24 * 3600
+# Seconds without a heartbeat after which a worker is dead (EMBED_WORKER_DEAD_AFTER): it stops
+# counting for routing, and whoever notices hands its work to another worker.
+WORKER_DEAD_AFTER_S = 15.0
+# Seconds a model stays in the catalogue with no live worker before it is forgotten (EMBED_CATALOGUE_TTL).
+CATALOGUE_TTL_S = 7 * 24 * 3600
+# Seconds a sync request for a model with no live worker waits for one, then 503 (EMBED_COLD_START_TIMEOUT):
+# under the 60 s idle timeout of common load balancers.
+COLD_START_TIMEOUT_S = 50.0
+# Seconds a stopping worker finishes what it holds before handing the rest back (EMBED_DRAIN_TIMEOUT):
+# below compose's stop_grace_period (30 s) and a spot machine's notice.
+DRAIN_TIMEOUT_S = 25.0
 # Seconds the API trusts its cached view of the worker registry.
 REGISTRY_CACHE_S = 1.0
 # Seconds a reply list lives after a worker pushed to it (the caller may have gone).
@@ -73,6 +81,10 @@ MAX_JOB_BODY_BYTES = 512 * 1024 * 1024
 MAX_FILE_BYTES = 200 * 1024 * 1024
 # Seconds a job's inputs and results live after submission (EMBED_JOB_TTL).
 JOB_TTL_S = 24 * 3600
+# Seconds a job's record outlives its data, so it can answer "expired" (EMBED_JOB_RECORD_GRACE).
+JOB_RECORD_GRACE_S = 24 * 3600
+# Inputs of one key's queued and running jobs and batches (EMBED_MAX_QUEUED_INPUTS_PER_KEY; 0 = unlimited).
+MAX_QUEUED_INPUTS_PER_KEY = 2_000_000
 # Seconds an uploaded file lives (EMBED_FILE_TTL); OpenAI keeps batch files 30 days.
 FILE_TTL_S = 30 * 24 * 3600
 # Runs of one chunk (tries, counting ones that killed their worker) before its items fail (EMBED_MAX_ATTEMPTS).

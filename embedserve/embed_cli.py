@@ -1,5 +1,10 @@
 """`embedserve embed IN -o OUT`: embed a file of texts through a running server as one bulk job.
 
+The input file is uploaded (`POST /v1/files`, purpose user_data; a .csv converted to JSONL on
+the way) and the job submitted with its `input_file_id`; the result is streamed into the output
+(ndjson for .jsonl, the framed msgpack stream for .npy and .parquet). Neither side of it is held
+whole in memory, whatever the job's size.
+
 Standard library HTTP (urllib) plus msgpack, so it runs from a base install; numpy (for .npy)
 and pyarrow (for .parquet) are imported only when that output is asked for.
 """
@@ -7,6 +12,7 @@ and pyarrow (for .parquet) are imported only when that output is asked for.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shlex
@@ -17,15 +23,39 @@ import urllib.request
 from pathlib import Path
 
 from embedserve import defaults
-from embedserve.embed_io import InputError, check_output, read_texts, write_output
+from embedserve.embed_io import (IncompleteResult, InputError, Source, check_output, result_format, scan_input,
+                                 upload_blocks, write_output)
 
 FINISHED = {"completed", "failed", "cancelled", "expired"}
 # How each output shows an input that failed.
 FAILED_AS = {".npy": "NaN rows", ".jsonl": "error lines", ".parquet": "null embeddings"}
 
 
+# Polls and downloads that fail for a reason a retry may fix (no connection, 5xx, a cut stream)
+# are retried this many times in a row, waiting 1, 2, 4, ... seconds up to RETRY_MAX_S.
+RETRIES = 8
+RETRY_MAX_S = 30.0
+
+
 class ApiError(Exception):
-    """The server answered with an error, or could not be reached."""
+    """The server answered with an error, or could not be reached (`transient`: a retry may help)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+def retrying(call, what: str):
+    """`call()`, retried with backoff while it fails transiently; the last failure is raised."""
+    for attempt in range(RETRIES + 1):
+        try:
+            return call()
+        except ApiError as exc:
+            if not exc.transient or attempt == RETRIES:
+                raise
+            delay = min(2.0 ** attempt, RETRY_MAX_S)
+            _say(f"{what} failed ({exc}); retrying in {delay:g}s")
+            time.sleep(delay)
 
 
 def add_embed_parser(sub) -> None:
@@ -54,15 +84,15 @@ def run(args: argparse.Namespace) -> int:
         if job_id is None:
             if not args.input:
                 raise InputError("give an INPUT file, or --job ID to re-attach to a job")
-            texts, skipped = read_texts(args.input)
-            note = f" ({skipped} blank lines skipped)" if skipped else ""
-            job_id = client.submit(texts, args)["id"]
-            _say(f"submitted {job_id}: {len(texts)} texts{note}")
+            source = scan_input(args.input)
+            note = f" ({source.skipped} blank lines skipped)" if source.skipped else ""
+            submitted = client.submit(source, args)
+            job_id = submitted["id"]
+            _say(f"submitted {job_id}: {submitted['request_counts']['total']} texts{note}")
         job = wait(client, job_id)
         suffix = Path(args.output).suffix.lower()
-        fmt = "application/x-ndjson" if suffix == ".jsonl" else "application/msgpack"
-        with client.open(f"/v1/jobs/{job_id}/result", accept=fmt) as response:
-            failed = write_output(response, args.output)
+        failed = retrying(lambda: client.download(f"/v1/jobs/{job_id}/result", result_format(args.output),
+                                                  args.output), "download")
     except KeyboardInterrupt:
         if job_id is None:
             _say("interrupted before a job was submitted")
@@ -95,7 +125,7 @@ def wait(client: "Client", job_id: str) -> dict:
     """Poll the job until it ends, drawing progress on stderr; the poll interval grows to a bound."""
     interval, started, first_done = defaults.EMBED_CLI_POLL_MIN_S, time.monotonic(), None
     while True:
-        job = client.request("GET", f"/v1/jobs/{job_id}")
+        job = retrying(lambda: client.request("GET", f"/v1/jobs/{job_id}"), "poll")
         counts = job["request_counts"]
         done = counts["completed"] + counts["failed"]
         if first_done is None:
@@ -136,37 +166,83 @@ class Client:
         self.base = url.rstrip("/")
         self.api_key = api_key
 
-    def submit(self, texts: list[str], args: argparse.Namespace) -> dict:
-        """POST /v1/jobs with the texts and the options given."""
-        body: dict = {"input": texts}
+    def submit(self, source: Source, args: argparse.Namespace) -> dict:
+        """Upload the input file, then POST /v1/jobs with its id and the options given.
+
+        The uploaded file is deleted once the job holds its inputs (or was refused): the job's
+        chunks are cut from it at submission. Neither call is retried: a lost answer to a retried
+        submission would leave a second job running.
+        """
+        file_id = self.upload(source)["id"]
+        body: dict = {"input_file_id": file_id}
         for name in ("model", "dimensions", "input_type", "instruction"):
             if getattr(args, name) is not None:
                 body[name] = getattr(args, name)
         if args.truncate:
             body["truncate"] = True
-        return self.request("POST", "/v1/jobs", body)
+        try:
+            return self.request("POST", "/v1/jobs", body)
+        finally:
+            try:
+                self.request("DELETE", f"/v1/files/{file_id}")
+            except ApiError:
+                pass  # it expires on its own
 
-    def request(self, method: str, path: str, body: dict | None = None) -> dict:
-        """One JSON call; returns the decoded body."""
-        data = json.dumps(body).encode() if body is not None else None
-        with self.open(path, method=method, data=data) as response:
-            return json.load(response)
+    def upload(self, source: Source) -> dict:
+        """POST /v1/files (purpose user_data), the multipart body streamed from the file with a Content-Length."""
+        boundary = "embedserve-" + os.urandom(12).hex()
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{source.upload_name}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
 
-    def open(self, path: str, *, method: str = "GET", data: bytes | None = None, accept: str = "application/json"):
+        def body():
+            yield head
+            yield from upload_blocks(source)
+            yield tail
+
+        return self.request("POST", "/v1/files", data=body(), length=len(head) + source.length + len(tail),
+                            content_type=f"multipart/form-data; boundary={boundary}")
+
+    def request(self, method: str, path: str, body: dict | None = None, *, data=None, length: int | None = None,
+                content_type: str = "application/json") -> dict:
+        """One call answered with JSON; returns the decoded body. `data`: a raw body (an iterable of bytes
+        with its `length`) instead of `body` as JSON."""
+        if body is not None:
+            data = json.dumps(body).encode()
+        with self.open(path, method=method, data=data, length=length, content_type=content_type) as response:
+            try:
+                return json.load(response)
+            except (OSError, http.client.HTTPException) as exc:
+                raise ApiError(f"the connection to {self.base} broke ({exc})", transient=True) from None
+
+    def download(self, path: str, accept: str, output: str) -> int:
+        """Stream a result into `output` (written whole or not at all); returns failed inputs."""
+        with self.open(path, accept=accept) as response:
+            try:
+                return write_output(response, output)
+            except (OSError, http.client.HTTPException, IncompleteResult) as exc:
+                raise ApiError(f"the download from {self.base} broke ({exc})", transient=True) from None
+
+    def open(self, path: str, *, method: str = "GET", data=None, accept: str = "application/json",
+             length: int | None = None, content_type: str = "application/json"):
         """The open response (a stream), or ApiError with the server's message."""
         headers = {"Accept": accept}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         if data is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
+        if length is not None:  # an iterable body: sent as it is produced, not chunked
+            headers["Content-Length"] = str(length)
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
             return urllib.request.urlopen(req, timeout=defaults.EMBED_CLI_HTTP_TIMEOUT_S)
         except urllib.error.HTTPError as exc:
-            raise ApiError(_error_line(exc)) from None
-        except (urllib.error.URLError, OSError) as exc:
+            raise ApiError(_error_line(exc), transient=exc.code >= 500) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ApiError(f"cannot reach {self.base} ({reason}); is the server running? (--url / EMBED_URL)") from None
+            raise ApiError(f"cannot reach {self.base} ({reason}); is the server running? (--url / EMBED_URL)",
+                           transient=True) from None
 
 
 def _error_line(exc: urllib.error.HTTPError) -> str:

@@ -1,11 +1,10 @@
-"""The job store: records, chunk inputs and outputs, progress, all under job-scoped Redis keys.
+"""Job records in Redis: status, counters, timestamps; and the chunk payloads jobs are made of.
 
-Shared by the API (create, read, cancel, delete, stream results) and workers (start and finish
-chunks). A job is a hash; its inputs are msgpack `ChunkSpec`s, one key per chunk; a finished
-chunk writes one `ChunkOutput` key named by (job, chunk), so a redelivered chunk overwrites its
-own result and never adds rows. Completion is counted with SADD of chunk numbers, and the
-counters move only when SADD says the chunk is new, inside one Lua script: exactly once, even
-when two workers finish the same chunk. Every key of a job expires with the job's hash.
+Shared by the API (read, list, cancel, delete) and workers. A job is a hash plus a few small
+keys (done chunks, attempts, an error sample): Redis's memory does not grow with a job's inputs,
+which live in the job store (embedserve/job_data.py). Counting is exactly once: the counters move
+only when SADD of a chunk number says it is new, inside one Lua script (embedserve/job_scripts.py).
+Creating and running jobs is the scheduler's (embedserve/scheduler.py).
 """
 
 from __future__ import annotations
@@ -15,16 +14,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from collections.abc import Iterable
 from typing import Any
 
 import msgpack
 import redis
 
 from embedserve import job_scripts, keys
-
-# Chunk inputs written per Redis round trip while storing a job.
-STORE_PIPELINE = 64
 
 
 class JobStatus(str, Enum):
@@ -58,6 +53,10 @@ class ChunkSpec:
     inputs: list  # every item's inputs, concatenated
     params: dict[str, Any] = field(default_factory=dict)  # input_type, instruction, truncate, dimensions
     meta: list | None = None  # per item: [custom_id, encoding_format] for batch lines
+    ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
+    # Items failed before running (a line of an input file that is not a text): item index, as a
+    # string, -> {"status": int, "error": {OpenAI error object}}. Such items have count 0 and no inputs.
+    bad: dict | None = None
 
     def pack(self) -> bytes:
         return msgpack.packb(asdict(self), use_bin_type=True)
@@ -77,6 +76,7 @@ class ChunkOutput:
     dim: int
     vectors: bytes  # all rows, little-endian float32, row-major
     errors: list  # per item: None or {"status": int, "error": {OpenAI error object}}
+    ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
 
     def pack(self) -> bytes:
         return msgpack.packb(asdict(self), use_bin_type=True)
@@ -118,6 +118,8 @@ class Job:
     cancelled_at: int | None = None
     failed_at: int | None = None
     expired_at: int | None = None
+    stop_as: str | None = None  # set when the job stops early: "cancelled" or "expired"
+    compacted: int = 0  # 1 once its results are Parquet files in the store
 
     @classmethod
     def from_hash(cls, data: dict[bytes, bytes]) -> "Job":
@@ -133,68 +135,28 @@ class Job:
 
 
 def _status_keys() -> list[str]:
-    """The per-status index keys, in the order the Lua scripts expect them."""
+    """The per-status index keys, in STATUS_ORDER."""
     return [keys.jobs_by_status(status) for status in job_scripts.STATUS_ORDER]
 
 
-class JobStore:
-    """Job records, chunk inputs and outputs in one Redis; the connection is passed in."""
+def job_record(job: Job, error_sample: int) -> dict:
+    """The hash fields a new job is created with."""
+    record = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(job).items() if v is not None}
+    record.update(error_sample=error_sample, next=0, settled=0, created_ms=int(time.time() * 1000))
+    return record
+
+
+class JobRecords:
+    """Job records in one Redis; the connection is passed in."""
 
     def __init__(self, client: redis.Redis, error_sample: int = 10):
         self.redis = client
         self.sample_size = error_sample
-        self._start = client.register_script(job_scripts.START)
-        self._finish = client.register_script(job_scripts.FINISH)
         self._cancel = client.register_script(job_scripts.CANCEL)
-
-    # -- creation (API) --------------------------------------------------------------------
-
-    def put_chunks(self, job_id: str, specs: Iterable[ChunkSpec], ttl: int) -> int:
-        """Store chunk inputs (before the job record, so a failed submit leaves no job); returns how many.
-
-        If `specs` raises (a bad line found late) or Redis fails, what was stored is removed.
-        """
-        count = 0
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for count, spec in enumerate(specs, start=1):
-                pipe.set(keys.job_input(job_id, count - 1), spec.pack(), ex=ttl)
-                if count % STORE_PIPELINE == 0:
-                    pipe.execute()
-            pipe.execute()
-        except BaseException:
-            self.discard_chunks(job_id, count)
-            raise
-        return count
-
-    def create(self, job: Job, ttl: int, *, listed: bool = True) -> None:
-        """Write the job record (after its chunks) and index it under its owner."""
-        record = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(job).items() if v is not None}
-        record["error_sample"] = self.sample_size
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.job(job.id), mapping=record)
-        pipe.expire(keys.job(job.id), ttl)
-        now = time.time()
-        pipe.zadd(keys.jobs_by_status(job.status.value), {job.id: int(now) + ttl})
-        for index in _status_keys():  # ids whose jobs expired: keeps the status sets bounded
-            pipe.zremrangebyscore(index, "-inf", now)
-        if listed:
-            index = keys.owned(job.owner, "jobs")
-            pipe.zadd(index, {job.id: time.time()})
-            pipe.zremrangebyscore(index, "-inf", time.time() - ttl)  # ids whose jobs expired
-            pipe.expire(index, ttl)
-        pipe.execute()
-
-    def discard_chunks(self, job_id: str, count: int) -> None:
-        """Drop inputs stored for a job whose submission failed half-way."""
-        names = [keys.job_input(job_id, i) for i in range(count)]
-        for start in range(0, len(names), 1000):
-            self.redis.unlink(*names[start:start + 1000])
-
-    # -- reading (API) ---------------------------------------------------------------------
+        self._expire = client.register_script(job_scripts.EXPIRE)
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
-        """The job, or None when unknown, expired, or (given `owner`) someone else's."""
+        """The job, or None when unknown, past its record's life, or (given `owner`) someone else's."""
         data = self.redis.hgetall(keys.job(job_id))
         if not data:
             return None
@@ -224,16 +186,6 @@ class JobStore:
         """The first item errors of a job."""
         return [json.loads(e) for e in self.redis.lrange(keys.job_errors(job_id), 0, -1)]
 
-    def output(self, job_id: str, index: int) -> ChunkOutput | None:
-        """One chunk's output, or None when it never ran (cancelled or expired)."""
-        raw = self.redis.get(keys.job_output(job_id, index))
-        return ChunkOutput.unpack(raw) if raw is not None else None
-
-    def spec(self, job_id: str, index: int) -> ChunkSpec | None:
-        """One chunk's inputs and item layout."""
-        raw = self.redis.get(keys.job_input(job_id, index))
-        return ChunkSpec.unpack(raw) if raw is not None else None
-
     def count_by_status(self) -> dict[str, int]:
         """How many live jobs are in each status: one ZCOUNT per status, expired ids not counted."""
         now = time.time()
@@ -243,47 +195,24 @@ class JobStore:
         return dict(zip(job_scripts.STATUS_ORDER, pipe.execute()))
 
     def cancel(self, job_id: str) -> JobStatus | None:
-        """Ask workers to skip the job's remaining chunks; the status after, or None if the job is gone."""
-        status = self._cancel(keys=[keys.job(job_id), keys.job_done(job_id), *_status_keys()],
-                              args=[int(time.time())])
-        # The script answers nil when the job was deleted (or expired) since the caller looked it up.
+        """Stop handing out the job's chunks; the status after, or None if the job is gone."""
+        status = self._cancel(keys=[], args=[keys.PREFIX, job_id])
         return JobStatus(status.decode()) if status is not None else None
 
+    def expire(self, job_ids: list[str]) -> None:
+        """Mark jobs whose data was deleted as expired (stopping any that still run)."""
+        if job_ids:
+            self._expire(keys=[], args=[keys.PREFIX, *job_ids])
+
     def delete(self, job: Job) -> None:
-        """Drop the job and every key it owns; queued chunks of it find nothing and end."""
-        names = [keys.job(job.id), keys.job_done(job.id), keys.job_attempts(job.id), keys.job_errors(job.id),
-                 keys.job_prefailed(job.id)]
-        for i in range(job.chunks):
-            names += [keys.job_input(job.id, i), keys.job_output(job.id, i)]
-        for start in range(0, len(names), 1000):
-            self.redis.unlink(*names[start:start + 1000])
-        self.unindex(job.id)
-        self.forget(job.owner, "jobs", job.id)
-
-    def unindex(self, job_id: str) -> None:
-        """Drop a deleted job's id from the per-status sets (so /metrics stops counting it)."""
+        """Drop the job's record and every small key it owns; its store data is the caller's to delete."""
+        self.cancel(job.id)  # out of the rotation and the quota first, so nothing claims it meanwhile
         pipe = self.redis.pipeline(transaction=False)
+        pipe.unlink(keys.job(job.id), keys.job_done(job.id), keys.job_attempts(job.id), keys.job_errors(job.id),
+                    keys.job_retry(job.id))
+        pipe.hdel(keys.quota(job.owner), job.id)
+        pipe.zrem(keys.jobs_expiry(), job.id)
         for index in _status_keys():
-            pipe.zrem(index, job_id)
+            pipe.zrem(index, job.id)
         pipe.execute()
-
-    # -- chunk life (workers) --------------------------------------------------------------
-
-    def start_chunk(self, job_id: str, index: int) -> tuple[str, int, bool]:
-        """(job status or 'gone', this attempt's number, whether the chunk is already done)."""
-        status, attempts, done = self._start(
-            keys=[keys.job(job_id), keys.job_done(job_id), keys.job_attempts(job_id), *_status_keys()],
-            args=[index, int(time.time())])
-        return status.decode() if isinstance(status, bytes) else status, int(attempts), bool(done)
-
-    def finish_chunk(self, job_id: str, index: int, output: ChunkOutput | None, *, skipped: bool = False) -> int:
-        """Record a chunk's output exactly once; returns how many chunks are done (-1: job gone)."""
-        if output is None:
-            args = [index, b"", 0, 0, 0, 0, int(time.time()), 1 if skipped else 0]
-        else:
-            sample = [json.dumps({"index": item, **err["error"]}) for item, err in zip(output.items, output.errors)
-                      if err is not None][: self.sample_size]
-            args = [index, output.pack(), output.completed, output.failed, sum(output.tokens), output.dim,
-                    int(time.time()), 0, *sample]
-        return int(self._finish(keys=[keys.job(job_id), keys.job_done(job_id), keys.job_output(job_id, index),
-                                      keys.job_errors(job_id), *_status_keys()], args=args))
+        self.forget(job.owner, "jobs", job.id)

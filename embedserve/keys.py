@@ -4,13 +4,31 @@ PREFIX = "embed:"
 
 
 def worker_heartbeats(model: str) -> str:
-    """Sorted set: worker id -> last heartbeat (unix time), one per served model."""
+    """Sorted set: worker id -> last heartbeat (Redis's TIME), one per served model: what routing counts.
+
+    Key names here are mirrored by Lua in embedserve/liveness.py and embedserve/scheduler.py.
+    """
     return f"{PREFIX}workers:{model}"
 
 
+def fleet() -> str:
+    """Sorted set: every worker id -> last heartbeat (Redis's TIME): what the reaper sweeps."""
+    return f"{PREFIX}fleet"
+
+
 def worker_info(worker_id: str) -> str:
-    """String (JSON): what a worker announced about itself; expires with its heartbeat."""
+    """String (JSON): what a worker announced about itself (its model first); outlives its heartbeat a while."""
     return f"{PREFIX}worker:{worker_id}"
+
+
+def held(worker_id: str) -> str:
+    """Hash: the bulk chunks a worker holds now, "job_id|chunk" -> model; the reaper hands them back."""
+    return f"{PREFIX}held:{worker_id}"
+
+
+def store_identity() -> str:
+    """String: the token the API wrote into the job store, so a worker can tell it shares the API's store."""
+    return f"{PREFIX}store-identity"
 
 
 def known_models() -> str:
@@ -21,6 +39,12 @@ def known_models() -> str:
 def reply(request_id: str) -> str:
     """List a sync request's chunk results are pushed to; the API pops them."""
     return f"{PREFIX}reply:{request_id}"
+
+
+def reply_claims(reply_key: str) -> str:
+    """Hash: chunk number -> id of the worker that took it, for one sync request; the API re-sends
+    a chunk whose worker died (api/dispatch.py)."""
+    return f"{reply_key}:claims"
 
 
 def api_key(digest_hex: str) -> str:
@@ -48,23 +72,13 @@ def job(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
-def job_input(job_id: str, chunk: int) -> str:
-    """String (msgpack ChunkSpec): the inputs of one chunk of a job."""
-    return f"{PREFIX}job:{job_id}:in:{chunk}"
-
-
-def job_output(job_id: str, chunk: int) -> str:
-    """String (msgpack ChunkOutput): one chunk's vectors and errors; a redelivery overwrites it."""
-    return f"{PREFIX}job:{job_id}:out:{chunk}"
-
-
 def job_done(job_id: str) -> str:
-    """Set of chunk numbers that finished (or were skipped): counts each chunk once."""
+    """Set of chunk numbers that finished (or will never run again): counts each chunk once."""
     return f"{PREFIX}job:{job_id}:done"
 
 
 def job_attempts(job_id: str) -> str:
-    """Hash: chunk number -> how many times a worker started it."""
+    """Hash: chunk number -> how many times a worker claimed it."""
     return f"{PREFIX}job:{job_id}:attempts"
 
 
@@ -81,6 +95,46 @@ def job_prefailed(job_id: str) -> str:
 def jobs_by_status(status: str) -> str:
     """Sorted set: ids of the jobs (native and batch-backed) now in `status`, scored by when their hash expires."""
     return f"{PREFIX}jobs:status:{status}"
+
+
+def jobs_expiry() -> str:
+    """Sorted set: job id -> when its data expires (unix s); the sweeper deletes it then."""
+    return f"{PREFIX}jobs:expiry"
+
+
+def jobs_pending() -> str:
+    """Sorted set: job id -> when its submission began; removed when it is queued (a dead API's leftovers)."""
+    return f"{PREFIX}jobs:pending"
+
+
+def quota(owner: str) -> str:
+    """Hash: one API key's jobs that have not ended -> their inputs (the per-key bulk quota)."""
+    return f"{PREFIX}quota:{owner}"
+
+
+def sched_ring(model: str) -> str:
+    """List: the owners with bulk work for `model`, in turn order (embedserve/scheduler.py)."""
+    return f"{PREFIX}sched:{model}:ring"
+
+
+def sched_owner(model: str, owner: str) -> str:
+    """Sorted set: one owner's active jobs of `model` -> submission time (ms), oldest first."""
+    return f"{PREFIX}sched:{model}:owner:{owner}"
+
+
+def sched_wake(model: str) -> str:
+    """List: wake-up tokens for idle bulk slots of `model` (pushed on submit and hand-back)."""
+    return f"{PREFIX}sched:{model}:wake"
+
+
+def job_retry(job_id: str) -> str:
+    """List: chunks of a job handed back (dead, drained or hung worker), run before new ones."""
+    return f"{PREFIX}job:{job_id}:retry"
+
+
+def sweeper_lock() -> str:
+    """String: held by the one process that sweeps expired jobs right now."""
+    return f"{PREFIX}sweeper-lock"
 
 
 def owned(owner: str, kind: str) -> str:
@@ -101,3 +155,8 @@ def file_content(file_id: str) -> str:
 def batch(batch_id: str) -> str:
     """Hash: one OpenAI batch (its job id, files, metadata, validation errors)."""
     return f"{PREFIX}batch:{batch_id}"
+
+
+def files_expiry() -> str:
+    """Sorted set: uploaded file ids, scored by when their job-store content expires (for the sweeper)."""
+    return f"{PREFIX}files:expiry"

@@ -21,6 +21,9 @@ def add_keys_parser(sub) -> None:
     create.add_argument("--name", required=True, help="unique name, e.g. the user or team it is for")
     create.add_argument("--rpm", type=int, default=0, help="requests per minute (0 = unlimited)")
     create.add_argument("--tpm", type=int, default=0, help="tokens per minute (0 = unlimited)")
+    create.add_argument("--max-queued-inputs", type=int, default=None,
+                        help="inputs of queued and running jobs at once (0 = unlimited; default: the API's "
+                             "EMBED_MAX_QUEUED_INPUTS_PER_KEY)")
     create.set_defaults(run=_create)
     listing = actions.add_parser("list", help="names, prefixes, limits and last use (never the keys)")
     listing.add_argument("--json", action="store_true", help="one JSON object per key")
@@ -50,7 +53,7 @@ def _guarded(action):
 
 @_guarded
 def _create(store: KeyStore, args: argparse.Namespace) -> int:
-    key, record = store.create(args.name, rpm=args.rpm, tpm=args.tpm)
+    key, record = store.create(args.name, rpm=args.rpm, tpm=args.tpm, max_queued_inputs=args.max_queued_inputs)
     # The key alone on stdout (so KEY=$(embedserve keys create ...) works); the rest on stderr.
     print(key)
     print(f"created key '{record.name}' ({record.prefix}..., rpm={record.rpm or 'unlimited'}, "
@@ -64,7 +67,8 @@ def _list(store: KeyStore, args: argparse.Namespace) -> int:
     if args.json:
         for r in records:
             print(json.dumps({"name": r.name, "prefix": r.prefix, "rpm": r.rpm, "tpm": r.tpm,
-                              "created": r.created, "last_used": r.last_used}))
+                              "max_queued_inputs": r.max_queued_inputs, "created": r.created,
+                              "last_used": r.last_used}))
         return 0
     print(f"{'NAME':<24} {'PREFIX':<13} {'RPM':>9} {'TPM':>11}  {'CREATED':<20} LAST USED")
     for r in records:

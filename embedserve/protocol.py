@@ -17,18 +17,11 @@ import msgpack
 # Celery task names; the API sends by name so it never imports worker code.
 EMBED_TASK = "embedserve.embed"
 RERANK_TASK = "embedserve.rerank"
-# One chunk of a bulk job: args are [job_id, chunk]; the inputs wait in Redis under job keys.
-JOB_CHUNK_TASK = "embedserve.job_chunk"
 
 
 def interactive_queue(model: str) -> str:
     """Queue for synchronous requests to `model` (served name)."""
     return f"embed.{model}"
-
-
-def bulk_queue(model: str) -> str:
-    """Queue for bulk-job chunks of `model`; workers drain it after the interactive one."""
-    return f"embed.{model}.bulk"
 
 
 def rerank_queue(model: str) -> str:

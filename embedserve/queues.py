@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 from kombu.transport.redis import Channel
 
-from embedserve.protocol import bulk_queue, interactive_queue, rerank_queue
+from embedserve.protocol import interactive_queue, rerank_queue
 
 
 def queue_lists(queue: str) -> list[str]:
@@ -22,7 +22,7 @@ def depth(client: redis.Redis, queue: str) -> int:
 
 
 def model_queues(model: str, kind: str = "embedding") -> dict[str, str]:
-    """The queues of one served model, by role: rerankers have one, embedding models two."""
+    """The Celery queue of one served model, by role (bulk work is the scheduler's, not a queue's)."""
     if kind == "rerank":
         return {"rerank": rerank_queue(model)}
-    return {"interactive": interactive_queue(model), "bulk": bulk_queue(model)}
+    return {"interactive": interactive_queue(model)}

@@ -97,6 +97,23 @@ class Settings:
     bulk_slots: int = defaults.BULK_SLOTS
     # Padded tokens in a bulk-only forward pass; 0 = auto (EMBED_MAX_BATCH_TOKENS on CUDA, small on CPU).
     bulk_batch_tokens: int = 0
+    # Where job inputs, results and uploads live: file:///path or s3://bucket/prefix ("" = file://.run/jobs).
+    job_store: str = ""
+    # Seconds a job's record outlives its data, so GET /v1/jobs/{id} answers "expired" (EMBED_JOB_RECORD_GRACE).
+    job_record_grace: int = defaults.JOB_RECORD_GRACE_S
+    # Inputs of one key's queued and running jobs and batches; 0 = unlimited (static keys' cap).
+    max_queued_inputs_per_key: int = defaults.MAX_QUEUED_INPUTS_PER_KEY
+    # Seconds without a heartbeat after which a worker is dead: its work goes to another worker.
+    worker_dead_after: float = defaults.WORKER_DEAD_AFTER_S
+    # Served names the API accepts before any worker announced them (embedding models, rerankers).
+    declared_models: tuple[str, ...] = ()
+    declared_rerank_models: tuple[str, ...] = ()
+    # Seconds a model stays in the catalogue with no live worker before it is forgotten.
+    catalogue_ttl: int = defaults.CATALOGUE_TTL_S
+    # Seconds a sync request waits for a worker of a model that has none live, then 503.
+    cold_start_timeout: float = defaults.COLD_START_TIMEOUT_S
+    # Seconds a stopping worker finishes what it holds before handing the rest back.
+    drain_timeout: float = defaults.DRAIN_TIMEOUT_S
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -139,6 +156,16 @@ class Settings:
             max_attempts=reader.int("EMBED_MAX_ATTEMPTS", cls.max_attempts, 1, 100),
             bulk_slots=reader.int("EMBED_BULK_SLOTS", cls.bulk_slots, 1, 1024),
             bulk_batch_tokens=reader.int("EMBED_BULK_BATCH_TOKENS", cls.bulk_batch_tokens, 0, 10**8),
+            job_store=reader.str("EMBED_JOB_STORE", cls.job_store),
+            job_record_grace=reader.int("EMBED_JOB_RECORD_GRACE", cls.job_record_grace, 0, 10**8),
+            max_queued_inputs_per_key=reader.int("EMBED_MAX_QUEUED_INPUTS_PER_KEY", cls.max_queued_inputs_per_key,
+                                                 0, 10**12),
+            worker_dead_after=reader.float("EMBED_WORKER_DEAD_AFTER", cls.worker_dead_after, 1, 3600),
+            declared_models=reader.list("EMBED_MODELS"),
+            declared_rerank_models=reader.list("EMBED_RERANK_MODELS"),
+            catalogue_ttl=reader.int("EMBED_CATALOGUE_TTL", cls.catalogue_ttl, 60, 10**9),
+            cold_start_timeout=reader.float("EMBED_COLD_START_TIMEOUT", cls.cold_start_timeout, 0, 86400),
+            drain_timeout=reader.float("EMBED_DRAIN_TIMEOUT", cls.drain_timeout, 0, 86400),
         )
         settings.validate()
         return settings

@@ -57,6 +57,16 @@ class Process:
             self.popen.send_signal(signal.SIGKILL)
             self.popen.wait(10)
 
+    def kill_tree(self) -> None:
+        """SIGKILL the process's children first (an API's gunicorn workers), then the process itself."""
+        for task in Path(f"/proc/{self.popen.pid}/task").glob("*"):
+            try:
+                for child in (task / "children").read_text().split():
+                    os.kill(int(child), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        self.kill()
+
     def stop(self, timeout: float = 20) -> None:
         if self.alive():
             self.popen.send_signal(signal.SIGTERM)
@@ -130,7 +140,9 @@ class Stack:
     def env(self, **overrides: str) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_")}
         env.update({"EMBED_REDIS_URL": self.redis.url, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                    "TOKENIZERS_PARALLELISM": "false", "EMBED_LOG_LEVEL": "INFO"})
+                    "TOKENIZERS_PARALLELISM": "false", "EMBED_LOG_LEVEL": "INFO",
+                    # Every process of one stack shares one job store, private to the stack.
+                    "EMBED_JOB_STORE": (self.log_dir / "store").resolve().as_uri()})
         env.update(self.base_env)
         env.update(overrides)
         return env

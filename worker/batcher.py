@@ -52,6 +52,7 @@ class Submission:
     remaining: int = 0
     priority: int = 0  # INTERACTIVE or BULK
     out: np.ndarray | None = None
+    tag: str = ""  # who asked: a bulk chunk's "job|chunk", so a hung pass can name its chunks
 
     def expired(self, now: float) -> bool:
         return now > self.deadline
@@ -91,6 +92,10 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._incoming = 0  # tasks that announced rows and have not submitted them yet
+        # The pass running now: when it began (monotonic) and the tags of its submissions; the
+        # worker's watchdog reads them to tell a hung forward (worker/watchdog.py).
+        self.pass_started: float | None = None
+        self.pass_tags: frozenset[str] = frozenset()
         self._thread = threading.Thread(target=self._run, name="forward", daemon=True)
 
     def start(self) -> None:
@@ -102,9 +107,10 @@ class Batcher:
             self._cond.notify_all()
         self._thread.join(timeout)
 
-    def submit(self, rows: list[list[int]], *, priority: int, deadline: float) -> Submission:
+    def submit(self, rows: list[list[int]], *, priority: int, deadline: float, tag: str = "") -> Submission:
         """Queue rows for embedding; wait on `.future`."""
-        sub = Submission(rows=rows, deadline=deadline, remaining=len(rows), priority=BULK if priority else INTERACTIVE)
+        sub = Submission(rows=rows, deadline=deadline, remaining=len(rows), priority=BULK if priority else INTERACTIVE,
+                         tag=tag)
         if not rows:
             sub.future.set_result(np.zeros((0, 0), dtype=np.float32))
             return sub
@@ -218,6 +224,10 @@ class Batcher:
         split = False
         rows = [r.submission.rows[r.index] for r in batch]
         bulk = batch[0].submission.priority == BULK
+        outer = self.pass_started is None  # interactive passes run inside a paused bulk pass
+        if outer:
+            self.pass_tags = frozenset(r.submission.tag for r in batch if r.submission.tag)
+            self.pass_started = time.monotonic()
         try:
             vectors = self._forward(rows, self._serve_interactive) if bulk and self.preemptible else self._forward(rows)
         except BaseException as exc:  # noqa: BLE001 - one bad batch must not kill the thread
@@ -228,6 +238,9 @@ class Batcher:
                 return
             log.warning("out of memory on a batch of %d rows; splitting and retrying", len(batch))
             split = True
+        finally:
+            if outer:
+                self.pass_started = None
         if split:
             # Retried only here, after the except block: the exception's traceback holds the failed
             # pass's frames and with them its activations, which the halves need the memory of.

@@ -1,83 +1,141 @@
-"""The bulk-queue consumer: job chunks are taken by their own threads, never by Celery's task slots.
+"""Bulk slots: threads that claim job chunks from the scheduler, never through Celery's task slots.
 
-If Celery's consumer took both queues, bulk messages would fill every prefetch slot (16 task
-threads, prefetch 1 each) and a sync request's message would wait in Redis until some chunk
-finished. So the Celery worker consumes only the interactive queue, and this module runs
-EMBED_BULK_SLOTS threads, each with its own broker connection and a prefetch of one, taking
-chunks from the bulk queue: at most that many chunks are in the worker at once, and none of
+If Celery's consumer took bulk work too, chunks would fill every prefetch slot and a sync
+request's message would wait in Redis until some chunk finished. So Celery consumes only the
+interactive queue, and this module runs EMBED_BULK_SLOTS threads, each claiming one chunk at a
+time (embedserve/scheduler.py): at most that many chunks are in the worker at once, and none of
 them stands between a sync message and a free task thread.
 
-Delivery guarantees are kombu's, as for Celery tasks: a message is acknowledged only after its
-chunk finished; one whose worker died stays in the transport's unacked set and is handed back
-after the visibility timeout (the Celery consumer's restore sweep covers every queue).
+Every claimed chunk is in the worker's held set until it finishes, so a dead worker's chunks are
+handed back by whoever reaps it (embedserve/liveness.py). `drain` stops claiming at once, lets the
+chunks in hand finish within a deadline, and reports whether they did; the caller hands back the
+rest.
+
+A claim or a hand-back that fails with a Redis error (a timeout: embedserve/redis_client.py) may
+still have happened on the server, and a retried claim may have claimed twice: the chunk would sit
+in this worker's held set, run by nobody, and its job would never end while this worker lives. So
+after such an error the next slot to reach Redis hands back every held chunk that no slot runs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
-from celery import Celery
-from kombu import Exchange, Queue
+import redis
 
-from embedserve.protocol import JOB_CHUNK_TASK
+from embedserve.job_scripts import COMPACT_CHUNK
+from embedserve.scheduler import Claim, Scheduler
 
 log = logging.getLogger(__name__)
 
-# Seconds one wait for a message may block, so a stop request is noticed.
-POLL_S = 1.0
-# Seconds between reconnection attempts after the broker went away.
+# Seconds between tries after Redis went away.
 RECONNECT_S = 1.0
 
 
-class BulkConsumer:
-    """`slots` threads that run `handle(job_id, chunk)` for each bulk message, acking after it."""
+class BulkSlots:
+    """`slots` threads that claim chunks of `model` for `worker_id` and run `handle(claim)` on each."""
 
-    def __init__(self, app: Celery, queue: str, handle: Callable[[str, int], None], slots: int):
-        self._app = app
-        self._queue = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
+    def __init__(self, scheduler: Scheduler, model: str, worker_id: str, handle: Callable[[Claim], None], slots: int):
+        self._scheduler = scheduler
+        self._model = model
+        self._worker_id = worker_id
         self._handle = handle
         self._stop = threading.Event()
+        self._busy = 0
+        self._lock = threading.Lock()
+        # "job|chunk" of the claims the slots run now; a claim and its entry here are made under _lock.
+        self._running: set[str] = set()
+        # Set after a Redis error that may have left a claimed chunk in Redis that no slot runs.
+        self._unsure = threading.Event()
         self._threads = [threading.Thread(target=self._run, name=f"bulk-{i}", daemon=True) for i in range(slots)]
 
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Finish the chunks in hand, then close; unstarted ones go back to the queue."""
+    def drain(self, timeout: float) -> bool:
+        """Claim nothing more; wait up to `timeout` s for the chunks in hand. True when all finished."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
+
+    @property
+    def busy(self) -> int:
+        """Chunks in hand now."""
+        return self._busy
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with self._app.connection_for_read() as conn:
-                    with conn.Consumer([self._queue], callbacks=[self._on_message], accept=["msgpack"],
-                                       prefetch_count=1):
-                        while not self._stop.is_set():
-                            try:
-                                conn.drain_events(timeout=POLL_S)
-                            except TimeoutError:
-                                continue
-            except Exception:  # noqa: BLE001 - the broker went away: reconnect, never die
-                if self._stop.is_set():
-                    return
-                log.warning("bulk consumer lost the broker; reconnecting", exc_info=True)
+                if self._unsure.is_set():
+                    self.release_strays()
+                claim = self._claim()
+                if claim is None:
+                    self._scheduler.wait_for_work(self._model)
+                    continue
+            except redis.RedisError:
+                self._unsure.set()
+                log.warning("bulk slot lost Redis; trying again", exc_info=True)
                 self._stop.wait(RECONNECT_S)
+                continue
+            try:
+                self._handle(claim)
+            except Exception:  # noqa: BLE001 - e.g. Redis or the store down mid-chunk: give it back
+                log.exception("job %s chunk %s failed unexpectedly; handing it back", claim.job_id, claim.chunk)
+                self._give_back(claim)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._running.discard(_entry(claim.job_id, claim.chunk))
 
-    def _on_message(self, body, message) -> None:
-        if message.headers.get("task") != JOB_CHUNK_TASK:
-            log.error("dropping a message for %r on the bulk queue", message.headers.get("task"))
-            message.ack()
-            return
-        args = body[0]  # Celery message protocol 2: (args, kwargs, embed)
+    def _claim(self) -> Claim | None:
+        with self._lock:  # no stray check may see the claim in Redis before it is in _running
+            claim = self._scheduler.claim(self._model, self._worker_id)
+            if claim is not None:
+                self._busy += 1
+                self._running.add(_entry(claim.job_id, claim.chunk))
+            return claim
+
+    def release_strays(self) -> list[str]:
+        """Hand back (attempt refunded) every chunk Redis says this worker holds but no slot runs.
+
+        A compaction step ("job|c") held while a slot still runs a chunk of that job is the one that
+        slot's finish just handed it: left alone, and checked again next time.
+        """
+        with self._lock:
+            running_jobs = {entry.rsplit("|", 1)[0] for entry in self._running}
+            strays, unsure = [], False
+            for entry in self._scheduler.held(self._worker_id):
+                job_id, chunk = entry.rsplit("|", 1)
+                if entry in self._running:
+                    continue
+                if chunk == COMPACT_CHUNK and job_id in running_jobs:
+                    unsure = True
+                    continue
+                self._scheduler.hand_back(Claim(job_id, chunk, 0), self._worker_id, refund=True)
+                strays.append(entry)
+            if not unsure:
+                self._unsure.clear()
+        if strays:
+            log.warning("handed back %d chunk(s) held in Redis by this worker but run by no slot "
+                        "(a claim whose reply was lost): %s", len(strays), ", ".join(strays))
+        return strays
+
+    def _give_back(self, claim: Claim) -> None:
+        """Hand a chunk back (its attempt stays counted); if Redis is down too, the reaper does it later."""
         try:
-            self._handle(str(args[0]), int(args[1]))
-        except Exception:  # noqa: BLE001 - e.g. Redis down mid-chunk: give it back, attempts are counted
-            log.exception("job %s chunk %s failed unexpectedly; handing it back", args[0], args[1])
-            message.requeue()
-            return
-        message.ack()
+            self._scheduler.hand_back(claim, self._worker_id, refund=False)
+        except redis.RedisError:
+            self._unsure.set()  # the next slot to reach Redis hands it back
+            log.warning("could not hand back job %s chunk %s now; a slot does once Redis answers",
+                        claim.job_id, claim.chunk)
+
+
+def _entry(job_id: str, chunk: str) -> str:
+    """A held-set entry, as the job scripts write it."""
+    return f"{job_id}|{chunk}"

@@ -154,8 +154,9 @@ class EmbeddingEngine:
                     raise too_long(offset + i, len(row), self.max_length)
                 row = row[: self.max_length]
             if row and (min(row) < 0 or max(row) >= self.vocab_size):
-                raise InvalidRequest(f"input[{offset + i}] has a token id outside this model's vocabulary "
-                                     f"(0..{self.vocab_size - 1})", param="input", code="invalid_token_id")
+                bad = min(row) if min(row) < 0 else max(row)  # the API's message (api/validation.py)
+                raise InvalidRequest(f"input[{offset + i}] has token id {bad}, outside this model's vocabulary "
+                                     f"(0..{self.vocab_size - 1}).", param="input", code="invalid_token_id")
             out.append(list(row))
         return Tokenized(out, sum(len(r) for r in out))
 

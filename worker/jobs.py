@@ -1,21 +1,25 @@
-"""Run one chunk of a bulk job: read its inputs from Redis, embed them through the same service
-as sync requests (at bulk priority), write the output under (job, chunk), count it once.
+"""Run one claimed chunk of a bulk job: read its inputs from the job store, embed them through the
+same service as sync requests (at bulk priority), write the output part, count it once.
 
-A chunk is safe to run twice: its output key is overwritten and the job store counts a chunk
-only the first time it finishes. Attempts are counted when a chunk starts, so a chunk whose
-worker died (SIGKILL, OOM-kill) and was redelivered by the broker still counts against
-EMBED_MAX_ATTEMPTS; past that, its items are marked failed and the job still ends.
+A chunk is safe to run twice: its part is replaced whole and the job scripts count a chunk only
+the first time it finishes. Attempts are counted when a chunk is claimed, so a chunk whose worker
+died (SIGKILL, OOM-kill) and was handed back still counts against EMBED_MAX_ATTEMPTS; past that,
+its items are marked failed and the job still ends. The compaction step of a finished native job
+is claimed and run here too.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from dataclasses import replace
 
+from embedserve import result_files
 from embedserve.errors import InternalError
-from embedserve.jobs import ChunkOutput, ChunkSpec, JobStatus, JobStore
+from embedserve.job_data import JobData, job_prefix, part_key
+from embedserve.jobs import ChunkOutput, ChunkSpec, JobRecords, JobStatus
 from embedserve.protocol import ChunkResult, EmbedChunk
+from embedserve.scheduler import Claim, Scheduler
 from worker.service import EmbeddingService
 
 log = logging.getLogger(__name__)
@@ -28,48 +32,82 @@ class TransientChunkError(Exception):
 
 
 class ChunkRunner:
-    """Everything a job-chunk task needs; `requeue` sends the chunk to the bulk queue again."""
+    """Everything a bulk slot needs to run the chunks it claims, for one worker."""
 
-    def __init__(self, store: JobStore, service: EmbeddingService, *, max_attempts: int, time_limit: float,
-                 requeue: Callable[[str, int, str], None]):
-        self.store = store
+    def __init__(self, records: JobRecords, scheduler: Scheduler, data: JobData, service: EmbeddingService, *,
+                 worker_id: str, max_attempts: int, time_limit: float):
+        self.records = records
+        self.scheduler = scheduler
+        self.data = data
         self.service = service
+        self.worker_id = worker_id
         self.max_attempts = max_attempts
         self.time_limit = time_limit
-        self.requeue = requeue
 
-    def run(self, job_id: str, index: int) -> None:
-        """Process chunk `index` of `job_id`, whatever state the job is in."""
-        status, attempt, done = self.store.start_chunk(job_id, index)
-        if status == "gone" or done:
-            return  # deleted or expired job, or a redelivery of a chunk that already finished
-        job = self.store.get(job_id)
-        spec = self.store.spec(job_id, index)
-        if job is None or spec is None:
+    def run(self, claim: Claim) -> None:
+        """Process one claimed chunk, whatever state its job is in; the claim is released at the end."""
+        if claim.is_compaction:
+            self.compact(claim.job_id)
             return
-        if status == JobStatus.CANCELLING.value:
-            self.store.finish_chunk(job_id, index, None)
+        index = int(claim.chunk)
+        job = self.records.get(claim.job_id)
+        spec = self.data.spec(claim.job_id, index) if job is not None else None
+        if job is None or spec is None or job.stop_as or job.status == JobStatus.CANCELLING:
+            self._finish(claim, None)  # deleted, cancelled or expired meanwhile: nothing to run
             return
-        if job.expires_at and time.time() > job.expires_at and not job.status.finished:
-            self.store.finish_chunk(job_id, index, None, skipped=True)
-            return
-        if attempt > self.max_attempts:
-            log.warning("job %s chunk %d: attempt %d is over the limit; failing its items", job_id, index, attempt)
-            self.store.finish_chunk(job_id, index, failed_output(spec, attempt - 1))
+        if claim.attempt > self.max_attempts:
+            log.warning("job %s chunk %d: attempt %d is over the limit; failing its items", claim.job_id, index,
+                        claim.attempt)
+            self._finish(claim, failed_output(spec, claim.attempt - 1))
             return
         try:
-            output = self.embed(spec)
+            output = self.embed(spec, f"{claim.job_id}|{claim.chunk}")
         except TransientChunkError as exc:
-            log.warning("job %s chunk %d attempt %d failed (%s); sending it again", job_id, index, attempt, exc)
-            self.requeue(job_id, index, spec.model)
+            log.warning("job %s chunk %d attempt %d failed (%s); handing it back", claim.job_id, index, claim.attempt,
+                        exc)
+            self.scheduler.hand_back(claim, self.worker_id, refund=False)
             return
-        self.store.finish_chunk(job_id, index, output)
+        output.ids = spec.ids
+        self._finish(claim, output)
 
-    def embed(self, spec: ChunkSpec) -> ChunkOutput:
+    def _finish(self, claim: Claim, output: ChunkOutput | None) -> None:
+        """Write the chunk's part (replacing any earlier run's), then count it once."""
+        if output is not None:
+            self.data.put_output(claim.job_id, int(claim.chunk), output)
+        if output is None:
+            outcome = self.scheduler.finish(claim, self.worker_id, completed=0, failed=0, tokens=0, dim=0, errors=[])
+        else:
+            errors = [{"index": item, **err["error"]} for item, err in zip(output.items, output.errors)
+                      if err is not None][: self.records.sample_size]
+            outcome = self.scheduler.finish(claim, self.worker_id, completed=output.completed, failed=output.failed,
+                                            tokens=sum(output.tokens), dim=output.dim, errors=errors)
+        if outcome == "compact":  # this was the job's last chunk: its results become Parquet files now
+            self.compact(claim.job_id)
+        elif outcome == "gone" and output is not None:  # deleted while this chunk ran: leave no part behind
+            self.data.store.delete(part_key(claim.job_id, int(claim.chunk)))
+
+    def compact(self, job_id: str) -> None:
+        """Turn a finished native job's parts into Parquet files + manifest, then end the job."""
+        job = self.records.get(job_id)
+        if job is None:
+            self.scheduler.finalize(job_id, self.worker_id)
+            return
+        started = time.monotonic()
+        outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
+                   for chunk, output in self.data.outputs(job_id, job.chunks))
+        manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs)
+        status = self.scheduler.finalize(job_id, self.worker_id)
+        self.data.drop_parts(job_id)
+        log.info("job %s %s: %d rows compacted into %d files in %.1f s", job_id, status, manifest["rows"],
+                 len(manifest["files"]), time.monotonic() - started)
+
+    def embed(self, spec: ChunkSpec, tag: str = "job") -> ChunkOutput:
         """Embed a chunk; a chunk that the model refuses (400) is split so only the bad items fail."""
+        if spec.bad:
+            return self._embed_with_bad(spec, tag)
         # Error messages name inputs by index: a native job's own index; within a batch line, the line's.
         native = spec.meta is None
-        result = self._call(spec, spec.inputs, offset=spec.items[0] if native else 0)
+        result = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag)
         if result.error is None:
             return _output(spec.items, spec.counts, [result])
         if result.status != 400:
@@ -79,16 +117,41 @@ class ChunkRunner:
         # One item is bad (too long, token id out of range): run each alone to find which.
         results, start = [], 0
         for item, count in zip(spec.items, spec.counts):
-            one = self._call(spec, spec.inputs[start:start + count], offset=item if native else 0)
+            one = self._call(spec, spec.inputs[start:start + count], item if native else 0, tag)
             if one.error is not None and one.status != 400:
                 raise TransientChunkError(one.error.get("message", "error"))
             results.append(one)
             start += count
         return _output(spec.items, spec.counts, results, per_item=True)
 
-    def _call(self, spec: ChunkSpec, inputs: list, offset: int) -> ChunkResult:
+    def _embed_with_bad(self, spec: ChunkSpec, tag: str) -> ChunkOutput:
+        """Embed the good items of a chunk, then put its pre-failed items back in item order."""
+        bad = {int(k): v for k, v in spec.bad.items()}
+        good = [(item, count) for item, count in zip(spec.items, spec.counts) if item not in bad]
+        inner = None
+        if good:
+            inner = self.embed(replace(spec, items=[i for i, _ in good], counts=[c for _, c in good], bad=None,
+                                       ids=None), tag)
+        done = {item: n for n, item in enumerate(inner.items)} if inner else {}
+        rows, tokens, errors = [], [], []
+        for item in spec.items:
+            if item in bad:
+                rows.append(0)
+                tokens.append(0)
+                errors.append(bad[item])
+            else:
+                n = done[item]
+                rows.append(inner.rows[n])
+                tokens.append(inner.tokens[n])
+                errors.append(inner.errors[n])
+        # Failed items have no rows, so the good items' vectors stay in item order as they are.
+        return ChunkOutput(items=spec.items, rows=rows, tokens=tokens, dim=inner.dim if inner else 0,
+                           vectors=inner.vectors if inner else b"", errors=errors)
+
+    def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str) -> ChunkResult:
         params = spec.params
-        chunk = EmbedChunk(request_id="job", reply_to="", chunk=0, offset=offset, inputs=inputs,
+        # The request id names the chunk ("job|chunk", as held): a hung pass's chunks are told by it.
+        chunk = EmbedChunk(request_id=tag, reply_to="", chunk=0, offset=offset, inputs=inputs,
                            deadline=time.time() + self.time_limit, input_type=params.get("input_type", "document"),
                            instruction=params.get("instruction"), truncate=bool(params.get("truncate")),
                            dimensions=params.get("dimensions"), priority=BULK_PRIORITY)
@@ -130,7 +193,19 @@ def failed_output(spec: ChunkSpec, attempts: int) -> ChunkOutput:
     """Every item of a chunk failed: it used up its attempts."""
     error = InternalError(f"This input's chunk failed or stopped its worker {attempts} times "
                           f"(EMBED_MAX_ATTEMPTS); it was given up.", code="max_attempts_exceeded")
+    return _all_failed(spec, error)
+
+
+def unrun_output(data: JobData, job_id: str, chunk: int) -> ChunkOutput:
+    """The output of a chunk that never ran (a handed-back chunk whose job stopped): every item failed."""
+    spec = data.spec(job_id, chunk)
+    error = InternalError("This input was not processed.", code="not_processed")
+    return _all_failed(spec, error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])
+
+
+def _all_failed(spec: ChunkSpec, error: InternalError) -> ChunkOutput:
     payload = {"status": error.status, "error": error.to_payload()}
     n = len(spec.items)
-    return ChunkOutput(items=spec.items, rows=[0] * n, tokens=[0] * n, dim=0, vectors=b"", errors=[payload] * n)
+    return ChunkOutput(items=spec.items, rows=[0] * n, tokens=[0] * n, dim=0, vectors=b"", errors=[payload] * n,
+                       ids=spec.ids)
 

@@ -14,15 +14,25 @@ import sys
 import uuid
 
 import redis
+from celery import signals
 
 from embedserve import defaults
 from embedserve.batch_stats import BatchStats
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
-from embedserve.protocol import RERANK_TASK, RerankChunk, bulk_queue, interactive_queue, rerank_queue
-from embedserve.registry import Heartbeat
+from embedserve.job_data import JobData
+from embedserve.jobs import JobRecords
+from embedserve.liveness import Liveness, Reaper
+from embedserve.protocol import RERANK_TASK, RerankChunk, interactive_queue, rerank_queue
+from embedserve.redis_client import worker_client
+from embedserve.registry import CardConflict, Heartbeat
+from embedserve.scheduler import Scheduler
 from embedserve.settings import ConfigError, Settings, WorkerRole
 from embedserve.startup import check_eviction_policy
+from embedserve.store import StoreError, open_store
+from embedserve.store.identity import check_identity
+from worker.drain import Drain
+from worker.watchdog import TEST_HANG_ENV, Watchdog, hang_on
 
 log = logging.getLogger("embedserve.worker")
 
@@ -51,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, json_format=settings.log_json)
     quiet_per_task_logs(settings.log_level)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = worker_client(settings.redis_url)  # timeouts, keepalive, health checks, retries
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -65,12 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
     from worker import memory
     from worker.batcher import Batcher
-    from worker.tasks import job_runner, register_tasks
+    from worker.tasks import register_tasks
     import torch
 
     memory.limit_arenas()  # before the model's threads and Celery's start allocating
     app = make_celery(settings)
     bulk = None
+    store = None
+    if settings.worker_role != WorkerRole.RERANK:
+        # Before the model loads: a worker whose store is not the API's must not start at all.
+        try:
+            store = open_store(settings.job_store)
+            check_identity(store, client, timeout=0)  # no claim yet: this worker's store is the reference
+        except StoreError as exc:
+            print(f"embedserve worker: {exc}", file=sys.stderr)
+            return 2
     if settings.worker_role == WorkerRole.RERANK:
         from worker.rerank_engine import load_reranker
         from worker.rerank_service import RerankService
@@ -86,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
         model = load_engine(settings)
         forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
+    hang_text = os.environ.get(TEST_HANG_ENV)
+    if hang_text and settings.worker_role != WorkerRole.RERANK:
+        forward = hang_on(forward, model.tokenize([hang_text], offset=0, input_type="document", instruction=None,
+                                                  truncate=True).rows[0])
     padded = getattr(model, "pads_batches", True)  # rerankers always pad
     batch_tokens = settings.batch_tokens(model.device.type, packed=not padded)
     # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
@@ -99,23 +122,38 @@ def main(argv: list[str] | None = None) -> int:
                       on_idle=memory.release_free_memory, preemptible=not padded)
     batcher.start()
     batch_stats.start()
+    worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    liveness = Liveness(client, settings.worker_dead_after)
+    scheduler = Scheduler(client)
     if settings.worker_role == WorkerRole.RERANK:
-        register_tasks(app, RerankService(model, batcher), client, name=RERANK_TASK, payload_type=RerankChunk)
+        register_tasks(app, RerankService(model, batcher), client, worker_id, name=RERANK_TASK,
+                       payload_type=RerankChunk)
         queue = rerank_queue(name)
     else:
-        from worker.bulk import BulkConsumer
+        from worker.bulk import BulkSlots
+        from worker.jobs import ChunkRunner
         from worker.service import EmbeddingService
 
         service = EmbeddingService(model, batcher)
-        register_tasks(app, service, client)
+        register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk.py).
-        bulk = BulkConsumer(app, bulk_queue(name), job_runner(app, service, client, settings).run,
-                            settings.bulk_slots)
+        runner = ChunkRunner(JobRecords(client, defaults.JOB_ERROR_SAMPLE), scheduler, JobData(store), service,
+                             worker_id=worker_id, max_attempts=settings.max_attempts,
+                             time_limit=settings.task_time_limit)
+        bulk = BulkSlots(scheduler, name, worker_id, runner.run, settings.bulk_slots)
         queue = interactive_queue(name)
 
-    worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    heartbeat = Heartbeat(client, worker_id, model.card(name, aliases))
-    heartbeat.start()
+    heartbeat = Heartbeat(client, worker_id, model.card(name, aliases), dead_after=settings.worker_dead_after)
+    try:
+        heartbeat.start()  # refuses a card that disagrees with the one this model's live workers announced
+    except CardConflict as exc:
+        print(f"embedserve worker: {exc}", file=sys.stderr)
+        return 2
+    reaper = Reaper(liveness)
+    reaper.start()
+    Watchdog(batcher, settings.task_time_limit, liveness, scheduler, worker_id, name).start()
+    drain = Drain(liveness, worker_id, name, timeout=settings.drain_timeout, heartbeat=heartbeat, bulk=bulk)
+    signals.worker_shutting_down.connect(lambda **_: drain.start(), weak=False)
     if bulk:
         bulk.start()
     log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(aliases) or "none", worker_id)
@@ -128,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
             "--loglevel", settings.log_level,
         ])
     finally:
+        drain.start()  # no-op when Celery's shutdown signal started it
         if bulk:
-            bulk.stop()
-        heartbeat.stop()
+            bulk.drain(settings.drain_timeout)
+        drain.finish()
+        reaper.stop()
         batcher.stop()
         batch_stats.stop()
     return 0

@@ -28,9 +28,14 @@ class EmbeddingService:
         return run_safely(chunk, self._run, "the worker failed to embed this input")
 
     def _run(self, chunk: EmbedChunk) -> ChunkResult:
+        # The API checks this against the model card; a model only declared (EMBED_MODELS) has none yet.
+        if chunk.dimensions is not None and chunk.dimensions > self.engine.dim:
+            raise InvalidRequest(f"'dimensions' must be between 1 and {self.engine.dim} for this model, "
+                                 f"got {chunk.dimensions}.", param="dimensions")
         with self.batcher.incoming():
             tokenized = self._tokenize(chunk)
-            sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
+            sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline,
+                                      tag=chunk.request_id if chunk.priority else "")
         vectors = wait_rows(sub, chunk.deadline, "embedding")
         if chunk.dimensions is not None:
             vectors = truncate_dimensions(vectors, chunk.dimensions)

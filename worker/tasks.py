@@ -8,18 +8,14 @@ import time
 import redis
 from celery import Celery
 
-from embedserve import defaults
-from embedserve.jobs import JobStore
+from embedserve import defaults, keys
 from embedserve.logs import request_context
-from embedserve.protocol import EMBED_TASK, JOB_CHUNK_TASK, ChunkResult, EmbedChunk, bulk_queue
-from embedserve.settings import Settings
-from worker.jobs import ChunkRunner
-from worker.service import EmbeddingService
+from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
 
 log = logging.getLogger("embedserve.worker.tasks")
 
 
-def register_tasks(app: Celery, service, client: redis.Redis, *, name: str = EMBED_TASK,
+def register_tasks(app: Celery, service, client: redis.Redis, worker_id: str, *, name: str = EMBED_TASK,
                    payload_type: type = EmbedChunk) -> None:
     """Attach this worker's sync task to `app`: `service.run` of each `payload_type` message, replied to its caller."""
 
@@ -31,6 +27,7 @@ def register_tasks(app: Celery, service, client: redis.Redis, *, name: str = EMB
                 log.info("chunk %d skipped: its caller stopped waiting", chunk.chunk)
                 return  # the caller has gone (timed out): do not spend a forward pass on it
             started = time.monotonic()
+            claim(client, chunk.reply_to, chunk.chunk, worker_id)
             result = service.run(chunk)
             send_reply(client, chunk.reply_to, result)
             log.info("chunk %d: %d rows, %d tokens, status %d in %.1f ms", chunk.chunk, result.rows,
@@ -38,14 +35,12 @@ def register_tasks(app: Celery, service, client: redis.Redis, *, name: str = EMB
 
 
 
-def job_runner(app: Celery, service: EmbeddingService, client: redis.Redis, settings: Settings) -> ChunkRunner:
-    """The runner of bulk-job chunks, for the bulk consumer (worker/bulk.py)."""
-
-    def requeue(job_id: str, index: int, model: str) -> None:
-        app.send_task(JOB_CHUNK_TASK, args=[job_id, index], queue=bulk_queue(model))
-
-    return ChunkRunner(JobStore(client, defaults.JOB_ERROR_SAMPLE), service, max_attempts=settings.max_attempts,
-                       time_limit=settings.task_time_limit, requeue=requeue)
+def claim(client: redis.Redis, reply_to: str, chunk: int, worker_id: str) -> None:
+    """Say which worker holds a sync chunk, so the waiting API can send it again if this worker dies."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.reply_claims(reply_to), str(chunk), worker_id)
+    pipe.expire(keys.reply_claims(reply_to), defaults.REPLY_TTL_S)
+    pipe.execute()
 
 
 def send_reply(client: redis.Redis, key: str, result: ChunkResult) -> None:

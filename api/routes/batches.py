@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from embedserve.errors import NotFound
 
 from api.batches import batch_object, create_batch, find_batch
-from api.context import list_params, owner, require_key, services
+from api.admission import admit
+from api.context import list_params, owner, queued_inputs_cap, require_key, services
 from api.validation import parse_json_body
 
 bp = Blueprint("batches", __name__)
@@ -19,7 +20,9 @@ def create() -> Response:
     """Validate the input file and start the batch."""
     svc = services()
     body = parse_json_body(request.get_data(), request.content_type)
-    batch_id = create_batch(svc.jobs, svc.publisher, svc.registry, svc.settings, owner(), body)
+    with admit(0, g.identity):  # counts against the key's requests-per-minute like any request
+        batch_id = create_batch(svc.jobs, svc.scheduler, svc.job_data, svc.registry, svc.settings, owner(), body,
+                                queued_inputs_cap())
     return jsonify(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
 
 

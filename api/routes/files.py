@@ -1,4 +1,4 @@
-"""OpenAI Files: upload (multipart, purpose=batch, JSONL), list, retrieve, content, delete."""
+"""OpenAI Files: upload (multipart, purpose=batch JSONL or user_data .jsonl/.txt), list, retrieve, content, delete."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from embedserve.errors import InvalidRequest, NotFound
 
 from api.batch_output import output_lines
 from api.context import list_params, owner, require_key, services
-from api.files import delete_file, file_object, find_file, store_upload, uploaded_content
+from api.files import delete_file, file_object, find_file, receive_upload, uploaded_content
 
 bp = Blueprint("files", __name__)
 # Room for the multipart envelope (boundaries, headers, the purpose field) around the file.
@@ -27,12 +27,10 @@ def upload_file() -> Response:
     """Store a JSONL batch input file."""
     if request.mimetype != "multipart/form-data":
         raise InvalidRequest("Upload files as multipart/form-data with fields 'file' and 'purpose'.", param="file")
-    upload = request.files.get("file")
-    if upload is None:
-        raise InvalidRequest("Missing required parameter: 'file'.", param="file")
     svc = services()
-    record = store_upload(svc.redis, svc.settings, owner(), upload.stream, upload.filename or "",
-                          request.form.get("purpose"))
+    # request.stream, not request.files: werkzeug would spool the file to a temporary file first.
+    record = receive_upload(svc.redis, svc.job_data.store, svc.settings, owner(), request.stream,
+                            request.content_type)
     return jsonify(file_object(record))
 
 
@@ -74,16 +72,16 @@ def remove_file(file_id: str) -> Response:
     """Delete the file."""
     svc = services()
     record = find_file(svc.redis, file_id, owner())
-    delete_file(svc.redis, record)
+    delete_file(svc.redis, svc.job_data.store, record)
     return jsonify({"id": record["id"], "object": "file", "deleted": True})
 
 
 def _content(record: dict):
     svc = services()
     if "job_id" not in record:
-        return uploaded_content(svc.redis, record["id"])
+        return uploaded_content(svc.job_data.store, record["id"])
     job = svc.jobs.get(record["job_id"])
-    return output_lines(svc.jobs, job, record["batch_id"], record["role"]) if job else iter(())
+    return output_lines(svc.job_data, job, record["batch_id"], record["role"]) if job else iter(())
 
 
 def _with_size(record: dict) -> dict:

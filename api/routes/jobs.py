@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from embedserve import defaults
+from embedserve.errors import InvalidRequest
 
-from api.context import list_params, owner, require_key, resolve_model, services
-from api.jobs import find_job, job_object, submit_job
-from api.results import STREAMS, pick_format
-from api.validation import check_against_model, parse_embedding_request, parse_json_body
+from api.admission import admit
+from api.context import list_params, owner, queued_inputs_cap, require_key, resolve_model, services
+from api.files import find_file
+from api.jobs import find_job, job_object, submit_file_job, submit_job
+from api.results import STREAMS, check_fits, pick_format
+from api.validation import check_against_model, parse_embedding_request, parse_file_job_request, parse_json_body
 
 bp = Blueprint("jobs", __name__)
 
@@ -23,11 +26,36 @@ def _job_limits() -> None:
 def create_job_response() -> Response:
     """Validate an embeddings body with the job limits, store and enqueue it: 202 + Location."""
     svc = services()
-    req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type),
-                                  max_inputs=svc.settings.max_job_inputs)
+    body = parse_json_body(request.get_data(), request.content_type)
+    if isinstance(body, dict) and "input_file_id" in body and request.path == "/v1/jobs":
+        return _create_file_job(body)
+    req = parse_embedding_request(body, max_inputs=svc.settings.max_job_inputs)
     served = resolve_model(req.model)
     check_against_model(req, served.card)
-    job = submit_job(svc.jobs, svc.publisher, svc.settings, req, served.card.name, owner())
+    with admit(0, g.identity):  # a job is a request like any other for the key's requests-per-minute
+        job = submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner(),
+                         queued_inputs_cap())
+    return _accepted(job)
+
+
+def _create_file_job(body: dict) -> Response:
+    """A job over an uploaded user_data file: the inputs are streamed from the job store into chunks."""
+    svc = services()
+    file_id, req = parse_file_job_request(body)
+    record = find_file(svc.redis, file_id, owner())
+    if record["purpose"] != "user_data":
+        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a job's input file is "
+                             f"uploaded with purpose 'user_data'.", param="input_file_id")
+    served = resolve_model(req.model)
+    check_against_model(req, served.card)
+    with admit(0, g.identity):
+        job = submit_file_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner(),
+                              queued_inputs_cap(), record)
+    return _accepted(job)
+
+
+def _accepted(job) -> Response:
+    svc = services()
     response = jsonify(job_object(svc.jobs, job))
     response.status_code = 202
     response.headers["Location"] = f"/v1/jobs/{job.id}"
@@ -79,18 +107,21 @@ def delete_job(job_id: str) -> Response:
     svc = services()
     job = find_job(svc.jobs, job_id, owner())
     svc.jobs.delete(job)
+    svc.job_data.delete(job.id)
     return jsonify({"id": job.id, "object": "embedding.job.deleted", "deleted": True})
 
 
 @bp.get("/v1/jobs/<job_id>/result")
 def job_result(job_id: str) -> Response:
-    """202 + the job while it runs; then the result, streamed, as JSON, ndjson or msgpack."""
+    """202 + the job while it runs; then the result, streamed, as JSON, ndjson, msgpack (one map or a
+    framed stream) or Parquet."""
     svc = services()
     fmt = pick_format(request.headers.get("Accept"), request.accept_mimetypes)
     job = find_job(svc.jobs, job_id, owner())
+    check_fits(job, fmt)  # before the first byte: a 200 cannot be taken back (the size is known once dim is)
     if not job.status.finished:
         response = jsonify(job_object(svc.jobs, job))
         response.status_code = 202
         response.headers["Retry-After"] = str(defaults.JOB_RETRY_AFTER_S)
         return response
-    return Response(stream_with_context(STREAMS[fmt](svc.jobs, job)), mimetype=fmt)
+    return Response(stream_with_context(STREAMS[fmt](svc.job_data, job)), mimetype=fmt)

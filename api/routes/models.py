@@ -1,4 +1,4 @@
-"""GET /v1/models and /v1/models/{id}: OpenAI's model list, showing models with a live worker."""
+"""GET /v1/models and /v1/models/{id}: OpenAI's model list, showing every known model and its live workers."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ bp.before_request(require_key)
 
 
 def model_object(served: ServedModel) -> dict:
-    """One OpenAI model object, with our extras (dimensions, max tokens, aliases)."""
+    """One OpenAI model object, with our extras (dimensions, max tokens, aliases, live workers).
+
+    A model declared (EMBED_MODELS) but not yet announced by a worker shows 0 dimensions and 0 max tokens: unknown.
+    """
     card = served.card
     model = {"id": card.name, "object": "model", "created": card.created, "owned_by": "embedserve",
              "kind": card.kind, "dimensions": card.dim, "max_input_tokens": card.max_length,
@@ -26,16 +29,19 @@ def model_object(served: ServedModel) -> dict:
 
 @bp.get("/v1/models")
 def list_models():
-    """Models that have at least one live worker."""
-    live = [model_object(m) for m in services().registry.models() if m.live_workers]
-    return jsonify({"object": "list", "data": live})
+    """Every catalogued or declared model, with its live workers (maybe 0: its work waits for one).
+
+    Read afresh (not from the registry's one-second cache), so a model a worker just announced is listed.
+    """
+    models = services().registry.models(fresh=True)
+    return jsonify({"object": "list", "data": [model_object(m) for m in models]})
 
 
 @bp.get("/v1/models/<path:model_id>")
 def get_model(model_id: str):
     """One model by served name or alias."""
     served = services().registry.lookup(model_id)
-    if served is None or not served.live_workers:
+    if served is None:
         raise NotFound(f"The model '{model_id}' does not exist or is not served here.", param="model",
                        code="model_not_found")
     return jsonify(model_object(served))

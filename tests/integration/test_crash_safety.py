@@ -1,8 +1,8 @@
 """Crash safety on a private stack: SIGKILL a worker mid-job, use up attempts, restart Redis.
 
-These tests own their Redis (append-only file on), API and workers, so killing things and
-short visibility timeouts touch nothing the other tests use. Workers here serve MiniLM under
-their own model names, so only they consume these jobs.
+These tests own their Redis (append-only file on), API and workers, so killing things and a
+short dead-after time touch nothing the other tests use. Workers here serve MiniLM under their
+own model names, so only they consume these jobs.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from tests.integration.conftest import API_KEY
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, texts, wait_finished
 from tests.stack import RedisServer, Stack, wait_until
 
-# Settings require visibility > time limit; short ones make the broker hand back a dead
-# worker's messages within seconds.
-FAST_REDELIVERY = {"EMBED_VISIBILITY_TIMEOUT": "8", "EMBED_TASK_TIME_LIMIT": "5"}
-# A job finishes within the visibility timeout plus a minute after the new worker starts.
-RECOVERY_S = 8 + 60
+# A short dead-after time: a killed worker's chunks go back to their jobs within seconds (the
+# reaper in the API and in the new worker hands them back; the visibility timeout stays at its default).
+FAST_REDELIVERY = {"EMBED_WORKER_DEAD_AFTER": "5"}
+# A job finishes within the dead-after time plus a minute after the new worker starts.
+RECOVERY_S = 5 + 60
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,9 @@ def test_sigkill_mid_job_then_new_worker_completes_exactly_once(private):
     assert done["request_counts"] == {"total": n, "completed": n, "failed": 0}
     lines = result_ndjson(http, job["id"])
     assert [line["index"] for line in lines] == list(range(n))  # none missing, none doubled
-    attempts = stack.redis.client().hvals(f"embed:job:{job['id']}:attempts")
-    assert max(int(a) for a in attempts) >= 2, "no chunk was run again after the kill"
+    # Per-chunk attempt counts go when a job ends; the record keeps how many chunks ran again.
+    reruns = stack.redis.client().hget(f"embed:job:{job['id']}", "reruns")
+    assert reruns is not None and int(reruns) >= 1, "no chunk was run again after the kill"
 
     clean = submit(http, model=model, input=texts(n, f"{model} "))
     wait_finished(http, clean["id"], timeout=120)

@@ -91,8 +91,9 @@ def test_a_wrong_key_is_refused_with_401(api_url):
     (["--name", "has space"], "key name"),
     (["--name=-starts-with-dash"], "key name"),
     (["--name", "x" * 65], "key name"),
-    (["--name", "neg-rpm", "--rpm", "-1"], "--rpm and --tpm"),
-    (["--name", "neg-tpm", "--tpm", "-5"], "--rpm and --tpm"),
+    (["--name", "neg-rpm", "--rpm", "-1"], "--rpm, --tpm and --max-queued-inputs"),
+    (["--name", "neg-tpm", "--tpm", "-5"], "--rpm, --tpm and --max-queued-inputs"),
+    (["--name", "neg-cap", "--max-queued-inputs", "-1"], "--rpm, --tpm and --max-queued-inputs"),
 ])
 def test_bad_create_arguments_are_refused_with_a_message(stack, args, message):
     done = keys_cli(stack, "create", *args)

@@ -42,7 +42,8 @@ def test_metrics_change_after_traffic(http, api_url):
     assert value(after, "embedserve_live_workers", model=MINILM) >= 1
     assert value(after, "embedserve_live_workers", model=QWEN) >= 1
     assert ("embedserve_queue_depth", (("model", MINILM), ("queue", "interactive"), ("redis_list", f"embed.{MINILM}"))) in after
-    assert ("embedserve_queue_depth", (("model", MINILM), ("queue", "bulk"), ("redis_list", f"embed.{MINILM}.bulk"))) in after
+    assert ("embedserve_bulk_chunks", (("model", MINILM), ("state", "waiting"))) in after
+    assert ("embedserve_bulk_chunks", (("model", MINILM), ("state", "running"))) in after
 
     # Workers push forward-pass statistics every couple of seconds: the batch above shows up.
     def batches_grew():

@@ -1,13 +1,11 @@
-"""Model routing, the model list, health and readiness, and the 503/504 paths."""
+"""Model routing, the model list, health and readiness, and the 504 path."""
 
 from __future__ import annotations
-
-import time
 
 import requests
 
 from embedserve import keys
-from embedserve.registry import ModelCard
+from embedserve.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import API_KEY, MINILM, QWEN, QWEN_ALIAS, embed
 from tests.integration.test_errors import assert_openai_error
 
@@ -31,29 +29,35 @@ def test_health_needs_no_auth(api_url):
     assert requests.get(api_url + "/health").json() == {"status": "ok"}
 
 
-def test_ready_when_every_model_has_a_worker(api_url):
+def test_ready_counts_live_workers(api_url):
     response = requests.get(api_url + "/ready")
     assert response.status_code == 200
-    assert response.json()["models"][MINILM] >= 1
+    assert response.json()["status"] == "ready" and response.json()["models"][MINILM] >= 1
 
 
-def test_known_model_without_live_worker_is_503(http, redis_server):
-    """A model whose last heartbeat is older than the TTL: what Redis holds after its worker died."""
+def test_a_retired_model_stays_known_and_ready_stays_200(http, redis_server):
+    """A model whose workers all died an hour ago, in a Redis shared with served models (issue 11).
+
+    It stays in the catalogue (work for it waits for a worker: scale from zero); it never makes
+    the API unready, and no sleep is needed: every read below sees it at once.
+    """
     client = redis_server.client()
     name = "departed-model"
-    stale = time.time() - 60
-    client.hset(keys.known_models(), name, ModelCard(name=name, dim=8, max_length=16, last_seen=stale).to_json())
+    seconds, _ = client.time()
+    stale = seconds - 3600.0
+    Catalogue(client).announce(ModelCard(name=name, dim=8, max_length=16), stale)
     client.zadd(keys.worker_heartbeats(name), {"gone-worker": stale})
     try:
-        time.sleep(1.1)  # the API caches the registry for a second
-        response = embed(http, model=name, input="hi")
-        assert_openai_error(response, 503, code="no_worker")
-        assert int(response.headers["Retry-After"]) >= 1
         ready = requests.get(http.base + "/ready")
-        assert ready.status_code == 503 and ready.json()["models"][name] == 0
-        assert name not in [m["id"] for m in http.get(http.base + "/v1/models").json()["data"]]
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["models"][name] == 0 and ready.json()["models"][MINILM] >= 1
+        listed = {m["id"]: m for m in http.get(http.base + "/v1/models").json()["data"]}
+        assert listed[name]["workers"] == 0 and listed[name]["dimensions"] == 8
+        assert listed[MINILM]["workers"] >= 1
+        one = http.get(http.base + f"/v1/models/{name}")
+        assert one.status_code == 200 and one.json()["workers"] == 0
     finally:
-        client.hdel(keys.known_models(), name)
+        Catalogue(client).remove(name)
         client.delete(keys.worker_heartbeats(name))
 
 
@@ -65,18 +69,18 @@ def test_sync_timeout_is_504(stack, workers):
     assert_openai_error(response, 504, code="timeout")
 
 
-def test_stopped_worker_withdraws_and_its_model_answers_503(stack, qwen_dir, http):
-    """A real worker for a second name: serves, then SIGTERM withdraws it from the registry at once."""
+def test_stopped_worker_withdraws_and_its_model_stays_listed(stack, qwen_dir, http):
+    """A real worker for a second name: serves, then SIGTERM withdraws it from routing at once; the model stays."""
     name = "short-lived-qwen"
     worker = stack.start_worker(name, EMBED_MODEL=str(qwen_dir), EMBED_MODEL_NAME=name)
-    time.sleep(1.1)  # registry cache
-    assert embed(http, model=name, input="hello").status_code == 200
-    worker.stop()
-    assert worker.popen.returncode == 0, worker.log()[-2000:]
-    time.sleep(1.1)
     try:
-        assert_openai_error(embed(http, model=name, input="hello"), 503, code="no_worker")
-    finally:  # forget the model so /ready is not held at 503 for later tests
-        client = stack.redis.client()
-        client.hdel(keys.known_models(), name)
-        client.delete(keys.worker_heartbeats(name))
+        assert embed(http, model=name, input="hello").status_code == 200  # no wait for the API's cache
+        worker.stop()
+        assert worker.popen.returncode == 0, worker.log()[-2000:]
+        listed = {m["id"]: m for m in http.get(http.base + "/v1/models").json()["data"]}
+        assert listed[name]["workers"] == 0 and listed[name]["dimensions"] == 64
+        ready = requests.get(http.base + "/ready")
+        assert ready.status_code == 200 and ready.json()["models"][name] == 0
+    finally:  # forget the model, as an operator would (`embedserve models remove`)
+        worker.stop()
+        Catalogue(stack.redis.client()).remove(name)

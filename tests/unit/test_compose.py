@@ -3,8 +3,10 @@
 Checked: the compose file parses as YAML and validates against the Compose Specification JSON
 schema (the copy vendored in the check-jsonschema package); the required properties of the stack
 (Redis persistence/no eviction/password/unpublished, API health check, GPU reservation, HF cache
-volume, CPU variant, grace period above the task limit); every command it and the Dockerfile run
-is a subcommand of the `embedserve` console script; every EMBED_* name is one Settings reads.
+volume, CPU variant, grace period above the task limit, the S3 job store: its server, bucket,
+credentials and volume, and the store settings API and workers get); every command it and the
+Dockerfile run is a subcommand of the `embedserve` console script; every EMBED_* name is one
+Settings reads.
 Not checked: that images build, that containers start, that the GPU is visible inside them.
 """
 
@@ -27,6 +29,10 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SERVICES = COMPOSE["services"]
 WORKERS = ("worker", "worker-cpu")
+# Services that run another project's image, not an `embedserve` subcommand.
+THIRD_PARTY = ("redis", "s3")
+# What `docker compose` needs in its environment to start the stack (`${VAR:?message}`).
+REQUIRED_VARS = {"REDIS_PASSWORD": "redis-secret", "S3_SECRET_KEY": "s3-secret"}
 
 
 class _RecordingEnv(dict):
@@ -120,7 +126,7 @@ def test_stop_grace_period_is_above_the_task_time_limit(service):
 def test_every_command_is_an_embedserve_subcommand():
     known = subcommands()
     for name, service in SERVICES.items():
-        if name == "redis":
+        if name in THIRD_PARTY:
             continue
         assert service["command"][0] in known, name
     assert re.search(r'^ENTRYPOINT \["embedserve"\]', DOCKERFILE, re.M)
@@ -152,3 +158,94 @@ def test_every_embed_variable_is_a_setting():
     unknown = _env_names() - settings_names()
     assert not unknown, f"not read by Settings: {sorted(unknown)}"
     assert {"EMBED_REDIS_URL", "EMBED_MODEL", "EMBED_TASK_TIME_LIMIT"} <= _env_names()
+
+
+# -- the job store: an S3-compatible server by default ---------------------------------------------
+
+_VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])((?:[^{}]|\{[^{}]*\})*))?\}")
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """What Compose makes of `value` in `env`: ${VAR}, ${VAR:-default} (nested), ${VAR:?error}; $$ is $."""
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if op in (":-", "-"):
+            return interpolate(arg, env)
+        if op in (":?", "?"):
+            raise KeyError(f"{name}: {arg}")
+        return ""
+
+    return _VARIABLE.sub(one, value.replace("$$", "\0")).replace("\0", "$")
+
+
+def env_of(service: str, **env: str) -> dict[str, str]:
+    """A service's environment as the container sees it, with REQUIRED_VARS and `env` set."""
+    given = {**REQUIRED_VARS, **env}
+    return {name: interpolate(str(value), given) for name, value in SERVICES[service].get("environment", {}).items()}
+
+
+STORE_USERS = ("api", *WORKERS)
+
+
+def test_s3_server_runs_by_default_with_its_image_a_variable_and_no_published_port():
+    s3 = SERVICES["s3"]
+    assert "profiles" not in s3  # part of every `docker compose up`
+    image = re.fullmatch(r"\$\{S3_IMAGE:-([^}]+)\}", s3["image"])
+    assert image, s3["image"]
+    # A maintained image: SeaweedFS (MinIO stopped publishing community images in late 2025), pinned.
+    assert image.group(1).startswith("chrislusf/seaweedfs:") and not image.group(1).endswith(":latest")
+    assert "minio" not in s3["image"].lower()
+    assert "ports" not in s3 and s3["restart"] == "unless-stopped"
+
+
+def test_s3_server_creates_the_bucket_at_start_with_credentials_from_compose_variables():
+    s3 = SERVICES["s3"]
+    assert s3["command"][0] == "mini"  # SeaweedFS in one process; it creates S3_BUCKET when it starts
+    raw = s3["environment"]
+    assert raw["S3_BUCKET"].startswith("${S3_BUCKET:-")
+    assert raw["AWS_ACCESS_KEY_ID"].startswith("${S3_ACCESS_KEY")
+    assert raw["AWS_SECRET_ACCESS_KEY"].startswith("${S3_SECRET_KEY:?")  # no default secret
+    env = env_of("s3")
+    assert env["S3_BUCKET"] == "embedserve" and env["AWS_SECRET_ACCESS_KEY"] == "s3-secret"
+    with pytest.raises(KeyError, match="S3_SECRET_KEY"):
+        env_of("s3", S3_SECRET_KEY="")  # `docker compose` refuses to start without it
+    # Data on a named volume; healthy only once the bucket exists, so API and workers find it.
+    assert any(v.startswith("s3-data:") for v in s3["volumes"]) and "s3-data" in COMPOSE["volumes"]
+    health = " ".join(s3["healthcheck"]["test"])
+    assert "8333/healthz" in health and "/buckets/$$S3_BUCKET" in health
+
+
+@pytest.mark.parametrize("service", STORE_USERS)
+def test_api_and_workers_keep_job_data_in_the_s3_bucket(service):
+    env = env_of(service)
+    s3 = env_of("s3")
+    assert env["EMBED_JOB_STORE"] == f"s3://{s3['S3_BUCKET']}"
+    assert env["AWS_ENDPOINT_URL"] == "http://s3:8333"
+    assert env["AWS_ACCESS_KEY_ID"] == s3["AWS_ACCESS_KEY_ID"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == s3["AWS_SECRET_ACCESS_KEY"]
+    assert env["AWS_DEFAULT_REGION"]
+    # One bucket name drives both sides; another store is one variable away.
+    moved = env_of(service, S3_BUCKET="vectors")
+    assert moved["EMBED_JOB_STORE"] == "s3://vectors" and env_of("s3", S3_BUCKET="vectors")["S3_BUCKET"] == "vectors"
+    assert env_of(service, EMBED_JOB_STORE="file:///srv/jobs")["EMBED_JOB_STORE"] == "file:///srv/jobs"
+    assert SERVICES[service]["depends_on"]["s3"]["condition"] == "service_healthy"
+
+
+def test_the_default_store_url_is_one_the_service_accepts():
+    from embedserve.store import open_store
+
+    store = open_store(env_of("api")["EMBED_JOB_STORE"])  # builds the client lazily: no S3 contacted
+    assert store.url == "s3://embedserve"
+    # At the bucket's root, job data is under jobs/ (the prefix the README's lifecycle rule expires).
+    assert not getattr(store, "prefix", "")
+
+
+def test_interpolation_helper_follows_compose_rules():
+    assert interpolate("${A:-x}", {}) == "x" and interpolate("${A:-x}", {"A": "y"}) == "y"
+    nested = "${A:-s3://${B:-b}}"
+    assert interpolate(nested, {}) == "s3://b" and interpolate(nested, {"B": "c"}) == "s3://c"
+    assert interpolate("a$$B", {}) == "a$B"
+    with pytest.raises(KeyError):
+        interpolate("${A:?set A}", {})

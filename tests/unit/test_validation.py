@@ -49,3 +49,11 @@ def test_json_body_rules():
         parse_json_body(b'{"a": "\xff"}', "application/json")
     with pytest.raises(InvalidRequest, match="deeply"):
         parse_json_body(b"[" * 50000 + b"]" * 50000, "application/json")
+
+
+def test_a_declared_card_skips_the_checks_that_need_the_model():
+    """A model declared in EMBED_MODELS before any worker announced it: the worker checks these instead."""
+    declared = ModelCard.declared("future-model")
+    assert (declared.dim, declared.max_length, declared.vocab_size) == (0, 0, 0)
+    check_against_model(parse_embedding_request({"input": "x", "dimensions": 100000}), declared)
+    check_against_model(parse_embedding_request({"input": [[1, 10**9], list(range(100000))]}), declared)

@@ -1,0 +1,96 @@
+"""`embedserve models list|remove`: the model catalogue in the Redis named by EMBED_REDIS_URL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import redis
+
+from embedserve.catalogue import Catalogue, ModelKind
+from embedserve.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from embedserve.liveness import Liveness
+
+
+def add_models_parser(sub) -> None:
+    """Attach `models` and its subcommands to the top-level subparsers."""
+    models = sub.add_parser("models", help="list the model catalogue, or remove a retired model from it")
+    actions = models.add_subparsers(dest="models_command", required=True)
+    listing = actions.add_parser("list", help="every catalogued model: kind, dimensions, max tokens, live workers, "
+                                              "last seen")
+    listing.add_argument("--json", action="store_true", help="one JSON object per model")
+    listing.set_defaults(run=_list)
+    remove = actions.add_parser("remove", help="forget a model (the API stops accepting it; a live worker "
+                                               "announces it again)")
+    remove.add_argument("name", help="the model's served name")
+    remove.set_defaults(run=_remove)
+
+
+def _open() -> tuple[Catalogue, Liveness]:
+    from embedserve.liveness import Liveness  # noqa: F811 - here, so `embedserve --help` stays light
+
+    settings = Settings.from_env()
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    return Catalogue(client, settings.catalogue_ttl), Liveness(client, settings.worker_dead_after)
+
+
+def _guarded(action):
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(*_open(), args)
+        except ConfigError as exc:
+            print(f"embedserve models: {exc}", file=sys.stderr)
+            return 2
+        except redis.RedisError as exc:
+            print(f"embedserve models: Redis error ({exc}); check EMBED_REDIS_URL", file=sys.stderr)
+            return 2
+    return run
+
+
+@_guarded
+def _list(catalogue: Catalogue, liveness: Liveness, args: argparse.Namespace) -> int:
+    now, cards = catalogue.read()
+    live = liveness.live_counts([c.name for c in cards])
+    if args.json:
+        for c in cards:
+            print(json.dumps({"name": c.name, "kind": c.kind, "dimensions": c.dim, "max_tokens": c.max_length,
+                              "aliases": list(c.aliases), "workers": live.get(c.name, 0), "last_seen": c.last_seen}))
+        return 0
+    print(f"{'NAME':<32} {'KIND':<9} {'DIMS':>6} {'MAX TOKENS':>10} {'WORKERS':>7}  LAST SEEN")
+    for c in cards:
+        dims = "-" if c.kind == ModelKind.RERANK.value else str(c.dim)
+        print(f"{c.name:<32} {c.kind:<9} {dims:>6} {c.max_length:>10} {live.get(c.name, 0):>7}  "
+              f"{_seen(c.last_seen, now)}")
+    return 0
+
+
+@_guarded
+def _remove(catalogue: Catalogue, liveness: Liveness, args: argparse.Namespace) -> int:
+    if not catalogue.remove(args.name):
+        print(f"embedserve models: no model named '{args.name}' in the catalogue (see `embedserve models list`)",
+              file=sys.stderr)
+        return 1
+    workers = liveness.live_counts([args.name])[args.name]
+    note = (f"; {workers} live worker(s) still serve it and will announce it again: stop them too"
+            if workers else "")
+    print(f"removed model '{args.name}' from the catalogue{note}", file=sys.stderr)
+    return 0
+
+
+def _seen(last_seen: float, now: float) -> str:
+    """When, in UTC, and how long ago by Redis's clock (so this host's clock does not matter)."""
+    ago = max(0, int(now - last_seen))
+    if ago < 120:
+        age = f"{ago}s ago"
+    elif ago < 7200:
+        age = f"{ago // 60}m ago"
+    elif ago < 172800:
+        age = f"{ago // 3600}h ago"
+    else:
+        age = f"{ago // 86400}d ago"
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(last_seen))} ({age})"

@@ -1,0 +1,171 @@
+"""Bulk jobs at scale: N short texts as a file through `embedserve embed` on a private local stack.
+
+Prints: Redis peak memory (and per input), API and CLI peak RSS, end-to-end texts/s against the
+engine alone on the same texts, result download MB/s, the Parquet result read straight from the
+store, and the fair-share delay of a second key's small job submitted while the big one runs.
+
+    .venv/bin/python scripts/bench_scale.py                      # 1,000,000 texts, tiny Qwen3-shaped model
+    .venv/bin/python scripts/bench_scale.py --texts 100000 --model minilm
+
+The default model is a tiny random-weight Qwen3 (the tests' fixture): the figures are about the
+service's machinery (store, scheduler, streaming), not the model's speed. Not a test: it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import requests  # noqa: E402
+
+from scripts.benchkit.memory import rss_bytes  # noqa: E402
+from tests.stack import RedisServer, Stack  # noqa: E402
+
+KEY_A, KEY_B = "bench-key-a-000001", "bench-key-b-000002"
+SMALL_JOB = 200
+
+
+def short_texts(n: int) -> list[str]:
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
+    return [f"text {i}: " + " ".join(words[(i * 7 + k) % 10] for k in range(2 + i % 9)) for i in range(n)]
+
+
+class Sampler(threading.Thread):
+    """Peak Redis used_memory and peak RSS of the given pids, sampled every `interval` s."""
+
+    def __init__(self, client, pids: dict[str, int], interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.client, self.pids, self.interval = client, pids, interval
+        self.peaks = {name: 0 for name in [*pids, "redis"]}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.peaks["redis"] = max(self.peaks["redis"], int(self.client.info("memory")["used_memory"]))
+            except Exception:  # noqa: BLE001 - a sample missed is fine
+                pass
+            for name, pid in self.pids.items():
+                try:
+                    self.peaks[name] = max(self.peaks[name], rss_bytes(pid))
+                except OSError:
+                    pass
+
+
+def engine_alone(model_dir: str, texts: list[str]) -> float:
+    """Texts/s of the worker's engine in this process, on `texts`, in 32-text batches (a chunk's size)."""
+    from embedserve.settings import Settings
+    from worker.engine import load_engine
+
+    engine = load_engine(Settings(model=model_dir))
+    started = time.perf_counter()
+    for start in range(0, len(texts), 256):
+        batch = texts[start:start + 256]
+        tokenized = engine.tokenize(batch, offset=0, input_type="document", instruction=None, truncate=True)
+        engine.embed_batch(tokenized.rows)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def small_job_delay(url: str, texts: list[str]) -> float:
+    """Seconds from submit to completion of a SMALL_JOB-input job of key B."""
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {KEY_B}"
+    started = time.monotonic()
+    job = http.post(url + "/v1/jobs", json={"input": texts[:SMALL_JOB]}, timeout=60).json()
+    while http.get(f"{url}/v1/jobs/{job['id']}", timeout=60).json()["status"] not in ("completed", "failed"):
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=1_000_000)
+    parser.add_argument("--model", choices=("tiny-qwen3", "minilm"), default="tiny-qwen3")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="embed-scale-"))
+    if args.model == "minilm":
+        model_dir, name = "", "all-MiniLM-L6-v2"  # "": the embedded default
+    else:
+        from tests.fixtures.tiny_models import build_tiny_qwen3_embedding
+
+        model_dir, name = str(build_tiny_qwen3_embedding(work / "model")), "tiny-qwen3"
+    texts = short_texts(args.texts)
+    input_path = work / "texts.txt"
+    input_path.write_text("\n".join(texts) + "\n")
+    print(f"{args.texts} texts ({input_path.stat().st_size / 1e6:.1f} MB) with {name}; work dir {work}", flush=True)
+
+    redis = RedisServer.start()
+    stack = Stack(redis=redis, log_dir=work)
+    env = {"EMBED_MODEL": model_dir, "EMBED_MODEL_NAME": name} if model_dir else {}
+    try:
+        stack.start_worker(name, timeout=600, **env)
+        api, url = stack.start_api(timeout=120, EMBED_API_KEYS=f"{KEY_A},{KEY_B}")
+        client = redis.client()
+        idle_small = small_job_delay(url, texts)
+        base_memory = int(client.info("memory")["used_memory"])
+        out = work / "vectors.npy"
+        cli_env = {**os.environ, "EMBED_API_KEY": KEY_A, "EMBED_URL": url}
+        started = time.monotonic()
+        cli = subprocess.Popen([sys.executable, "-m", "embedserve.cli", "embed", str(input_path), "-o", str(out),
+                                "--model", name], env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               cwd=ROOT)
+        sampler = Sampler(client, {"api": api.popen.pid, "cli": cli.pid})
+        sampler.start()
+        time.sleep(min(60.0, 5 + args.texts / 20_000))  # the big job is running by now
+        busy_small = small_job_delay(url, texts)
+        _, stderr = cli.communicate()
+        elapsed = time.monotonic() - started
+        sampler.stop.set()
+        if cli.returncode != 0:
+            print(stderr.decode()[-3000:], file=sys.stderr)
+            return 1
+        # The same result again, timed on its own: the download rate.
+        http = requests.Session()
+        http.headers["Authorization"] = f"Bearer {KEY_A}"
+        job_id = http.get(url + "/v1/jobs?limit=1", timeout=60).json()["data"][0]["id"]
+        got, t0 = 0, time.monotonic()
+        with http.get(f"{url}/v1/jobs/{job_id}/result", headers={"Accept": "application/x-ndjson"}, stream=True,
+                      timeout=600) as response:
+            for block in response.iter_content(1 << 20):
+                got += len(block)
+        download_s = time.monotonic() - t0
+        import pyarrow.dataset as ds
+
+        table = ds.dataset(str(work / "store" / "jobs" / job_id / "result"), format="parquet").to_table(
+            columns=["index"])
+        alone = engine_alone(model_dir, texts[:20_000])
+        figures = {
+            "texts": args.texts, "model": name,
+            "end_to_end_texts_per_s": round(args.texts / elapsed, 1),
+            "engine_alone_texts_per_s": round(alone, 1),
+            "redis_peak_growth_mb": round((sampler.peaks["redis"] - base_memory) / 2**20, 2),
+            "redis_peak_mb": round(sampler.peaks["redis"] / 2**20, 1),
+            "redis_bytes_per_input_after": round((int(client.info("memory")["used_memory"]) - base_memory)
+                                                 / args.texts, 2),
+            "api_peak_rss_mb": round(sampler.peaks["api"] / 2**20, 1),
+            "cli_peak_rss_mb": round(sampler.peaks["cli"] / 2**20, 1),
+            "download_ndjson_mb_per_s": round(got / 2**20 / download_s, 1),
+            "parquet_rows_from_store": table.num_rows,
+            "small_job_idle_s": round(idle_small, 2),
+            "small_job_during_big_s": round(busy_small, 2),
+        }
+        print(json.dumps(figures, indent=2))
+        return 0
+    finally:
+        stack.close()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

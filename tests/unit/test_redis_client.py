@@ -1,0 +1,183 @@
+"""The worker's Redis client and the broker's socket options (embedserve/redis_client.py), and the
+bulk slots' hand-back of chunks a lost claim reply left held (worker/bulk.py), without Redis."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import redis
+from kombu.transport.redis import Channel
+from redis.backoff import ExponentialBackoff
+
+from embedserve import redis_client
+from embedserve.celery_app import make_celery
+from embedserve.scheduler import IDLE_WAIT_S, Claim
+from embedserve.settings import Settings
+from worker.bulk import BulkSlots
+
+
+def test_socket_timeout_outlasts_the_longest_blocking_command():
+    # The bulk slots BLPOP for IDLE_WAIT_S; redis-py does not lengthen the socket timeout for it.
+    assert redis_client.SOCKET_TIMEOUT_S >= IDLE_WAIT_S + 2
+    assert redis_client.BROKER_HEALTH_CHECK_INTERVAL_S > 0
+
+
+def test_worker_client_connections_time_out_keep_alive_check_health_and_retry_with_backoff():
+    client = redis_client.worker_client("redis://127.0.0.1:1/0")
+    conn = client.connection_pool.make_connection()
+    assert conn.socket_timeout == redis_client.SOCKET_TIMEOUT_S
+    assert conn.socket_connect_timeout == redis_client.CONNECT_TIMEOUT_S
+    assert conn.socket_keepalive is True and conn.socket_keepalive_options == redis_client.keepalive_options()
+    assert conn.health_check_interval == redis_client.HEALTH_CHECK_INTERVAL_S
+    assert conn.retry._retries == redis_client.RETRIES >= 2
+    assert isinstance(conn.retry._backoff, ExponentialBackoff)
+    assert {redis.ConnectionError, redis.TimeoutError} <= set(conn.retry._supported_errors)
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert redis_client.keepalive_options()[socket.TCP_KEEPIDLE] == 10
+
+
+def test_two_worker_clients_do_not_share_a_retry_object():
+    one = redis_client.worker_client("redis://127.0.0.1:1/0").connection_pool.make_connection()
+    two = redis_client.worker_client("redis://127.0.0.1:1/0").connection_pool.make_connection()
+    assert one.retry is not two.retry  # each backoff keeps its own state
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: a hung or half-open Redis."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.sock.getsockname()[1]}/0"
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_a_silent_server_costs_bounded_time_and_each_retry_uses_a_fresh_connection():
+    server = SilentServer()
+    try:
+        client = redis_client.worker_client(server.url, socket_timeout=0.1, socket_connect_timeout=0.1)
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError):
+            client.ping()
+        took = time.monotonic() - started
+        # Each command try (first + RETRIES) may run the health check's own tries first, each timing out,
+        # plus their backoff: bounded, never a hang.
+        tries = (redis_client.RETRIES + 1) ** 2
+        assert took < tries * (0.1 + redis_client.BACKOFF_CAP_S) + 5
+        assert len(server.accepted) >= redis_client.RETRIES + 1  # a dead socket is dropped, not reused
+    finally:
+        server.close()
+
+
+def test_celery_broker_gets_socket_timeouts_keepalive_and_health_checks_that_kombu_knows():
+    options = make_celery(Settings()).conf.broker_transport_options
+    expected = redis_client.broker_socket_options()
+    assert {k: options[k] for k in expected} == expected
+    assert options["socket_timeout"] == redis_client.SOCKET_TIMEOUT_S
+    assert options["socket_connect_timeout"] and options["socket_keepalive"] is True
+    assert options["health_check_interval"] == redis_client.BROKER_HEALTH_CHECK_INTERVAL_S
+    # kombu's Redis channel takes these from the transport options (and passes them to redis-py).
+    assert set(expected) <= set(Channel.from_transport_options)
+    # No retry on timeout: kombu reconnects the consumer itself, and a retried pipeline could replay.
+    assert "retry_on_timeout" not in options
+
+
+# -- bulk slots: a claim whose reply was lost ------------------------------------------------------
+
+
+class FakeScheduler:
+    """The slice of Scheduler that BulkSlots uses, in memory; `claim` may fail after claiming."""
+
+    def __init__(self, chunks: list[tuple[str, str]]):
+        self.waiting = list(chunks)
+        self.held_set: set[str] = set()
+        self.handed_back: list[tuple[str, str, bool]] = []
+        self.lose_next_claim_reply = False
+        self.lock = threading.Lock()
+
+    def claim(self, model, worker_id):
+        with self.lock:
+            if not self.waiting:
+                return None
+            job_id, chunk = self.waiting.pop(0)
+            self.held_set.add(f"{job_id}|{chunk}")
+            if self.lose_next_claim_reply:  # claimed on the server, but the client timed out
+                self.lose_next_claim_reply = False
+                raise redis.TimeoutError("Timeout reading from socket")
+            return Claim(job_id, chunk, 1)
+
+    def wait_for_work(self, model, timeout=IDLE_WAIT_S):
+        time.sleep(0.01)
+
+    def held(self, worker_id):
+        with self.lock:
+            return sorted(self.held_set)
+
+    def hand_back(self, claim, worker_id, *, refund):
+        with self.lock:
+            self.held_set.discard(f"{claim.job_id}|{claim.chunk}")
+            self.handed_back.append((claim.job_id, claim.chunk, refund))
+            self.waiting.insert(0, (claim.job_id, claim.chunk))
+
+    def finish(self, claim):
+        with self.lock:
+            self.held_set.discard(f"{claim.job_id}|{claim.chunk}")
+
+
+def test_a_chunk_claimed_on_the_server_but_lost_to_a_timeout_is_handed_back_and_runs():
+    scheduler = FakeScheduler([("j", "0"), ("j", "1"), ("j", "2")])
+    scheduler.lose_next_claim_reply = True
+    ran: list[str] = []
+
+    def handle(claim):
+        ran.append(claim.chunk)
+        scheduler.finish(claim)
+
+    slots = BulkSlots(scheduler, "m", "w1", handle, slots=1)
+    slots.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sorted(ran) != ["0", "1", "2"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        slots.drain(5)
+    assert sorted(ran) == ["0", "1", "2"], ran  # chunk 0 ran after all, once
+    assert scheduler.handed_back == [("j", "0", True)]  # its attempt refunded: it never ran
+    assert scheduler.held_set == set()
+
+
+def test_stray_release_leaves_running_chunks_and_a_running_jobs_compaction_alone():
+    scheduler = FakeScheduler([])
+    slots = BulkSlots(scheduler, "m", "w1", lambda claim: None, slots=1)
+    slots._running = {"a|3"}  # a slot runs job a's chunk 3 (and its finish may just have handed it a|c)
+    scheduler.held_set = {"a|3", "a|c", "b|7"}
+    slots._unsure.set()
+    assert slots.release_strays() == ["b|7"]
+    assert scheduler.held_set == {"a|3", "a|c"}
+    assert slots._unsure.is_set()  # a|c is looked at again once job a's chunk is done
+    slots._running = set()  # chunk 3 finished (its finish released it) and the slot compacts nothing
+    scheduler.held_set.discard("a|3")
+    assert slots.release_strays() == ["a|c"]
+    assert not slots._unsure.is_set()
