@@ -89,6 +89,9 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
             if served is None:
                 raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
                                param="model", code="model_not_found")
+            if served.card.kind != ModelKind.EMBEDDING:  # no bulk slot serves a reranker: it would never run
+                raise InvalidRequest(f"The model '{req.model}' is a reranker; a batch for /v1/embeddings needs an "
+                                     f"embedding model.", param="model", code="wrong_model_kind")
             check_against_model(req, served.card)
             plan.model = plan.model or served.card.name
             if served.card.name != plan.model:

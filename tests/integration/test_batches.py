@@ -9,7 +9,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.integration.conftest import API_KEY, MINILM
+from tests.integration.conftest import API_KEY, MINILM, QWEN
 from tests.integration.jobs_helpers import sync_vectors, texts
 from tests.integration.test_errors import assert_openai_error
 from tests.stack import wait_until
@@ -85,6 +85,21 @@ def test_batch_with_a_failing_line(client, http):
     assert out_file.bytes == len(client.files.content(done.output_file_id).content)
     assert batch.id in [b.id for b in client.batches.list(limit=100).data]
     assert uploaded.id in [f.id for f in client.files.list().data]
+
+
+def test_a_batch_uses_one_model_and_lines_for_another_fail_alone(client, workers):
+    """OpenAI's rule: one model per batch. The first valid line's model is the batch's."""
+    lines = [request_line("first", {"model": MINILM, "input": "one"}),
+             request_line("other", {"model": QWEN, "input": "two"}),
+             request_line("third", {"model": MINILM, "input": "three"})]
+    batch = client.batches.create(input_file_id=upload(client, jsonl(lines)).id, endpoint="/v1/embeddings",
+                                  completion_window="24h")
+    done = wait_batch(client, batch.id)
+    assert done.status == "completed" and done.model == MINILM, done
+    assert (done.request_counts.completed, done.request_counts.failed) == (2, 1)
+    errors = [json.loads(line) for line in client.files.content(done.error_file_id).text.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["other"]
+    assert errors[0]["response"]["body"]["error"]["code"] == "mismatched_model"
 
 
 def test_malformed_file_fails_the_batch_at_validation_naming_the_line(client):

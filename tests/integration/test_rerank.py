@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from tests.fixtures.tiny_models import (build_tiny_cross_encoder, build_tiny_qwe
                                         reference_cross_encoder_scores, reference_qwen3_rerank_scores)
 from tests.integration.conftest import API_KEY, MINILM
 from tests.integration.test_errors import assert_openai_error
-from tests.stack import ROOT
+from tests.stack import ROOT, wait_until
 
 QWEN_RERANKER = "tiny-qwen3-reranker"
 QWEN_RERANKER_ALIAS = "Qwen3-Reranker-0.6B"
@@ -230,3 +231,24 @@ def test_readme_retrieve_then_rerank_example(api_url, rerankers, tmp_path):
     for line in lines:
         score, text = line.split(" ", 1)
         assert 0.0 <= float(score) <= 1.0 and text.endswith(".")
+
+
+def test_a_batch_line_naming_a_reranker_fails_alone(http, rerankers):
+    """No bulk slot serves a reranker: such a line must fail in the error file, not sit queued."""
+    lines = [{"custom_id": "rr", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": CROSS_ENCODER, "input": "hi"}},
+             {"custom_id": "ok", "method": "POST", "url": "/v1/embeddings", "body": {"model": MINILM, "input": "hi"}}]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    uploaded = http.post(http.base + "/v1/files", files={"file": ("b.jsonl", content)}, data={"purpose": "batch"},
+                         timeout=60).json()
+    batch = http.post(http.base + "/v1/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/embeddings",
+                                                       "completion_window": "24h"}, timeout=60).json()
+
+    def done():
+        body = http.get(f"{http.base}/v1/batches/{batch['id']}", timeout=30).json()
+        return body if body["status"] in ("completed", "failed", "expired", "cancelled") else None
+
+    body = wait_until(done, 60, "the batch to finish", interval=0.3)
+    assert body["status"] == "completed" and body["request_counts"]["failed"] == 1, body
+    errors = http.get(f"{http.base}/v1/files/{body['error_file_id']}/content", timeout=30).text.splitlines()
+    assert json.loads(errors[0])["response"]["body"]["error"]["code"] == "wrong_model_kind"
