@@ -7,6 +7,7 @@ dead worker's work must come back through liveness (EMBED_WORKER_DEAD_AFTER), no
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -185,3 +186,28 @@ def test_a_hung_forward_pass_hands_its_chunks_back_and_the_job_still_ends(privat
     done = wait_finished(http, job["id"], timeout=120)
     assert done["status"] == "completed" and done["request_counts"]["completed"] == n
     assert_every_index_once(http, job["id"], n)
+
+
+def test_a_paused_worker_declared_dead_is_harmless_when_it_wakes(private):
+    """SIGSTOP a worker holding chunks past the dead-after time, let another finish, then SIGCONT it."""
+    model, n = "pause-minilm", 2000
+    _, url = private.start_api(EMBED_API_KEYS=API_KEY)
+    sleeper = private.start_worker(model, EMBED_MODEL_NAME=model)
+    http = session_for(url)
+    job = submit(http, model=model, input=texts(n, "pause "))
+    wait_until(lambda: get_job(http, job["id"])["request_counts"]["completed"] >= 100, 120, "the job to start",
+               interval=0.05)
+    sleeper.popen.send_signal(signal.SIGSTOP)
+    try:
+        private.start_worker(model, EMBED_MODEL_NAME=model)
+        done = wait_finished(http, job["id"], timeout=DEAD_AFTER_S + 180)
+    finally:
+        sleeper.popen.send_signal(signal.SIGCONT)
+    assert done["status"] == "completed" and done["request_counts"] == {"total": n, "completed": n, "failed": 0}
+    # Awake again: its late results changed nothing, and its next heartbeat put it back.
+    wait_until(lambda: http.get(f"{url}/v1/models/{model}", timeout=30).json()["workers"] == 2, 30,
+               "the woken worker to re-register")
+    again = get_job(http, job["id"])
+    assert again["request_counts"] == {"total": n, "completed": n, "failed": 0}
+    assert_every_index_once(http, job["id"], n)
+    assert http.post(url + "/v1/embeddings", json={"model": model, "input": "after"}, timeout=60).status_code == 200
