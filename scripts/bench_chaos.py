@@ -101,6 +101,7 @@ def run(stack: Stack, url: str, seconds: float, job_size: int, kill_every: float
     ok = [seconds for status, seconds in results if status == 200]
     return {"sync_requests": len(results), "non_200": sum(1 for status, _ in results if status != 200),
             "sync_p50_ms": round(percentile(ok, 0.5) * 1000, 1), "sync_p99_ms": round(percentile(ok, 0.99) * 1000, 1),
+            "sync_max_ms": round(max(ok, default=float("nan")) * 1000, 1),
             "job_inputs": job_size, "job_completed_s": round(job_done_s, 1), "kills": kills,
             "every_index_once": indices == list(range(job_size))}
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from scripts.benchkit.memory import rss_bytes  # noqa: E402
+from scripts.benchkit.memory import tree_rss  # noqa: E402
 from tests.stack import RedisServer, Stack  # noqa: E402
 
 KEY_A, KEY_B = "bench-key-a-000001", "bench-key-b-000002"
@@ -41,7 +41,7 @@ def short_texts(n: int) -> list[str]:
 
 
 class Sampler(threading.Thread):
-    """Peak Redis used_memory and peak RSS of the given pids, sampled every `interval` s."""
+    """Peak Redis used_memory and peak RSS of the given pids (each with its children), every `interval` s."""
 
     def __init__(self, client, pids: dict[str, int], interval: float = 0.5):
         super().__init__(daemon=True)
@@ -56,8 +56,9 @@ class Sampler(threading.Thread):
             except Exception:  # noqa: BLE001 - a sample missed is fine
                 pass
             for name, pid in self.pids.items():
-                try:
-                    self.peaks[name] = max(self.peaks[name], rss_bytes(pid))
+                try:  # the API is a gunicorn master and its worker processes
+                    total = sum(tree_rss(pid).values())
+                    self.peaks[name] = max(self.peaks[name], total)
                 except OSError:
                     pass
 
