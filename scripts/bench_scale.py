@@ -92,6 +92,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=1_000_000)
     parser.add_argument("--model", choices=("tiny-qwen3", "minilm"), default="tiny-qwen3")
+    parser.add_argument("--format", choices=("txt", "jsonl"), default="txt",
+                        help="the input file: one text a line, or {\"text\", \"id\"} objects (ids travel to the result)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="embed-scale-"))
@@ -102,8 +104,10 @@ def main() -> int:
 
         model_dir, name = str(build_tiny_qwen3_embedding(work / "model")), "tiny-qwen3"
     texts = short_texts(args.texts)
-    input_path = work / "texts.txt"
-    input_path.write_text("\n".join(texts) + "\n")
+    input_path = work / f"texts.{args.format}"
+    with input_path.open("w") as out:
+        for i, text in enumerate(texts):
+            out.write(json.dumps({"text": text, "id": f"doc-{i}"}) + "\n" if args.format == "jsonl" else text + "\n")
     print(f"{args.texts} texts ({input_path.stat().st_size / 1e6:.1f} MB) with {name}; work dir {work}", flush=True)
 
     redis = RedisServer.start()
@@ -144,7 +148,7 @@ def main() -> int:
         import pyarrow.dataset as ds
 
         table = ds.dataset(str(work / "store" / "jobs" / job_id / "result"), format="parquet").to_table(
-            columns=["index"])
+            columns=["index", "id"])
         alone = engine_alone(model_dir, texts[:20_000])
         figures = {
             "texts": args.texts, "model": name,
@@ -158,6 +162,8 @@ def main() -> int:
             "cli_peak_rss_mb": round(sampler.peaks["cli"] / 2**20, 1),
             "download_ndjson_mb_per_s": round(got / 2**20 / download_s, 1),
             "parquet_rows_from_store": table.num_rows,
+            "parquet_ids_from_store": table.column("id").null_count == 0 and args.format == "jsonl",
+            "store_result_dir": str(work / "store" / "jobs" / job_id / "result"),
             "small_job_idle_s": round(idle_small, 2),
             "small_job_during_big_s": round(busy_small, 2),
         }

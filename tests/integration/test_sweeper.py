@@ -1,0 +1,65 @@
+"""Expiry on a real Redis and a real local store: the sweeper deletes a job's data, its record says
+`expired`; a job whose time is up stops being handed out. (The full stack's expiry takes
+EMBED_JOB_TTL's minimum of a minute plus a sweep: these drive the same code directly.)"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from embedserve import defaults
+from embedserve.job_data import JobData
+from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record
+from embedserve.scheduler import Scheduler
+from embedserve.store import open_store
+from embedserve.sweeper import Sweeper
+from tests.stack import RedisServer
+
+MODEL = "sweep-model"
+
+
+@pytest.fixture
+def parts(tmp_path):
+    redis = RedisServer.start()
+    client = redis.client()
+    data = JobData(open_store((tmp_path / "store").as_uri()))
+    yield client, data, Scheduler(client), JobRecords(client)
+    redis.stop()
+
+
+def make_job(data: JobData, scheduler: Scheduler, job_id: str, expires_at: int, chunks: int = 3) -> None:
+    now = int(time.time())
+    specs = [ChunkSpec(model=MODEL, items=[i], counts=[1], inputs=[f"text {i}"]) for i in range(chunks)]
+    job = Job(id=job_id, owner="owner", kind="job", model=MODEL, status=JobStatus.QUEUED, created_at=now,
+              total=chunks, chunks=data.put_inputs(job_id, specs), expires_at=expires_at)
+    scheduler.submit(job_record(job, defaults.JOB_ERROR_SAMPLE), cap=0, ttl=3600)
+
+
+def test_the_sweeper_deletes_expired_data_and_the_record_answers_expired(parts):
+    client, data, scheduler, records = parts
+    make_job(data, scheduler, "job_due", expires_at=int(time.time()) - 1)
+    make_job(data, scheduler, "job_later", expires_at=int(time.time()) + 3600)
+    assert data.store.list("jobs/job_due/")
+
+    assert Sweeper(records, data, client).sweep() >= 1
+    assert data.store.list("jobs/job_due/") == []
+    assert data.store.list("jobs/job_later/")  # not due: untouched
+    due = records.get("job_due")
+    assert due is not None and due.status == JobStatus.EXPIRED and due.expired_at
+    assert records.get("job_later").status == JobStatus.QUEUED
+    assert records.count_by_status()["expired"] == 1
+    assert scheduler.queued_inputs("owner") == 3  # the expired job's inputs left the quota
+
+
+def test_a_job_past_its_time_is_not_handed_out_and_ends_expired(parts):
+    client, data, scheduler, records = parts
+    make_job(data, scheduler, "job_late", expires_at=int(time.time()) + 2)
+    first = scheduler.claim(MODEL, "worker-1")
+    assert first is not None and first.job_id == "job_late"
+    time.sleep(3)
+    assert scheduler.claim(MODEL, "worker-1") is None
+    # The chunk in hand finishes late: counted, and the job ends expired (the rest never ran).
+    assert scheduler.finish(first, "worker-1", completed=1, failed=0, tokens=3, dim=4, errors=[]) == "expired"
+    job = records.get("job_late")
+    assert job.status == JobStatus.EXPIRED and job.completed == 1
