@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid`, from /proc (Linux); the benchmarks use it too."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
@@ -59,12 +72,11 @@ class Process:
 
     def kill_tree(self) -> None:
         """SIGKILL the process's children first (an API's gunicorn workers), then the process itself."""
-        for task in Path(f"/proc/{self.popen.pid}/task").glob("*"):
+        for child in children(self.popen.pid):
             try:
-                for child in (task / "children").read_text().split():
-                    os.kill(int(child), signal.SIGKILL)
-            except (OSError, ValueError):
-                pass
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass  # gone already
         self.kill()
 
     def stop(self, timeout: float = 20) -> None:
@@ -191,3 +203,15 @@ class Stack:
     def close(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+@contextmanager
+def private_stack(log_dir: Path, **base_env: str) -> Iterator[Stack]:
+    """A Stack on a redis-server of its own (for tests that kill or reconfigure things); all stopped after."""
+    redis = RedisServer.start()
+    stack = Stack(redis=redis, log_dir=log_dir, base_env=dict(base_env))
+    try:
+        yield stack
+    finally:
+        stack.close()
+        redis.stop()

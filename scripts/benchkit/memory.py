@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.stack import children  # one /proc reader of children, for tests and benchmarks
+
 
 def status_bytes(pid: int, field: str = "VmRSS") -> int:
     """A /proc/PID/status memory field (VmRSS, RssAnon, RssFile), bytes; 0 if the process is gone."""
@@ -20,17 +22,6 @@ def status_bytes(pid: int, field: str = "VmRSS") -> int:
 def rss_bytes(pid: int) -> int:
     """VmRSS of one process, bytes (0 if it is gone)."""
     return status_bytes(pid, "VmRSS")
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid`."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(x) for x in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
 
 
 def tree_rss(pid: int) -> dict[int, int]:

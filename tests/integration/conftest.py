@@ -55,7 +55,8 @@ def api_url(stack, workers) -> str:
     return url
 
 
-def _session(api_url: str, key: str) -> requests.Session:
+def session_for(api_url: str, key: str = API_KEY) -> requests.Session:
+    """A requests session that sends `key`, with the base URL on `.base`."""
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"
     session.base = api_url
@@ -65,7 +66,7 @@ def _session(api_url: str, key: str) -> requests.Session:
 @pytest.fixture
 def http(api_url):
     """A requests session that sends the test API key, with the base URL on `.base`."""
-    with _session(api_url, API_KEY) as session:
+    with session_for(api_url, API_KEY) as session:
         yield session
 
 
@@ -77,5 +78,5 @@ def embed(http, **body) -> requests.Response:
 @pytest.fixture
 def other_http(api_url):
     """Like `http`, with the second API key: another owner."""
-    with _session(api_url, OTHER_KEY) as session:
+    with session_for(api_url, OTHER_KEY) as session:
         yield session

@@ -14,9 +14,9 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY
+from tests.integration.conftest import API_KEY, session_for
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, texts, wait_finished
-from tests.stack import RedisServer, Stack, wait_until
+from tests.stack import private_stack, wait_until
 
 DEAD_AFTER_S = 6
 FLEET_ENV = {"EMBED_WORKER_DEAD_AFTER": str(DEAD_AFTER_S)}
@@ -24,20 +24,8 @@ FLEET_ENV = {"EMBED_WORKER_DEAD_AFTER": str(DEAD_AFTER_S)}
 
 @pytest.fixture
 def private(tmp_path):
-    redis = RedisServer.start()
-    stack = Stack(redis=redis, log_dir=tmp_path, base_env=dict(FLEET_ENV))
-    try:
+    with private_stack(tmp_path, **FLEET_ENV) as stack:
         yield stack
-    finally:
-        stack.close()
-        redis.stop()
-
-
-def session_for(url: str) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {API_KEY}"
-    session.base = url
-    return session
 
 
 class SyncLoad:

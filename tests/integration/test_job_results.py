@@ -21,7 +21,7 @@ from embedserve import result_files
 from embedserve.job_data import JobData, job_prefix
 from embedserve.jobs import ChunkOutput, ChunkSpec, Job, JobStatus
 from embedserve.store import open_store
-from tests.integration.conftest import API_KEY, MINILM, _session
+from tests.integration.conftest import API_KEY, MINILM, session_for
 from tests.integration.jobs_helpers import result_json, result_msgpack, submit, wait_finished
 from tests.integration.test_errors import assert_openai_error
 from tests.integration.test_job_files import upload
@@ -40,7 +40,7 @@ def small_api(stack, workers):
 
 @pytest.fixture
 def small(small_api):
-    with _session(small_api, API_KEY) as session:
+    with session_for(small_api, API_KEY) as session:
         yield session
 
 
@@ -53,7 +53,7 @@ def file_job(small_api):
         lines.append(json.dumps({"text": text, "id": f"doc-{i}"}) if i % 2 else json.dumps(text))
         if i == 4:
             lines.append("{not json")
-    with _session(small_api, API_KEY) as http:
+    with session_for(small_api, API_KEY) as http:
         uploaded = upload(http, "inputs.jsonl", ("\n".join(lines) + "\n").encode())
         assert uploaded.status_code == 200, uploaded.text
         job = submit(http, model=MINILM, input_file_id=uploaded.json()["id"])

@@ -13,30 +13,18 @@ import pyarrow.fs
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY, OTHER_KEY
+from tests.integration.conftest import API_KEY, OTHER_KEY, session_for
 from tests.integration.jobs_helpers import (get_job, result_json, result_ndjson, submit, sync_vectors, texts,
                                             wait_finished)
-from tests.stack import RedisServer, Stack, wait_until
+from tests.stack import private_stack, wait_until
 
 MODEL = "store-minilm"
 
 
-def session_for(url: str, key: str = API_KEY) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {key}"
-    session.base = url
-    return session
-
-
 @pytest.fixture
 def private(tmp_path):
-    redis = RedisServer.start()
-    stack = Stack(redis=redis, log_dir=tmp_path)
-    try:
+    with private_stack(tmp_path) as stack:
         yield stack
-    finally:
-        stack.close()
-        redis.stop()
 
 
 def used_memory(stack) -> int:

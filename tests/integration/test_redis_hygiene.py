@@ -21,9 +21,9 @@ import redis as redis_py
 import requests
 
 from embedserve.liveness import Liveness
-from tests.integration.conftest import API_KEY
+from tests.integration.conftest import API_KEY, session_for
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, wait_finished
-from tests.stack import RedisServer, Stack, wait_until
+from tests.stack import private_stack, wait_until
 
 DEAD_AFTER_S = 4
 PAUSE_MS = 8000
@@ -31,20 +31,8 @@ PAUSE_MS = 8000
 
 @pytest.fixture
 def private(tmp_path):
-    redis = RedisServer.start()
-    stack = Stack(redis=redis, log_dir=tmp_path, base_env={"EMBED_WORKER_DEAD_AFTER": str(DEAD_AFTER_S)})
-    try:
+    with private_stack(tmp_path, EMBED_WORKER_DEAD_AFTER=str(DEAD_AFTER_S)) as stack:
         yield stack
-    finally:
-        stack.close()
-        redis.stop()
-
-
-def session_for(url: str) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {API_KEY}"
-    session.base = url
-    return session
 
 
 def long_texts(n: int, seed: str) -> list[str]:
