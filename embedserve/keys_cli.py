@@ -10,7 +10,8 @@ import time
 import redis
 
 from embedserve.apikeys import KeyStore, KeyStoreError
-from embedserve.settings import ConfigError, Settings
+from embedserve.cli_errors import guarded
+from embedserve.settings import Settings
 
 
 def add_keys_parser(sub) -> None:
@@ -38,17 +39,7 @@ def _store() -> KeyStore:
     return KeyStore(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5))
 
 
-def _guarded(action):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return action(_store(), args)
-        except (ConfigError, KeyStoreError) as exc:
-            print(f"embedserve keys: {exc}", file=sys.stderr)
-            return 2
-        except redis.RedisError as exc:
-            print(f"embedserve keys: Redis error ({exc}); check EMBED_REDIS_URL", file=sys.stderr)
-            return 2
-    return run
+_guarded = guarded("keys", lambda: (_store(),), (KeyStoreError,))
 
 
 @_guarded

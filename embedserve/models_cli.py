@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 import redis
 
 from embedserve.catalogue import Catalogue, ModelKind
-from embedserve.settings import ConfigError, Settings
+from embedserve.cli_errors import guarded
+from embedserve.settings import Settings
 
 if TYPE_CHECKING:
     from embedserve.liveness import Liveness
@@ -39,17 +40,7 @@ def _open() -> tuple[Catalogue, Liveness]:
     return Catalogue(client, settings.catalogue_ttl), Liveness(client, settings.worker_dead_after)
 
 
-def _guarded(action):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return action(*_open(), args)
-        except ConfigError as exc:
-            print(f"embedserve models: {exc}", file=sys.stderr)
-            return 2
-        except redis.RedisError as exc:
-            print(f"embedserve models: Redis error ({exc}); check EMBED_REDIS_URL", file=sys.stderr)
-            return 2
-    return run
+_guarded = guarded("models", _open)
 
 
 @_guarded
