@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 
 import redis
 
 from embedserve import defaults, keys
 from embedserve.job_scripts import HAND_BACK_ALL
+from embedserve.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -149,26 +149,8 @@ class Liveness:
         return dead
 
 
-class Reaper:
-    """A daemon thread that runs `Liveness.reap` every few seconds (in every worker and API process)."""
+class Reaper(Periodic):
+    """`Liveness.reap` every few seconds (in every worker and API process)."""
 
     def __init__(self, liveness: Liveness, interval: float | None = None):
-        self._liveness = liveness
-        self._interval = interval or max(1.0, liveness.dead_after / 5)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._liveness.reap()
-            except redis.RedisError:
-                continue  # Redis blip: the next sweep finds the same dead workers
-            except Exception:  # noqa: BLE001 - a reaper must outlive any one bad sweep
-                log.exception("reaper sweep failed")
+        super().__init__("reaper", interval or max(1.0, liveness.dead_after / 5), liveness.reap)

@@ -10,8 +10,6 @@ line (see the README).
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 
 import redis
@@ -19,8 +17,7 @@ import redis
 from embedserve import keys
 from embedserve.job_data import JobData
 from embedserve.jobs import JobRecords
-
-log = logging.getLogger(__name__)
+from embedserve.periodic import Periodic
 
 # Seconds between sweeps.
 SWEEP_INTERVAL_S = 30.0
@@ -30,27 +27,19 @@ PENDING_GIVE_UP_S = 3600
 SWEEP_BATCH = 100
 
 
-class Sweeper:
-    """A daemon thread that runs `sweep` every SWEEP_INTERVAL_S."""
+class Sweeper(Periodic):
+    """`sweep` every SWEEP_INTERVAL_S, on a thread of its own once started."""
 
     def __init__(self, records: JobRecords, data: JobData, client: redis.Redis, interval: float = SWEEP_INTERVAL_S):
+        super().__init__("sweeper", interval, self.sweep)
         self._records = records
         self._data = data
         self._redis = client
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def sweep(self) -> int:
         """Expire what is due now; returns how many jobs were handled (0 when another process holds the lock)."""
         # The lock expires by itself, so a process killed mid-sweep holds it up no longer than that.
-        if not self._redis.set(keys.sweeper_lock(), "1", nx=True, ex=int(self._interval * 2)):
+        if not self._redis.set(keys.sweeper_lock(), "1", nx=True, ex=int(self.interval * 2)):
             return 0
         try:
             now = time.time()
@@ -72,10 +61,3 @@ class Sweeper:
             return len(due) + len(stale) + len(files)
         finally:
             self._redis.delete(keys.sweeper_lock())
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - Redis or the store down: the next sweep finds the same work
-                log.warning("sweep failed; trying again in %gs", self._interval, exc_info=True)
