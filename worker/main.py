@@ -30,6 +30,7 @@ from embedserve.scheduler import Scheduler
 from embedserve.settings import ConfigError, Settings, WorkerRole
 from embedserve.startup import check_eviction_policy
 from embedserve.store import StoreError, open_store
+from embedserve.sweeper import Sweeper
 from embedserve.store.identity import check_identity
 from worker.drain import Drain
 from worker.watchdog import TEST_HANG_ENV, Watchdog, hang_on
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     reaper = Reaper(liveness)
     reaper.start()
+    # Workers sweep expired job data too (the API does as well, so expiry needs neither alone).
+    sweeper = Sweeper(JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(store), client) if store else None
+    if sweeper:
+        sweeper.start()
     Watchdog(batcher, settings.task_time_limit, liveness, scheduler, worker_id, name).start()
     drain = Drain(liveness, worker_id, name, timeout=settings.drain_timeout, heartbeat=heartbeat, bulk=bulk)
     signals.worker_shutting_down.connect(lambda **_: drain.start(), weak=False)
@@ -171,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             bulk.drain(settings.drain_timeout)
         drain.finish()
         reaper.stop()
+        if sweeper:
+            sweeper.stop()
         batcher.stop()
         batch_stats.stop()
     return 0

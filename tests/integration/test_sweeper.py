@@ -13,8 +13,8 @@ from embedserve.job_data import JobData
 from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record
 from embedserve.scheduler import Scheduler
 from embedserve.store import open_store
-from embedserve.sweeper import Sweeper
-from tests.stack import RedisServer
+from embedserve.sweeper import SWEEP_INTERVAL_S, Sweeper
+from tests.stack import RedisServer, private_stack, wait_until
 
 MODEL = "sweep-model"
 
@@ -63,3 +63,15 @@ def test_a_job_past_its_time_is_not_handed_out_and_ends_expired(parts):
     assert scheduler.finish(first, "worker-1", completed=1, failed=0, tokens=3, dim=4, errors=[]) == "expired"
     job = records.get("job_late")
     assert job.status == JobStatus.EXPIRED and job.completed == 1
+
+
+def test_a_worker_sweeps_with_no_api_up(tmp_path):
+    """Expiry needs neither the API nor a worker alone: here only a worker runs."""
+    with private_stack(tmp_path) as stack:
+        stack.start_worker(MODEL, EMBED_MODEL_NAME=MODEL)
+        client = stack.redis.client()
+        data = JobData(open_store((tmp_path / "store").as_uri()))
+        make_job(data, Scheduler(client), "job_due", expires_at=int(time.time()) + 1)
+        wait_until(lambda: not data.store.list("jobs/job_due/"), SWEEP_INTERVAL_S * 2 + 10,
+                   "the worker's sweeper to delete the expired job's data", interval=1)
+        assert JobRecords(client).get("job_due").status == JobStatus.EXPIRED
