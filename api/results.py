@@ -260,10 +260,6 @@ def _block(packer: msgpack.Packer, start: int, rows: list[bytes], errors: list, 
     return packer.pack(frame)
 
 
-# Rows per row group when the API writes Parquet itself (as embedserve/result_files.py writes results).
-PARQUET_ROW_GROUP_ROWS = 16_384
-
-
 def parquet(data: JobData, job: Job) -> Iterator[bytes]:
     """The result as one Parquet file: a compacted job's only file as stored, else written here."""
     prefix = job_prefix(job.id)
@@ -275,14 +271,8 @@ def parquet(data: JobData, job: Job) -> Iterator[bytes]:
         yield from _parquet_bytes(result_files.iter_result_batches(data.store, prefix))
         return
     # Stopped early: the per-chunk parts regrouped into row groups, as a compaction would write them.
-    outputs = chunk_outputs(data, job)
-    dim = job.dim
-    if not dim:
-        dim, seen = result_files._first_dim(outputs)
-        outputs = result_files._chain(seen, outputs)
-    schema = result_files.result_schema(dim)
-    rows = result_files._Rows((result_files._to_batch(output, dim, schema) for output in outputs), schema)
-    yield from _parquet_bytes(iter(lambda: rows.take(PARQUET_ROW_GROUP_ROWS), None), schema)
+    schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim)
+    yield from _parquet_bytes(groups, schema)
 
 
 def _stored_bytes(data: JobData, key: str) -> Iterator[bytes]:

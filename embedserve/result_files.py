@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 RESULT_DIR = "result/"
+# Rows per Parquet row group, here and wherever a result is written as Parquet (the API's Accept: parquet).
+ROW_GROUP_ROWS = 16_384
 MANIFEST = RESULT_DIR + "_manifest.json"
 COLUMNS = {
     "index": "int64: the input's position in the job",
@@ -148,7 +150,7 @@ def _first_dim(outputs: Iterator[ChunkOutput]) -> tuple[int, list[ChunkOutput]]:
 
 
 def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, dim: int | None = None,
-                 rows_per_file: int = 200_000, row_group_rows: int = 16_384) -> dict:
+                 rows_per_file: int = 200_000, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write a native job's outputs (in chunk order) as `{prefix}result/part-NNNNN.parquet` and the manifest.
 
     `dim` is the vector size (the job record's); when None it is taken from the first output that
@@ -159,14 +161,9 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
 
     if rows_per_file < 1 or row_group_rows < 1:
         raise ValueError("rows_per_file and row_group_rows must be positive")
-    outputs = iter(outputs)
-    if dim is None:
-        dim, seen = _first_dim(outputs)
-        outputs = _chain(seen, outputs)
-    schema = result_schema(dim)
+    dim, schema, rows = _rows(outputs, dim)
     store.delete(manifest_key(prefix))  # no reader trusts a result while it is being replaced
     store.delete_prefix(prefix + RESULT_DIR)
-    rows = _Rows((_to_batch(output, dim, schema) for output in outputs), schema)
     files, total = [], 0
     table = rows.take(min(row_group_rows, rows_per_file))
     while table is not None or not files:  # an empty result still gets one (empty) file
@@ -185,6 +182,25 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
     manifest = {"format": "parquet", "version": 1, "rows": total, "dim": dim, "files": files, "columns": COLUMNS}
     store.put(manifest_key(prefix), json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def _rows(outputs: Iterable[ChunkOutput], dim: int | None) -> tuple[int, "pa.Schema", _Rows]:
+    """The vector size, the result schema and the outputs as record batches to take rows from;
+    `dim` None (or 0): from the first output that has vectors."""
+    outputs = iter(outputs)
+    if not dim:
+        dim, seen = _first_dim(outputs)
+        outputs = _chain(seen, outputs)
+    schema = result_schema(dim)
+    return dim, schema, _Rows((_to_batch(output, dim, schema) for output in outputs), schema)
+
+
+def row_groups(outputs: Iterable[ChunkOutput], dim: int | None = None,
+               rows: int = ROW_GROUP_ROWS) -> tuple["pa.Schema", Iterator["pa.Table"]]:
+    """The result schema and the outputs (in chunk order) as tables of at most `rows` rows, one row
+    group each, streamed: for writing a result as Parquet somewhere other than the store."""
+    _, schema, taker = _rows(outputs, dim)
+    return schema, iter(lambda: taker.take(rows), None)
 
 
 def _chain(first: list, rest: Iterator) -> Iterator:
