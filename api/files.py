@@ -246,13 +246,13 @@ def file_object(record: dict) -> dict:
 
 def uploaded_content(store: Store, file_id: str) -> Iterator[bytes]:
     """An uploaded file's bytes, a block at a time, streamed from the job store (nothing when gone)."""
+    blocks = store.blocks(content_key(file_id), defaults.FILE_BLOCK_BYTES)
     try:
-        f = store.open(content_key(file_id))
-    except KeyError:
+        first = next(blocks)
+    except (KeyError, StopIteration):  # gone (or empty)
         return
-    with f:
-        while block := f.read(defaults.FILE_BLOCK_BYTES):
-            yield block
+    yield first
+    yield from blocks
 
 
 def uploaded_lines(store: Store, file_id: str) -> Iterator[bytes]:

@@ -266,19 +266,13 @@ def parquet(data: JobData, job: Job) -> Iterator[bytes]:
     if job.compacted:
         manifest = result_files.read_manifest(data.store, prefix)
         if manifest is not None and len(manifest["files"]) == 1:
-            yield from _stored_bytes(data, prefix + manifest["files"][0]["path"])
+            yield from data.store.blocks(prefix + manifest["files"][0]["path"], defaults.FILE_BLOCK_BYTES)
             return
         yield from _parquet_bytes(result_files.iter_result_batches(data.store, prefix))
         return
     # Stopped early: the per-chunk parts regrouped into row groups, as a compaction would write them.
     schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim)
     yield from _parquet_bytes(groups, schema)
-
-
-def _stored_bytes(data: JobData, key: str) -> Iterator[bytes]:
-    with data.store.open(key) as source:
-        while block := source.read(defaults.FILE_BLOCK_BYTES):
-            yield block
 
 
 class _Spool:

@@ -6,6 +6,7 @@ Backends (a local directory, S3) live next to this module; `open_store` picks on
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
@@ -49,6 +50,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:
         """A seekable binary stream over an object (read it sequentially to stream); KeyError when missing."""
+
+    def blocks(self, key: str, size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+        """An object's bytes, `size` at a time (KeyError when missing, on the first block asked for)."""
+        with self.open(key) as source:
+            while block := source.read(size):
+                yield block
 
     @abc.abstractmethod
     def writer(self, key: str) -> AbstractContextManager[Sink]:
