@@ -29,7 +29,7 @@ CHARS_PER_TOKEN = 4
 
 
 class Ticket:
-    """An admitted request; `settle(tokens)` reports what it really used."""
+    """An admitted request: `record_usage(tokens)` notes what it really used, `settle` charges it."""
 
     def __init__(self, limiter: RateLimiter | None, identity: Identity, estimate: int):
         self._limiter = limiter
@@ -37,11 +37,11 @@ class Ticket:
         self.estimate = estimate
         self.used: int | None = None
 
-    def settle(self, tokens: int) -> None:
+    def record_usage(self, tokens: int) -> None:
         """Record the request's real token usage (charged against the estimate taken earlier)."""
         self.used = tokens
 
-    def finish(self, failed: ServiceError | None) -> None:
+    def settle(self, failed: ServiceError | None) -> None:
         """Settle the estimate: with the real usage, a refund (failure) or nothing (timeout)."""
         if self._limiter is None:
             return
@@ -103,9 +103,9 @@ def admit(estimate: int, identity: Identity) -> Iterator[Ticket]:
     try:
         yield ticket
     except ServiceError as exc:
-        ticket.finish(exc)
+        ticket.settle(exc)
         raise
-    ticket.finish(None)
+    ticket.settle(None)
 
 
 def _limit_message(identity: Identity, requests_left: int, estimate: int) -> str:

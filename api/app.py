@@ -9,7 +9,7 @@ from embedserve.apikeys import KeyStore
 from embedserve import defaults
 from embedserve.celery_app import make_celery
 from embedserve.job_data import JobData
-from embedserve.jobs import JobRecords
+from embedserve.job_records import JobRecords
 from embedserve.liveness import Liveness, Reaper
 from embedserve.scheduler import Scheduler
 from embedserve.store import open_store

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 
 from embedserve.job_data import JobData
-from embedserve.jobs import Job, JobStatus
+from embedserve.job_records import Job, JobStatus
 from embedserve.protocol import floats
 
 

@@ -15,16 +15,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from embedserve import defaults, keys
+from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
 from embedserve.job_data import JobData
-from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record, new_id
+from embedserve.job_records import ChunkSpec, Job, JobRecords, JobStatus, job_record, new_id
 from embedserve.registry import ModelKind, Registry
 from embedserve.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
 from api.files import FILE_PREFIX, create_output_record, find_file, uploaded_lines
-from api.jobs import over_quota, check_quota, input_weight, params_of
+from api.job_service import over_quota, check_quota, input_weight, params_of
 from api.validation import check_against_model, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
@@ -205,7 +205,7 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
         raise over_quota(over.used, job.total, cap) from None
     except BaseException:
         data.delete(job_id)
-        records.redis.unlink(keys.job(job_id))
+        records.redis.unlink(redis_keys.job(job_id))
         raise
     return batch_id
 
@@ -217,16 +217,16 @@ def count_lines(lines: Iterator[bytes]) -> int:
 
 def _save_batch(store: JobRecords, batch: dict, ttl: int) -> None:
     pipe = store.redis.pipeline(transaction=True)
-    pipe.hset(keys.batch(batch["id"]), mapping=batch)
-    pipe.expire(keys.batch(batch["id"]), ttl)
-    pipe.zadd(keys.owned(batch["owner"], "batches"), {batch["id"]: time.time()})
-    pipe.expire(keys.owned(batch["owner"], "batches"), ttl)
+    pipe.hset(redis_keys.batch(batch["id"]), mapping=batch)
+    pipe.expire(redis_keys.batch(batch["id"]), ttl)
+    pipe.zadd(redis_keys.owned(batch["owner"], "batches"), {batch["id"]: time.time()})
+    pipe.expire(redis_keys.owned(batch["owner"], "batches"), ttl)
     pipe.execute()
 
 
 def find_batch(store: JobRecords, batch_id: str, owner: str) -> dict:
     """The caller's batch record, or the same 404 for unknown, expired and someone else's."""
-    raw = store.redis.hgetall(keys.batch(batch_id)) if batch_id.startswith(BATCH_PREFIX) else {}
+    raw = store.redis.hgetall(redis_keys.batch(batch_id)) if batch_id.startswith(BATCH_PREFIX) else {}
     batch = {k.decode(): v.decode() for k, v in raw.items()}
     if not batch or batch.get("owner") != owner:
         raise NotFound(f"No batch with id '{batch_id}'.", param="batch_id")
@@ -270,7 +270,7 @@ def batch_object(store: JobRecords, batch: dict) -> dict:
         has_output, has_errors = job.completed > 0, job.completed < job.total
         # The file records are made once, the first time anyone sees the batch finished; a
         # deleted output file then stays deleted.
-        if store.redis.hsetnx(keys.batch(batch["id"]), "files_made", 1):
+        if store.redis.hsetnx(redis_keys.batch(batch["id"]), "files_made", 1):
             for role, wanted in (("output", has_output), ("error", has_errors)):
                 if wanted:
                     create_output_record(store.redis, batch[f"{role}_file_id"], batch["owner"], job.id,

@@ -10,7 +10,7 @@ from flask import current_app, g, request
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound
 from embedserve.job_data import JobData
-from embedserve.jobs import JobRecords
+from embedserve.job_records import JobRecords
 from embedserve.liveness import Liveness
 from embedserve.publish import TaskPublisher
 from embedserve.scheduler import Scheduler

@@ -26,7 +26,7 @@ from typing import Callable
 
 import redis
 
-from embedserve import defaults, keys
+from embedserve import defaults, redis_keys
 from embedserve.errors import ServiceError, Timeout, Unavailable
 from embedserve.liveness import Liveness
 from embedserve.publish import QueueFull, TaskPublisher
@@ -46,7 +46,7 @@ QUEUE_FULL = "queue_full"
 
 
 @dataclass(frozen=True)
-class Embedded:
+class Dispatched:
     """The ordered chunk results of one request (vectors, or one score per document), and its tokens."""
 
     chunks: list[ChunkResult]
@@ -65,7 +65,7 @@ class _Slice:
     deadline: float
 
 
-def chunk_bounds(total: int, workers: int) -> list[tuple[int, int]]:
+def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
     """(start, end) slices: about one chunk per worker, within MIN/MAX_SYNC_CHUNK inputs each."""
     size = math.ceil(total / max(1, workers))
     size = max(defaults.MIN_SYNC_CHUNK, min(defaults.MAX_SYNC_CHUNK, size))
@@ -89,7 +89,7 @@ class Dispatcher:
         # How often a waiting request checks on the workers holding its chunks.
         self._check_every = max(0.5, settings.worker_dead_after / 5)
 
-    def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
+    def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
         def payload(s: _Slice) -> dict:
             return EmbedChunk(
@@ -100,7 +100,7 @@ class Dispatcher:
         return self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
                              request_id)
 
-    def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Embedded:
+    def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Score every document of `req` against its query with `served`; one score row per document."""
         def payload(s: _Slice) -> dict:
             return RerankChunk(
@@ -112,7 +112,7 @@ class Dispatcher:
                              request_id)
 
     def _scatter(self, served: ServedModel, task: str, queue: str, total: int,
-                 payload: Callable[[_Slice], dict], request_id: str | None) -> Embedded:
+                 payload: Callable[[_Slice], dict], request_id: str | None) -> Dispatched:
         """Send `total` inputs as chunks of `task` to `queue`, then gather the replies in order.
 
         `request_id` (the client-visible x-request-id) travels in the chunks for the workers' logs;
@@ -123,9 +123,9 @@ class Dispatcher:
         wait = max(self._timeout, self._cold_start) if cold else self._timeout
         internal_id = uuid.uuid4().hex
         request_id = request_id or internal_id
-        reply_key = keys.reply(internal_id)
+        reply_key = redis_keys.reply(internal_id)
         deadline = time.time() + wait
-        bounds = chunk_bounds(total, max(1, served.live_workers))
+        bounds = sync_slices(total, max(1, served.live_workers))
 
         def message(index: int, attempt: int) -> str:
             start, end = bounds[index]
@@ -144,20 +144,20 @@ class Dispatcher:
         try:
             results = self._collect(reply_key, len(bounds), deadline, flight)
         except Timeout:
-            self._redis.delete(reply_key, keys.reply_claims(reply_key))
+            self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))
             if cold and not self._liveness.live_counts([served.card.name]).get(served.card.name):
                 raise Unavailable(f"No worker is serving model '{served.card.name}' yet and none came up within "
                                   f"{self._cold_start:g} seconds (EMBED_COLD_START_TIMEOUT); retry shortly.",
                                   code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S) from None
             raise
         except BaseException:
-            self._redis.delete(reply_key, keys.reply_claims(reply_key))  # a late push expires (REPLY_TTL_S)
+            self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))  # a late push expires (REPLY_TTL_S)
             raise
         # The reply list emptied itself; the claims hash expires with REPLY_TTL_S.
         for result in results:  # the first failing chunk, in input order, speaks for the request
             if result.error is not None:
                 raise ServiceError.from_payload(result.error, result.status)
-        return Embedded(results, sum(r.tokens for r in results))
+        return Dispatched(results, sum(r.tokens for r in results))
 
     def _collect(self, reply_key: str, expected: int, deadline: float, flight: InFlight) -> list[ChunkResult]:
         """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""

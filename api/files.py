@@ -8,7 +8,7 @@ upload); purpose `user_data` files (`.jsonl` or `.txt`, told by the file name's 
 their non-blank lines counted: a line that is not a text fails alone later, as a per-item error
 of the job that uses the file. The Redis record is written only after the object is whole, so a
 refused upload leaves nothing. Expiry: the record has a TTL, and the object is listed in
-`keys.files_expiry()` for the sweeper (embedserve/sweeper.py).
+`redis_keys.files_expiry()` for the sweeper (embedserve/sweeper.py).
 
 Output and error files of a batch are records that point at its job: their content is generated
 from the job's chunk outputs when fetched (see api/batch_output.py), so vectors are stored once,
@@ -27,9 +27,9 @@ import redis
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from embedserve import defaults, keys
+from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound
-from embedserve.jobs import new_id
+from embedserve.job_records import new_id
 from embedserve.settings import Settings
 from embedserve.store import Store
 
@@ -189,11 +189,11 @@ def _save_record(client: redis.Redis, settings: Settings, owner: str, file_id: s
               "bytes": size, "lines": lines, "created_at": now, "expires_at": now + settings.file_ttl,
               "status": "processed"}
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.file(file_id), mapping=record)
-    pipe.expire(keys.file(file_id), settings.file_ttl)
-    pipe.zadd(keys.files_expiry(), {file_id: record["expires_at"]})
-    pipe.zadd(keys.owned(owner, "files"), {file_id: time.time()})
-    pipe.expire(keys.owned(owner, "files"), max(settings.file_ttl, settings.job_ttl + defaults.BATCH_WINDOW_S))
+    pipe.hset(redis_keys.file(file_id), mapping=record)
+    pipe.expire(redis_keys.file(file_id), settings.file_ttl)
+    pipe.zadd(redis_keys.files_expiry(), {file_id: record["expires_at"]})
+    pipe.zadd(redis_keys.owned(owner, "files"), {file_id: time.time()})
+    pipe.expire(redis_keys.owned(owner, "files"), max(settings.file_ttl, settings.job_ttl + defaults.BATCH_WINDOW_S))
     pipe.execute()
     return record
 
@@ -213,7 +213,7 @@ def _check_line(line: bytes, number: int) -> None:
 def create_output_record(client: redis.Redis, file_id: str, owner: str, job_id: str, batch_id: str, role: str,
                          expires_at: int) -> None:
     """Make the record of a batch's output or error file once (later calls change nothing)."""
-    key = keys.file(file_id)
+    key = redis_keys.file(file_id)
     if client.exists(key):
         return
     now = int(time.time())
@@ -223,13 +223,13 @@ def create_output_record(client: redis.Redis, file_id: str, owner: str, job_id: 
     pipe = client.pipeline(transaction=True)
     pipe.hset(key, mapping=record)
     pipe.expireat(key, max(expires_at, now + 60))
-    pipe.zadd(keys.owned(owner, "files"), {file_id: time.time()})
+    pipe.zadd(redis_keys.owned(owner, "files"), {file_id: time.time()})
     pipe.execute()
 
 
 def find_file(client: redis.Redis, file_id: str, owner: str) -> dict:
     """The caller's file record, or the same 404 for unknown, expired and someone else's."""
-    raw = client.hgetall(keys.file(file_id)) if file_id.startswith(FILE_PREFIX) else {}
+    raw = client.hgetall(redis_keys.file(file_id)) if file_id.startswith(FILE_PREFIX) else {}
     record = {k.decode(): v.decode() for k, v in raw.items()}
     if not record or record.get("owner") != owner:
         raise NotFound(f"No file with id '{file_id}'.", param="file_id")
@@ -315,8 +315,8 @@ def _user_data_line(line: bytes, kind: str) -> tuple[str | None, str | None, dic
 
 def delete_file(client: redis.Redis, store: Store, record: dict) -> None:
     """Drop a file's record and stored content (a batch's output file: only the record)."""
-    client.unlink(keys.file(record["id"]), keys.file_content(record["id"]))
-    client.zrem(keys.owned(record["owner"], "files"), record["id"])
+    client.unlink(redis_keys.file(record["id"]), redis_keys.file_content(record["id"]))
+    client.zrem(redis_keys.owned(record["owner"], "files"), record["id"])
     if "job_id" not in record:
         store.delete(content_key(record["id"]))
-        client.zrem(keys.files_expiry(), record["id"])
+        client.zrem(redis_keys.files_expiry(), record["id"])

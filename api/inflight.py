@@ -18,7 +18,7 @@ from typing import Callable
 
 import redis
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.liveness import Liveness
 from embedserve.queues import queue_lists
 
@@ -43,7 +43,7 @@ class InFlight:
         waiting = [c for c in self.sent if c not in answered]
         if not waiting:
             return 0
-        claims = {int(c): w.decode() for c, w in self._redis.hgetall(keys.reply_claims(self._reply_key)).items()}
+        claims = {int(c): w.decode() for c, w in self._redis.hgetall(redis_keys.reply_claims(self._reply_key)).items()}
         holders = sorted({claims[c] for c in waiting if c in claims})
         alive = self._liveness.alive(holders) if holders else {}
         lost = [c for c in waiting if c in claims and not alive.get(claims[c], True)]
@@ -68,6 +68,6 @@ class InFlight:
         self._attempts[chunk] += 1
         self._unseen_since.pop(chunk, None)
         # Drop the dead claim first: the next worker to take the chunk writes its own.
-        self._redis.hdel(keys.reply_claims(self._reply_key), str(chunk))
+        self._redis.hdel(redis_keys.reply_claims(self._reply_key), str(chunk))
         self.sent[chunk] = self._message(chunk, self._attempts[chunk])
         self._publish([self.sent[chunk]])

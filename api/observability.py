@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from embedserve import batch_stats, defaults, queues
-from embedserve.jobs import JobRecords
+from embedserve.job_records import JobRecords
 from embedserve.scheduler import Scheduler
 from embedserve.logs import reset_request_id, set_request_id
 from embedserve.registry import Registry

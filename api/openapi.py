@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from embedserve import defaults
-from embedserve.jobs import JobStatus
+from embedserve.job_records import JobStatus
 from embedserve.settings import DEFAULT_MODEL_NAME
 
 bp = Blueprint("openapi", __name__)

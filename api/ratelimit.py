@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import redis
 
-from embedserve import keys
+from embedserve import redis_keys
 
 # KEYS[1] bucket hash. ARGV: rpm, tpm, requests to take, tokens to take, force (1 = settle: take
 # without checking, may go negative). Returns {allowed, req_left, req_reset_ms, tok_left, tok_reset_ms,
@@ -110,6 +110,6 @@ class RateLimiter:
 
     def _run(self, digest_hex, rpm, tpm, req, tok, force) -> Decision:
         allowed, req_left, req_reset, tok_left, tok_reset, retry = self._take(
-            keys=[keys.rate_limit(digest_hex)], args=[rpm, tpm, req, tok, 1 if force else 0])
+            keys=[redis_keys.rate_limit(digest_hex)], args=[rpm, tpm, req, tok, 1 if force else 0])
         return Decision(bool(allowed), rpm, tpm, int(req_left), int(req_reset), int(tok_left), int(tok_reset),
                         int(retry) / 1000)

@@ -8,11 +8,11 @@ import uuid
 
 from embedserve.protocol import floats
 
-from api.dispatch import Embedded
+from api.dispatch import Dispatched
 from api.rerank_validation import RerankRequest, ranked
 
 
-def embedding_list(result: Embedded, model: str, encoding_format: str) -> str:
+def embedding_list(result: Dispatched, model: str, encoding_format: str) -> str:
     """`{"object": "list", "data": [...], "model", "usage"}` as JSON text."""
     encode = _base64 if encoding_format == "base64" else floats
     data = []
@@ -29,7 +29,7 @@ def _base64(row: bytes) -> str:
     return base64.b64encode(row).decode("ascii")
 
 
-def rerank_response(result: Embedded, req: RerankRequest, model: str) -> str:
+def rerank_response(result: Dispatched, req: RerankRequest, model: str) -> str:
     """`{"id", "object": "rerank", "model", "results": [...], "usage"}` as JSON text, best first."""
     scores = [score for chunk in result.chunks for score in floats(chunk.vectors)]
     results = []

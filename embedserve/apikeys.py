@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
-from embedserve import keys
+from embedserve import redis_keys
 
 KEY_PREFIX = "es-"
 # Characters of the key kept (and shown) to tell keys apart; far too few to guess the rest.
@@ -69,23 +69,23 @@ class KeyStore:
             raise KeyStoreError("--rpm, --tpm and --max-queued-inputs must be 0 (unlimited) or more")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         digest = digest_hex(key)
-        if not self._redis.hsetnx(keys.api_key_names(), name, digest):
+        if not self._redis.hsetnx(redis_keys.api_key_names(), name, digest):
             raise KeyStoreError(f"a key named '{name}' already exists; revoke it first or pick another name")
         record = KeyRecord(name=name, prefix=key[:SHOWN_PREFIX_CHARS], rpm=rpm, tpm=tpm, created=time.time(),
                            max_queued_inputs=max_queued_inputs)
         fields = {"name": name, "prefix": record.prefix, "rpm": rpm, "tpm": tpm, "created": record.created}
         if max_queued_inputs is not None:
             fields["max_queued_inputs"] = max_queued_inputs
-        self._redis.hset(keys.api_key(digest), mapping=fields)
+        self._redis.hset(redis_keys.api_key(digest), mapping=fields)
         return key, record
 
     def list(self) -> list[KeyRecord]:
         """Every managed key's record, by name."""
-        names = self._redis.hgetall(keys.api_key_names())
+        names = self._redis.hgetall(redis_keys.api_key_names())
         pipe = self._redis.pipeline(transaction=False)
         ordered = sorted(names.items())
         for _, digest in ordered:
-            pipe.hgetall(keys.api_key(digest.decode()))
+            pipe.hgetall(redis_keys.api_key(digest.decode()))
         records = []
         for raw in pipe.execute():
             if raw:
@@ -94,19 +94,19 @@ class KeyStore:
 
     def revoke(self, name: str) -> bool:
         """Delete a key by name; False when there is none. The API stops accepting it within seconds."""
-        digest = self._redis.hget(keys.api_key_names(), name)
+        digest = self._redis.hget(redis_keys.api_key_names(), name)
         if digest is None:
             return False
         pipe = self._redis.pipeline(transaction=True)
-        pipe.delete(keys.api_key(digest.decode()))
-        pipe.delete(keys.rate_limit(digest.decode()))
-        pipe.hdel(keys.api_key_names(), name)
+        pipe.delete(redis_keys.api_key(digest.decode()))
+        pipe.delete(redis_keys.rate_limit(digest.decode()))
+        pipe.hdel(redis_keys.api_key_names(), name)
         pipe.execute()
         return True
 
     def lookup(self, digest: str) -> KeyRecord | None:
         """The record for a presented key's digest (stamping its last use), or None."""
-        fields = self._lookup(keys=[keys.api_key(digest)], args=[f"{time.time():.3f}"])
+        fields = self._lookup(keys=[redis_keys.api_key(digest)], args=[f"{time.time():.3f}"])
         if not fields:
             return None
         name, rpm, tpm = (f.decode() for f in fields[:3])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
-from embedserve import defaults, keys
+from embedserve import defaults, redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,11 @@ def _bucket(value: int, bounds: tuple[int, ...]) -> str:
 
 
 class BatchStats:
-    """Counts batches in memory and flushes them to `keys.batch_stats(model)` in the background."""
+    """Counts batches in memory and flushes them to `redis_keys.batch_stats(model)` in the background."""
 
     def __init__(self, client: redis.Redis, model: str, flush_s: float = defaults.BATCH_STATS_FLUSH_S):
         self._redis = client
-        self._key = keys.batch_stats(model)
+        self._key = redis_keys.batch_stats(model)
         self._flush_s = flush_s
         self._pending: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -91,7 +91,7 @@ class BatchHistograms:
 
 def read(client: redis.Redis, model: str) -> BatchHistograms:
     """What all workers of `model` have pushed."""
-    raw = {k.decode(): int(v) for k, v in client.hgetall(keys.batch_stats(model)).items()}
+    raw = {k.decode(): int(v) for k, v in client.hgetall(redis_keys.batch_stats(model)).items()}
     rows = {f.split(":", 1)[1]: n for f, n in raw.items() if f.startswith("rows:")}
     tokens = {f.split(":", 1)[1]: n for f, n in raw.items() if f.startswith("tokens:")}
     return BatchHistograms(rows, tokens, raw.get("rows_sum", 0), raw.get("tokens_sum", 0), raw.get("count", 0))

@@ -24,7 +24,7 @@ from enum import Enum
 
 import redis
 
-from embedserve import defaults, keys
+from embedserve import defaults, redis_keys
 from embedserve.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ return out
 
 
 class Catalogue:
-    """Every model once served, by served name, in one Redis hash (`keys.known_models`)."""
+    """Every model once served, by served name, in one Redis hash (`redis_keys.known_models`)."""
 
     def __init__(self, client: redis.Redis, ttl: float = defaults.CATALOGUE_TTL_S):
         self.redis = client
@@ -115,23 +115,23 @@ class Catalogue:
 
     def announce(self, card: ModelCard, now: float) -> None:
         """Write `card` as seen at `now` (Redis's time, e.g. what `Liveness.beat` returned)."""
-        self.redis.hset(keys.known_models(), card.name, replace(card, last_seen=float(now)).to_json())
+        self.redis.hset(redis_keys.known_models(), card.name, replace(card, last_seen=float(now)).to_json())
 
     def remove(self, name: str) -> bool:
         """Forget the model served as `name`; False if the catalogue has no such model.
 
         A model that still has live workers comes back with their next heartbeat.
         """
-        return bool(self.redis.hdel(keys.known_models(), name))
+        return bool(self.redis.hdel(redis_keys.known_models(), name))
 
     def get(self, name: str) -> ModelCard | None:
         """The card stored for `name` as is (no TTL check), or None."""
-        raw = self.redis.hget(keys.known_models(), name)
+        raw = self.redis.hget(redis_keys.known_models(), name)
         return _parse(name, raw) if raw is not None else None
 
     def read(self) -> tuple[float, list[ModelCard]]:
         """Redis's time now and every catalogued card by name, after forgetting the expired ones."""
-        reply = self._read(keys=[keys.known_models()], args=[self.ttl, keys.PREFIX])
+        reply = self._read(keys=[redis_keys.known_models()], args=[self.ttl, redis_keys.PREFIX])
         now = float(reply[0])
         cards = []
         for i in range(1, len(reply), 2):

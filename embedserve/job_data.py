@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 
 import msgpack
 
-from embedserve.jobs import ChunkOutput, ChunkSpec
+from embedserve.job_records import ChunkOutput, ChunkSpec
 from embedserve.store import Store
 
 

@@ -1,12 +1,12 @@
 """Which workers are alive, judged on Redis's clock, and what happens to the work of one that is not.
 
 Every worker heartbeats every HEARTBEAT_INTERVAL_S: one script stamps it, with Redis's own `TIME`,
-in the fleet (`keys.fleet`, every worker) and in its model's set (`keys.worker_heartbeats`, what
+in the fleet (`redis_keys.fleet`, every worker) and in its model's set (`redis_keys.worker_heartbeats`, what
 routing counts). A worker whose stamp is older than EMBED_WORKER_DEAD_AFTER is dead, for routing
 and for reaping alike: one meaning of "alive", and no comparison between two hosts' clocks.
 
 Whoever notices a dead worker (every worker and API process runs a `Reaper`) hands its bulk
-chunks back to their jobs in one atomic script (`hand_back` in embedserve/job_scripts.py), then
+chunks back to their jobs in one atomic script (`hand_back` in embedserve/job_transitions.py), then
 drops it from the fleet; two reapers racing hand each chunk back once. The attempt its death cost was counted when the chunk was claimed, so a chunk that kills every worker that
 takes it runs out of attempts and fails instead of looping. Sync chunks need no hand-back here:
 the API that waits for them sees their worker die and sends them again (api/dispatch.py).
@@ -23,8 +23,8 @@ import logging
 
 import redis
 
-from embedserve import defaults, keys
-from embedserve.job_scripts import HAND_BACK_ALL
+from embedserve import defaults, redis_keys
+from embedserve.job_transitions import HAND_BACK_ALL
 from embedserve.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -111,38 +111,38 @@ class Liveness:
         """
         body = json.dumps({**(info or {}), "model": model})
         ttl_ms = int(max(self.dead_after * 4, 60) * 1000)  # outlives the stamp: the reaper reads the model here
-        return float(self._beat(keys=[keys.fleet(), keys.worker_heartbeats(model), keys.worker_info(worker_id)],
+        return float(self._beat(keys=[redis_keys.fleet(), redis_keys.worker_heartbeats(model), redis_keys.worker_info(worker_id)],
                                 args=[worker_id, body, ttl_ms, 1 if routed else 0]))
 
     def withdraw(self, worker_id: str, model: str) -> None:
         """Stop routing to a worker that drains; it stays in the fleet, so what it holds is not reaped."""
-        self.redis.zrem(keys.worker_heartbeats(model), worker_id)
+        self.redis.zrem(redis_keys.worker_heartbeats(model), worker_id)
 
     def leave(self, worker_id: str, model: str, *, refund: bool) -> int:
         """Hand back every chunk the worker holds and forget it; returns how many went back.
 
         `refund`: the chunks' attempts are given back (a drain); a watchdog exit keeps them counted.
         """
-        return int(self._leave(keys=[keys.fleet(), keys.worker_heartbeats(model), keys.worker_info(worker_id)],
-                               args=[worker_id, keys.PREFIX, 1 if refund else 0]))
+        return int(self._leave(keys=[redis_keys.fleet(), redis_keys.worker_heartbeats(model), redis_keys.worker_info(worker_id)],
+                               args=[worker_id, redis_keys.PREFIX, 1 if refund else 0]))
 
     def live_counts(self, models: list[str]) -> dict[str, int]:
         """Live workers of each model, by Redis's clock."""
         if not models:
             return {}
-        counts = self._live(keys=[keys.worker_heartbeats(m) for m in models], args=[self.dead_after])
+        counts = self._live(keys=[redis_keys.worker_heartbeats(m) for m in models], args=[self.dead_after])
         return {m: int(n) for m, n in zip(models, counts)}
 
     def alive(self, worker_ids: list[str]) -> dict[str, bool]:
         """Whether each worker's last heartbeat is within the dead-after time."""
         if not worker_ids:
             return {}
-        flags = self._alive(keys=[keys.fleet()], args=[self.dead_after, *worker_ids])
+        flags = self._alive(keys=[redis_keys.fleet()], args=[self.dead_after, *worker_ids])
         return {w: bool(f) for w, f in zip(worker_ids, flags)}
 
     def reap(self) -> list[str]:
         """Hand back the work of every dead worker and forget them; returns their ids."""
-        dead = [d.decode() for d in self._reap(keys=[keys.fleet()], args=[self.dead_after, keys.PREFIX])]
+        dead = [d.decode() for d in self._reap(keys=[redis_keys.fleet()], args=[self.dead_after, redis_keys.PREFIX])]
         for worker_id in dead:
             log.warning("worker %s missed its heartbeats for %gs: its chunks went back to their jobs",
                         worker_id, self.dead_after)

@@ -18,7 +18,7 @@ stuck heartbeat makes the worker look dead to everyone else while it still holds
 A timed-out command may still have run on the server (a paused or slow Redis), and a retried one
 may run twice. Worker writes are built for that: replies are keyed by chunk (the API keeps the
 first), job chunks count once, and a bulk slot whose claim failed hands back whatever it holds
-without running it (worker/bulk.py).
+without running it (worker/bulk_slots.py).
 
 The broker connection (kombu's Redis transport, used only by a worker's Celery consumer; the API
 publishes with its own client) gets the same socket settings through `broker_transport_options`,

@@ -37,7 +37,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from embedserve.jobs import ChunkOutput
+from embedserve.job_records import ChunkOutput
 from embedserve.store.base import Store
 
 if TYPE_CHECKING:

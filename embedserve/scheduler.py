@@ -12,7 +12,7 @@ first in its job's line. Because nothing but the job id sits in the rotation:
   are left to skip;
 - Redis holds a few keys per job, not one message per chunk.
 
-Every claimed chunk is recorded in the worker's held set (`keys.held`), so whoever finds the
+Every claimed chunk is recorded in the worker's held set (`redis_keys.held`), so whoever finds the
 worker dead (embedserve/liveness.py) can hand it back; `finish` releases it.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import redis
 
-from embedserve import job_scripts, keys
+from embedserve import job_transitions, redis_keys
 
 # Seconds an idle bulk slot blocks waiting for a wake-up before it looks again anyway.
 IDLE_WAIT_S = 1.0
@@ -48,7 +48,7 @@ class Claim:
 
     @property
     def is_compaction(self) -> bool:
-        return self.chunk == job_scripts.COMPACT_CHUNK
+        return self.chunk == job_transitions.COMPACT_CHUNK
 
 
 @dataclass(frozen=True)
@@ -86,12 +86,12 @@ class Scheduler:
 
     def __init__(self, client: redis.Redis):
         self.redis = client
-        self._submit = client.register_script(job_scripts.SUBMIT)
-        self._claim = client.register_script(job_scripts.CLAIM)
-        self._finish = client.register_script(job_scripts.FINISH)
-        self._finalize = client.register_script(job_scripts.FINALIZE)
+        self._submit = client.register_script(job_transitions.SUBMIT)
+        self._claim = client.register_script(job_transitions.CLAIM)
+        self._finish = client.register_script(job_transitions.FINISH)
+        self._finalize = client.register_script(job_transitions.FINALIZE)
         self._backlog = client.register_script(_BACKLOG)
-        self._hand_back = client.register_script(job_scripts.HAND_BACK_ALL + """
+        self._hand_back = client.register_script(job_transitions.HAND_BACK_ALL + """
 local p, worker, id, chunk = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk)
 return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
@@ -101,7 +101,7 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
 
     def note_pending(self, job_id: str) -> None:
         """Mark a submission whose inputs are being written; the sweeper removes what a dead API left."""
-        self.redis.zadd(keys.jobs_pending(), {job_id: time.time()})
+        self.redis.zadd(redis_keys.jobs_pending(), {job_id: time.time()})
 
     def submit(self, record: dict, *, cap: int, ttl: int, listed: bool = True) -> None:
         """Create the job and put it in rotation, in one step; QuotaExceeded when over `cap` (0 = none)."""
@@ -109,50 +109,50 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         for name, value in record.items():
             if value is not None:
                 fields += [name, value]
-        used = int(self._submit(keys=[], args=[keys.PREFIX, record["id"], record["owner"], cap, record["total"], ttl,
+        used = int(self._submit(keys=[], args=[redis_keys.PREFIX, record["id"], record["owner"], cap, record["total"], ttl,
                                                1 if listed else 0, *fields]))
         if used >= 0:
             raise QuotaExceeded(used)
 
     def queued_inputs(self, owner: str) -> int:
         """Inputs of the owner's jobs that have not ended (what the quota counts)."""
-        return sum(int(v) for v in self.redis.hvals(keys.quota(owner)))
+        return sum(int(v) for v in self.redis.hvals(redis_keys.quota(owner)))
 
     # -- workers -------------------------------------------------------------------------------
 
     def claim(self, model: str, worker_id: str) -> Claim | None:
         """The next chunk for a worker of `model`, now held by it; None when there is no work."""
-        got = self._claim(keys=[], args=[keys.PREFIX, model, worker_id])
+        got = self._claim(keys=[], args=[redis_keys.PREFIX, model, worker_id])
         if not got:
             return None
         return Claim(got[0].decode(), got[1].decode(), int(got[2]))
 
     def wait_for_work(self, model: str, timeout: float = IDLE_WAIT_S) -> None:
         """Block until a submission or hand-back wakes an idle slot, or `timeout` passes."""
-        self.redis.blpop([keys.sched_wake(model)], timeout=timeout)
+        self.redis.blpop([redis_keys.sched_wake(model)], timeout=timeout)
 
     def finish(self, claim: Claim, worker_id: str, *, completed: int, failed: int, tokens: int, dim: int,
                errors: list[dict]) -> str:
         """Count a chunk's outcome once; returns the job's final status, 'compact', '' or 'gone'."""
         samples = [json.dumps(e) for e in errors]
-        result = self._finish(keys=[], args=[keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed, failed,
+        result = self._finish(keys=[], args=[redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed, failed,
                                              tokens, dim, *samples])
         return result.decode() if isinstance(result, bytes) else str(result or "")
 
     def finalize(self, job_id: str, worker_id: str) -> str:
         """End a native job whose results are compacted; returns its status."""
-        result = self._finalize(keys=[], args=[keys.PREFIX, job_id, worker_id])
+        result = self._finalize(keys=[], args=[redis_keys.PREFIX, job_id, worker_id])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def hand_back(self, claim: Claim, worker_id: str, *, refund: bool) -> None:
         """Give one held chunk back to its job (a transient failure counts its attempt: refund False)."""
-        self._hand_back(keys=[], args=[keys.PREFIX, worker_id, claim.job_id, claim.chunk, 1 if refund else 0])
+        self._hand_back(keys=[], args=[redis_keys.PREFIX, worker_id, claim.job_id, claim.chunk, 1 if refund else 0])
 
     def backlog(self, model: str) -> Backlog:
         """Chunks of `model` waiting and running (the autoscaler's signal, with the sync queue's depth)."""
-        waiting, running = self._backlog(keys=[], args=[keys.PREFIX, model])
+        waiting, running = self._backlog(keys=[], args=[redis_keys.PREFIX, model])
         return Backlog(int(waiting), int(running))
 
     def held(self, worker_id: str) -> list[str]:
         """The "job|chunk" entries a worker holds."""
-        return sorted(k.decode() for k in self.redis.hkeys(keys.held(worker_id)))
+        return sorted(k.decode() for k in self.redis.hkeys(redis_keys.held(worker_id)))

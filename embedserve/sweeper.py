@@ -14,9 +14,9 @@ import time
 
 import redis
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.job_data import JobData
-from embedserve.jobs import JobRecords
+from embedserve.job_records import JobRecords
 from embedserve.periodic import Periodic
 
 # Seconds between sweeps.
@@ -39,25 +39,25 @@ class Sweeper(Periodic):
     def sweep(self) -> int:
         """Expire what is due now; returns how many jobs were handled (0 when another process holds the lock)."""
         # The lock expires by itself, so a process killed mid-sweep holds it up no longer than that.
-        if not self._redis.set(keys.sweeper_lock(), "1", nx=True, ex=int(self.interval * 2)):
+        if not self._redis.set(redis_keys.sweeper_lock(), "1", nx=True, ex=int(self.interval * 2)):
             return 0
         try:
             now = time.time()
-            due = [i.decode() for i in self._redis.zrangebyscore(keys.jobs_expiry(), "-inf", now, 0, SWEEP_BATCH)]
+            due = [i.decode() for i in self._redis.zrangebyscore(redis_keys.jobs_expiry(), "-inf", now, 0, SWEEP_BATCH)]
             for job_id in due:
                 self._data.delete(job_id)  # data first: a crash now leaves the id due, swept again
             self._records.expire(due)
-            stale = [i.decode() for i in self._redis.zrangebyscore(keys.jobs_pending(), "-inf",
+            stale = [i.decode() for i in self._redis.zrangebyscore(redis_keys.jobs_pending(), "-inf",
                                                                     now - PENDING_GIVE_UP_S, 0, SWEEP_BATCH)]
             for job_id in stale:
-                if not self._redis.exists(keys.job(job_id)):
+                if not self._redis.exists(redis_keys.job(job_id)):
                     self._data.delete(job_id)
-                self._redis.zrem(keys.jobs_pending(), job_id)
-            files = [i.decode() for i in self._redis.zrangebyscore(keys.files_expiry(), "-inf", now, 0, SWEEP_BATCH)]
+                self._redis.zrem(redis_keys.jobs_pending(), job_id)
+            files = [i.decode() for i in self._redis.zrangebyscore(redis_keys.files_expiry(), "-inf", now, 0, SWEEP_BATCH)]
             for file_id in files:  # uploaded files' content (their Redis records expire by TTL)
                 self._data.store.delete(f"files/{file_id}")
             if files:
-                self._redis.zrem(keys.files_expiry(), *files)
+                self._redis.zrem(redis_keys.files_expiry(), *files)
             return len(due) + len(stale) + len(files)
         finally:
-            self._redis.delete(keys.sweeper_lock())
+            self._redis.delete(redis_keys.sweeper_lock())

@@ -21,7 +21,7 @@ from embedserve.batch_stats import BatchStats
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
 from embedserve.job_data import JobData
-from embedserve.jobs import JobRecords
+from embedserve.job_records import JobRecords
 from embedserve.liveness import Liveness, Reaper
 from embedserve.protocol import RERANK_TASK, RerankChunk, interactive_queue, rerank_queue
 from embedserve.redis_client import worker_client
@@ -131,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                        payload_type=RerankChunk)
         queue = rerank_queue(name)
     else:
-        from worker.bulk import BulkSlots
-        from worker.jobs import ChunkRunner
+        from worker.bulk_slots import BulkSlots
+        from worker.chunk_runner import ChunkRunner
         from worker.service import EmbeddingService
 
         service = EmbeddingService(model, batcher)
         register_tasks(app, service, client, worker_id)
-        # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk.py).
+        # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
         runner = ChunkRunner(JobRecords(client, defaults.JOB_ERROR_SAMPLE), scheduler, JobData(store), service,
                              worker_id=worker_id, max_attempts=settings.max_attempts,
                              time_limit=settings.task_time_limit)

@@ -8,7 +8,7 @@ import time
 import redis
 from celery import Celery
 
-from embedserve import defaults, keys
+from embedserve import defaults, redis_keys
 from embedserve.logs import request_context
 from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
 
@@ -38,8 +38,8 @@ def register_tasks(app: Celery, service, client: redis.Redis, worker_id: str, *,
 def claim(client: redis.Redis, reply_to: str, chunk: int, worker_id: str) -> None:
     """Say which worker holds a sync chunk, so the waiting API can send it again if this worker dies."""
     pipe = client.pipeline(transaction=False)
-    pipe.hset(keys.reply_claims(reply_to), str(chunk), worker_id)
-    pipe.expire(keys.reply_claims(reply_to), defaults.REPLY_TTL_S)
+    pipe.hset(redis_keys.reply_claims(reply_to), str(chunk), worker_id)
+    pipe.expire(redis_keys.reply_claims(reply_to), defaults.REPLY_TTL_S)
     pipe.execute()
 
 

@@ -40,5 +40,5 @@ def create_embeddings() -> Response:
     estimate = estimate_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
-        ticket.settle(result.tokens)
+        ticket.record_usage(result.tokens)
     return Response(embedding_list(result, served.card.name, req.encoding_format), mimetype="application/json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.errors import InvalidRequest, NotFound
 
 from api.batch_output import output_lines
@@ -89,5 +89,5 @@ def _with_size(record: dict) -> dict:
     if int(record["bytes"]) >= 0:
         return record
     size = sum(len(block) for block in _content(record))
-    services().redis.hset(keys.file(record["id"]), "bytes", size)
+    services().redis.hset(redis_keys.file(record["id"]), "bytes", size)
     return {**record, "bytes": size}

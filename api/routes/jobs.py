@@ -10,8 +10,8 @@ from embedserve.errors import InvalidRequest
 from api.admission import admit
 from api.context import list_params, owner, queued_inputs_cap, require_key, resolve_model, services
 from api.files import find_file
-from api.jobs import find_job, job_object, submit_file_job, submit_job
-from api.results import STREAMS, check_fits, pick_format
+from api.job_service import find_job, job_object, submit_file_job, submit_job
+from api.result_formats import STREAMS, check_fits, pick_format
 from api.validation import check_against_model, parse_embedding_request, parse_file_job_request, parse_json_body
 
 bp = Blueprint("jobs", __name__)

@@ -31,5 +31,5 @@ def rerank() -> Response:
     estimate = estimate_rerank_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.rerank(req, served, request_id=g.get("request_id"))
-        ticket.settle(result.tokens)
+        ticket.record_usage(result.tokens)
     return Response(rerank_response(result, req, served.card.name), mimetype="application/json")

@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.store.base import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,14 @@ def claim_identity(store: Store, client: redis.Redis) -> str:
     then sees (and publishes) whichever token the store ended up with.
     """
     for _ in range(CLAIM_ROUNDS):
-        current = _text(client.get(keys.store_identity()))
+        current = _text(client.get(redis_keys.store_identity()))
         token = _text(store.get(IDENTITY_KEY))
         if token is not None and token == current:
             return token
         if token is None:
             store.put(IDENTITY_KEY, secrets.token_hex(16).encode())
             token = _text(store.get(IDENTITY_KEY))
-        client.set(keys.store_identity(), token)
+        client.set(redis_keys.store_identity(), token)
         if _text(store.get(IDENTITY_KEY)) == token:
             if current is not None:
                 log.info("job store %s replaces another store as this deployment's (its identity differs)",
@@ -60,10 +60,10 @@ def check_identity(store: Store, client: redis.Redis, timeout: float = 30.0, int
     one, then claim the store itself: an API starting later re-claims with its own store.
     """
     deadline = time.monotonic() + timeout
-    expected = _text(client.get(keys.store_identity()))
+    expected = _text(client.get(redis_keys.store_identity()))
     while expected is None and time.monotonic() < deadline:
         time.sleep(interval)
-        expected = _text(client.get(keys.store_identity()))
+        expected = _text(client.get(redis_keys.store_identity()))
     if expected is None:
         log.info("no API has claimed a job store within %.0fs; this worker claims %s", timeout, store.url)
         claim_identity(store, client)

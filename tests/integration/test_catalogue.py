@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.catalogue import CardConflict, Catalogue, ModelCard, ModelKind
 from embedserve.liveness import Liveness
 from embedserve.registry import Heartbeat, Registry
@@ -53,10 +53,10 @@ def test_a_model_without_workers_stays_until_the_ttl_by_redis_clock(client):
     now = redis_now(client)
     catalogue.announce(ModelCard(name="recent", dim=8), now - 500)  # workers gone 500 s ago: kept
     catalogue.announce(ModelCard(name="retired", dim=8), now - 700)  # gone longer than the TTL: forgotten
-    client.zadd(keys.worker_heartbeats("retired"), {"dead-worker": now - 700})
+    client.zadd(redis_keys.worker_heartbeats("retired"), {"dead-worker": now - 700})
     assert [c.name for c in catalogue.cards()] == ["recent"]
-    assert client.hexists(keys.known_models(), "retired") == 0  # pruned on read, with its stale worker set
-    assert client.exists(keys.worker_heartbeats("retired")) == 0
+    assert client.hexists(redis_keys.known_models(), "retired") == 0  # pruned on read, with its stale worker set
+    assert client.exists(redis_keys.worker_heartbeats("retired")) == 0
     # A stale card whose worker stamped within the TTL is not forgotten (the card write was lost).
     catalogue.announce(ModelCard(name="beating", dim=8), now - 700)
     Liveness(client).beat("w2", "beating")
@@ -151,5 +151,5 @@ def test_only_model_is_the_only_live_one_else_the_only_known_one(client):
     serve(client, ModelCard(name="ranker", kind="rerank"), worker_id="w3")
     assert registry.only(ModelKind.RERANK).card.name == "ranker"
     declared = Registry(client, declared=(ModelCard.declared("only-declared", ModelKind.RERANK),), cache_seconds=0)
-    client.delete(keys.known_models())
+    client.delete(redis_keys.known_models())
     assert declared.only(ModelKind.RERANK).card.name == "only-declared"

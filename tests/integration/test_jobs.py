@@ -179,6 +179,6 @@ def test_bad_list_params(http, query):
 
 def test_cancelling_a_job_that_just_vanished_is_not_an_error(redis_server):
     """The route looks a job up, then cancels it: a delete in between must not crash the cancel."""
-    from embedserve.jobs import JobRecords
+    from embedserve.job_records import JobRecords
 
     assert JobRecords(redis_server.client(), 10).cancel("job_" + "0" * 32) is None

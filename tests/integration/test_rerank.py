@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from embedserve import keys
+from embedserve import redis_keys
 from tests.fixtures.tiny_models import (build_tiny_cross_encoder, build_tiny_qwen3_reranker,
                                         reference_cross_encoder_scores, reference_qwen3_rerank_scores)
 from tests.integration.conftest import API_KEY, MINILM
@@ -44,8 +44,8 @@ def rerankers(stack, tmp_path_factory):
         process.stop()
     # Forget the stopped rerankers, or /ready would report them down for the rest of the session.
     client = stack.redis.client()
-    client.hdel(keys.known_models(), QWEN_RERANKER, CROSS_ENCODER)
-    client.delete(keys.worker_heartbeats(QWEN_RERANKER), keys.worker_heartbeats(CROSS_ENCODER))
+    client.hdel(redis_keys.known_models(), QWEN_RERANKER, CROSS_ENCODER)
+    client.delete(redis_keys.worker_heartbeats(QWEN_RERANKER), redis_keys.worker_heartbeats(CROSS_ENCODER))
 
 
 def rerank(http, path="/v1/rerank", **body) -> requests.Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import API_KEY, MINILM, QWEN, QWEN_ALIAS, embed
 from tests.integration.test_errors import assert_openai_error
@@ -46,7 +46,7 @@ def test_a_retired_model_stays_known_and_ready_stays_200(http, redis_server):
     seconds, _ = client.time()
     stale = seconds - 3600.0
     Catalogue(client).announce(ModelCard(name=name, dim=8, max_length=16), stale)
-    client.zadd(keys.worker_heartbeats(name), {"gone-worker": stale})
+    client.zadd(redis_keys.worker_heartbeats(name), {"gone-worker": stale})
     try:
         ready = requests.get(http.base + "/ready")
         assert ready.status_code == 200, ready.text
@@ -58,7 +58,7 @@ def test_a_retired_model_stays_known_and_ready_stays_200(http, redis_server):
         assert one.status_code == 200 and one.json()["workers"] == 0
     finally:
         Catalogue(client).remove(name)
-        client.delete(keys.worker_heartbeats(name))
+        client.delete(redis_keys.worker_heartbeats(name))
 
 
 def test_sync_timeout_is_504(stack, workers):

@@ -10,7 +10,7 @@ import pytest
 
 from embedserve import defaults
 from embedserve.job_data import JobData
-from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record
+from embedserve.job_records import ChunkSpec, Job, JobRecords, JobStatus, job_record
 from embedserve.scheduler import Scheduler
 from embedserve.store import open_store
 from embedserve.sweeper import SWEEP_INTERVAL_S, Sweeper

@@ -11,11 +11,11 @@ from tests.stack import ROOT
 
 CHECKS = [
     ("api.app, api.server, api.routes.embeddings, api.routes.rerank, api.rerank_validation, api.routes.jobs, "
-     "api.routes.files, api.routes.batches, api.results, api.batch_output", ("torch", "transformers", "numpy")),
+     "api.routes.files, api.routes.batches, api.result_formats, api.batch_output", ("torch", "transformers", "numpy")),
     ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher, worker.rerank_engine, "
-     "worker.qwen3_reranker, worker.rerank_service, worker.jobs, worker.bulk", ("flask",)),
+     "worker.qwen3_reranker, worker.rerank_service, worker.chunk_runner, worker.bulk_slots", ("flask",)),
     ("embedserve.settings, embedserve.protocol, embedserve.registry, embedserve.celery_app, embedserve.cli, "
-     "embedserve.jobs",
+     "embedserve.job_records",
      ("torch", "transformers", "flask")),
 ]
 

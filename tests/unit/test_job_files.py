@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from api.files import _user_data_line
-from api.jobs import file_chunk_specs
+from api.job_service import file_chunk_specs
 
 
 def test_user_data_lines():

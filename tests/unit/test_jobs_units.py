@@ -6,10 +6,10 @@ import pytest
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from api.jobs import chunk_bounds
-from api.results import JSON, MSGPACK, NDJSON, pick_format
+from api.job_service import chunk_bounds
+from api.result_formats import JSON, MSGPACK, NDJSON, pick_format
 from embedserve.errors import NotAcceptable
-from embedserve.jobs import ChunkOutput, ChunkSpec, Job, JobStatus, new_id
+from embedserve.job_records import ChunkOutput, ChunkSpec, Job, JobStatus, new_id
 from embedserve.settings import ConfigError, Settings
 
 

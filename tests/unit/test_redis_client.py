@@ -1,5 +1,5 @@
 """The worker's Redis client and the broker's socket options (embedserve/redis_client.py), and the
-bulk slots' hand-back of chunks a lost claim reply left held (worker/bulk.py), without Redis."""
+bulk slots' hand-back of chunks a lost claim reply left held (worker/bulk_slots.py), without Redis."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from embedserve import redis_client
 from embedserve.celery_app import make_celery
 from embedserve.scheduler import IDLE_WAIT_S, Claim
 from embedserve.settings import Settings
-from worker.bulk import BulkSlots
+from worker.bulk_slots import BulkSlots
 
 
 def test_socket_timeout_outlasts_the_longest_blocking_command():

@@ -12,7 +12,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from embedserve.jobs import ChunkOutput
+from embedserve.job_records import ChunkOutput
 from embedserve.result_files import (MANIFEST, iter_result_batches, read_manifest, to_chunk_output,
                                      write_result)
 from embedserve.store import open_store

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from embedserve import keys
+from embedserve import redis_keys
 from embedserve.store import StoreError, open_store
 from embedserve.store.identity import IDENTITY_KEY, check_identity, claim_identity
 from embedserve.store.local import LocalStore
@@ -236,15 +236,15 @@ def redis_server():
 @pytest.fixture
 def rclient(redis_server):
     client = redis_server.client()
-    client.delete(keys.store_identity())
+    client.delete(redis_keys.store_identity())
     yield client
-    client.delete(keys.store_identity())
+    client.delete(redis_keys.store_identity())
 
 
 def test_identity_same_store_passes(tmp_path, rclient):
     api_store = open_store((tmp_path / "shared").as_uri())
     token = claim_identity(api_store, rclient)
-    assert rclient.get(keys.store_identity()).decode() == token == api_store.get(IDENTITY_KEY).decode()
+    assert rclient.get(redis_keys.store_identity()).decode() == token == api_store.get(IDENTITY_KEY).decode()
     check_identity(open_store((tmp_path / "shared").as_uri()), rclient, timeout=0)
     assert claim_identity(api_store, rclient) == token  # a restart keeps the store's token
 
@@ -278,10 +278,10 @@ def test_identity_worker_waits_for_the_api(tmp_path, rclient):
 def test_identity_worker_claims_when_no_api_does(tmp_path, rclient):
     worker_store = open_store((tmp_path / "w").as_uri())
     check_identity(worker_store, rclient, timeout=0.1, interval=0.05)
-    assert rclient.get(keys.store_identity()) == worker_store.get(IDENTITY_KEY)
+    assert rclient.get(redis_keys.store_identity()) == worker_store.get(IDENTITY_KEY)
     api_store = open_store((tmp_path / "api").as_uri())
     claim_identity(api_store, rclient)  # the API's store wins when it starts
-    assert rclient.get(keys.store_identity()) == api_store.get(IDENTITY_KEY)
+    assert rclient.get(redis_keys.store_identity()) == api_store.get(IDENTITY_KEY)
 
 
 def test_identity_concurrent_claims_agree(tmp_path, rclient):
@@ -298,5 +298,5 @@ def test_identity_concurrent_claims_agree(tmp_path, rclient):
         thread.start()
     for thread in threads:
         thread.join()
-    assert rclient.get(keys.store_identity()) == open_store(url).get(IDENTITY_KEY)
+    assert rclient.get(redis_keys.store_identity()) == open_store(url).get(IDENTITY_KEY)
     check_identity(open_store(url), rclient, timeout=0)

@@ -5,7 +5,7 @@ the original, a paused worker waking up) must move the counters once, and the jo
 exactly when its last chunk is counted, whoever counts it.
 
 The scripts build key names from the prefix they get as ARGV[1] (the layout of
-embedserve/keys.py, mirrored here), because which keys a step touches (the job's owner, its
+embedserve/redis_keys.py, mirrored here), because which keys a step touches (the job's owner, its
 model's rotation) is only known inside the step. That is fine on one Redis, which is what the
 service uses (Redis Cluster would need hash tags).
 

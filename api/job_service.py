@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound, RateLimited
 from embedserve.job_data import JobData
-from embedserve.jobs import ChunkSpec, Job, JobRecords, JobStatus, job_record, new_id
+from embedserve.job_records import ChunkSpec, Job, JobRecords, JobStatus, job_record, new_id
 from embedserve.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 

@@ -40,7 +40,7 @@ import msgpack
 from embedserve import defaults, result_files
 from embedserve.errors import NotAcceptable
 from embedserve.job_data import JobData, job_prefix
-from embedserve.jobs import ChunkOutput, Job, JobStatus
+from embedserve.job_records import ChunkOutput, Job, JobStatus
 from embedserve.protocol import floats
 
 JSON = "application/json"

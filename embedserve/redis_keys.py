@@ -68,7 +68,7 @@ def batch_stats(model: str) -> str:
 
 
 def job(job_id: str) -> str:
-    """Hash: one job's record (status, owner, counters, timestamps); see embedserve/jobs.py."""
+    """Hash: one job's record (status, owner, counters, timestamps); see embedserve/job_records.py."""
     return f"{PREFIX}job:{job_id}"
 
 

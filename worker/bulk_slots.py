@@ -26,7 +26,7 @@ from typing import Callable
 
 import redis
 
-from embedserve.job_scripts import COMPACT_CHUNK
+from embedserve.job_transitions import COMPACT_CHUNK
 from embedserve.scheduler import Claim, Scheduler
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Shared by the API (read, list, cancel, delete) and workers. A job is a hash plus a few small
 keys (done chunks, attempts, an error sample): Redis's memory does not grow with a job's inputs,
 which live in the job store (embedserve/job_data.py). Counting is exactly once: the counters move
-only when SADD of a chunk number says it is new, inside one Lua script (embedserve/job_scripts.py).
+only when SADD of a chunk number says it is new, inside one Lua script (embedserve/job_transitions.py).
 Creating and running jobs is the scheduler's (embedserve/scheduler.py).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 import redis
 
-from embedserve import job_scripts, keys
+from embedserve import job_transitions, redis_keys
 
 
 class JobStatus(str, Enum):
@@ -136,7 +136,7 @@ class Job:
 
 def _status_keys() -> list[str]:
     """The per-status index keys, in STATUS_ORDER."""
-    return [keys.jobs_by_status(status) for status in job_scripts.STATUS_ORDER]
+    return [redis_keys.jobs_by_status(status) for status in job_transitions.STATUS_ORDER]
 
 
 def job_record(job: Job, error_sample: int) -> dict:
@@ -152,12 +152,12 @@ class JobRecords:
     def __init__(self, client: redis.Redis, error_sample: int = 10):
         self.redis = client
         self.sample_size = error_sample
-        self._cancel = client.register_script(job_scripts.CANCEL)
-        self._expire = client.register_script(job_scripts.EXPIRE)
+        self._cancel = client.register_script(job_transitions.CANCEL)
+        self._expire = client.register_script(job_transitions.EXPIRE)
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown, past its record's life, or (given `owner`) someone else's."""
-        data = self.redis.hgetall(keys.job(job_id))
+        data = self.redis.hgetall(redis_keys.job(job_id))
         if not data:
             return None
         job = Job.from_hash(data)
@@ -167,7 +167,7 @@ class JobRecords:
 
     def list(self, owner: str, kind: str, limit: int, after: str | None) -> tuple[list[str], bool]:
         """Ids of `owner`'s objects of `kind`, newest first, after the id `after`; and whether more exist."""
-        index = keys.owned(owner, kind)
+        index = redis_keys.owned(owner, kind)
         top = "+inf"
         if after:
             score = self.redis.zscore(index, after)
@@ -180,11 +180,11 @@ class JobRecords:
 
     def forget(self, owner: str, kind: str, object_id: str) -> None:
         """Drop an id from its owner's list (its object expired or was deleted)."""
-        self.redis.zrem(keys.owned(owner, kind), object_id)
+        self.redis.zrem(redis_keys.owned(owner, kind), object_id)
 
     def error_sample(self, job_id: str) -> list[dict]:
         """The first item errors of a job."""
-        return [json.loads(e) for e in self.redis.lrange(keys.job_errors(job_id), 0, -1)]
+        return [json.loads(e) for e in self.redis.lrange(redis_keys.job_errors(job_id), 0, -1)]
 
     def count_by_status(self) -> dict[str, int]:
         """How many live jobs are in each status: one ZCOUNT per status, expired ids not counted."""
@@ -192,26 +192,26 @@ class JobRecords:
         pipe = self.redis.pipeline(transaction=False)
         for index in _status_keys():
             pipe.zcount(index, now, "+inf")
-        return dict(zip(job_scripts.STATUS_ORDER, pipe.execute()))
+        return dict(zip(job_transitions.STATUS_ORDER, pipe.execute()))
 
     def cancel(self, job_id: str) -> JobStatus | None:
         """Stop handing out the job's chunks; the status after, or None if the job is gone."""
-        status = self._cancel(keys=[], args=[keys.PREFIX, job_id])
+        status = self._cancel(keys=[], args=[redis_keys.PREFIX, job_id])
         return JobStatus(status.decode()) if status is not None else None
 
     def expire(self, job_ids: list[str]) -> None:
         """Mark jobs whose data was deleted as expired (stopping any that still run)."""
         if job_ids:
-            self._expire(keys=[], args=[keys.PREFIX, *job_ids])
+            self._expire(keys=[], args=[redis_keys.PREFIX, *job_ids])
 
     def delete(self, job: Job) -> None:
         """Drop the job's record and every small key it owns; its store data is the caller's to delete."""
         self.cancel(job.id)  # out of the rotation and the quota first, so nothing claims it meanwhile
         pipe = self.redis.pipeline(transaction=False)
-        pipe.unlink(keys.job(job.id), keys.job_done(job.id), keys.job_attempts(job.id), keys.job_errors(job.id),
-                    keys.job_retry(job.id))
-        pipe.hdel(keys.quota(job.owner), job.id)
-        pipe.zrem(keys.jobs_expiry(), job.id)
+        pipe.unlink(redis_keys.job(job.id), redis_keys.job_done(job.id), redis_keys.job_attempts(job.id), redis_keys.job_errors(job.id),
+                    redis_keys.job_retry(job.id))
+        pipe.hdel(redis_keys.quota(job.owner), job.id)
+        pipe.zrem(redis_keys.jobs_expiry(), job.id)
         for index in _status_keys():
             pipe.zrem(index, job.id)
         pipe.execute()

@@ -17,7 +17,7 @@ from dataclasses import replace
 from embedserve import result_files
 from embedserve.errors import InternalError
 from embedserve.job_data import JobData, job_prefix, part_key
-from embedserve.jobs import ChunkOutput, ChunkSpec, JobRecords, JobStatus
+from embedserve.job_records import ChunkOutput, ChunkSpec, JobRecords, JobStatus
 from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.scheduler import Claim, Scheduler
 from worker.service import EmbeddingService
