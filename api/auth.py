@@ -8,7 +8,6 @@ per second per server process, and a revoked key stops working within that time.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import threading
 import time
@@ -16,13 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from embedserve import defaults
-from embedserve.apikeys import KeyStore
+from embedserve.apikeys import KeyStore, key_digest
 from embedserve.errors import AuthenticationFailed
 
-
-def hash_key(key: str) -> bytes:
-    """Keys are kept and compared only as SHA-256 digests."""
-    return hashlib.sha256(key.encode("utf-8")).digest()
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,7 @@ class KeyChecker:
 
     def __init__(self, keys: Iterable[str], store: KeyStore | None = None, *, static_rpm: int = 0,
                  static_tpm: int = 0, cache_s: float = defaults.MANAGED_KEY_CACHE_S):
-        self._digests = tuple(hash_key(k) for k in keys)
+        self._digests = tuple(key_digest(k) for k in keys)
         self._store = store
         self._static_limits = (static_rpm, static_tpm)
         self._cache_s = cache_s
@@ -60,7 +55,7 @@ class KeyChecker:
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.", code="missing_api_key")
         scheme, _, rest = header.strip().partition(" ")
         presented = rest.strip() if scheme.lower() == "bearer" else header.strip()
-        digest = hash_key(presented)
+        digest = key_digest(presented)
         match = None
         for candidate in self._digests:  # no early exit: time does not depend on which key matched
             if hmac.compare_digest(candidate, digest):

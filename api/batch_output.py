@@ -7,14 +7,38 @@ yields the same bytes (and the size computed once stays true).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Iterator
 
 from embedserve.job_data import JobData
 from embedserve.job_records import Job, JobStatus
-from embedserve.protocol import floats
+from embedserve.protocol import row_encoder
+
+
+# Sizes of generated files already counted by this process: (batch id, role) -> bytes. A finished
+# job's output never changes (ids are derived), so the count is kept here instead of being
+# written back to Redis from a GET; each API process counts a file at most once.
+_SIZES: dict[tuple[str, str], int] = {}
+_SIZES_MAX = 4096
+
+
+def roles(job: Job | None) -> tuple[str, ...]:
+    """The files an ended batch job has: "output" when a line succeeded, "error" when one failed."""
+    if job is None or not job.status.finished:
+        return ()
+    return tuple(role for role, wanted in (("output", job.completed > 0), ("error", job.completed < job.total))
+                 if wanted)
+
+
+def output_size(store: JobData, job: Job, batch_id: str, role: str) -> int:
+    """Bytes of a finished batch's `role` file, counted by generating it once per process."""
+    key = (batch_id, role)
+    if key not in _SIZES:
+        if len(_SIZES) >= _SIZES_MAX:
+            _SIZES.pop(next(iter(_SIZES)))
+        _SIZES[key] = sum(len(line) for line in output_lines(store, job, batch_id, role))
+    return _SIZES[key]
 
 
 def _hex(*parts: object) -> str:
@@ -31,7 +55,7 @@ def _line(batch_id: str, line: int, custom_id: str, status: int | None, body: di
 
 def _embeddings_body(vectors: bytes, rows: int, dim: int, tokens: int, model: str, encoding: str) -> dict:
     width = dim * 4
-    encode = (lambda row: base64.b64encode(row).decode("ascii")) if encoding == "base64" else floats
+    encode = row_encoder(encoding)
     data = [{"object": "embedding", "index": i, "embedding": encode(vectors[i * width:(i + 1) * width])}
             for i in range(rows)]
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

@@ -23,14 +23,13 @@ from embedserve.registry import ModelKind, Registry
 from embedserve.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
-from api.files import FILE_PREFIX, create_output_record, find_file, uploaded_lines
+from api.batch_output import roles
+from api.contract.batch import BatchBody
+from api.files import FILE_PREFIX, find_file, output_record_steps, uploaded_lines
 from api.job_service import over_quota, check_quota, input_weight, params_of
 from api.validation import check_against_model, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
-ENDPOINTS = ("/v1/embeddings",)
-METADATA_MAX_KEYS = 16
-METADATA_MAX_VALUE = 512
 
 
 class LineError(Exception):
@@ -52,25 +51,8 @@ class Plan:
 
 def check_create_body(body: object) -> tuple[str, str, dict | None]:
     """(input_file_id, endpoint, metadata) of a POST /v1/batches body, or a 400 naming the field."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    file_id = body.get("input_file_id")
-    if not isinstance(file_id, str) or not file_id:
-        raise InvalidRequest("Missing required parameter: 'input_file_id'.", param="input_file_id")
-    endpoint = body.get("endpoint")
-    if endpoint not in ENDPOINTS:
-        raise InvalidRequest(f"'endpoint' must be one of {', '.join(ENDPOINTS)} here; got {endpoint!r}.",
-                             param="endpoint")
-    if body.get("completion_window") != defaults.BATCH_COMPLETION_WINDOW:
-        raise InvalidRequest(f"'completion_window' must be '{defaults.BATCH_COMPLETION_WINDOW}'.",
-                             param="completion_window")
-    metadata = body.get("metadata")
-    if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > METADATA_MAX_KEYS or not all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= METADATA_MAX_VALUE
-            for k, v in metadata.items())):
-        raise InvalidRequest(f"'metadata' must be an object of at most {METADATA_MAX_KEYS} string keys "
-                             f"(64 characters) and string values ({METADATA_MAX_VALUE}).", param="metadata")
-    return file_id, endpoint, metadata
+    checked = BatchBody.check(body)
+    return checked.input_file_id, checked.endpoint, checked.metadata
 
 
 def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan) -> Iterator[ChunkSpec]:
@@ -217,6 +199,10 @@ def count_lines(lines: Iterator[bytes]) -> int:
 
 def _save_batch(store: JobRecords, batch: dict, ttl: int) -> None:
     pipe = store.redis.pipeline(transaction=True)
+    if batch.get("status") != "failed":  # a batch that failed validation has no output files
+        for role in ("output", "error"):
+            output_record_steps(pipe, batch[f"{role}_file_id"], batch["owner"], batch["job_id"], batch["id"], role,
+                                int(batch["data_expires_at"]))
     pipe.hset(redis_keys.batch(batch["id"]), mapping=batch)
     pipe.expire(redis_keys.batch(batch["id"]), ttl)
     pipe.zadd(redis_keys.owned(batch["owner"], "batches"), {batch["id"]: time.time()})
@@ -266,15 +252,7 @@ def batch_object(store: JobRecords, batch: dict) -> dict:
                 usage={"input_tokens": job.tokens, "input_tokens_details": {"cached_tokens": 0},
                        "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
                        "total_tokens": job.tokens})
-    if job.status.finished:
-        has_output, has_errors = job.completed > 0, job.completed < job.total
-        # The file records are made once, the first time anyone sees the batch finished; a
-        # deleted output file then stays deleted.
-        if store.redis.hsetnx(redis_keys.batch(batch["id"]), "files_made", 1):
-            for role, wanted in (("output", has_output), ("error", has_errors)):
-                if wanted:
-                    create_output_record(store.redis, batch[f"{role}_file_id"], batch["owner"], job.id,
-                                         batch["id"], role, int(batch["data_expires_at"]))
-        body.update(output_file_id=batch["output_file_id"] if has_output else None,
-                    error_file_id=batch["error_file_id"] if has_errors else None)
+    files = roles(job)
+    body.update(output_file_id=batch["output_file_id"] if "output" in files else None,
+                error_file_id=batch["error_file_id"] if "error" in files else None)
     return body

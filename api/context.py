@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import redis
 from flask import current_app, g, request
 
-from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound
 from embedserve.job_data import JobData
 from embedserve.job_records import JobRecords
@@ -59,19 +58,6 @@ def queued_inputs_cap() -> int:
     """The caller's cap on inputs of queued and running jobs: its managed key's, else the static keys' (0 = none)."""
     cap = getattr(g.identity, "max_queued_inputs", None)
     return services().settings.max_queued_inputs_per_key if cap is None else cap
-
-
-def list_params() -> tuple[int, str | None]:
-    """`limit` (1..LIST_LIMIT_MAX) and `after` of a list request, or a 400 naming the bad one."""
-    raw = request.args.get("limit", str(defaults.LIST_LIMIT_DEFAULT))
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= defaults.LIST_LIMIT_MAX:
-        raise InvalidRequest(f"'limit' must be an integer between 1 and {defaults.LIST_LIMIT_MAX}, got {raw!r}.",
-                             param="limit")
-    return limit, request.args.get("after") or None
 
 
 def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> ServedModel:

@@ -210,21 +210,19 @@ def _check_line(line: bytes, number: int) -> None:
         raise InvalidRequest(f"Line {number} of the file is not a JSON object.", param="file", code="invalid_jsonl")
 
 
-def create_output_record(client: redis.Redis, file_id: str, owner: str, job_id: str, batch_id: str, role: str,
-                         expires_at: int) -> None:
-    """Make the record of a batch's output or error file once (later calls change nothing)."""
+def output_record_steps(pipe: redis.client.Pipeline, file_id: str, owner: str, job_id: str, batch_id: str,
+                        role: str, expires_at: int) -> None:
+    """Add to `pipe` the record of a batch's output or error file. It is made with the batch (the
+    one state change), and shown only once the batch's job has ended with lines for that role
+    (api/batch_output.py `roles`); a deleted output file is gone for good."""
     key = redis_keys.file(file_id)
-    if client.exists(key):
-        return
     now = int(time.time())
     record = {"id": file_id, "owner": owner, "filename": f"{batch_id}_{role}.jsonl", "purpose": OUTPUT_PURPOSE,
               "bytes": -1, "created_at": now, "expires_at": expires_at, "status": "processed",
               "job_id": job_id, "batch_id": batch_id, "role": role}
-    pipe = client.pipeline(transaction=True)
     pipe.hset(key, mapping=record)
     pipe.expireat(key, max(expires_at, now + 60))
     pipe.zadd(redis_keys.owned(owner, "files"), {file_id: time.time()})
-    pipe.execute()
 
 
 def find_file(client: redis.Redis, file_id: str, owner: str) -> dict:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 
-from embedserve.protocol import floats
+from embedserve.protocol import floats, row_encoder
 
 from api.dispatch import Dispatched
 from api.rerank_validation import RerankRequest, ranked
@@ -14,7 +13,7 @@ from api.rerank_validation import RerankRequest, ranked
 
 def embedding_list(result: Dispatched, model: str, encoding_format: str) -> str:
     """`{"object": "list", "data": [...], "model", "usage"}` as JSON text."""
-    encode = _base64 if encoding_format == "base64" else floats
+    encode = row_encoder(encoding_format)
     data = []
     index = 0
     for chunk in result.chunks:
@@ -23,10 +22,6 @@ def embedding_list(result: Dispatched, model: str, encoding_format: str) -> str:
             index += 1
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     return json.dumps({"object": "list", "data": data, "model": model, "usage": usage})
-
-
-def _base64(row: bytes) -> str:
-    return base64.b64encode(row).decode("ascii")
 
 
 def rerank_response(result: Dispatched, req: RerankRequest, model: str) -> str:

@@ -27,7 +27,6 @@ row group at a time.
 from __future__ import annotations
 
 import array
-import base64
 import json
 import math
 import os
@@ -41,7 +40,7 @@ from embedserve import defaults, result_files
 from embedserve.errors import NotAcceptable
 from embedserve.job_data import JobData, job_prefix
 from embedserve.job_records import ChunkOutput, Job, JobStatus
-from embedserve.protocol import floats
+from embedserve.protocol import row_encoder
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -143,15 +142,9 @@ def not_processed(job: Job) -> dict:
             "param": None, "code": "cancelled" if job.status != JobStatus.EXPIRED else "expired"}
 
 
-def _encode(job: Job):
-    if job.encoding_format == "base64":
-        return lambda row: base64.b64encode(row).decode("ascii")
-    return floats
-
-
 def json_list(data: JobData, job: Job) -> Iterator[bytes]:
     """OpenAI's embeddings list; an input that failed appears with `embedding: null` and its `error`."""
-    encode = _encode(job)
+    encode = row_encoder(job.encoding_format)
     yield b'{"object":"list","data":['
     tokens, first = 0, True
     for item in items(data, job):
@@ -171,7 +164,7 @@ def json_list(data: JobData, job: Job) -> Iterator[bytes]:
 
 def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
     """One JSON line per input: {"index", "embedding"} or {"index", "error"}."""
-    encode = _encode(job)
+    encode = row_encoder(job.encoding_format)
     for item in items(data, job):
         line = {"index": item.index} if item.id is None else {"index": item.index, "id": item.id}
         if item.error is None:

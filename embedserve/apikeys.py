@@ -48,9 +48,14 @@ class KeyRecord:
     max_queued_inputs: int | None = None
 
 
+def key_digest(key: str) -> bytes:
+    """Keys are kept and compared only as SHA-256 digests (static keys and managed ones alike)."""
+    return hashlib.sha256(key.encode("utf-8")).digest()
+
+
 def digest_hex(key: str) -> str:
-    """The SHA-256 of a key, as stored."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    """A key's digest as stored in Redis."""
+    return key_digest(key).hex()
 
 
 class KeyStore:

@@ -8,7 +8,9 @@ same bytes, re-encoded without touching a float.
 from __future__ import annotations
 
 import array
+import base64
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +117,13 @@ def floats(row: bytes) -> list[float]:
     if sys.byteorder == "big":
         values.byteswap()
     return values.tolist()
+
+
+def base64_row(row: bytes) -> str:
+    """A row's little-endian bytes, base64'd: OpenAI's `encoding_format: base64`."""
+    return base64.b64encode(row).decode("ascii")
+
+
+def row_encoder(encoding_format: str) -> Callable[[bytes], list[float] | str]:
+    """How a vector row is written in a response for `encoding_format` ("float" or "base64")."""
+    return base64_row if encoding_format == "base64" else floats

@@ -8,7 +8,8 @@ from embedserve.errors import NotFound
 
 from api.batches import batch_object, create_batch, find_batch
 from api.admission import admit
-from api.context import list_params, owner, queued_inputs_cap, require_key, services
+from api.context import owner, queued_inputs_cap, require_key, services
+from api.listing import list_page
 from api.validation import parse_json_body
 
 bp = Blueprint("batches", __name__)
@@ -47,13 +48,10 @@ def cancel(batch_id: str) -> Response:
 def list_batches() -> Response:
     """The caller's batches, newest first (`limit`, `after`)."""
     svc = services()
-    limit, after = list_params()
-    ids, has_more = svc.jobs.list(owner(), "batches", limit, after)
-    data = []
-    for batch_id in ids:
+
+    def load(batch_id: str) -> dict | None:
         try:
-            data.append(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
-        except NotFound:  # expired since it was listed
-            svc.jobs.forget(owner(), "batches", batch_id)
-    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+            return batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner()))
+        except NotFound:
+            return None
+    return list_page("batches", load)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from embedserve import redis_keys
 from embedserve.errors import InvalidRequest, NotFound
 
-from api.batch_output import output_lines
-from api.context import list_params, owner, require_key, services
+from api.batch_output import output_lines, output_size, roles
+from api.context import owner, require_key, services
+from api.listing import list_page
 from api.files import delete_file, file_object, find_file, receive_upload, uploaded_content
 
 bp = Blueprint("files", __name__)
@@ -38,32 +38,28 @@ def upload_file() -> Response:
 def list_files() -> Response:
     """The caller's files, newest first (`limit`, `after`, `purpose`)."""
     svc = services()
-    limit, after = list_params()
     purpose = request.args.get("purpose")
-    ids, has_more = svc.jobs.list(owner(), "files", limit, after)
-    data = []
-    for file_id in ids:
+
+    def load(file_id: str) -> dict | None:
         try:
-            record = _with_size(find_file(svc.redis, file_id, owner()))
-        except NotFound:  # expired since it was listed
-            svc.jobs.forget(owner(), "files", file_id)
-            continue
-        if purpose is None or record["purpose"] == purpose:
-            data.append(file_object(record))
-    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+            return _shown(find_file(svc.redis, file_id, owner()))
+        except NotFound:
+            return None
+    # A batch's output file listed before its batch ended is not shown yet (and not dropped).
+    return list_page("files", load, keep=lambda record: record.get("shown", True)
+                     and (purpose is None or record["purpose"] == purpose), show=file_object)
 
 
 @bp.get("/v1/files/<file_id>")
 def get_file(file_id: str) -> Response:
     """One file's record."""
-    return jsonify(file_object(_with_size(find_file(services().redis, file_id, owner()))))
+    return jsonify(file_object(_find(file_id)))
 
 
 @bp.get("/v1/files/<file_id>/content")
 def file_content(file_id: str) -> Response:
     """The file's bytes, streamed (a batch's output is generated from its results as it streams)."""
-    record = find_file(services().redis, file_id, owner())
+    record = _find(file_id)
     return Response(stream_with_context(_content(record)), mimetype="application/jsonl")
 
 
@@ -71,23 +67,34 @@ def file_content(file_id: str) -> Response:
 def remove_file(file_id: str) -> Response:
     """Delete the file."""
     svc = services()
-    record = find_file(svc.redis, file_id, owner())
+    record = _find(file_id)
     delete_file(svc.redis, svc.job_data.store, record)
     return jsonify({"id": record["id"], "object": "file", "deleted": True})
+
+
+def _find(file_id: str) -> dict:
+    """The caller's file as shown, or a 404 (a batch's output file is not there before its batch ends)."""
+    record = _shown(find_file(services().redis, file_id, owner()))
+    if not record.get("shown", True):
+        raise NotFound(f"No file with id '{file_id}'.", param="file_id")
+    return record
+
+
+def _shown(record: dict) -> dict:
+    """An uploaded file as stored; a batch's output file with `shown` (has its batch ended with lines
+    for it?), its size once it is, and the job's end as its creation time."""
+    if "job_id" not in record:
+        return record
+    svc = services()
+    job = svc.jobs.get(record["job_id"])
+    if record["role"] not in roles(job):
+        return {**record, "shown": False}
+    size = output_size(svc.job_data, job, record["batch_id"], record["role"])
+    return {**record, "bytes": size, "created_at": job.completed_at or record["created_at"]}
 
 
 def _content(record: dict):
     svc = services()
     if "job_id" not in record:
         return uploaded_content(svc.job_data.store, record["id"])
-    job = svc.jobs.get(record["job_id"])
-    return output_lines(svc.job_data, job, record["batch_id"], record["role"]) if job else iter(())
-
-
-def _with_size(record: dict) -> dict:
-    """An output file's size is known once it was generated; do that once and keep the number."""
-    if int(record["bytes"]) >= 0:
-        return record
-    size = sum(len(block) for block in _content(record))
-    services().redis.hset(redis_keys.file(record["id"]), "bytes", size)
-    return {**record, "bytes": size}
+    return output_lines(svc.job_data, svc.jobs.get(record["job_id"]), record["batch_id"], record["role"])

@@ -8,8 +8,9 @@ from embedserve import defaults
 from embedserve.errors import InvalidRequest
 
 from api.admission import admit
-from api.context import list_params, owner, queued_inputs_cap, require_key, resolve_model, services
+from api.context import owner, queued_inputs_cap, require_key, resolve_model, services
 from api.files import find_file
+from api.listing import list_page
 from api.job_service import find_job, job_object, submit_file_job, submit_job
 from api.result_formats import STREAMS, check_fits, pick_format
 from api.validation import check_against_model, parse_embedding_request, parse_file_job_request, parse_json_body
@@ -72,17 +73,11 @@ def create_job() -> Response:
 def list_jobs() -> Response:
     """The caller's jobs, newest first (`limit`, `after`)."""
     svc = services()
-    limit, after = list_params()
-    ids, has_more = svc.jobs.list(owner(), "jobs", limit, after)
-    data = []
-    for job_id in ids:
+
+    def load(job_id: str) -> dict | None:
         job = svc.jobs.get(job_id, owner())
-        if job is None:  # expired since it was listed
-            svc.jobs.forget(owner(), "jobs", job_id)
-            continue
-        data.append(job_object(svc.jobs, job))
-    return jsonify({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None, "has_more": has_more})
+        return None if job is None else job_object(svc.jobs, job)
+    return list_page("jobs", load)
 
 
 @bp.get("/v1/jobs/<job_id>")

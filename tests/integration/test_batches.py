@@ -9,6 +9,8 @@ import numpy as np
 import openai
 import pytest
 
+from embedserve import redis_keys
+
 from tests.integration.conftest import API_KEY, MINILM, QWEN
 from tests.integration.jobs_helpers import sync_vectors, texts
 from tests.integration.test_errors import assert_openai_error
@@ -85,6 +87,32 @@ def test_batch_with_a_failing_line(client, http):
     assert out_file.bytes == len(client.files.content(done.output_file_id).content)
     assert batch.id in [b.id for b in client.batches.list(limit=100).data]
     assert uploaded.id in [f.id for f in client.files.list().data]
+
+
+def test_reading_a_finished_batch_and_its_files_writes_nothing(client, redis_server):
+    """The output file records are made with the batch and their size is counted where it is read:
+    retrieving or listing a batch or a file leaves Redis as it was (the review found GETs that wrote)."""
+    lines = [request_line(f"r{i}", {"model": MINILM, "input": f"read-only {i}"}) for i in range(3)]
+    lines.append(request_line("bad", {"model": "no-such-model", "input": "x"}))
+    done = wait_batch(client, client.batches.create(input_file_id=upload(client, jsonl(lines)).id,
+                                                    endpoint="/v1/embeddings", completion_window="24h").id)
+    assert done.output_file_id and done.error_file_id, done
+    redis = redis_server.client()
+    keys = [redis_keys.batch(done.id), redis_keys.file(done.output_file_id), redis_keys.file(done.error_file_id)]
+
+    def snapshot():
+        return [redis.hgetall(key) for key in keys]
+    before = snapshot()
+    assert all(before), before
+    client.batches.retrieve(done.id)
+    client.batches.list(limit=100)
+    out_file, err_file = client.files.retrieve(done.output_file_id), client.files.retrieve(done.error_file_id)
+    listed = {f.id: f for f in client.files.list().data}
+    assert snapshot() == before
+    content = client.files.content(done.output_file_id).content
+    assert out_file.bytes == len(content) == listed[done.output_file_id].bytes and content.count(b"\n") == 3
+    assert err_file.bytes == len(client.files.content(done.error_file_id).content) > 0
+    assert out_file.created_at >= done.created_at
 
 
 def test_a_batch_uses_one_model_and_lines_for_another_fail_alone(client, workers):
