@@ -12,9 +12,11 @@ import os
 import socket
 import sys
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import redis
-from celery import signals
+from celery import Celery, signals
 
 from embedserve import defaults
 from embedserve.batch_stats import BatchStats
@@ -29,7 +31,7 @@ from embedserve.registry import CardConflict, Heartbeat
 from embedserve.scheduler import Scheduler
 from embedserve.settings import ConfigError, Settings, WorkerRole
 from embedserve.startup import check_eviction_policy
-from embedserve.store import StoreError, open_store
+from embedserve.store import Store, StoreError, open_store
 from embedserve.sweeper import Sweeper
 from embedserve.store.identity import check_identity
 from worker.drain import Drain
@@ -49,67 +51,116 @@ def quiet_per_task_logs(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class StartupError(Exception):
+    """Why this worker cannot start: printed as one line, exit status 2 (no traceback)."""
+
+
+@dataclass
+class Loaded:
+    """The model this worker serves and what serving it needs from outside the process."""
+
+    settings: Settings
+    client: redis.Redis
+    store: Store | None  # the job store (embedding workers only: rerankers take no bulk work)
+    model: object  # an Engine or a Reranker
+    forward: Callable
+    name: str
+    aliases: tuple[str, ...]
+
+
+@dataclass
+class Wired:
+    """The started parts of a worker around its Celery consumer, in the order they stop."""
+
+    app: Celery
+    queue: str
+    worker_id: str
+    batcher: object
+    batch_stats: BatchStats
+    reaper: Reaper
+    sweeper: Sweeper | None
+    drain: Drain
+    bulk: object | None  # BulkSlots, for embedding workers
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start one worker process serving one model; returns the exit code."""
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        loaded = load(configure(sys.argv[1:] if argv is None else argv))
+        wired = wire(loaded)
+    except StartupError as exc:
+        print(f"embedserve worker: {exc}", file=sys.stderr)
+        return 2
+    run(loaded.settings, wired)
+    return 0
+
+
+def configure(argv: list[str]) -> tuple[Settings, redis.Redis]:
+    """Settings from the environment and a checked Redis connection."""
     try:
         settings = Settings.from_env()
         if "--rerank" in argv:
             settings = dataclasses.replace(settings, worker_role=WorkerRole.RERANK.value)
             settings.validate()
     except ConfigError as exc:
-        print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
-        return 2
+        raise StartupError(f"configuration error: {exc}") from None
     configure_logging(settings.log_level, json_format=settings.log_json)
     quiet_per_task_logs(settings.log_level)
     client = worker_client(settings.redis_url)  # timeouts, keepalive, health checks, retries
     try:
         client.ping()
     except redis.RedisError as exc:
-        print(f"embedserve worker: cannot reach Redis at {settings!r}: {exc}", file=sys.stderr)
-        return 2
+        raise StartupError(f"cannot reach Redis at {settings!r}: {exc}") from None
     problem = check_eviction_policy(client)
     if problem:
-        print(f"embedserve worker: {problem}", file=sys.stderr)
-        return 2
+        raise StartupError(problem)
+    return settings, client
 
-    # Imported here, not at module top: torch takes seconds to import and `--help` should not wait.
-    from worker import memory
-    from worker.batcher import Batcher
-    from worker.tasks import register_tasks
-    import torch
+
+def load(configured: tuple[Settings, redis.Redis]) -> Loaded:
+    """Check the job store, then load the model (the slow step, so it comes after every cheap check)."""
+    settings, client = configured
+    from worker import memory  # imported here, not at module top: torch takes seconds to import
 
     memory.limit_arenas()  # before the model's threads and Celery's start allocating
-    app = make_celery(settings)
-    bulk = None
+    rerank = settings.worker_role == WorkerRole.RERANK
     store = None
-    if settings.worker_role != WorkerRole.RERANK:
+    if not rerank:
         # Before the model loads: a worker whose store is not the API's must not start at all.
         try:
             store = open_store(settings.job_store)
             check_identity(store, client, timeout=0)  # no claim yet: this worker's store is the reference
         except StoreError as exc:
-            print(f"embedserve worker: {exc}", file=sys.stderr)
-            return 2
-    if settings.worker_role == WorkerRole.RERANK:
-        from worker.rerank_engine import load_reranker
-        from worker.rerank_service import RerankService
+            raise StartupError(str(exc)) from None
+    try:
+        if rerank:
+            from worker.rerank_engine import load_reranker
 
-        try:
             model = load_reranker(settings)
-        except ConfigError as exc:
-            print(f"embedserve worker: configuration error: {exc}", file=sys.stderr)
-            return 2
-        forward, name, aliases = model.score_batch, settings.served_rerank_name, settings.served_rerank_aliases
-    else:
+            return Loaded(settings, client, store, model, model.score_batch, settings.served_rerank_name,
+                          settings.served_rerank_aliases)
         from worker.engine import load_engine
 
         model = load_engine(settings)
-        forward, name, aliases = model.embed_batch, settings.served_model_name, settings.served_aliases
+    except ConfigError as exc:
+        raise StartupError(f"configuration error: {exc}") from None
+    forward = model.embed_batch
     hang_text = os.environ.get(TEST_HANG_ENV)
-    if hang_text and settings.worker_role != WorkerRole.RERANK:
+    if hang_text:
         forward = hang_on(forward, model.tokenize([hang_text], offset=0, input_type="document", instruction=None,
                                                   truncate=True).rows[0])
+    return Loaded(settings, client, store, model, forward, settings.served_model_name, settings.served_aliases)
+
+
+def wire(loaded: Loaded) -> Wired:
+    """Start the batcher, the task handlers, the bulk slots and the housekeeping around the model."""
+    from worker import memory
+    from worker.batcher import Batcher
+    from worker.tasks import register_tasks
+    import torch
+
+    settings, client, model, name = loaded.settings, loaded.client, loaded.model, loaded.name
+    app = make_celery(settings)
     padded = getattr(model, "pads_batches", True)  # rerankers always pad
     batch_tokens = settings.batch_tokens(model.device.type, packed=not padded)
     # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
@@ -117,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     bulk_tokens = settings.bulk_batch_tokens or (
         batch_tokens if model.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS)
     batch_stats = BatchStats(client, name)
-    batcher = Batcher(forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
+    batcher = Batcher(loaded.forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=batch_stats.record, padded=padded,
                       on_idle=memory.release_free_memory, preemptible=not padded)
@@ -126,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     liveness = Liveness(client, settings.worker_dead_after)
     scheduler = Scheduler(client)
+    bulk = None
     if settings.worker_role == WorkerRole.RERANK:
+        from worker.rerank_service import RerankService
+
         register_tasks(app, RerankService(model, batcher), client, worker_id, name=RERANK_TASK,
                        payload_type=RerankChunk)
         queue = rerank_queue(name)
@@ -138,46 +192,51 @@ def main(argv: list[str] | None = None) -> int:
         service = EmbeddingService(model, batcher)
         register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
-        runner = ChunkRunner(JobRecords(client, defaults.JOB_ERROR_SAMPLE), scheduler, JobData(store), service,
+        runner = ChunkRunner(JobRecords(client, defaults.JOB_ERROR_SAMPLE), scheduler, JobData(loaded.store), service,
                              worker_id=worker_id, max_attempts=settings.max_attempts,
                              time_limit=settings.task_time_limit)
         bulk = BulkSlots(scheduler, name, worker_id, runner.run, settings.bulk_slots)
         queue = interactive_queue(name)
 
-    heartbeat = Heartbeat(client, worker_id, model.card(name, aliases), dead_after=settings.worker_dead_after)
+    heartbeat = Heartbeat(client, worker_id, model.card(name, loaded.aliases), dead_after=settings.worker_dead_after)
     try:
         heartbeat.start()  # refuses a card that disagrees with the one this model's live workers announced
     except CardConflict as exc:
-        print(f"embedserve worker: {exc}", file=sys.stderr)
-        return 2
+        raise StartupError(str(exc)) from None
     reaper = Reaper(liveness)
     reaper.start()
     # Workers sweep expired job data too (the API does as well, so expiry needs neither alone).
-    sweeper = Sweeper(JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(store), client) if store else None
-    if sweeper:
+    sweeper = None
+    if loaded.store:
+        sweeper = Sweeper(JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(loaded.store), client)
         sweeper.start()
     Watchdog(batcher, settings.task_time_limit, liveness, scheduler, worker_id, name).start()
     drain = Drain(liveness, worker_id, name, timeout=settings.drain_timeout, heartbeat=heartbeat, bulk=bulk)
     signals.worker_shutting_down.connect(lambda **_: drain.start(), weak=False)
     if bulk:
         bulk.start()
-    log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(aliases) or "none", worker_id)
+    log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(loaded.aliases) or "none",
+             worker_id)
+    return Wired(app, queue, worker_id, batcher, batch_stats, reaper, sweeper, drain, bulk)
+
+
+def run(settings: Settings, wired: Wired) -> None:
+    """Consume the model's queue until Celery stops, then drain and stop every part."""
     try:
-        app.worker_main([
+        wired.app.worker_main([
             "worker", "--pool", "threads", "--concurrency", str(settings.worker_concurrency),
-            "--queues", queue,
+            "--queues", wired.queue,
             "--hostname", f"{settings.worker_role}-{os.getpid()}@{socket.gethostname()}",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--loglevel", settings.log_level,
         ])
     finally:
-        drain.start()  # no-op when Celery's shutdown signal started it
-        if bulk:
-            bulk.drain(settings.drain_timeout)
-        drain.finish()
-        reaper.stop()
-        if sweeper:
-            sweeper.stop()
-        batcher.stop()
-        batch_stats.stop()
-    return 0
+        wired.drain.start()  # no-op when Celery's shutdown signal started it
+        if wired.bulk:
+            wired.bulk.drain(settings.drain_timeout)
+        wired.drain.finish()
+        wired.reaper.stop()
+        if wired.sweeper:
+            wired.sweeper.stop()
+        wired.batcher.stop()
+        wired.batch_stats.stop()
