@@ -58,5 +58,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_error_handlers(app)
     admission.init_app(app, client)
     observability.init_app(app, client)
-    openapi.init_app(app)
+    openapi.init_app(app, settings)
     return app

@@ -71,7 +71,8 @@ def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> Se
         only = registry.only(kind)
         if only is not None:
             return only
-        raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+        # Its own code: whether `model` may be left out depends on what is served, not on the body.
+        raise InvalidRequest("Missing required parameter: 'model'.", param="model", code="model_required")
     served = registry.lookup(name)
     if served is None:
         raise NotFound(f"The model '{name}' does not exist or is not served here; see GET /v1/models.",

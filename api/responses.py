@@ -8,7 +8,7 @@ import uuid
 from embedserve.protocol import floats, row_encoder
 
 from api.dispatch import Dispatched
-from api.rerank_validation import RerankRequest, ranked
+from api.rerank_validation import RerankRequest
 
 
 def embedding_list(result: Dispatched, model: str, encoding_format: str) -> str:
@@ -38,3 +38,9 @@ def rerank_response(result: Dispatched, req: RerankRequest, model: str) -> str:
     meta = {"billed_units": {"search_units": 1}, "tokens": {"input_tokens": result.tokens, "output_tokens": 0}}
     return json.dumps({"id": uuid.uuid4().hex, "object": "rerank", "model": model, "results": results,
                        "usage": usage, "meta": meta})
+
+
+def ranked(scores: list[float], top_n: int | None) -> list[int]:
+    """Document indexes by score, highest first (ties keep input order), cut to `top_n`."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order if top_n is None else order[:top_n]

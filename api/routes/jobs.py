@@ -13,7 +13,8 @@ from api.files import find_file
 from api.listing import list_page
 from api.job_service import find_job, job_object, submit_file_job, submit_job
 from api.result_formats import STREAMS, check_fits, pick_format
-from api.validation import check_against_model, parse_embedding_request, parse_file_job_request, parse_json_body
+from api.validation import (EmbeddingRequest, check_against_model, parse_embedding_request, parse_job_request,
+                            parse_json_body)
 
 bp = Blueprint("jobs", __name__)
 
@@ -28,9 +29,12 @@ def create_job_response() -> Response:
     """Validate an embeddings body with the job limits, store and enqueue it: 202 + Location."""
     svc = services()
     body = parse_json_body(request.get_data(), request.content_type)
-    if isinstance(body, dict) and "input_file_id" in body and request.path == "/v1/jobs":
-        return _create_file_job(body)
-    req = parse_embedding_request(body, max_inputs=svc.settings.max_job_inputs)
+    if request.path == "/v1/jobs":
+        file_id, req = parse_job_request(body, max_inputs=svc.settings.max_job_inputs)
+        if file_id is not None:
+            return _create_file_job(file_id, req)
+    else:  # POST /v1/embeddings with Prefer: respond-async: the embeddings body, with the job limits
+        req = parse_embedding_request(body, max_inputs=svc.settings.max_job_inputs)
     served = resolve_model(req.model)
     check_against_model(req, served.card)
     with admit(0, g.identity):  # a job is a request like any other for the key's requests-per-minute
@@ -39,10 +43,9 @@ def create_job_response() -> Response:
     return _accepted(job)
 
 
-def _create_file_job(body: dict) -> Response:
+def _create_file_job(file_id: str, req: EmbeddingRequest) -> Response:
     """A job over an uploaded user_data file: the inputs are streamed from the job store into chunks."""
     svc = services()
-    file_id, req = parse_file_job_request(body)
     record = find_file(svc.redis, file_id, owner())
     if record["purpose"] != "user_data":
         raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a job's input file is "

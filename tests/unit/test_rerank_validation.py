@@ -1,10 +1,10 @@
-"""Rerank request parsing and ranking without a server: Cohere/Jina shapes, and precise errors otherwise."""
+"""Rerank request parsing without a server: Cohere/Jina shapes, and precise errors otherwise."""
 
 from __future__ import annotations
 
 import pytest
 
-from api.rerank_validation import parse_rerank_request, ranked
+from api.rerank_validation import parse_rerank_request
 from embedserve.errors import InvalidRequest
 
 
@@ -56,8 +56,20 @@ def test_bad_bodies_name_the_field(body, param, code):
         assert info.value.code == code
 
 
-def test_ranked_orders_by_score_then_input_order():
-    scores = [0.2, 0.9, 0.2, 0.5]
-    assert ranked(scores, None) == [1, 3, 0, 2]
-    assert ranked(scores, 2) == [1, 3]
-    assert ranked(scores, 10) == [1, 3, 0, 2]
+@pytest.mark.parametrize("body,param", [
+    ({"query": "q", "documents": ["a"], "top_n": None}, "top_n"),
+    ({"query": "q", "documents": ["a"], "return_documents": None}, "return_documents"),
+    ({"query": "q", "documents": ["a"], "model": None}, "model"),
+    ({"query": "q", "documents": ["a"], "model": "  "}, "model"),
+    ({"query": "q", "documents": ["a"], "max_tokens_per_doc": "512"}, "max_tokens_per_doc"),
+    ({"query": "q", "documents": ["a"], "rank_fields": "text"}, "rank_fields"),
+])
+def test_what_the_contract_refuses_is_refused(body, param):
+    """Optional fields are left out, not null; Cohere's ignored fields still have Cohere's types."""
+    with pytest.raises(InvalidRequest) as info:
+        parse_rerank_request(body)
+    assert info.value.param == param
+
+
+def test_whole_floats_are_integers():
+    assert parse_rerank_request({"query": "q", "documents": ["a"], "top_n": 2.0}).top_n == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.validation import check_against_model, parse_embedding_request, parse_json_body
+from api.validation import check_against_model, parse_embedding_request, parse_job_request, parse_json_body
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
 from embedserve.registry import ModelCard
 
@@ -57,3 +57,77 @@ def test_a_declared_card_skips_the_checks_that_need_the_model():
     assert (declared.dim, declared.max_length, declared.vocab_size) == (0, 0, 0)
     check_against_model(parse_embedding_request({"input": "x", "dimensions": 100000}), declared)
     check_against_model(parse_embedding_request({"input": [[1, 10**9], list(range(100000))]}), declared)
+
+
+# Where the old validator and the old document disagreed, OpenAI's reference decided (null is not
+# a value of any of its optional fields), else the stricter reading (a blank model names nothing).
+@pytest.mark.parametrize("body,param", [
+    ({"input": "x", "encoding_format": None}, "encoding_format"),
+    ({"input": "x", "dimensions": None}, "dimensions"),
+    ({"input": "x", "user": None}, "user"),
+    ({"input": "x", "model": None}, "model"),
+    ({"input": "x", "truncate": None}, "truncate"),
+    ({"input": "x", "input_type": None}, "input_type"),
+    ({"input": "x", "instruction": None}, "instruction"),
+    ({"input": "x", "model": " \t"}, "model"),
+    ({"input": "x", "dimensions": 2.5}, "dimensions"),
+    ({"input": "x", "user": "lone \udc00"}, "user"),
+    ({"input": "x", "instruction": "lone \ud800"}, "instruction"),
+])
+def test_what_the_contract_refuses_is_refused(body, param):
+    with pytest.raises(InvalidRequest) as info:
+        parse_embedding_request(body)
+    assert info.value.param == param
+
+
+def test_json_integers_include_whole_floats():
+    """JSON Schema counts 64.0 as an integer, so the document does; so does the API."""
+    req = parse_embedding_request({"input": [101.0, 2054, 102.0], "dimensions": 64.0})
+    assert req.inputs == [[101, 2054, 102]] and req.dimensions == 64
+    assert all(type(t) is int for t in req.inputs[0]) and type(req.dimensions) is int
+
+
+@pytest.mark.parametrize("body,param,code", [
+    ({"input": ["x"] * 3}, "input", "too_many_inputs"),
+    ({"input": [[1]] * 3}, "input", "too_many_inputs"),
+    ({"input": ["a", ""]}, "input", None),
+    ({"input": ["a", 5]}, "input", None),
+    ({"input": [[1], []]}, "input", None),
+    ({"input": [[True]]}, "input", None),
+    ({"input": {"text": "x"}}, "input", None),
+    ({"input": "x", "input_file_id": "file-1"}, "input_file_id", None),
+    ([{"input": "x"}], None, None),
+])
+def test_refusals_keep_their_param_and_code(body, param, code):
+    with pytest.raises(InvalidRequest) as info:
+        parse_embedding_request(body, max_inputs=2)
+    assert (info.value.param, info.value.code) == (param, code)
+
+
+def test_the_limit_set_at_start_applies_to_one_input_of_token_ids_never():
+    """A lone array of token ids is one input, however long: the model's maximum bounds it, not max_inputs."""
+    assert parse_embedding_request({"input": list(range(50))}, max_inputs=2).inputs == [list(range(50))]
+
+
+@pytest.mark.parametrize("body,file_id,param", [
+    ({"input_file_id": "file-1", "truncate": True}, "file-1", None),
+    ({"input_file_id": "file-1", "input": "x"}, None, "input_file_id"),
+    ({"model": "m"}, None, "input"),
+    ({"input_file_id": None, "input": "x"}, None, "input_file_id"),
+    ({"input": ["x"] * 3}, None, "input"),
+])
+def test_job_bodies_take_input_or_input_file_id(body, file_id, param):
+    if param is None:
+        found, req = parse_job_request(body, max_inputs=2)
+        assert found == file_id and req.inputs == [] and req.truncate
+        return
+    with pytest.raises(InvalidRequest) as info:
+        parse_job_request(body, max_inputs=2)
+    assert info.value.param == param
+
+
+def test_dimensions_over_the_models_size_has_its_own_code():
+    """A refusal only the model can know: the schemathesis run allows it by this code, not by its status."""
+    with pytest.raises(InvalidRequest) as info:
+        check_against_model(parse_embedding_request({"input": "x", "dimensions": 9}), CARD)
+    assert (info.value.param, info.value.code) == ("dimensions", "dimensions_too_large")
