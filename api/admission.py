@@ -1,13 +1,15 @@
 """Admission before dispatch: the caller's rate limits, settled after the work.
 
 `admit` is a context manager around the dispatch, so the token estimate is settled with the
-real usage afterwards, or refunded when the work failed. Backpressure (EMBED_MAX_QUEUE) is
+real usage afterwards, or refunded when the work failed (a ServiceError, or any other exception
+such as a Redis error while dispatching). Backpressure (EMBED_MAX_QUEUE) is
 checked by the dispatcher in the same Redis round trip that sends the work; a request it
 refuses for overload gets its request and its tokens back, so overload costs the caller nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from contextlib import contextmanager
 import redis
 from flask import Flask, Response, current_app, g
 
-from embedserve.errors import RateLimited, ServiceError, Timeout
+from embedserve.errors import InternalError, RateLimited, ServiceError, Timeout
 
 from api.auth import Identity
 from api.dispatch import QUEUE_FULL
@@ -24,6 +26,7 @@ from api.rerank_validation import RerankRequest
 from api.validation import EmbeddingRequest
 
 EXTENSION = "embedserve.admission"
+log = logging.getLogger(__name__)
 # Characters per token assumed for text before the model has tokenized it (OpenAI's rule of thumb).
 CHARS_PER_TOKEN = 4
 
@@ -36,6 +39,10 @@ class Ticket:
         self._identity = identity
         self.estimate = estimate
         self.used: int | None = None
+
+    @property
+    def key_name(self) -> str:
+        return self._identity.name
 
     def record_usage(self, tokens: int) -> None:
         """Record the request's real token usage (charged against the estimate taken earlier)."""
@@ -103,9 +110,23 @@ def admit(estimate: int, identity: Identity) -> Iterator[Ticket]:
     try:
         yield ticket
     except ServiceError as exc:
-        ticket.settle(exc)
+        _settle_failed(ticket, exc)
+        raise
+    except Exception as exc:
+        # Anything else (a Redis error while dispatching, a bug) is a failure too: the work did not
+        # run for the caller, so the estimate goes back, as for a 5xx ServiceError.
+        _settle_failed(ticket, InternalError(f"dispatch failed: {type(exc).__name__}"))
         raise
     ticket.settle(None)
+
+
+def _settle_failed(ticket: Ticket, failed: ServiceError) -> None:
+    """Refund a failed request; if the refund itself cannot reach Redis, the caller still gets the
+    original error (re-raised by `admit`), not the refund's."""
+    try:
+        ticket.settle(failed)
+    except redis.RedisError as exc:
+        log.warning("could not refund key %s after a failed request: %s", ticket.key_name, exc)
 
 
 def _limit_message(identity: Identity, requests_left: int, estimate: int) -> str:

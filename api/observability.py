@@ -5,14 +5,24 @@ gunicorn runs several processes, each writes its samples to files in PROMETHEUS_
 (api/server.py makes a fresh one), and /metrics adds them up, so one scrape sees all processes
 without a Redis write per request. State that lives in Redis anyway (queue depths, live
 workers, the workers' forward-pass statistics) is read from Redis at scrape time, so it is the
-same whichever API process or replica answers.
+same whichever API process or replica answers. That part is cached for REDIS_GAUGES_CACHE_S
+per process, so scrapes arriving together (several Prometheus servers, a dashboard, anyone who
+can reach the port) cost one set of Redis round trips rather than one each.
+
+With EMBED_METRICS_TOKEN set, a scrape must send `Authorization: Bearer <token>` (Prometheus:
+`authorization: {credentials: ...}` in the scrape config); anything else is a 401 in the
+OpenAI error shape like every other error here. Prometheus only looks at the status of a failed
+scrape, so the JSON body costs it nothing and tells a person with curl what is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 
@@ -23,16 +33,22 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from embedserve import batch_stats, defaults, queues
+from embedserve.errors import AuthenticationFailed
 from embedserve.job_records import JobRecords
 from embedserve.scheduler import Scheduler
 from embedserve.logs import reset_request_id, set_request_id
 from embedserve.registry import Registry
 
 from api.context import EXTENSION
+from api.errors import error_response
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client-sent id is kept when it looks like an id (no spaces or control characters, bounded).
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+# Seconds one process serves the Redis-derived gauges from memory: a scrape interval is 15 s or
+# more, so a second of staleness is invisible to Prometheus and caps what a burst of scrapes costs.
+REDIS_GAUGES_CACHE_S = 1.0
+METRICS_TOKEN_EXTENSION = "embedserve.metrics_token"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 # Not registered in prometheus_client's global registry: /metrics builds the registry it serves.
@@ -46,15 +62,30 @@ access_log = logging.getLogger("embedserve.api.access")
 
 
 class RedisStateCollector:
-    """Queue depth per queue, live workers per model and batch statistics, read from Redis per scrape."""
+    """Queue depth per queue, live workers per model and batch statistics, read from Redis at most
+    once per `cache_seconds` (the families built then are served until it passes)."""
 
-    def __init__(self, client: redis.Redis, registry: Registry | None = None):
+    def __init__(self, client: redis.Redis, registry: Registry | None = None,
+                 cache_seconds: float = REDIS_GAUGES_CACHE_S):
         self._redis = client
         self._registry = registry or Registry(client, cache_seconds=0)
         self._jobs = JobRecords(client)
         self._scheduler = Scheduler(client)
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, list] | None = None
+        # One reader at a time: scrapes that arrive while Redis is being read wait for that result.
+        self._lock = threading.Lock()
 
     def collect(self):
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached[0] < self._cache_seconds:
+                families = self._cached[1]
+            else:
+                families = list(self._read())  # a Redis error propagates (503) and caches nothing
+                self._cached = (time.monotonic(), families)
+        yield from families
+
+    def _read(self):
         depth = GaugeMetricFamily("embedserve_queue_depth", "Task chunks waiting in a model's queue (Redis lists).",
                                   labels=["model", "queue", "redis_list"])
         workers = GaugeMetricFamily("embedserve_live_workers", "Workers with a fresh heartbeat, per model.",
@@ -99,6 +130,9 @@ def init_app(app: Flask, client: redis.Redis) -> None:
     # Every known model (catalogued or declared), read afresh per scrape: one with 0 workers shows 0.
     registry = Registry.from_settings(client, settings, cache_seconds=0) if settings else None
     app.extensions["embedserve.metrics"] = RedisStateCollector(client, registry)
+    token = settings.metrics_token if settings else ""
+    # Only the digest is kept: comparing digests takes the same time whatever the sent value's length.
+    app.extensions[METRICS_TOKEN_EXTENSION] = hashlib.sha256(token.encode()).digest() if token else None
     app.register_blueprint(bp)
 
     @app.before_request
@@ -135,6 +169,13 @@ def metrics() -> Response:
     """Prometheus text format: this API's requests (all processes) and the cluster state in Redis."""
     from flask import current_app
 
+    expected = current_app.extensions.get(METRICS_TOKEN_EXTENSION)
+    if expected is not None and not _bearer_matches(request.headers.get("Authorization", ""), expected):
+        response = error_response(AuthenticationFailed(
+            "GET /metrics needs the EMBED_METRICS_TOKEN as `Authorization: Bearer <token>`.",
+            code="invalid_metrics_token"))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
@@ -143,3 +184,12 @@ def metrics() -> Response:
         registry.register(LATENCY)
     registry.register(current_app.extensions["embedserve.metrics"])
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_matches(header: str, expected_digest: bytes) -> bool:
+    """`Bearer <token>` (scheme in any case) whose token hashes to `expected_digest`, compared in constant time."""
+    scheme, _, sent = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    sent_digest = hashlib.sha256(sent.strip().encode()).digest()
+    return hmac.compare_digest(sent_digest, expected_digest)

@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 import urllib.error
@@ -145,18 +146,74 @@ def progress(job_id: str, status: str, done: int, total: int, gained: int, elaps
     rate = gained / elapsed if elapsed > 0 else 0.0
     eta = f"{(total - done) / rate:.0f}s" if rate > 0 else "?"
     line = f"{job_id} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {rate:.0f}/s ETA {eta} {status}"
-    # A terminal gets one line redrawn in place; a pipe or log gets one line per poll.
-    end = "\r" if sys.stderr.isatty() else "\n"
-    print(line, end=end, file=sys.stderr, flush=True)
+    _line.draw(line)
+
+
+class ProgressLine:
+    """A status line on `stream` (sys.stderr when None, looked up at each call).
+
+    A terminal gets one line redrawn in place: padded with spaces over whatever the previous,
+    longer, line left (plain spaces rather than an erase escape, so any terminal shows it) and
+    cut to the terminal's width, because a wrapped line cannot be redrawn (a carriage return
+    reaches only the start of its last row). A pipe or log gets one plain line per update.
+    """
+
+    def __init__(self, stream=None, columns: int | None = None):
+        self._stream = stream
+        self._columns = columns
+        self._shown = 0  # characters of the line now on screen (0: none drawn, cursor at column 0)
+
+    @property
+    def stream(self):
+        return self._stream if self._stream is not None else sys.stderr
+
+    def draw(self, line: str) -> None:
+        stream = self.stream
+        if not stream.isatty():
+            print(line, file=stream, flush=True)
+            return
+        columns = self._columns or _terminal_columns(stream)
+        line = line[:max(1, columns - 1)]  # the last column would wrap on some terminals
+        # The cursor is left at column 0, so a line that ends the program is overwritten, not appended to.
+        stream.write(line.ljust(self._shown) + "\r")
+        stream.flush()
+        self._shown = len(line)
+
+    def say(self, message: str) -> None:
+        """A message on a line of its own, after blanking the progress line (redrawn by the next update)."""
+        stream = self.stream
+        if self._shown:
+            stream.write(" " * self._shown + "\r")
+            self._shown = 0
+        print(message, file=stream, flush=True)
+
+    def finish(self) -> None:
+        """Keep the last line on screen and move below it."""
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = 0
+
+
+def _terminal_columns(stream) -> int:
+    """The width of the terminal `stream` writes to (stdout may be redirected while stderr is not)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # no descriptor (a wrapped stream): COLUMNS or the default
+        columns = shutil.get_terminal_size().columns
+    return columns or 80
+
+
+# The one progress line of this process; _say goes through it so messages never land inside it.
+_line = ProgressLine()
 
 
 def _end_progress() -> None:
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    _line.finish()
 
 
 def _say(message: str) -> None:
-    print(f"embedserve embed: {message}", file=sys.stderr, flush=True)
+    _line.say(f"embedserve embed: {message}")
 
 
 class Client:

@@ -35,6 +35,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     # API keys accepted as `Authorization: Bearer KEY` (or a bare KEY).
     api_keys: tuple[str, ...] = ()
+    # Bearer token GET /metrics asks for ("" = /metrics is open; keep it off the clients' network then).
+    metrics_token: str = ""
     # API listen address and port.
     host: str = "0.0.0.0"
     port: int = 8000
@@ -123,6 +125,7 @@ class Settings:
         settings = cls(
             redis_url=reader.str("EMBED_REDIS_URL", cls.redis_url),
             api_keys=reader.list("EMBED_API_KEYS"),
+            metrics_token=reader.str("EMBED_METRICS_TOKEN", cls.metrics_token),
             host=reader.str("EMBED_HOST", cls.host),
             port=reader.int("EMBED_PORT", cls.port, 1, 65535),
             api_workers=reader.int("EMBED_API_WORKERS", cls.api_workers, 1, 256),
@@ -244,6 +247,7 @@ class Settings:
     def __repr__(self) -> str:
         fields = dataclasses.asdict(self)
         fields["api_keys"] = f"<{len(self.api_keys)} redacted>"
+        fields["metrics_token"] = "<redacted>" if self.metrics_token else ""
         fields["redis_url"] = redact_url(self.redis_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 

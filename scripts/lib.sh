@@ -29,7 +29,9 @@ ensure_venv() {
   fi
   digest="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints/cpu.txt" | sha256sum | cut -c1-16)${EMBED_TORCH_SPEC:+-custom}"
   stamp="$VENV/.embedserve-installed"
-  read -r have_digest have_extras < "$stamp" 2>/dev/null || true
+  # Braces: a redirection is opened before the ones after it apply, so `read < missing 2>/dev/null`
+  # would still print the missing stamp's error on a first run.
+  { read -r have_digest have_extras < "$stamp"; } 2>/dev/null || true
   if [ "${have_digest:-}" = "$digest" ]; then
     local missing=0 extra
     for extra in ${extras//,/ }; do

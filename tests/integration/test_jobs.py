@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from embedserve.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import MINILM
 from tests.integration.jobs_helpers import (get_job, matrix, result_json, result_msgpack,
                                             result_ndjson, submit, sync_vectors, texts, wait_finished)
@@ -55,14 +56,32 @@ def test_prefer_respond_async_on_embeddings_makes_a_job(http):
     assert [d["index"] for d in result_json(http, job["id"])["data"]] == [0, 1, 2]
 
 
-def test_result_before_finish_is_202_with_retry_after(http, workers):
-    job = submit(http, model=MINILM, input=texts(3000, "early "))
-    response = http.get(f"{http.base}/v1/jobs/{job['id']}/result", timeout=30)
-    if response.status_code == 202:  # the normal case; a very fast machine may have finished already
-        assert response.headers["Retry-After"] and response.json()["id"] == job["id"]
-    else:
-        assert response.status_code == 200
-    wait_finished(http, job["id"])
+def test_result_before_finish_is_202_with_retry_after(http, redis_server):
+    """A job that cannot have finished: its model is in the catalogue but has no worker, so it waits."""
+    name = "no-worker-for-202"
+    client = redis_server.client()
+    seconds, _ = client.time()
+    Catalogue(client).announce(ModelCard(name=name, dim=8, max_length=16), seconds)
+    job = None
+    try:
+        job = submit(http, model=name, input=texts(3, "early "))
+        for accept in ("application/json", "application/x-ndjson", "application/msgpack"):
+            response = http.get(f"{http.base}/v1/jobs/{job['id']}/result", headers={"Accept": accept}, timeout=30)
+            assert response.status_code == 202, response.text[:500]
+            assert response.headers["Content-Type"].startswith("application/json")
+            assert int(response.headers["Retry-After"]) >= 1
+            body = response.json()
+            assert body["id"] == job["id"] and body["status"] == "queued"
+            assert body["request_counts"] == {"total": 3, "completed": 0, "failed": 0}
+        # Once it ends (here: cancelled, no chunk ever ran), the same URL answers 200 with the result.
+        assert http.post(f"{http.base}/v1/jobs/{job['id']}/cancel", timeout=30).status_code == 200
+        assert wait_finished(http, job["id"])["status"] == "cancelled"
+        lines = result_ndjson(http, job["id"])
+        assert [line["error"]["code"] for line in lines] == ["cancelled"] * 3
+    finally:
+        if job is not None:
+            http.delete(f"{http.base}/v1/jobs/{job['id']}", timeout=30)
+        Catalogue(client).remove(name)
 
 
 def test_bad_item_fails_alone_and_the_job_ends(http):

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
+from urllib.parse import urlsplit
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from embedserve import redis_keys
 from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
-from tests.stack import RedisServer, Stack, wait_until
+from tests.integration.test_errors import assert_openai_error
+from tests.stack import RedisServer, Stack, private_stack, wait_until
+
+# The Redis-derived gauges are cached for about a second per API process (api/observability.py):
+# a test that waits for one to change polls for longer than that.
+GAUGE_WAIT_S = 10
 
 
-def scrape(api_url: str) -> dict[tuple[str, tuple], float]:
+def scrape(api_url: str, token: str | None = None) -> dict[tuple[str, tuple], float]:
     """Every sample of /metrics, by (name, sorted labels)."""
-    response = requests.get(api_url + "/metrics", timeout=30)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = requests.get(api_url + "/metrics", headers=headers, timeout=30)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     samples = {}
@@ -106,15 +117,15 @@ def test_json_logs_carry_the_request_id_on_both_sides(tmp_path, qwen_dir):
 def test_jobs_by_status_gauge_follows_a_job(http, api_url):
     from tests.integration.jobs_helpers import submit, wait_finished
 
-    before = scrape(api_url)
+    before = value(scrape(api_url), "embedserve_jobs", status="completed")
     job = submit(http, model=MINILM, input=["gauge one", "gauge two"])
     wait_finished(http, job["id"])
-    finished = scrape(api_url)
     # At least: a job left over by an earlier test may finish in the same window.
-    assert value(finished, "embedserve_jobs", status="completed") >= value(before, "embedserve_jobs", status="completed") + 1
+    finished = wait_until(lambda: (n := value(scrape(api_url), "embedserve_jobs", status="completed")) >= before + 1
+                          and n, GAUGE_WAIT_S, "the completed job in the gauge", interval=0.3)
     assert http.delete(f"{http.base}/v1/jobs/{job['id']}", timeout=30).status_code == 200
-    deleted = scrape(api_url)
-    assert value(deleted, "embedserve_jobs", status="completed") == value(finished, "embedserve_jobs", status="completed") - 1
+    wait_until(lambda: value(scrape(api_url), "embedserve_jobs", status="completed") == finished - 1,
+               GAUGE_WAIT_S, "the deleted job to leave the gauge", interval=0.3)
 
 
 def test_jobs_gauge_counts_a_cancelled_job(http, api_url):
@@ -124,6 +135,102 @@ def test_jobs_gauge_counts_a_cancelled_job(http, api_url):
     job = submit(http, model=MINILM, input=[f"gauge cancel {i}" for i in range(2000)])
     assert http.post(f"{http.base}/v1/jobs/{job['id']}/cancel", timeout=30).status_code == 200
     assert wait_finished(http, job["id"])["status"] == "cancelled"
-    after = scrape(api_url)
+    after = wait_until(lambda: (now := scrape(api_url)) and value(now, "embedserve_jobs", status="cancelled") >
+                       value(before, "embedserve_jobs", status="cancelled") and now,
+                       GAUGE_WAIT_S, "the cancelled job in the gauge", interval=0.3)
     assert value(after, "embedserve_jobs", status="cancelled") == value(before, "embedserve_jobs", status="cancelled") + 1
     assert value(after, "embedserve_jobs", status="cancelling") == value(before, "embedserve_jobs", status="cancelling")
+
+
+METRICS_TOKEN = "metrics-scrape-token-5c1e"
+DECLARED = ("declared-model-a", "declared-model-b")
+
+
+@pytest.fixture(scope="module")
+def guarded_api(tmp_path_factory):
+    """An API on a Redis of its own (so every command on it is the API's), with EMBED_METRICS_TOKEN set.
+
+    No worker: the declared models are listed with 0 workers, and each still costs its Redis reads per scrape.
+    """
+    with private_stack(tmp_path_factory.mktemp("metrics-token")) as stack:
+        _, url = stack.start_api(EMBED_API_KEYS=API_KEY, EMBED_METRICS_TOKEN=METRICS_TOKEN,
+                                 EMBED_MODELS=",".join(DECLARED))
+        yield stack, url
+
+
+@pytest.mark.parametrize("authorization", [
+    None, "Bearer wrong-token", f"Bearer {METRICS_TOKEN}x", f"Bearer {METRICS_TOKEN[:-1]}", METRICS_TOKEN,
+    f"Basic {METRICS_TOKEN}", f"Bearer {API_KEY}", "Bearer caf\u00e9",
+])
+def test_metrics_token_refuses_scrapes_without_it(guarded_api, authorization):
+    _, url = guarded_api
+    headers = {} if authorization is None else {"Authorization": authorization.encode("utf-8")}
+    response = requests.get(url + "/metrics", headers=headers, timeout=30)
+    error = assert_openai_error(response, 401, "invalid_metrics_token")
+    assert "EMBED_METRICS_TOKEN" in error["message"] and METRICS_TOKEN not in response.text
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "embedserve_" not in response.text
+
+
+def test_metrics_token_admits_the_scrape_that_sends_it(guarded_api):
+    _, url = guarded_api
+    for scheme in ("Bearer", "bearer"):  # the scheme is case-insensitive (RFC 7235)
+        response = requests.get(url + "/metrics", headers={"Authorization": f"{scheme} {METRICS_TOKEN}"}, timeout=30)
+        assert response.status_code == 200, response.text[:300]
+    samples = scrape(url, METRICS_TOKEN)
+    assert all(value(samples, "embedserve_live_workers", model=name) == 0 for name in DECLARED)
+    assert ("embedserve_live_workers", (("model", DECLARED[0]),)) in samples
+
+
+class CommandLog:
+    """Every command the Redis server runs from opening to `close()`: MONITOR on a socket of its own
+    (the server buffers the lines until they are read)."""
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        self._sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        self._sock.sendall(b"MONITOR\r\n")
+        received = b""
+        while not received.startswith(b"+OK\r\n"):  # monitoring from here on
+            chunk = self._sock.recv(4096)
+            assert chunk, "Redis closed the MONITOR connection"
+            received += chunk
+        self._data = received[len(b"+OK\r\n"):]
+
+    def close(self) -> list[str]:
+        self._sock.settimeout(0.5)  # the last scrape's commands may still be on their way
+        try:
+            while chunk := self._sock.recv(65536):
+                self._data += chunk
+        except TimeoutError:
+            pass
+        finally:
+            self._sock.close()
+        return self._data.decode(errors="replace").splitlines()
+
+
+def test_scrapes_within_a_second_share_one_set_of_redis_reads(guarded_api):
+    """Each model's batch-statistics hash is read by /metrics alone: count its reads over several scrapes."""
+    stack, url = guarded_api
+    batch_keys = [redis_keys.batch_stats(name) for name in DECLARED]
+
+    def reads(commands):
+        return sum(1 for command in commands for key in batch_keys if key in command)
+
+    time.sleep(1.2)  # out of any window an earlier scrape opened
+    log = CommandLog(stack.redis.url)
+    started = time.monotonic()
+    for _ in range(5):
+        scrape(url, METRICS_TOKEN)
+    quick = time.monotonic() - started
+    commands = log.close()
+    if quick < 0.9:  # all five inside one window (a very slow machine may need two)
+        assert reads(commands) == len(DECLARED), commands
+    else:
+        assert reads(commands) <= 2 * len(DECLARED), commands
+
+    # A second later the gauges are read afresh: the cache bounds the cost, not the freshness.
+    time.sleep(1.2)
+    log = CommandLog(stack.redis.url)
+    scrape(url, METRICS_TOKEN)
+    assert reads(log.close()) == len(DECLARED)

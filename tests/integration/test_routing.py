@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from embedserve import redis_keys
@@ -61,10 +62,18 @@ def test_a_retired_model_stays_known_and_ready_stays_200(http, redis_server):
         client.delete(redis_keys.worker_heartbeats(name))
 
 
-def test_sync_timeout_is_504(stack, workers):
-    _, url = stack.start_api(EMBED_API_KEYS=API_KEY, EMBED_SYNC_TIMEOUT="0.05")
+@pytest.fixture
+def impatient_api(stack, workers):
+    """An API of its own with a 50 ms sync timeout, stopped (with its gunicorn workers) after the test."""
+    api, url = stack.start_api(EMBED_API_KEYS=API_KEY, EMBED_SYNC_TIMEOUT="0.05")
+    yield url
+    api.stop()
+    assert not api.alive()
+
+
+def test_sync_timeout_is_504(impatient_api):
     texts = [f"a long sentence to keep the worker busy for a while {i} " * 20 for i in range(512)]
-    response = requests.post(url + "/v1/embeddings", json={"model": MINILM, "input": texts},
+    response = requests.post(impatient_api + "/v1/embeddings", json={"model": MINILM, "input": texts},
                              headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
     assert_openai_error(response, 504, code="timeout")
 

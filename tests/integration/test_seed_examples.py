@@ -1,4 +1,8 @@
-"""The usage guide in shared/seed works as written (placeholders filled in as a user would)."""
+"""The seed usage guide works as written (placeholders filled in as a user would).
+
+The guide is read from the copy in tests/data only: a test must not depend on files outside the
+repository, which a checkout elsewhere (CI, another machine) does not have or has in another version.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,11 @@ from pathlib import Path
 
 from tests.integration.conftest import API_KEY, QWEN_ALIAS
 
-# The team's copy beside the checkout wins; the vendored copy keeps the test running anywhere.
-SHARED_SEED_DIR = Path(__file__).resolve().parents[3] / "shared" / "seed"
 VENDORED_GUIDE = Path(__file__).resolve().parents[1] / "data" / "seed_usage_guide.md"
 
 
 def seed_guide() -> str:
-    guides = sorted(SHARED_SEED_DIR.glob("*.txt")) if SHARED_SEED_DIR.is_dir() else []
-    return (guides[0] if guides else VENDORED_GUIDE).read_text()
+    return VENDORED_GUIDE.read_text()
 
 
 def code_block(text: str, language: str) -> str:
