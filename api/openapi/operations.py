@@ -26,7 +26,12 @@ def paths(settings: Settings) -> dict:
             "tags": ["operations"], "operationId": "metrics", "summary": "Prometheus metrics (text format)",
             "responses": {"200": {"description": "Prometheus text exposition format 0.0.4.", "headers": REQUEST_ID,
                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
-                          "503": error("Redis is unreachable.", retry=True)}}},
+                          "401": error("EMBED_METRICS_TOKEN is set and the request did not send it."),
+                          "503": error("Redis is unreachable.", retry=True)},
+            # Open unless EMBED_METRICS_TOKEN is set; then that token, as a bearer token, is required.
+            "security": [{}, {"bearerAuth": []}] if not settings.metrics_token else [{"bearerAuth": []}],
+            **({"description": "Needs `Authorization: Bearer <EMBED_METRICS_TOKEN>` on this server."}
+               if settings.metrics_token else {})}},
         "/docs/": {"get": {
             "tags": ["operations"], "operationId": "docs", "summary": "This document, rendered (Swagger UI)",
             "responses": {"200": {"description": "HTML page.", "headers": REQUEST_ID,

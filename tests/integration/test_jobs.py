@@ -7,7 +7,7 @@ import pytest
 
 from embedserve.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import MINILM
-from tests.integration.jobs_helpers import (get_job, matrix, result_json, result_msgpack,
+from tests.integration.jobs_helpers import (matrix, result_json, result_msgpack,
                                             result_ndjson, submit, sync_vectors, texts, wait_finished)
 from tests.integration.test_errors import assert_openai_error
 
