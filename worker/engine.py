@@ -1,5 +1,9 @@
 """The model itself: load with transformers, tokenize, forward, pool, normalize.
 
+After pooling come the pipeline's sentence-transformers Dense/Normalize modules, if any
+(worker/st_modules.py), then the final L2 normalization; `dimensions` truncation happens after
+all of that (worker/service.py), as sentence-transformers' truncate_dim does.
+
 Loaded once at worker start (never at import). `embed_batch` is called only from the batcher's
 single forward thread; `tokenize` is safe to call from many task threads at once.
 """
@@ -24,6 +28,7 @@ from embedserve.registry import ModelCard
 from embedserve.settings import Settings
 from worker.model_files import ModelFiles, read_model_files
 from worker.packed import PackedEncoder, PackedRows, pool_packed, unsupported_reason
+from worker.st_modules import SentenceHead
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,9 @@ class EmbeddingEngine:
         self.files: ModelFiles = read_model_files(local, self.model_type) if local.is_dir() else \
             _files_from_hub(source, self.model_type)
         self.model = _load_model(source, dtype).to(device).eval()
-        self.dim = int(config.hidden_size) * len(self.files.pooling)
+        # Dense modules change the width; a pipeline's head that does not fit the pooled width is refused here.
+        self.head = SentenceHead(self.files.head, int(config.hidden_size) * len(self.files.pooling), device)
+        self.dim = self.head.out_dim
         self.vocab_size = max(len(self.tokenizer), int(getattr(config, "vocab_size", 0) or 0))
         self.max_length = _max_length(self.files, self.tokenizer, config)
         self.pad_id = _pad_id(self.tokenizer)
@@ -172,13 +179,12 @@ class EmbeddingEngine:
             hidden = self.packed.forward(packed, pause)
             pooled = torch.cat([pool_packed(mode, hidden, packed) for mode in self.files.pooling], dim=-1)
             pooled = packed.unsort(pooled)
-            return F.normalize(pooled.float(), p=2, dim=-1).cpu().numpy()
+            return F.normalize(self.head(pooled), p=2, dim=-1).cpu().numpy()
         left = self.files.last_token  # left padding keeps every row's last token at position -1
         ids, mask = (self._to_device(torch.from_numpy(a)) for a in pad_rows(rows, self.pad_id, left=left))
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
         pooled = torch.cat([_pool(mode, hidden, mask, left) for mode in self.files.pooling], dim=-1)
-        pooled = F.normalize(pooled.float(), p=2, dim=-1)
-        return pooled.cpu().numpy()
+        return F.normalize(self.head(pooled), p=2, dim=-1).cpu().numpy()
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.device.type == "cuda":  # page-locked memory lets the copy overlap with CPU work
@@ -250,10 +256,12 @@ def _packed_encoder(model, device: torch.device, setting: str) -> PackedEncoder 
 
 
 def _files_from_hub(source: str, model_type: str) -> ModelFiles:
-    """For a hub id, fetch just the small sentence-transformers JSON files (cached like weights)."""
+    """For a hub id, fetch just the small sentence-transformers files (cached like weights)."""
     from huggingface_hub import snapshot_download
 
-    local = snapshot_download(source, allow_patterns=["*.json", "1_Pooling/*"])
+    # The JSON files anywhere (modules.json, each module's config.json) and the Dense modules' weights,
+    # which live in their module folders; the transformer's own weights come with from_pretrained.
+    local = snapshot_download(source, allow_patterns=["*.json", "*/model.safetensors", "*/pytorch_model.bin"])
     return read_model_files(Path(local), model_type)
 
 

