@@ -1,13 +1,18 @@
-"""docker-compose.yml and Dockerfile, checked without a Docker engine (none runs here).
+"""docker-compose.yml, its override files and the Dockerfile, checked without a Docker engine.
 
-Checked: the compose file parses as YAML and validates against the Compose Specification JSON
+Checked: the compose files parse as YAML and validate against the Compose Specification JSON
 schema (the copy vendored in the check-jsonschema package); the required properties of the stack
-(Redis persistence/no eviction/password/unpublished, API health check, GPU reservation, HF cache
-volume, CPU variant, grace period above the task limit, the S3 job store: its server, bucket,
-credentials and volume, and the store settings API and workers get); every command it and the
+(Redis persistence/no eviction/password/unpublished, API health check, a CPU worker with the
+embedded model in every plain `up`, the GPU stack as an override file that changes that worker
+instead of adding one, HF cache volume, grace period above the task limit, the S3 job store: its
+server, bucket, credentials and volume, and the store settings API and workers get; the file
+store override); what lets the images build without a registry (image and base variables, a
+local torch wheel directory, no BuildKit frontend to fetch, no `python` needed besides `python3`,
+no nested variables, which docker-compose 1.29 leaves unexpanded); every command it and the
 Dockerfile run is a subcommand of the `embedserve` console script; every EMBED_* name is one
 Settings reads.
-Not checked: that images build, that containers start, that the GPU is visible inside them.
+Not checked here: that images build, that containers start, that the GPU is visible inside them.
+scripts/compose_check builds and starts the stack for real (a Docker engine and minutes; not CI).
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from embedserve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+GPU = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())
+FILE_STORE = yaml.safe_load((ROOT / "docker" / "file-store.yml").read_text())
+S3_STANDIN = yaml.safe_load((ROOT / "scripts" / "compose" / "s3-standin.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 SERVICES = COMPOSE["services"]
-WORKERS = ("worker", "worker-cpu")
+WORKERS = ("worker", "reranker")
 # Services that run another project's image, not an `embedserve` subcommand.
 THIRD_PARTY = ("redis", "s3")
 # What `docker compose` needs in its environment to start the stack (`${VAR:?message}`).
@@ -60,12 +68,42 @@ def subcommands() -> set[str]:
     return set(action.choices)
 
 
-def test_compose_file_validates_against_the_compose_specification():
+def merged(base: dict, *overrides: dict) -> dict:
+    """Compose's merge of override files, for what these files use: mappings merge key by key
+    (environment, build args, deploy), a service's volumes by their path in the container,
+    everything else is replaced."""
+    def merge(a, b, key=None):
+        if isinstance(a, dict) and isinstance(b, dict):
+            out = dict(a)
+            for k, v in b.items():
+                out[k] = merge(a[k], v, k) if k in a else v
+            return out
+        if key == "volumes" and isinstance(a, list) and isinstance(b, list):
+            by_target = {v.split(":")[1]: v for v in a} | {v.split(":")[1]: v for v in b}
+            return list(by_target.values())
+        return b
+
+    result = base
+    for override in overrides:
+        result = merge(result, override)
+    return result
+
+
+@pytest.mark.parametrize("name, document", [("docker-compose.yml", COMPOSE), ("docker-compose.gpu.yml", GPU),
+                                            ("docker/file-store.yml", FILE_STORE),
+                                            ("scripts/compose/s3-standin.yml", S3_STANDIN)])
+def test_compose_file_validates_against_the_compose_specification(name, document):
     schema_text = (resources.files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json").read_text()
     schema = json.loads(schema_text)
     validator_cls = jsonschema.validators.validator_for(schema)
-    errors = sorted(validator_cls(schema).iter_errors(COMPOSE), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    errors = sorted(validator_cls(schema).iter_errors(document), key=lambda e: list(e.path))
+    assert not errors, name + ":\n" + "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+@pytest.mark.parametrize("document", [COMPOSE, GPU, FILE_STORE])
+def test_override_files_change_services_and_add_none(document):
+    """An override file that named a service the base lacks would start something new."""
+    assert set(document["services"]) <= set(SERVICES)
 
 
 def test_schema_check_can_fail():
@@ -92,22 +130,36 @@ def test_api_serves_on_8000_with_a_health_check():
     assert api["build"]["target"] == "api"
 
 
-def test_gpu_worker_reserves_an_nvidia_device_and_caches_models_on_a_volume():
+def test_plain_up_starts_a_cpu_worker_with_the_embedded_model():
     worker = SERVICES["worker"]
-    device = worker["deploy"]["resources"]["reservations"]["devices"][0]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert "Qwen/Qwen3-Embedding-0.6B" in worker["environment"]["EMBED_MODEL"]
+    assert "profiles" not in worker  # part of every `docker compose up`
+    assert "deploy" not in worker  # no device reservation: runs on any host
+    env = env_of("worker")
+    assert env["EMBED_DEVICE"] == "cpu" and env["EMBED_MODEL"] == ""  # "" = all-MiniLM-L6-v2 in the image
+    args = worker["build"]["args"]
+    assert worker["build"]["target"] == "worker"
+    assert "whl/cpu" in interpolate(args["TORCH_INDEX"], {})
     assert any(v.startswith("hf-cache:") and v.endswith("/huggingface") for v in worker["volumes"])
     # No container_name or fixed host port: `--scale worker=N` needs both absent.
     assert "container_name" not in worker and "ports" not in worker
+    # The only services without a profile: the stack a plain `up` starts.
+    assert {n for n, s in SERVICES.items() if "profiles" not in s} == {"redis", "s3", "api", "worker"}
 
 
-def test_cpu_variant_has_no_device_reservation_and_builds_cpu_torch():
-    cpu = SERVICES["worker-cpu"]
-    assert "deploy" not in cpu
-    assert cpu["environment"]["EMBED_DEVICE"] == "cpu"
-    assert "whl/cpu" in cpu["build"]["args"]["TORCH_INDEX"]
-    assert SERVICES["worker"]["profiles"] != cpu["profiles"]
+def test_gpu_override_turns_the_worker_into_a_qwen3_gpu_worker():
+    worker = merged(COMPOSE, GPU)["services"]["worker"]
+    device = worker["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    env = {k: interpolate(str(v), REQUIRED_VARS) for k, v in worker["environment"].items()}
+    assert env["EMBED_MODEL"] == "Qwen/Qwen3-Embedding-0.6B" and env["EMBED_DEVICE"] == "auto"
+    assert env["EMBED_REDIS_URL"].startswith("redis://")  # the base's environment is kept
+    args = {k: interpolate(v, {}) for k, v in worker["build"]["args"].items()}
+    assert "whl/cu" in args["TORCH_INDEX"]
+    # Its own image name (a CPU build never overwrites it) and never the CPU wheel directory.
+    assert worker["image"] != SERVICES["worker"]["image"]
+    assert args["TORCH_WHEELS"] != interpolate(SERVICES["worker"]["build"]["args"]["TORCH_WHEELS"], {})
+    reranker = merged(COMPOSE, GPU)["services"]["reranker"]
+    assert reranker["profiles"] == ["rerank"] and reranker["deploy"] == worker["deploy"]
 
 
 def _seconds(duration: str) -> int:
@@ -144,6 +196,47 @@ def test_dockerfile_is_multi_stage_and_runs_as_non_root():
         assert "COPY --from=build-" in body and "USER embed" in body
     api_stage = DOCKERFILE.split(" AS build-api\n", 1)[1].split("\nFROM ", 1)[0]
     assert "torch" not in api_stage  # the API image stays small
+    # The legacy builder runs every stage above its target: the API's come before torch's.
+    assert stages.index("api") < stages.index("build-worker")
+
+
+def test_images_build_without_a_registry_when_asked():
+    # No `# syntax=` line: BuildKit would fetch that frontend image before reading anything.
+    assert not re.search(r"^#\s*syntax=", DOCKERFILE, re.M | re.I)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", DOCKERFILE, re.M)
+    # A debootstrapped Debian has python3 (and its venv module) but no `python`.
+    assert not re.search(r"\bpython -m\b", DOCKERFILE) and "python3 -m venv" in DOCKERFILE
+    for health in (SERVICES["api"]["healthcheck"]["test"], re.findall(r"HEALTHCHECK.*\n.*", DOCKERFILE)[0]):
+        assert "python3" in str(health)
+    # torch from a wheel directory in the build context when it holds one.
+    worker_stage = DOCKERFILE.split(" AS build-worker\n", 1)[1].split("\nFROM ", 1)[0]
+    assert re.search(r"^ARG TORCH_WHEELS=docker/wheels$", worker_stage, re.M)
+    assert "COPY ${TORCH_WHEELS}/ /wheels/" in worker_stage and "--no-index --find-links /wheels" in worker_stage
+    assert (ROOT / "docker" / "wheels" / "README.md").is_file() and (ROOT / "docker" / "wheels" / "cuda").is_dir()
+    # The base image and the third-party images are variables; their defaults are the registry's.
+    for service in ("api", "worker"):
+        assert SERVICES[service]["build"]["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim}"
+    assert SERVICES["redis"]["image"] == "${REDIS_IMAGE:-redis:7-alpine}"
+    assert SERVICES["s3"]["image"].startswith("${S3_IMAGE:-")
+
+
+def _strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield str(key)
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    else:
+        yield str(node)
+
+
+@pytest.mark.parametrize("document", [COMPOSE, GPU, FILE_STORE, S3_STANDIN])
+def test_no_nested_variables(document):
+    """docker-compose 1.29 (Debian 12's) leaves the inner ${...} of ${A:-${B}} unexpanded."""
+    nested = [text for text in _strings(document) if re.search(r"\$\{[^}]*\$\{", text)]
+    assert not nested, nested
 
 
 def _env_names() -> set[str]:
@@ -226,11 +319,27 @@ def test_api_and_workers_keep_job_data_in_the_s3_bucket(service):
     assert env["AWS_ACCESS_KEY_ID"] == s3["AWS_ACCESS_KEY_ID"]
     assert env["AWS_SECRET_ACCESS_KEY"] == s3["AWS_SECRET_ACCESS_KEY"]
     assert env["AWS_DEFAULT_REGION"]
-    # One bucket name drives both sides; another store is one variable away.
+    # One bucket name drives both sides.
     moved = env_of(service, S3_BUCKET="vectors")
     assert moved["EMBED_JOB_STORE"] == "s3://vectors" and env_of("s3", S3_BUCKET="vectors")["S3_BUCKET"] == "vectors"
-    assert env_of(service, EMBED_JOB_STORE="file:///srv/jobs")["EMBED_JOB_STORE"] == "file:///srv/jobs"
     assert SERVICES[service]["depends_on"]["s3"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("service", STORE_USERS)
+def test_file_store_override_gives_api_and_workers_one_volume(service):
+    stack = merged(COMPOSE, FILE_STORE)["services"][service]
+    url = stack["environment"]["EMBED_JOB_STORE"]
+    path = url.removeprefix("file://")
+    assert url.startswith("file:///") and f"jobs:{path}" in stack["volumes"]
+    assert "jobs" in FILE_STORE["volumes"]
+    # The images own that directory as the runtime user: a fresh named volume there is writable.
+    assert path.startswith("/var/lib/embedserve") and "chown -R embed:embed /var/lib/embedserve" in DOCKERFILE
+    assert any(v.startswith("hf-cache:") for v in stack["volumes"]) or service == "api"  # the base's mounts stay
+
+
+def test_s3_standin_override_touches_only_the_s3_service():
+    assert set(S3_STANDIN["services"]) == {"s3"}
+    assert set(S3_STANDIN["services"]["s3"]) <= {"command", "healthcheck"}
 
 
 def test_the_default_store_url_is_one_the_service_accepts():
