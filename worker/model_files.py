@@ -122,6 +122,14 @@ def _read_pooling(path: Path) -> tuple[str, ...] | None:
             modes = {mode for key, mode in _ST_POOLING_KEYS.items() if cfg.get(key)}
             if cfg.get("pooling_mode") in POOLING_MODES:  # newer sentence-transformers spelling
                 modes.add(cfg["pooling_mode"])
+            # A mode we do not implement (weighted mean...) must not quietly become mean pooling.
+            unknown = sorted(key for key, value in cfg.items() if key.startswith("pooling_mode_") and value
+                             and key not in _ST_POOLING_KEYS)
+            if isinstance(cfg.get("pooling_mode"), str) and cfg["pooling_mode"] not in POOLING_MODES:
+                unknown.append(cfg["pooling_mode"])
+            if unknown:
+                raise ConfigError(f"{path}: the Pooling module asks for {', '.join(unknown)}, which this server does "
+                                  f"not implement (it pools by {', '.join(POOLING_MODES)}).")
             return tuple(m for m in POOLING_MODES if m in modes) or None
     return None
 

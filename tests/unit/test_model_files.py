@@ -95,3 +95,14 @@ def test_pipelines_served_wrong_are_refused(tmp_path, modules, configs, message)
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         read_model_files(tmp_path, "bert")
     assert str(tmp_path) in str(caught.value)
+
+
+@pytest.mark.parametrize("config, named", [
+    ({"pooling_mode_weightedmean_tokens": True}, "pooling_mode_weightedmean_tokens"),
+    ({"pooling_mode_mean_tokens": True, "pooling_mode_weightedmean_tokens": True}, "weightedmean"),
+    ({"pooling_mode": "weightedmean"}, "weightedmean"),
+])
+def test_a_pooling_mode_not_implemented_is_refused_not_served_as_mean(tmp_path, config, named):
+    write_pipeline(tmp_path, [TRANSFORMER, POOLING], {"1_Pooling": config})
+    with pytest.raises(ConfigError, match=named):
+        read_model_files(tmp_path, "bert")
