@@ -13,6 +13,8 @@ from embedserve import defaults
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# EMBED_ATTENTION's values (worker/packed_decoder.py implements them).
+ATTENTION_KERNELS = ("auto", "sdpa_groups", "flex", "flash_varlen")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
 
@@ -61,9 +63,11 @@ class Settings:
     device: str = "auto"
     # auto | float32 | bfloat16 | float16; auto = fp32 on CPU, bf16 (fp16 if unsupported) on CUDA.
     dtype: str = "auto"
-    # auto | on | off: the padding-free forward for BERT-family encoders (worker/packed.py); auto = on CPU.
+    # auto | on | off: the padding-free forward (worker/packing.py); auto = BERT family on CPU, Qwen3 family everywhere.
     packed: str = "auto"
-    # Tokens in one forward pass (rows x longest row when padded); 0 = by device (see `batch_tokens`).
+    # auto | sdpa_groups | flex | flash_varlen: the packed decoder's attention kernel (worker/packed_decoder.py).
+    attention: str = "auto"
+    # Tokens in one forward pass (rows x longest row when padded); 0 = by device (see `batch_tokens`; GPU: free memory).
     max_batch_tokens: int = 0
     # /v1/embeddings body limit, bytes.
     max_body_bytes: int = defaults.MAX_BODY_BYTES
@@ -140,6 +144,7 @@ class Settings:
             device=reader.str("EMBED_DEVICE", cls.device).lower(),
             dtype=reader.str("EMBED_DTYPE", cls.dtype).lower(),
             packed=reader.str("EMBED_PACKED", cls.packed).lower(),
+            attention=reader.str("EMBED_ATTENTION", cls.attention).lower(),
             max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 0, 10**8),
             max_body_bytes=reader.int("EMBED_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 2**40),
             sync_timeout=reader.float("EMBED_SYNC_TIMEOUT", cls.sync_timeout, 0.001, 86400),
@@ -184,6 +189,8 @@ class Settings:
             raise ConfigError(f"EMBED_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.packed not in ("auto", "on", "off"):
             raise ConfigError(f"EMBED_PACKED must be auto, on or off, got {self.packed!r}")
+        if self.attention not in ATTENTION_KERNELS:
+            raise ConfigError(f"EMBED_ATTENTION must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"EMBED_LOG_LEVEL must be a logging level name, got {self.log_level!r}")
         for name in (self.served_model_name, *self.model_aliases):
@@ -211,12 +218,16 @@ class Settings:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")
 
-    def batch_tokens(self, device_type: str, packed: bool = False) -> int:
-        """The forward pass's token budget: the setting, or the default for `device_type` and packing."""
+    def batch_tokens(self, device_type: str, packed: bool = False, gpu_budget: int | None = None) -> int:
+        """The forward pass's token budget: the setting, or the default for `device_type` and packing.
+
+        On a GPU the default is `gpu_budget`, sized from its free memory (worker/token_budget.py),
+        when the worker could measure it; a set EMBED_MAX_BATCH_TOKENS always wins.
+        """
         if self.max_batch_tokens:
             return self.max_batch_tokens
         if device_type != "cpu":
-            return defaults.MAX_BATCH_TOKENS
+            return gpu_budget or defaults.MAX_BATCH_TOKENS
         return defaults.MAX_BATCH_TOKENS_CPU_PACKED if packed else defaults.MAX_BATCH_TOKENS_CPU
 
     @property

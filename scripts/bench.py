@@ -7,6 +7,12 @@ run, tears everything down and exits 0. A benchmark, not a test: figures are pri
 is asserted. Run with the project's venv (it needs the test extra for sentence-transformers):
 
     .venv/bin/python scripts/bench.py [--quick] [--peer-infinity /path/to/infinity-venv/bin/python]
+
+`--packing` measures something else, in this process and without the stack: a Qwen3-shaped small
+model (random weights) through the worker's engine and batcher on a 2,000-text mixed-length job,
+packed (EMBED_PACKED=auto) against padded (EMBED_PACKED=off), each at its default CPU budget:
+
+    .venv/bin/python scripts/bench.py --packing [--texts 2000] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -189,6 +195,58 @@ def print_ratios(report: Report) -> None:
         print(f"  {'worker RSS, right after load':<28} {mib(busy)} = model {mib(size)} + {mib(busy - size)}")
 
 
+def bench_packing(count: int, repeat: int) -> int:
+    """Packed against padded for a Qwen3-shaped small model, same engine and batcher, same texts."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from embedserve import defaults
+    from embedserve.settings import Settings
+    from scripts.benchkit.engine_load import through_batcher
+    from scripts.benchkit.qwen3 import QWEN3_SMALL, build_checkpoint
+    from worker.engine import EmbeddingEngine
+
+    cpu = torch.device("cpu")
+    texts = mixed_texts(count, seed=1234)
+    print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average "
+          f"{os.getloadavg()[0]:.2f} at start; model Qwen3-shaped {json.dumps(QWEN3_SMALL)}, random weights, fp32",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
+        build_checkpoint(Path(tmp), QWEN3_SMALL, cpu, torch.float32, max_len=2048)
+        engines = {"packed": EmbeddingEngine(tmp, cpu, torch.float32, packed="auto"),
+                   "padded": EmbeddingEngine(tmp, cpu, torch.float32, packed="off")}
+    assert not engines["packed"].pads_batches and engines["padded"].pads_batches
+    rows = engines["packed"].tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
+    tokens = sum(map(len, rows))
+    lengths = sorted(map(len, rows))
+    print(f"job: {len(rows)} mixed-length texts (seed 1234), {tokens} tokens, {lengths[0]}-{lengths[-1]} per text "
+          f"(mean {tokens / len(rows):.0f}); chunks of 32, 8 in flight", flush=True)
+    sample = rows[:64]
+    cos = (engines["packed"].embed_batch(sample) * engines["padded"].embed_batch(sample)).sum(axis=1)
+    print(f"packed vs padded vectors, 64 texts: cosine min {cos.min():.7f}", flush=True)
+    workloads = ("job", "clients")
+    best = {(w, name): float("inf") for w in workloads for name in engines}
+    for run in range(repeat):  # alternating, so drift of the box hits both alike
+        for workload in workloads:
+            for name, engine in engines.items():
+                budget = Settings().batch_tokens("cpu", packed=not engine.pads_batches)  # as worker/main.py
+                elapsed = through_batcher(engine, rows, workload, budget, defaults.CPU_BULK_BATCH_TOKENS)
+                best[workload, name] = min(best[workload, name], elapsed)
+                print(f"  run {run + 1} {workload:>7} {name:>6}: {elapsed:6.1f} s = {tokens / elapsed:7.0f} tokens/s "
+                      f"= {len(rows) / elapsed:6.1f} texts/s (load average {os.getloadavg()[0]:.2f})", flush=True)
+    print(f"\nbest of {repeat}, tokens/s:")
+    labels = {"job": f"{len(rows)}-text bulk job (chunks of 32, 8 in flight)",
+              "clients": "32 clients, one text per request"}
+    for workload in workloads:
+        packed, padded = (tokens / best[workload, name] for name in ("packed", "padded"))
+        print(f"  {labels[workload]:<46} packed {packed:7.0f}  padded (EMBED_PACKED=off) {padded:7.0f}  "
+              f"packed = {packed / padded:.2f}x (goal >= 1.5x)")
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    return 0 if all(np.isfinite(v) for v in best.values()) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts, to check the script")
@@ -203,7 +261,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--env", action="append", default=[], metavar="EMBED_X=VALUE",
                         help="a setting for our worker and API (repeatable), e.g. --env EMBED_BULK_SLOTS=4")
+    parser.add_argument("--packing", action="store_true",
+                        help="only the CPU packed-vs-padded comparison on a Qwen3-shaped small model (in-process)")
     args = parser.parse_args()
+    if args.packing:
+        return bench_packing(256 if args.quick else args.texts, args.repeat)
     if args.quick:
         args.texts, args.singles, args.large_job, args.repeat = 256, 40, 2000, 1
     model_dir = args.model_dir or default_model_dir()

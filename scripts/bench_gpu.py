@@ -11,10 +11,17 @@ batch shape it times:
   `worker.engine.EmbeddingEngine.embed_batch` (host padding, pinned copy, forward, last-token
   pool, normalize, vectors back to the host): what a worker does per batch.
 
+Then mixed lengths, where padding costs: the benchmark texts' length mix (scripts/benchkit/texts.py,
+5-170 tokens) and a document mix (32-4,096 tokens, log-uniform), each as a bulk job through the
+same Batcher (chunks of 32, 8 in flight) with the engine packed (EMBED_PACKED=auto: the packed
+decoder forward, EMBED_ATTENTION's kernel) and padded (EMBED_PACKED=off), and a plain padded
+transformers forward over the same rows sorted by length (as sentence-transformers' encode()
+batches them). Real tokens/s and MFU for each. `--attention` compares kernels by hand.
+
 MFU = 2 x non-embedding parameters x tokens/s / peak dense bf16 FLOP/s (attention's own
 FLOPs are left out, so it is a slight underestimate). Needs torch, transformers, numpy,
 tokenizers and this repository; no download. `--tiny` runs a small fp32 config on the CPU to
-check the script itself. Usage: `python scripts/bench_gpu.py [--tiny] [--seconds S]`.
+check the script itself. Usage: `python scripts/bench_gpu.py [--tiny] [--seconds S] [--attention K]`.
 """
 
 from __future__ import annotations
@@ -31,44 +38,26 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E402
-from transformers import AutoModel, PreTrainedTokenizerFast, Qwen3Config  # noqa: E402
 
+from embedserve import defaults  # noqa: E402
+from embedserve.settings import Settings  # noqa: E402
+from scripts.benchkit.engine_load import through_batcher  # noqa: E402
+from scripts.benchkit.qwen3 import QWEN3_06B, build_checkpoint, document_lengths, random_rows  # noqa: E402
+from scripts.benchkit.texts import mixed_texts  # noqa: E402
 from worker.batcher import Batcher  # noqa: E402
-from worker.engine import EmbeddingEngine, pick_device, pick_dtype  # noqa: E402
+from worker.engine import EmbeddingEngine, pad_rows, pick_device, pick_dtype  # noqa: E402
+from worker.token_budget import gpu_token_budget  # noqa: E402
 
-QWEN3_06B = dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
-                 head_dim=128, intermediate_size=3072, vocab_size=151669)
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=32, intermediate_size=256, vocab_size=1000)
 # (rows, tokens per row): the default CUDA token budget, a larger one, and many short texts.
 SHAPES = ((32, 512), (64, 512), (256, 128))
 TINY_SHAPES = ((8, 64), (32, 32))
+# Mixed-length workloads: (name, rows); the tiny run takes a fraction of them, capped in length.
+MIXED = (("texts 5-170", 16384), ("docs 32-4096", 1024))
 # Dense bf16 peak FLOP/s by GPU name (no sparsity), from the vendors' data sheets.
 PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("H800", 989e12), ("GH200", 989e12),
              ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12))
-EOS = "<|endoftext|>"
-
-
-def build_checkpoint(path: Path, shape: dict, device: torch.device, dtype: torch.dtype) -> Path:
-    """Save a random Qwen3Model and a minimal left-padding tokenizer that the engine can load."""
-    vocab = {EOS: 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(64)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single=f"$A:0 {EOS}:0", special_tokens=[(EOS, 0)])
-    max_len = 32768
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, padding_side="left",
-                            model_max_length=max_len).save_pretrained(path)
-    config = Qwen3Config(**shape, max_position_embeddings=max_len, use_sliding_window=False, sliding_window=None,
-                         bos_token_id=0, eos_token_id=0, pad_token_id=0)
-    torch.manual_seed(0)
-    with torch.device(device):  # initialise on the GPU: seconds instead of a minute on the CPU
-        model = AutoModel.from_config(config, dtype=dtype)
-    model.save_pretrained(path)
-    del model
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return path
 
 
 def sync(device: torch.device) -> None:
@@ -128,6 +117,67 @@ def engine_forward(engine: EmbeddingEngine, rows: int, length: int, seconds: flo
     return count * rows * length / elapsed
 
 
+def mixed_rows(name: str, count: int, engine: EmbeddingEngine) -> list[list[int]]:
+    """The rows of one mixed-length workload, in arrival order."""
+    if name.startswith("texts"):
+        return engine.tokenize(mixed_texts(count, seed=1234), offset=0, input_type="document", instruction=None,
+                               truncate=True).rows
+    lengths = [min(n, engine.max_length) for n in document_lengths(count)]
+    return random_rows(lengths, engine.vocab_size)
+
+
+def plain_sorted(engine: EmbeddingEngine, rows: list[list[int]], budget: int) -> float:
+    """Seconds for a bare padded `model(...)` over `rows` sorted by length, batches of `budget` padded tokens."""
+    ordered, batches, batch = sorted(rows, key=len, reverse=True), [], []
+    for row in ordered:
+        if batch and len(batch[0]) * (len(batch) + 1) > budget:
+            batches.append(batch)
+            batch = []
+        batch.append(row)
+    batches.append(batch)
+    inputs = [tuple(torch.from_numpy(a).to(engine.device) for a in pad_rows(b, engine.pad_id, left=True))
+              for b in batches]
+    with torch.inference_mode():
+        engine.model(input_ids=inputs[0][0], attention_mask=inputs[0][1])  # warm-up
+        sync(engine.device)
+        started = time.perf_counter()
+        for ids, mask in inputs:
+            engine.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        sync(engine.device)
+    return time.perf_counter() - started
+
+
+def mixed_workloads(engines: dict, tiny: bool, dense: int, peak: float | None) -> list[dict]:
+    """Tokens/s and MFU of each mixed workload: engine packed, engine padded, plain padded forward (sorted)."""
+    results = []
+    print(f"\n{'workload':>14} {'rows':>6} {'tokens':>10} {'packed tok/s':>13} {'padded tok/s':>13} "
+          f"{'plain tok/s':>12} {'packed/padded':>14} {'MFU packed':>11} {'MFU padded':>11} {'MFU plain':>10}")
+    for name, count in MIXED:
+        count = count // 64 if tiny else count
+        first = next(iter(engines.values()))
+        rows = mixed_rows(name, count, first)
+        if tiny:
+            rows = [row[:256] for row in rows]
+        tokens = sum(map(len, rows))
+        rates = {}
+        for label, engine in engines.items():
+            budget = Settings().batch_tokens(engine.device.type, packed=not engine.pads_batches,
+                                             gpu_budget=gpu_token_budget(engine))
+            bulk = budget if engine.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS
+            through_batcher(engine, rows[:64], "job", budget, bulk)  # warm-up (lazy compiles, allocator)
+            rates[label] = tokens / through_batcher(engine, rows, "job", budget, bulk)
+        padded_engine = engines["padded"]
+        rates["plain"] = tokens / plain_sorted(padded_engine, rows, Settings().batch_tokens(
+            padded_engine.device.type, packed=False, gpu_budget=gpu_token_budget(padded_engine)))
+        mfu = {k: (2 * dense * v / peak if peak else None) for k, v in rates.items()}
+        fmt = {k: f"{v:.1%}" if v is not None else "n/a" for k, v in mfu.items()}
+        print(f"{name:>14} {len(rows):>6} {tokens:>10,} {rates['packed']:>13,.0f} {rates['padded']:>13,.0f} "
+              f"{rates['plain']:>12,.0f} {rates['packed'] / rates['padded']:>14.2f} {fmt['packed']:>11} "
+              f"{fmt['padded']:>11} {fmt['plain']:>10}", flush=True)
+        results.append(dict(workload=name, rows=len(rows), tokens=tokens, tokens_s=rates, mfu=mfu))
+    return results
+
+
 def peak_flops(device: torch.device, override_tflops: float | None) -> tuple[float | None, str]:
     if override_tflops:
         return override_tflops * 1e12, "given"
@@ -146,6 +196,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="timed seconds per measurement")
     parser.add_argument("--peak-tflops", type=float, default=None, help="override the dense bf16 peak")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--attention", default="auto", help="EMBED_ATTENTION for the packed engine")
+    parser.add_argument("--no-mixed", action="store_true", help="only the uniform shapes")
     args = parser.parse_args()
 
     device = torch.device("cpu") if args.tiny else pick_device("auto")
@@ -160,8 +212,14 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         build_checkpoint(Path(tmp), shape, device, dtype)
-        engine = EmbeddingEngine(tmp, device, dtype)  # the worker's own loading path
-    engine.warmup()
+        # The worker's own loading path, packed (EMBED_PACKED=on: what auto does for Qwen3) and padded.
+        engines = {"packed": EmbeddingEngine(tmp, device, dtype, packed="on", attention=args.attention),
+                   "padded": EmbeddingEngine(tmp, device, dtype, packed="off")}
+    for engine in engines.values():
+        engine.warmup()
+    engine = engines["padded"]
+    print(f"packed engine: {type(engines['packed'].packed).__name__}, attention kernel "
+          f"{getattr(engines['packed'].packed, 'kernel', '-')}", flush=True)
     params = sum(p.numel() for p in engine.model.parameters())
     dense = params - engine.model.get_input_embeddings().weight.numel()
     print(f"model: {params / 1e6:.0f}M parameters ({dense / 1e6:.0f}M outside the embedding table), "
@@ -169,23 +227,27 @@ def main() -> int:
           flush=True)
 
     results = []
-    print(f"{'batch':>12} {'plain tok/s':>13} {'engine tok/s':>13} {'engine/plain':>13} {'MFU plain':>10} {'MFU engine':>11}")
+    print(f"{'batch':>12} {'plain tok/s':>13} {'padded eng':>13} {'packed eng':>13} {'packed/plain':>13} "
+          f"{'MFU plain':>10} {'MFU padded':>11} {'MFU packed':>11}")
     for rows, length in shapes:
         plain = plain_forward(engine, rows, length, args.seconds)
-        eng = engine_forward(engine, rows, length, args.seconds)
-        mfu = [2 * dense * rate / peak if peak else None for rate in (plain, eng)]
+        padded = engine_forward(engines["padded"], rows, length, args.seconds)
+        packed = engine_forward(engines["packed"], rows, length, args.seconds)
+        mfu = [2 * dense * rate / peak if peak else None for rate in (plain, padded, packed)]
         fmt = [f"{m:.1%}" if m is not None else "n/a" for m in mfu]
-        print(f"{rows:>5}x{length:<6} {plain:>13,.0f} {eng:>13,.0f} {eng / plain:>13.3f} {fmt[0]:>10} {fmt[1]:>11}",
-              flush=True)
-        results.append(dict(rows=rows, length=length, plain_tokens_s=plain, engine_tokens_s=eng,
-                            ratio=eng / plain, mfu_plain=mfu[0], mfu_engine=mfu[1]))
+        print(f"{rows:>5}x{length:<6} {plain:>13,.0f} {padded:>13,.0f} {packed:>13,.0f} {packed / plain:>13.3f} "
+              f"{fmt[0]:>10} {fmt[1]:>11} {fmt[2]:>11}", flush=True)
+        results.append(dict(rows=rows, length=length, plain_tokens_s=plain, engine_padded_tokens_s=padded,
+                            engine_packed_tokens_s=packed, mfu_plain=mfu[0], mfu_padded=mfu[1], mfu_packed=mfu[2]))
+    mixed = [] if args.no_mixed else mixed_workloads(engines, args.tiny, dense, peak)
     if device.type == "cuda":
         print(f"peak memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB; "
               f"peak bf16 taken as {peak / 1e12:.0f} TFLOP/s" if peak else "peak bf16 unknown for this GPU")
     print(f"total {time.perf_counter() - started:.0f}s")
     if args.json:
         args.json.write_text(json.dumps(dict(device=gpu, dtype=str(dtype), params=params, dense_params=dense,
-                                             results=results), indent=2))
+                                             attention=getattr(engines["packed"].packed, "kernel", None),
+                                             results=results, mixed=mixed), indent=2, default=str))
     return 0
 
 

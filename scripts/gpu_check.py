@@ -3,8 +3,11 @@
 
 Builds the tiny random Qwen3 from the test fixtures, embeds mixed-length texts through the
 worker's engine and batcher on CUDA in bf16 (the production default), and compares with the
-model card's reference code in fp32 on the CPU. Also checks that an out-of-memory batch is split
-and retried instead of failing: it caps the CUDA allocator so a large batch really runs out.
+model card's reference code in fp32 on the CPU. Then the packed decoder forward against the
+padded one on CUDA in bf16, for every attention kernel this machine offers (sdpa_groups, flex,
+flash_varlen when flash_attn is installed), embeddings and the Qwen3 reranker's scores. Also
+checks that an out-of-memory batch is split and retried instead of failing (with the packed
+forward, the default for Qwen3 on CUDA): it caps the CUDA allocator so a large batch really runs out.
 
     python scripts/gpu_check.py
 """
@@ -21,11 +24,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tests.fixtures.tiny_models import build_tiny_qwen3_embedding, reference_qwen3_embeddings  # noqa: E402
+from tests.fixtures.tiny_models import build_tiny_qwen3_embedding, build_tiny_qwen3_reranker, \
+    reference_qwen3_embeddings  # noqa: E402
 from worker.batcher import Batcher  # noqa: E402
 from worker.engine import EmbeddingEngine, pick_dtype  # noqa: E402
+from worker.packed_decoder import flash_attn_available  # noqa: E402
 
 MIN_COSINE_BF16 = 0.99  # bf16 keeps ~3 significant digits; fp32 on CPU is the reference
+MIN_COSINE_PACKED_BF16 = 0.999  # packed against padded, both bf16 on the GPU (the issue's bar)
 
 
 def main() -> int:
@@ -51,9 +57,54 @@ def main() -> int:
             ok = bool(cos.min() >= MIN_COSINE_BF16)
         finally:
             batcher.stop()
+        ok = check_packed_kernels(path, Path(tmp)) and ok
         ok = check_oom_split(engine) and ok
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
+
+
+def check_packed_kernels(path: Path, tmp: Path, device: str = "cuda", dtype: torch.dtype = torch.bfloat16,
+                         kernels: list[str] | None = None) -> bool:
+    """Packed against padded on CUDA in bf16, per attention kernel: embeddings of mixed lengths, reranker scores.
+
+    (`device`, `dtype` and `kernels` let the check itself be tried on a CPU.)
+    """
+    import random
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from worker.qwen3_reranker import Qwen3Reranker
+
+    device, ok = torch.device(device), True
+    rng = random.Random(3)
+    words = "the cat reads a document about the river map with great enthusiasm".split()
+    texts = [" ".join(rng.choice(words) for _ in range(rng.choice([1, 2, 5, 20, 80, 200, 400]))) for _ in range(48)]
+    padded = EmbeddingEngine(str(path), device, dtype, packed="off")
+    rows = padded.tokenize(texts, offset=0, input_type="query", instruction=None, truncate=True).rows
+    reference = padded.embed_batch(rows)
+    kernels = kernels or ["sdpa_groups", "flex"] + (["flash_varlen"] if flash_attn_available() else [])
+    reranker_path = build_tiny_qwen3_reranker(tmp / "reranker")
+    config, tokenizer = AutoConfig.from_pretrained(reranker_path), AutoTokenizer.from_pretrained(reranker_path)
+    plain_reranker = Qwen3Reranker(str(reranker_path), config, tokenizer, device, dtype, packed="off")
+    pairs = plain_reranker.tokenize("where is the river?", texts[:16], offset=0, instruction=None, truncate=True).rows
+    plain_scores = plain_reranker.score_batch(pairs)[:, 0]
+    for kernel in kernels:
+        try:
+            engine = EmbeddingEngine(str(path), device, dtype, packed="on", attention=kernel)
+            cos = (engine.embed_batch(rows) * reference).sum(axis=1)
+            reranker = Qwen3Reranker(str(reranker_path), config, tokenizer, device, dtype, packed="on",
+                                     attention=kernel)
+            diff = float(np.abs(reranker.score_batch(pairs)[:, 0] - plain_scores).max())
+        except Exception as exc:  # noqa: BLE001 - report, do not crash the check
+            print(f"packed {kernel}: FAILED with {type(exc).__name__}: {exc}")
+            ok = False
+            continue
+        passed = bool(cos.min() >= MIN_COSINE_PACKED_BF16 and diff < 0.02)
+        print(f"packed {kernel} vs padded, bf16, {len(rows)} rows of {min(map(len, rows))}-{max(map(len, rows))} "
+              f"tokens: cosine min={cos.min():.5f} mean={cos.mean():.5f}; reranker max |score diff| {diff:.4f} "
+              f"{'ok' if passed else 'MISMATCH'}")
+        ok = ok and passed
+    return ok
 
 
 def check_oom_split(engine: EmbeddingEngine) -> bool:

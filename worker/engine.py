@@ -27,7 +27,8 @@ from embedserve.errors import InvalidRequest
 from embedserve.registry import ModelCard
 from embedserve.settings import Settings
 from worker.model_files import ModelFiles, read_model_files
-from worker.packed import PackedEncoder, PackedRows, pool_packed, unsupported_reason
+from worker.packed_rows import PackedRows, pool_packed
+from worker.packing import choose_packed_forward
 from worker.st_modules import SentenceHead
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class Tokenized:
 class EmbeddingEngine:
     """One embedding model on one device."""
 
-    def __init__(self, source: str, device: torch.device, dtype: torch.dtype, packed: str = "auto"):
+    def __init__(self, source: str, device: torch.device, dtype: torch.dtype, packed: str = "auto",
+                 attention: str = "auto"):
         self.source = source
         self.device = device
         self.dtype = dtype
@@ -97,7 +99,7 @@ class EmbeddingEngine:
         probe = self.tokenizer("probe")["input_ids"]
         self.append_eos = self.files.last_token and eos is not None and probe[-1] != eos
         self.eos_id = eos
-        self.packed = _packed_encoder(self.model, device, packed)
+        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention)  # worker/packing.py
 
     @property
     def pads_batches(self) -> bool:
@@ -222,7 +224,7 @@ def load_engine(settings: Settings) -> EmbeddingEngine:
     dtype = pick_dtype(settings.dtype, device)
     source = resolve_model_source(settings.model)
     started = time.monotonic()
-    engine = EmbeddingEngine(source, device, dtype, packed=settings.packed)
+    engine = EmbeddingEngine(source, device, dtype, packed=settings.packed, attention=settings.attention)
     engine.warmup()
     log.info("loaded %s on %s (%s), dim=%d max_length=%d pooling=%s, %s forward in %.1fs", source, device, dtype,
              engine.dim, engine.max_length, ",".join(engine.files.pooling),
@@ -236,23 +238,6 @@ def _load_model(source: str, dtype: torch.dtype):
     except (ValueError, ImportError) as exc:  # architectures without SDPA support
         log.info("SDPA attention unavailable for %s (%s); using the default", source, exc)
         return AutoModel.from_pretrained(source, dtype=dtype)
-
-
-def _packed_encoder(model, device: torch.device, setting: str) -> PackedEncoder | None:
-    """The padding-free forward when EMBED_PACKED allows it and the model supports it.
-
-    `auto` packs on the CPU only: there the linear layers' cost follows the tokens computed, so
-    padding is pure waste. On a GPU a padded batch of similar lengths is already cheap and the
-    padded forward was measured at 0.97-0.99x a plain forward (docs/benchmarks.md).
-    """
-    if setting == "off" or (setting == "auto" and device.type != "cpu"):
-        return None
-    reason = unsupported_reason(model)
-    if reason:
-        if setting == "on":
-            log.warning("EMBED_PACKED=on but this model runs padded: %s", reason)
-        return None
-    return PackedEncoder(model)
 
 
 def _files_from_hub(source: str, model_type: str) -> ModelFiles:

@@ -157,12 +157,13 @@ def wire(loaded: Loaded) -> Wired:
     from worker import memory
     from worker.batcher import Batcher
     from worker.tasks import register_tasks
+    from worker.token_budget import gpu_token_budget
     import torch
 
     settings, client, model, name = loaded.settings, loaded.client, loaded.model, loaded.name
     app = make_celery(settings)
-    padded = getattr(model, "pads_batches", True)  # rerankers always pad
-    batch_tokens = settings.batch_tokens(model.device.type, packed=not padded)
+    padded = getattr(model, "pads_batches", True)
+    batch_tokens = settings.batch_tokens(model.device.type, packed=not padded, gpu_budget=gpu_token_budget(model))
     # A GPU pass is short even when full; on CPU a bulk pass is kept small so sync rows wait little.
     # (Rerankers take no bulk work, so for them this bound never applies.)
     bulk_tokens = settings.bulk_batch_tokens or (

@@ -16,47 +16,15 @@ into one matrix whose slices become the original parameters, so no weight is sto
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worker.packed_rows import PackedRows, RowGroup, RowGroups, pool_packed  # noqa: F401 (pool_packed: re-exported)
+
 # model_type -> first position id. RoBERTa-style models number positions after padding_idx.
 _POSITION_START = {"bert": None, "roberta": "padding", "xlm-roberta": "padding"}
-
-
-@dataclass
-class PackedRows:
-    """Rows concatenated: token ids, each token's position and row, and where each row starts."""
-
-    ids: torch.Tensor        # (tokens,)
-    positions: torch.Tensor  # (tokens,) position within its row
-    row_of: torch.Tensor     # (tokens,) index of the (sorted) row each token belongs to
-    starts: torch.Tensor     # (rows,) index of each sorted row's first token
-    lengths: torch.Tensor    # (rows,) sorted longest first
-    order: torch.Tensor      # (rows,) the caller's row index of each sorted row
-
-    @classmethod
-    def build(cls, rows: list[list[int]], device: torch.device) -> "PackedRows":
-        """Pack `rows` longest first (attention groups runs of similar length; see _AttentionLayout)."""
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-        rows = [rows[i] for i in order]
-        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        total = int(lengths.sum())
-        starts = np.zeros(len(rows), dtype=np.int64)
-        np.cumsum(lengths[:-1], out=starts[1:])
-        row_of = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
-        positions = np.arange(total, dtype=np.int64) - starts[row_of]
-        ids = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=total)
-        as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-        return cls(as_tensor(ids), as_tensor(positions), as_tensor(row_of), as_tensor(starts),
-                   as_tensor(lengths), as_tensor(np.asarray(order, dtype=np.int64)))
-
-    def unsort(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Per-row results back in the caller's order."""
-        return torch.empty_like(pooled).index_copy_(0, self.order, pooled)
 
 
 def unsupported_reason(model) -> str | None:
@@ -106,58 +74,19 @@ class PackedEncoder:
         return hidden
 
 
-class _AttentionLayout:
-    """Attention for packed rows, in groups of similar length each padded to its own longest row.
-
-    Padded attention costs rows x longest^2 per group; one group for a batch of mixed lengths
-    (a 165-token row among 25-token ones) made attention a third of the whole forward. Rows
-    come sorted longest first (PackedRows.build), so a group is a run of rows, hence a run of
-    tokens, and a new one starts where a row is under GROUP_RATIO of its group's longest.
-    """
-
-    def __init__(self, packed: PackedRows):
-        lengths = packed.lengths.tolist()
-        self.groups: list[_Group] = []
-        first = start = 0
-        for i in range(1, len(lengths) + 1):
-            if i == len(lengths) or lengths[i] < GROUP_RATIO * lengths[first]:
-                self.groups.append(_Group(packed, first, i, start, lengths[first:i]))
-                first, start = i, start + sum(lengths[first:i])
+class _AttentionLayout(RowGroups):
+    """Bidirectional attention for packed rows, per group of similar length (worker/packed_rows.py)."""
 
     def attend(self, qkv: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
-        parts = [group.attend(qkv, heads, head_dim) for group in self.groups]
+        parts = [_attend(group, qkv, heads, head_dim) for group in self.groups]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-# A row shorter than this share of its group's longest row starts a new group: padded attention
-# then wastes under 1/GROUP_RATIO^2 of a group's work, for a few more (cheap) calls per layer.
-GROUP_RATIO = 0.7
-
-
-class _Group:
-    """Rows [first, last) of a PackedRows, i.e. tokens [start, start + sum(lengths)), attended as one padded grid."""
-
-    def __init__(self, packed: PackedRows, first: int, last: int, start: int, lengths: list[int]):
-        self.rows, self.longest = last - first, lengths[0]
-        self.start, self.tokens = start, sum(lengths)
-        self.even = lengths[-1] == self.longest  # sorted longest first: no padding, a plain reshape will do
-        if not self.even:  # each token's cell in the grid, from the row and position PackedRows already has
-            span = slice(start, start + self.tokens)
-            self.slots = (packed.row_of[span] - first) * self.longest + packed.positions[span]
-            keys = torch.arange(self.longest, device=packed.ids.device)[None, :] < packed.lengths[first:last, None]
-            self.mask = keys[:, None, None, :]  # (rows, 1, 1, longest): attend to real keys only
-
-    def attend(self, qkv: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
-        mine = qkv[self.start:self.start + self.tokens]
-        if self.even:
-            q, k, v = mine.view(self.rows, self.longest, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-            out = F.scaled_dot_product_attention(q, k, v)
-            return out.transpose(1, 2).reshape(self.tokens, heads * head_dim)
-        grid = mine.new_zeros(self.rows * self.longest, mine.shape[1]).index_copy_(0, self.slots, mine)
-        q, k, v = grid.view(self.rows, self.longest, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
-        out = out.transpose(1, 2).reshape(self.rows * self.longest, heads * head_dim)
-        return out.index_select(0, self.slots)
+def _attend(group: RowGroup, qkv: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """One group's attention: fused query/key/value in, (tokens x hidden) out; padded keys masked."""
+    q, k, v = group.grid(qkv).view(group.rows, group.longest, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
+    return group.ungrid(out.transpose(1, 2).reshape(group.rows, group.longest, heads * head_dim))
 
 
 def _fuse_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,18 +99,3 @@ def _fuse_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
         part.weight.data = weight[i * size:(i + 1) * size]
         part.bias.data = bias[i * size:(i + 1) * size]
     return weight, bias
-
-
-def pool_packed(mode: str, hidden: torch.Tensor, packed: PackedRows) -> torch.Tensor:
-    """Sentence-transformers pooling over packed tokens: one (rows x hidden) tensor."""
-    if mode == "cls":
-        return hidden.index_select(0, packed.starts)
-    if mode == "lasttoken":
-        return hidden.index_select(0, packed.starts + packed.lengths - 1)
-    rows = len(packed.lengths)
-    if mode == "max":
-        out = hidden.new_full((rows, hidden.shape[1]), torch.finfo(hidden.dtype).min)
-        return out.scatter_reduce(0, packed.row_of[:, None].expand_as(hidden), hidden, "amax")
-    summed = hidden.new_zeros(rows, hidden.shape[1]).index_add_(0, packed.row_of, hidden)
-    counts = packed.lengths.to(hidden.dtype)[:, None]
-    return summed / (counts.sqrt() if mode == "mean_sqrt_len" else counts)

@@ -12,6 +12,10 @@ scripts/bench_rerank_heads.py measured it on an H200 (Qwen3-Reranker-0.6B's shap
 tokens, bf16): 92 ms and 4.4 GiB peak, against 137 ms and 8.7 GiB for the model card's full
 logits; transformers' `logits_to_keep=1` was as fast (89 ms). This path was kept over that
 keyword because it does the two-row projection in float32 and needs no model-specific kwarg.
+
+Like the embedding engine, the decoder runs packed where EMBED_PACKED allows it
+(worker/packing.py): no padding in any layer, and each row's last token read from where the row
+ends (worker/packed_decoder.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from transformers import AutoModelForCausalLM
 from embedserve import defaults
 from embedserve.settings import ConfigError
 from worker.engine import Tokenized, pad_rows
+from worker.packed_rows import PackedRows
+from worker.packing import choose_packed_forward
 from worker.rerank_engine import Reranker, load_with_sdpa
 
 SYSTEM_PROMPT = ('Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
@@ -42,7 +48,8 @@ class Qwen3Reranker(Reranker):
 
     kind = "qwen3-causal-lm"
 
-    def __init__(self, source: str, config, tokenizer, device: torch.device, dtype: torch.dtype):
+    def __init__(self, source: str, config, tokenizer, device: torch.device, dtype: torch.dtype,
+                 packed: str = "auto", attention: str = "auto"):
         super().__init__(source, config, tokenizer, device)
         self.yes_id, self.no_id = (_single_token(tokenizer, word) for word in ("yes", "no"))
         self.prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
@@ -55,6 +62,12 @@ class Qwen3Reranker(Reranker):
         self.head = head.weight[[self.no_id, self.yes_id]].detach().float()
         bias = getattr(head, "bias", None)
         self.head_bias = bias[[self.no_id, self.yes_id]].detach().float() if bias is not None else None
+        self.packed = choose_packed_forward(self.decoder, device, dtype, packed, attention)
+
+    @property
+    def pads_batches(self) -> bool:
+        """True when a batch costs rows x longest row (padded); False when it costs its real tokens."""
+        return self.packed is None
 
     def tokenize(self, query, documents, *, offset, instruction, truncate) -> Tokenized:
         room = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
@@ -70,11 +83,14 @@ class Qwen3Reranker(Reranker):
         return Tokenized(rows, sum(len(r) for r in rows))
 
     @torch.inference_mode()
-    def score_batch(self, rows) -> np.ndarray:
-        # Left padding: every row's last token sits at position -1.
-        ids, mask = (torch.from_numpy(a).to(self.device) for a in pad_rows(rows, self.pad_id, left=True))
-        hidden = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        logits = hidden[:, -1].float() @ self.head.T  # (rows, 2): [no, yes]
+    def score_batch(self, rows, pause=None) -> np.ndarray:
+        if self.packed is not None:
+            packed = PackedRows.build(rows, self.device)
+            last = packed.unsort(self.packed.forward(packed, pause).index_select(0, packed.last))
+        else:  # left padding: every row's last token sits at position -1
+            ids, mask = (torch.from_numpy(a).to(self.device) for a in pad_rows(rows, self.pad_id, left=True))
+            last = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
+        logits = last.float() @ self.head.T  # (rows, 2): [no, yes]
         if self.head_bias is not None:
             logits = logits + self.head_bias
         scores = torch.softmax(logits, dim=-1)[:, 1]

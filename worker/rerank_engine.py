@@ -29,6 +29,7 @@ class Reranker:
     """What the rerank service needs from a model: pairs to token rows, rows to one score each."""
 
     kind = "reranker"
+    pads_batches = True  # a batch costs rows x longest row; a packed reranker overrides it
 
     def __init__(self, source: str, config, tokenizer, device: torch.device):
         self.source = source
@@ -85,7 +86,8 @@ class CrossEncoder(Reranker):
 
     kind = "cross-encoder"
 
-    def __init__(self, source: str, config, tokenizer, device: torch.device, dtype: torch.dtype):
+    def __init__(self, source: str, config, tokenizer, device: torch.device, dtype: torch.dtype,
+                 packed: str = "auto", attention: str = "auto"):  # cross-encoders always run padded
         super().__init__(source, config, tokenizer, device)
         self.activation = cross_encoder_activation(config)
         self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
@@ -177,8 +179,9 @@ def load_reranker(settings: Settings) -> Reranker:
     config = AutoConfig.from_pretrained(source)
     cls = reranker_class(config)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    reranker = cls(source, config, tokenizer, device, dtype)
+    reranker = cls(source, config, tokenizer, device, dtype, packed=settings.packed, attention=settings.attention)
     reranker.warmup()
-    log.info("loaded reranker %s (%s) on %s (%s), max_length=%d in %.1fs", source, reranker.kind, device, dtype,
-             reranker.max_length, time.monotonic() - started)
+    log.info("loaded reranker %s (%s) on %s (%s), max_length=%d, %s forward in %.1fs", source, reranker.kind,
+             device, dtype, reranker.max_length, "padded" if reranker.pads_batches else "packed",
+             time.monotonic() - started)
     return reranker
