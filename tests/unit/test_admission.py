@@ -25,13 +25,6 @@ TPM = 60
 ESTIMATE = 50
 
 
-@pytest.fixture(scope="module")
-def redis_server():
-    server = RedisServer.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def app(redis_server):
     app = Flask("admission-test")

@@ -15,7 +15,7 @@ from embedserve.store import StoreError, open_store
 from embedserve.store.identity import IDENTITY_KEY, check_identity, claim_identity
 from embedserve.store.local import LocalStore
 from embedserve.store.s3 import MIN_PART_SIZE, S3Store
-from tests.stack import ROOT, RedisServer
+from tests.stack import ROOT
 
 MiB = 2**20
 
@@ -224,13 +224,6 @@ def test_importing_the_store_is_cheap():
 
 
 # -- identity ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    server = RedisServer.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
