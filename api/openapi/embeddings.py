@@ -7,7 +7,8 @@ from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 
 from api.contract.embedding import embedding_body
 from api.openapi.jobs import JOB_ACCEPTED
-from api.openapi.parts import AUTH_ERRORS, KEYED, RATE_HEADERS, error, json_body, json_response, rate_limited, ref
+from api.openapi.parts import (AUTH_ERRORS, KEYED, RATE_HEADERS, embedding_list, error, json_body, json_response,
+                               rate_limited, ref)
 
 PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
           "description": "`respond-async` (RFC 7240): answer 202 with a bulk job (job limits apply) instead of "
@@ -49,17 +50,4 @@ def paths(settings: Settings) -> dict:
 
 def schemas(settings: Settings) -> dict:
     """The response schemas (hand-built: responses are made straight from the workers' bytes)."""
-    return {"EmbeddingList": {
-        "type": "object", "required": ["object", "data", "model", "usage"],
-        "properties": {
-            "object": {"const": "list"},
-            "data": {"type": "array", "items": {
-                "type": "object", "required": ["object", "index", "embedding"],
-                "properties": {"object": {"const": "embedding"}, "index": {"type": "integer", "minimum": 0},
-                               "embedding": {"oneOf": [
-                                   {"type": "array", "items": {"type": "number"}},
-                                   {"type": "string", "description": "base64 of little-endian float32"}]}}}},
-            "model": {"type": "string"},
-            "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
-                      "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}},
-        }}}
+    return {"EmbeddingList": embedding_list()}

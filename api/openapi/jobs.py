@@ -7,7 +7,7 @@ from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 
 from api.contract.embedding import ENCODING_FORMATS, job_body
 from api.openapi.parts import (AUTH_ERRORS, BAD_LIST, COUNTS, ITEM_ERROR, KEYED, LIST_PARAMS, REQUEST_ID, RETRY_AFTER,
-                               TIME, TIME_OR_NULL, deleted, error, json_body, json_response, list_of, path_id,
+                               TIME, TIME_OR_NULL, deleted, embedding_list, error, json_body, json_response, list_of, path_id,
                                rate_limited, ref)
 
 JOB = ref("Job")
@@ -128,20 +128,5 @@ def schemas(settings: Settings) -> dict:
                                "properties": {"index": {"type": "integer", "minimum": 0}}}}}},
             }},
         "JobList": list_of("Job"),
-        "JobResultList": {
-            "type": "object", "required": ["object", "data", "model", "usage"],
-            "properties": {
-                "object": {"const": "list"},
-                "data": {"type": "array", "items": {
-                    "type": "object", "required": ["object", "index", "embedding"],
-                    "properties": {"object": {"const": "embedding"}, "index": {"type": "integer", "minimum": 0},
-                                   "embedding": {"oneOf": [
-                                       {"type": "array", "items": {"type": "number"}},
-                                       {"type": "string", "description": "base64 of little-endian float32"},
-                                       {"type": "null", "description": "The input failed; see `error`."}]},
-                                   "error": ITEM_ERROR}}},
-                "model": {"type": "string"},
-                "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
-                          "properties": {"prompt_tokens": {"type": "integer"},
-                                         "total_tokens": {"type": "integer"}}}}},
+        "JobResultList": embedding_list(failed_items=True),
     }

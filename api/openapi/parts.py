@@ -78,6 +78,26 @@ def list_of(component: str) -> dict:
                            "has_more": {"type": "boolean"}}}
 
 
+def embedding_list(*, failed_items: bool = False) -> dict:
+    """OpenAI's embeddings list; with `failed_items` (a job's result) an item may carry `embedding: null`
+    and its `error`."""
+    vector = [{"type": "array", "items": {"type": "number"}},
+              {"type": "string", "description": "base64 of little-endian float32"}]
+    item = {"object": {"const": "embedding"}, "index": {"type": "integer", "minimum": 0},
+            "embedding": {"oneOf": vector}}
+    if failed_items:
+        vector.append({"type": "null", "description": "The input failed; see `error`."})
+        item["error"] = ITEM_ERROR
+    return {"type": "object", "required": ["object", "data", "model", "usage"],
+            "properties": {
+                "object": {"const": "list"},
+                "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"],
+                                                    "properties": item}},
+                "model": {"type": "string"},
+                "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                          "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}}
+
+
 def deleted(kind: str) -> dict:
     """The answer to a DELETE."""
     return {"type": "object", "required": ["id", "object", "deleted"],
