@@ -17,7 +17,6 @@ scrape, so the JSON body costs it nothing and tells a person with curl what is m
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -33,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from embedserve import batch_stats, defaults, queues
+from embedserve.apikeys import key_digest
 from embedserve.errors import AuthenticationFailed
 from embedserve.job_records import JobRecords
 from embedserve.scheduler import Scheduler
@@ -132,7 +132,7 @@ def init_app(app: Flask, client: redis.Redis) -> None:
     app.extensions["embedserve.metrics"] = RedisStateCollector(client, registry)
     token = settings.metrics_token if settings else ""
     # Only the digest is kept: comparing digests takes the same time whatever the sent value's length.
-    app.extensions[METRICS_TOKEN_EXTENSION] = hashlib.sha256(token.encode()).digest() if token else None
+    app.extensions[METRICS_TOKEN_EXTENSION] = key_digest(token) if token else None
     app.register_blueprint(bp)
 
     @app.before_request
@@ -191,5 +191,4 @@ def _bearer_matches(header: str, expected_digest: bytes) -> bool:
     scheme, _, sent = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return False
-    sent_digest = hashlib.sha256(sent.strip().encode()).digest()
-    return hmac.compare_digest(sent_digest, expected_digest)
+    return hmac.compare_digest(key_digest(sent.strip()), expected_digest)
