@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from worker.fused_linears import fuse_linears
 from worker.packed_rows import PackedRows, RowGroup, RowGroups, pool_packed  # noqa: F401 (pool_packed: re-exported)
 
 # model_type -> first position id. RoBERTa-style models number positions after padding_idx.
@@ -56,7 +57,8 @@ class PackedEncoder:
         self.head_dim = self.hidden // self.heads
         start = _POSITION_START[config.model_type]
         self.position_offset = (config.pad_token_id + 1) if start == "padding" else 0
-        self._qkv = [_fuse_qkv(layer.attention.self) for layer in model.encoder.layer]
+        attentions = [layer.attention.self for layer in model.encoder.layer]
+        self._qkv = [fuse_linears(a.query, a.key, a.value) for a in attentions]
 
     def forward(self, packed: PackedRows, pause: Callable[[], None] | None = None) -> torch.Tensor:
         """Last hidden state for every real token: (tokens x hidden). `pause()` runs between layers."""
@@ -88,14 +90,3 @@ def _attend(group: RowGroup, qkv: torch.Tensor, heads: int, head_dim: int) -> to
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=group.key_mask)
     return group.ungrid(out.transpose(1, 2).reshape(group.rows, group.longest, heads * head_dim))
 
-
-def _fuse_qkv(attention) -> tuple[torch.Tensor, torch.Tensor]:
-    """One (3*hidden x hidden) matrix for query, key and value; the originals become views of it."""
-    parts = (attention.query, attention.key, attention.value)
-    weight = torch.cat([p.weight.detach() for p in parts])
-    bias = torch.cat([p.bias.detach() for p in parts])
-    size = parts[0].weight.shape[0]
-    for i, part in enumerate(parts):  # share storage: the padded forward still works, memory is not doubled
-        part.weight.data = weight[i * size:(i + 1) * size]
-        part.bias.data = bias[i * size:(i + 1) * size]
-    return weight, bias

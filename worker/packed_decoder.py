@@ -43,6 +43,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from worker.fused_linears import fuse_linears
 from worker.packed_rows import PackedRows, RowGroups
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,9 @@ class PackedDecoder:
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = first.head_dim
         self.scale = float(first.scaling)
-        self._qkv = [_fuse(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
+        self._qkv = [fuse_linears(layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj)
                      for layer in model.layers]
-        self._gate_up = [_fuse(layer.mlp.gate_proj, layer.mlp.up_proj) for layer in model.layers]
+        self._gate_up = [fuse_linears(layer.mlp.gate_proj, layer.mlp.up_proj) for layer in model.layers]
         self._qk_norm = [_QKNorm.of(layer.self_attn, self.heads, self.kv_heads) for layer in model.layers]
         self.mlp_block = MLP_BLOCK if model.embed_tokens.weight.device.type == "cpu" else None
         self._attention = {"sdpa_groups": _GroupAttention, "flex": _FlexAttention,
@@ -317,17 +318,3 @@ class _FlashVarlenAttention:
                             softmax_scale=self.scale, causal=True)
         return out.reshape(out.shape[0], -1)
 
-
-def _fuse(*linears) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One matrix (and bias) for several linear layers on the same input; the originals become views of it."""
-    weight = torch.cat([p.weight.detach() for p in linears])
-    has_bias = linears[0].bias is not None
-    bias = torch.cat([p.bias.detach() for p in linears]) if has_bias else None
-    row = 0
-    for part in linears:  # share storage: the padded forward still works, memory is not doubled
-        size = part.weight.shape[0]
-        part.weight.data = weight[row:row + size]
-        if has_bias:
-            part.bias.data = bias[row:row + size]
-        row += size
-    return weight, bias
