@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from embedserve.job_data import JobData
 from embedserve.job_records import Job, JobStatus
-from embedserve.protocol import row_encoder
+from embedserve.vector_types import row_encoder
 
 
 # Sizes of generated files already counted by this process: (batch id, role) -> bytes. A finished
@@ -53,9 +53,9 @@ def _line(batch_id: str, line: int, custom_id: str, status: int | None, body: di
                        "error": error}).encode() + b"\n"
 
 
-def _embeddings_body(vectors: bytes, rows: int, dim: int, tokens: int, model: str, encoding: str) -> dict:
-    width = dim * 4
-    encode = row_encoder(encoding)
+def _embeddings_body(vectors: bytes, rows: int, width: int, tokens: int, model: str, encoding: str,
+                     embedding_type: str) -> dict:
+    encode = row_encoder(encoding, embedding_type)
     data = [{"object": "embedding", "index": i, "embedding": encode(vectors[i * width:(i + 1) * width])}
             for i in range(rows)]
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
@@ -82,10 +82,10 @@ def output_lines(store: JobData, job: Job, batch_id: str, role: str) -> Iterator
         offset = 0
         for line, (custom_id, encoding), rows, tokens, err in zip(output.items, spec.meta or [], output.rows,
                                                                   output.tokens, output.errors):
-            size = rows * output.dim * 4
+            size = rows * output.row_width
             if err is None and role == "output":
-                body = _embeddings_body(output.vectors[offset:offset + size], rows, output.dim, tokens, spec.model,
-                                        encoding)
+                body = _embeddings_body(output.vectors[offset:offset + size], rows, output.row_width, tokens,
+                                        spec.model, encoding, output.embedding_type)
                 yield _line(batch_id, line, custom_id, 200, body, None)
             elif err is not None and role == "error":
                 yield _line(batch_id, line, custom_id, err["status"], {"error": err["error"]}, None)

@@ -34,6 +34,7 @@ from embedserve.settings import Settings
 from embedserve.protocol import (EMBED_TASK, RERANK_TASK, ChunkResult, EmbedChunk, RerankChunk, interactive_queue,
                                  rerank_queue)
 from embedserve.registry import ServedModel
+from embedserve.vector_types import FLOAT
 
 from api.inflight import InFlight
 from api.rerank_validation import RerankRequest
@@ -95,10 +96,18 @@ class Dispatcher:
             return EmbedChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
-                instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions).to_wire()
+                instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
+                embedding_types=None if req.embedding_types == ("float",) else list(req.embedding_types)).to_wire()
 
-        return self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
-                             request_id)
+        result = self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
+                               request_id)
+        for chunk in result.chunks:
+            missing = [kind for kind in req.embedding_types if kind != FLOAT and kind not in (chunk.typed or {})]
+            if missing:  # a worker from before embedding_type answered floats only
+                raise Unavailable(f"A worker of model '{served.card.name}' is too old to produce "
+                                  f"{', '.join(missing)} vectors; retry once the workers are upgraded.",
+                                  code="worker_outdated", retry_after=NO_WORKER_RETRY_AFTER_S)
+        return result
 
     def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Score every document of `req` against its query with `served`; one score row per document."""

@@ -45,8 +45,11 @@ def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
 
 def params_of(req: EmbeddingRequest) -> dict:
     """The request fields a worker needs for every chunk."""
-    return {"input_type": req.input_type, "instruction": req.instruction, "truncate": req.truncate,
-            "dimensions": req.dimensions}
+    params = {"input_type": req.input_type, "instruction": req.instruction, "truncate": req.truncate,
+              "dimensions": req.dimensions}
+    if req.embedding_types != ("float",):  # float jobs keep the params they always had
+        params["embedding_type"] = req.embedding_types[0]
+    return params
 
 
 # The error code of a submission over the key's cap of queued inputs.
@@ -101,7 +104,7 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
                        inputs=req.inputs[start:end], params=params) for start, end in chunk_bounds(req.inputs))
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=len(req.inputs), chunks=0, encoding_format=req.encoding_format,
-              expires_at=now + settings.job_ttl)
+              embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)
     return submit(scheduler, data, job, specs, cap=cap, settings=settings)
 
 
@@ -146,7 +149,7 @@ def submit_file_job(scheduler: Scheduler, data: JobData, settings: Settings, req
     specs = file_chunk_specs(user_data_inputs(data.store, record), model, params_of(req))
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=int(record["lines"]), chunks=0, encoding_format=req.encoding_format,
-              expires_at=now + settings.job_ttl)
+              embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)
     return submit(scheduler, data, job, specs, cap=cap, settings=settings)
 
 
@@ -164,7 +167,7 @@ def job_object(store: JobRecords, job: Job) -> dict:
         "id": job.id, "object": "embedding.job", "model": job.model, "status": job.status.value,
         "created_at": job.created_at, "started_at": job.started_at, "completed_at": job.completed_at,
         "cancelled_at": job.cancelled_at, "expires_at": job.expires_at, "encoding_format": job.encoding_format,
-        "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
+        "embedding_type": job.embedding_type, "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
     }
     if job.failed:
         body["errors"] = {"object": "list", "data": store.error_sample(job.id)}

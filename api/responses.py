@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import uuid
 
-from embedserve.protocol import floats, row_encoder
+from embedserve.vector_types import FLOAT, floats, row_encoder
 
 from api.dispatch import Dispatched
 from api.rerank_validation import RerankRequest
 
 
-def embedding_list(result: Dispatched, model: str, encoding_format: str) -> str:
+def embedding_list(result: Dispatched, model: str, encoding_format: str, embedding_type: str = FLOAT) -> str:
     """`{"object": "list", "data": [...], "model", "usage"}` as JSON text."""
-    encode = row_encoder(encoding_format)
+    encode = row_encoder(encoding_format, embedding_type)
     data = []
     index = 0
     for chunk in result.chunks:
         for row in range(chunk.rows):
-            data.append({"object": "embedding", "index": index, "embedding": encode(chunk.row(row))})
+            data.append({"object": "embedding", "index": index,
+                         "embedding": encode(chunk.row(row, embedding_type))})
             index += 1
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     return json.dumps({"object": "list", "data": data, "model": model, "usage": usage})

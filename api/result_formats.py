@@ -9,12 +9,13 @@ million-vector result costs the API one piece of memory, not the whole matrix.
 stream `application/vnd.embedserve.msgpack-stream` has no size limit: a sequence of msgpack
 maps, read one after another (e.g. msgpack.Unpacker):
 
-    {"model", "dim", "dtype": "<f4", "total"}                          the header, first
+    {"model", "dim", "dtype", "embedding_type", "total"}               the header, first
     {"start", "count", "data", "errors", "ids"?}                       one per block of rows, in order
     {"usage": {"prompt_tokens", "total_tokens"}}                       the trailer, last
 
-A block holds rows start .. start+count-1: `data` is count x dim float32 little-endian bytes
-(a failed row NaN), at most PART_BYTES of them (EMBED_RESULT_PART_BYTES) unless one row is
+A block holds rows start .. start+count-1: `data` is count rows of `dtype` ("<f4": dim
+little-endian float32, a failed row NaN; for a job that asked for another embedding_type "|i1" or
+"|u1", one byte per dimension or per 8 for the bit types, a failed row zeros), at most PART_BYTES of them (EMBED_RESULT_PART_BYTES) unless one row is
 bigger; `errors` lists its failed rows as {index, error}; `ids` (present when some row of the
 block has the caller's id) one id or null per row. A stream that ends without the trailer was cut.
 
@@ -40,7 +41,7 @@ from embedserve import defaults, result_files
 from embedserve.errors import NotAcceptable
 from embedserve.job_data import JobData, job_prefix
 from embedserve.job_records import ChunkOutput, Job, JobStatus
-from embedserve.protocol import row_encoder
+from embedserve.vector_types import FLOAT, row_encoder, vector_type
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -87,7 +88,7 @@ def check_fits(job: Job, fmt: str) -> None:
     """406 before any byte is sent when `fmt` cannot hold the job's result (msgpack's 4 GiB binary)."""
     if fmt != MSGPACK:
         return
-    size = job.total * job.dim * 4
+    size = job.total * vector_type(job.embedding_type).row_bytes(job.dim)
     if size > msgpack_max_bytes():
         raise NotAcceptable(f"This result is {size} bytes of vectors, more than one msgpack binary holds "
                             f"({msgpack_max_bytes()} bytes); fetch it with Accept: {MSGPACK_STREAM} (a framed "
@@ -124,7 +125,7 @@ def chunk_outputs(data: JobData, job: Job) -> Iterator[ChunkOutput]:
 def items(data: JobData, job: Job) -> Iterator[Item]:
     """Every input of a native job in order, one chunk (or record batch) in memory at a time."""
     for output in chunk_outputs(data, job):
-        width = output.dim * 4
+        width = output.row_width
         offset = 0
         ids = output.ids or [None] * len(output.items)
         for index, rows, tokens, err, caller_id in zip(output.items, output.rows, output.tokens, output.errors, ids):
@@ -144,7 +145,7 @@ def not_processed(job: Job) -> dict:
 
 def json_list(data: JobData, job: Job) -> Iterator[bytes]:
     """OpenAI's embeddings list; an input that failed appears with `embedding: null` and its `error`."""
-    encode = row_encoder(job.encoding_format)
+    encode = row_encoder(job.encoding_format, job.embedding_type)
     yield b'{"object":"list","data":['
     tokens, first = 0, True
     for item in items(data, job):
@@ -164,7 +165,7 @@ def json_list(data: JobData, job: Job) -> Iterator[bytes]:
 
 def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
     """One JSON line per input: {"index", "embedding"} or {"index", "error"}."""
-    encode = row_encoder(job.encoding_format)
+    encode = row_encoder(job.encoding_format, job.embedding_type)
     for item in items(data, job):
         line = {"index": item.index} if item.id is None else {"index": item.index, "id": item.id}
         if item.error is None:
@@ -175,15 +176,17 @@ def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
 
 
 def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
-    """A msgpack map: model, shape, dtype, data (float32 LE matrix bytes; failed rows NaN), errors, usage."""
-    dim = job.dim
-    nan_row = _nan_row(dim)
+    """A msgpack map: model, shape, dtype, data (the matrix's bytes: float32 LE, failed rows NaN; or the
+    job's embedding_type, failed rows zeros), errors, usage, embedding_type."""
+    kind = vector_type(job.embedding_type)
+    nan_row = _failed_row(job)
     packer = msgpack.Packer(use_bin_type=True)
-    yield packer.pack_map_header(6)
+    yield packer.pack_map_header(7)
     yield packer.pack("model") + packer.pack(job.model)
-    yield packer.pack("shape") + packer.pack([job.total, dim])
-    yield packer.pack("dtype") + packer.pack("<f4")
-    yield packer.pack("data") + _bin_header(job.total * dim * 4)
+    yield packer.pack("shape") + packer.pack([job.total, kind.values(job.dim)])
+    yield packer.pack("dtype") + packer.pack(kind.dtype)
+    yield packer.pack("embedding_type") + packer.pack(kind.name)
+    yield packer.pack("data") + _bin_header(job.total * kind.row_bytes(job.dim))
     errors, tokens = [], 0
     for item in items(data, job):
         tokens += item.tokens
@@ -203,8 +206,11 @@ def _bin_header(length: int) -> bytes:
     return b"\xc6" + length.to_bytes(4, "big")
 
 
-def _nan_row(dim: int) -> bytes:
-    row = array.array("f", [math.nan] * dim)
+def _failed_row(job: Job) -> bytes:
+    """What stands for a failed input's row in a matrix: NaNs for float, zeros for the quantized types."""
+    if job.embedding_type != FLOAT:
+        return bytes(vector_type(job.embedding_type).row_bytes(job.dim))
+    row = array.array("f", [math.nan] * job.dim)
     if row.itemsize != 4:
         raise RuntimeError("this platform's C float is not 32-bit")
     if sys.byteorder == "big":
@@ -218,12 +224,13 @@ ERROR_WEIGHT = 256
 
 def msgpack_stream(data: JobData, job: Job) -> Iterator[bytes]:
     """The framed msgpack stream: header, blocks of at most part_bytes() of matrix, trailer (module doc)."""
-    dim = job.dim
-    width = dim * 4
+    kind = vector_type(job.embedding_type)
+    width = kind.row_bytes(job.dim)
     limit = part_bytes()
-    nan_row = _nan_row(dim)
+    nan_row = _failed_row(job)
     packer = msgpack.Packer(use_bin_type=True)
-    yield packer.pack({"model": job.model, "dim": dim, "dtype": "<f4", "total": job.total})
+    yield packer.pack({"model": job.model, "dim": job.dim, "dtype": kind.dtype, "embedding_type": kind.name,
+                       "total": job.total})
     tokens = 0
     start, weight, rows, errors, ids = 0, 0, [], [], []
     for item in items(data, job):
@@ -264,7 +271,7 @@ def parquet(data: JobData, job: Job) -> Iterator[bytes]:
         yield from _parquet_bytes(result_files.iter_result_batches(data.store, prefix))
         return
     # Stopped early: the per-chunk parts regrouped into row groups, as a compaction would write them.
-    schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim)
+    schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim, job.embedding_type)
     yield from _parquet_bytes(groups, schema)
 
 

@@ -35,6 +35,8 @@ class EmbeddingRequest:
     input_type: str = "document"
     instruction: str | None = None
     truncate: bool = False
+    # The vector types wanted, from one forward pass: /v1/embeddings asks for one, Cohere's /v2/embed for several.
+    embedding_types: tuple[str, ...] = ("float",)
 
     @property
     def token_ids(self) -> bool:
@@ -107,4 +109,5 @@ def _entries(value: str | list) -> list:
 def _request(checked, inputs: list) -> EmbeddingRequest:
     return EmbeddingRequest(inputs=inputs, model=checked.model, encoding_format=checked.encoding_format,
                             dimensions=checked.dimensions, input_type=checked.input_type,
-                            instruction=checked.instruction, truncate=checked.truncate)
+                            instruction=checked.instruction, truncate=checked.truncate,
+                            embedding_types=(checked.embedding_type,))

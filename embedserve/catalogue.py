@@ -95,7 +95,7 @@ for i = 1, #raw, 2 do
   local workers = ARGV[2] .. 'workers:' .. raw[i]
   if seen < since and redis.call('ZCOUNT', workers, since, '+inf') == 0 then
     redis.call('HDEL', KEYS[1], raw[i])
-    redis.call('DEL', workers)
+    redis.call('DEL', workers, ARGV[2] .. 'ranges:' .. raw[i])
   else
     out[#out + 1] = raw[i]
     out[#out + 1] = raw[i + 1]
@@ -122,7 +122,10 @@ class Catalogue:
 
         A model that still has live workers comes back with their next heartbeat.
         """
-        return bool(self.redis.hdel(redis_keys.known_models(), name))
+        pipe = self.redis.pipeline()
+        pipe.hdel(redis_keys.known_models(), name)
+        pipe.delete(redis_keys.quant_ranges(name))  # its int8 calibration goes with it
+        return bool(pipe.execute()[0])
 
     def get(self, name: str) -> ModelCard | None:
         """The card stored for `name` as is (no TTL check), or None."""

@@ -20,6 +20,7 @@ import msgpack
 import redis
 
 from embedserve import job_transitions, redis_keys
+from embedserve.vector_types import row_bytes
 
 
 class JobStatus(str, Enum):
@@ -73,10 +74,16 @@ class ChunkOutput:
     items: list[int]
     rows: list[int]  # vectors of each item (0 when it failed)
     tokens: list[int]  # tokens of each item
-    dim: int
-    vectors: bytes  # all rows, little-endian float32, row-major
+    dim: int  # dimensions of each vector (before any bit packing)
+    vectors: bytes  # all rows, row-major, each row_width bytes: little-endian float32 unless embedding_type says
     errors: list  # per item: None or {"status": int, "error": {OpenAI error object}}
     ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
+    embedding_type: str = "float"  # the job store keeps the asked-for type's small form
+
+    @property
+    def row_width(self) -> int:
+        """Bytes of one vector."""
+        return row_bytes(self.embedding_type, self.dim)
 
     def pack(self) -> bytes:
         return msgpack.packb(asdict(self), use_bin_type=True)
@@ -111,6 +118,7 @@ class Job:
     tokens: int = 0
     dim: int = 0
     encoding_format: str = "float"
+    embedding_type: str = "float"  # the vectors' type (embedserve/vector_types.py), in the store and results
     expires_at: int = 0
     started_at: int | None = None
     completed_at: int | None = None

@@ -1,20 +1,19 @@
 """What crosses Redis between the API and the workers: task names, queues, payloads, replies.
 
-Vectors travel as little-endian float32 bytes inside msgpack, never as lists of floats: a
-2048 x 1024 reply is 8 MiB of bytes instead of ~40 MiB of JSON, and base64 responses are the
-same bytes, re-encoded without touching a float.
+Vectors travel as bytes inside msgpack, never as lists of floats: little-endian float32, or the
+quantized types' own bytes (embedserve/vector_types.py). A 2048 x 1024 float reply is 8 MiB of
+bytes instead of ~40 MiB of JSON, and base64 responses are the same bytes, re-encoded without
+touching a value.
 """
 
 from __future__ import annotations
 
-import array
-import base64
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+
+from embedserve.vector_types import FLOAT, row_bytes
 
 # Celery task names; the API sends by name so it never imports worker code.
 EMBED_TASK = "embedserve.embed"
@@ -60,6 +59,9 @@ class EmbedChunk(_Wire):
     truncate: bool = False
     dimensions: int | None = None
     priority: int = 0  # 0 = interactive; higher numbers wait behind lower ones
+    # The vector types wanted (embedserve/vector_types.py); None = float only. Several (Cohere's
+    # embedding_types) come from one forward pass.
+    embedding_types: list | None = None
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,14 @@ class ChunkResult:
     """A worker's answer for one chunk: vectors and token count, or an error."""
 
     chunk: int
-    vectors: bytes = b""  # rows x dim little-endian float32, row-major
+    vectors: bytes = b""  # rows x dim little-endian float32, row-major (when float was asked for)
     rows: int = 0
     dim: int = 0
     tokens: int = 0
     error: dict[str, Any] | None = None  # the OpenAI error object
     row_tokens: list[int] | None = None  # tokens of each row (jobs report usage per item)
     status: int = 200
+    typed: dict[str, bytes] | None = None  # the matrix of each other type asked for, by type name
 
     def pack(self) -> bytes:
         """Serialize for the reply list."""
@@ -104,26 +107,16 @@ class ChunkResult:
         """Parse a reply popped from Redis."""
         return cls(**msgpack.unpackb(data, raw=False))
 
-    def row(self, index: int) -> bytes:
-        """Bytes of one vector."""
-        width = self.dim * 4
-        return self.vectors[index * width:(index + 1) * width]
+    def data(self, embedding_type: str = FLOAT) -> bytes:
+        """The whole matrix of one type."""
+        if embedding_type == FLOAT:
+            return self.vectors
+        if not self.typed or embedding_type not in self.typed:
+            # A worker older than the API ignores embedding_types and answers float only.
+            raise KeyError(f"the worker's reply has no {embedding_type} vectors")
+        return self.typed[embedding_type]
 
-
-def floats(row: bytes) -> list[float]:
-    """A little-endian float32 row as Python floats (C speed, no numpy in the API)."""
-    values = array.array("f")
-    values.frombytes(row)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
-
-
-def base64_row(row: bytes) -> str:
-    """A row's little-endian bytes, base64'd: OpenAI's `encoding_format: base64`."""
-    return base64.b64encode(row).decode("ascii")
-
-
-def row_encoder(encoding_format: str) -> Callable[[bytes], list[float] | str]:
-    """How a vector row is written in a response for `encoding_format` ("float" or "base64")."""
-    return base64_row if encoding_format == "base64" else floats
+    def row(self, index: int, embedding_type: str = FLOAT) -> bytes:
+        """Bytes of one vector of `embedding_type`."""
+        width = row_bytes(embedding_type, self.dim)
+        return self.data(embedding_type)[index * width:(index + 1) * width]

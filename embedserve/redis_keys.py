@@ -36,6 +36,12 @@ def known_models() -> str:
     return f"{PREFIX}models"
 
 
+def quant_ranges(model: str) -> str:
+    """Hash: "<card fingerprint>:<width>" -> the model's int8 calibration ranges (float32 bytes);
+    part of the model's catalogue entry, dropped with it."""
+    return f"{PREFIX}ranges:{model}"
+
+
 def reply(request_id: str) -> str:
     """List a sync request's chunk results are pushed to; the API pops them."""
     return f"{PREFIX}reply:{request_id}"

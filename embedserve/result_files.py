@@ -10,13 +10,16 @@ Columns, one row per input:
 
     index      int64                          the input's position in the job
     id         string (null: no id given)     the caller's id for the input
-    embedding  fixed_size_list<float32, dim>  the vector; null when the input failed
+    embedding  fixed_size_list<float32, dim>  the vector; null when the input failed (for a job that
+                                              asked for another embedding_type: int8/uint8 elements,
+                                              dim of them, or dim/8 for the packed bit types)
     error      string (null: succeeded)       JSON of the OpenAI error object plus "status" (HTTP)
     tokens     int32                          tokens fed to the model (0 for a failed input)
 
 When no input has a vector at all (every one failed), `embedding` is `list<float32>`, all null:
-a fixed-size list needs a size and there is none. The manifest is
-`{"format": "parquet", "version": 1, "rows", "dim", "files": [{"path", "rows"}], "columns"}`,
+a fixed-size list needs a size and there is none. The schema's metadata names the vectors'
+`embedserve.embedding_type` and `embedserve.dim`. The manifest is
+`{"format": "parquet", "version": 1, "rows", "dim", "embedding_type", "files": [{"path", "rows"}], "columns"}`,
 paths relative to the job's prefix. Its name starts with "_" so that readers of the directory
 (pyarrow.dataset, pandas, Spark) skip it as they skip `_SUCCESS`.
 
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from embedserve.job_records import ChunkOutput
 from embedserve.store.base import Store
+from embedserve.vector_types import FLOAT, vector_type
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -66,12 +70,21 @@ def _le(data: bytes) -> bytes:
     return values.tobytes()
 
 
-def result_schema(dim: int) -> "pa.Schema":
+def _element(embedding_type: str) -> "pa.DataType":
     import pyarrow as pa
 
-    vector = pa.list_(pa.float32(), dim) if dim > 0 else pa.list_(pa.float32())
+    return {"f": pa.float32(), "b": pa.int8(), "B": pa.uint8()}[vector_type(embedding_type).typecode]
+
+
+def result_schema(dim: int, embedding_type: str = FLOAT) -> "pa.Schema":
+    import pyarrow as pa
+
+    element = _element(embedding_type)
+    size = vector_type(embedding_type).values(dim)
+    vector = pa.list_(element, size) if dim > 0 else pa.list_(element)
     return pa.schema([("index", pa.int64()), ("id", pa.string()), ("embedding", vector),
-                      ("error", pa.string()), ("tokens", pa.int32())])
+                      ("error", pa.string()), ("tokens", pa.int32())],
+                     metadata={"embedserve.embedding_type": embedding_type, "embedserve.dim": str(dim)})
 
 
 def _to_batch(output: ChunkOutput, dim: int, schema: "pa.Schema") -> "pa.RecordBatch":
@@ -84,7 +97,8 @@ def _to_batch(output: ChunkOutput, dim: int, schema: "pa.Schema") -> "pa.RecordB
     if output.dim not in (0, dim):
         raise ValueError(f"a chunk has {output.dim}-dimensional vectors in a {dim}-dimensional result")
     valid = [rows == 1 for rows in output.rows]
-    width = dim * 4
+    kind = vector_type(output.embedding_type)
+    width = kind.row_bytes(dim)
     if len(output.vectors) != sum(valid) * width:
         raise ValueError(f"a chunk holds {len(output.vectors)} vector bytes for {sum(valid)} rows of dim {dim}")
     if dim == 0:
@@ -98,7 +112,8 @@ def _to_batch(output: ChunkOutput, dim: int, schema: "pa.Schema") -> "pa.RecordB
                 pieces.append(output.vectors[offset:offset + width] if ok else zeros)
                 offset += width if ok else 0
             data = b"".join(pieces)
-        values = pa.Array.from_buffers(pa.float32(), n * dim, [None, pa.py_buffer(_le(data))])
+        values = pa.Array.from_buffers(_element(kind.name), n * kind.values(dim),
+                                       [None, pa.py_buffer(_le(data) if kind.name == FLOAT else data)])
         validity = None if all(valid) else pa.array(valid, pa.bool_()).buffers()[1]
         embedding = pa.Array.from_buffers(schema.field("embedding").type, n, [validity], children=[values])
     errors = [None if err is None else json.dumps({**err["error"], "status": err["status"]}) for err in output.errors]
@@ -150,7 +165,8 @@ def _first_dim(outputs: Iterator[ChunkOutput]) -> tuple[int, list[ChunkOutput]]:
 
 
 def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, dim: int | None = None,
-                 rows_per_file: int = 200_000, row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+                 embedding_type: str = FLOAT, rows_per_file: int = 200_000,
+                 row_group_rows: int = ROW_GROUP_ROWS) -> dict:
     """Write a native job's outputs (in chunk order) as `{prefix}result/part-NNNNN.parquet` and the manifest.
 
     `dim` is the vector size (the job record's); when None it is taken from the first output that
@@ -161,7 +177,7 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
 
     if rows_per_file < 1 or row_group_rows < 1:
         raise ValueError("rows_per_file and row_group_rows must be positive")
-    dim, schema, rows = _rows(outputs, dim)
+    dim, schema, rows = _rows(outputs, dim, embedding_type)
     store.delete(manifest_key(prefix))  # no reader trusts a result while it is being replaced
     store.delete_prefix(prefix + RESULT_DIR)
     files, total = [], 0
@@ -179,27 +195,28 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
                 table = rows.take(min(row_group_rows, rows_per_file - in_file))
         files.append({"path": path, "rows": in_file})
         total += in_file
-    manifest = {"format": "parquet", "version": 1, "rows": total, "dim": dim, "files": files, "columns": COLUMNS}
+    manifest = {"format": "parquet", "version": 1, "rows": total, "dim": dim, "embedding_type": embedding_type,
+                "files": files, "columns": COLUMNS}
     store.put(manifest_key(prefix), json.dumps(manifest, indent=1).encode())
     return manifest
 
 
-def _rows(outputs: Iterable[ChunkOutput], dim: int | None) -> tuple[int, "pa.Schema", _Rows]:
+def _rows(outputs: Iterable[ChunkOutput], dim: int | None, embedding_type: str) -> tuple[int, "pa.Schema", _Rows]:
     """The vector size, the result schema and the outputs as record batches to take rows from;
     `dim` None (or 0): from the first output that has vectors."""
     outputs = iter(outputs)
     if not dim:
         dim, seen = _first_dim(outputs)
         outputs = _chain(seen, outputs)
-    schema = result_schema(dim)
+    schema = result_schema(dim, embedding_type)
     return dim, schema, _Rows((_to_batch(output, dim, schema) for output in outputs), schema)
 
 
-def row_groups(outputs: Iterable[ChunkOutput], dim: int | None = None,
+def row_groups(outputs: Iterable[ChunkOutput], dim: int | None = None, embedding_type: str = FLOAT,
                rows: int = ROW_GROUP_ROWS) -> tuple["pa.Schema", Iterator["pa.Table"]]:
     """The result schema and the outputs (in chunk order) as tables of at most `rows` rows, one row
     group each, streamed: for writing a result as Parquet somewhere other than the store."""
-    _, schema, taker = _rows(outputs, dim)
+    _, schema, taker = _rows(outputs, dim, embedding_type)
     return schema, iter(lambda: taker.take(rows), None)
 
 
@@ -241,14 +258,17 @@ def to_chunk_output(batch: "pa.RecordBatch") -> ChunkOutput:
     import pyarrow as pa
 
     embedding = batch.column("embedding")
-    kind = embedding.type
-    dim = kind.list_size if pa.types.is_fixed_size_list(kind) else 0
+    meta = batch.schema.metadata or {}
+    kind = vector_type(meta.get(b"embedserve.embedding_type", FLOAT.encode()).decode())
+    size = embedding.type.list_size if pa.types.is_fixed_size_list(embedding.type) else 0
+    dim = int(meta[b"embedserve.dim"]) if size and b"embedserve.dim" in meta else size
     rows = [int(ok) for ok in embedding.is_valid().to_pylist()]
     if dim and sum(rows):
-        # flatten() skips null entries and honours the array's offset; copy its float32 bytes out whole.
+        # flatten() skips null entries and honours the array's offset; copy its element bytes out whole.
         values = (embedding.drop_null() if embedding.null_count else embedding).flatten()
         data = values.buffers()[1]
-        vectors = _le(data[values.offset * 4:(values.offset + len(values)) * 4].to_pybytes())
+        raw = data[values.offset * kind.itemsize:(values.offset + len(values)) * kind.itemsize].to_pybytes()
+        vectors = _le(raw) if kind.name == FLOAT else raw
     else:
         vectors = b""
     errors = []
@@ -261,4 +281,4 @@ def to_chunk_output(batch: "pa.RecordBatch") -> ChunkOutput:
     ids = batch.column("id").to_pylist()
     return ChunkOutput(items=batch.column("index").to_pylist(), rows=rows,
                        tokens=batch.column("tokens").to_pylist(), dim=dim, vectors=vectors, errors=errors,
-                       ids=ids if any(i is not None for i in ids) else None)
+                       ids=ids if any(i is not None for i in ids) else None, embedding_type=kind.name)

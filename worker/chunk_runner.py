@@ -20,6 +20,7 @@ from embedserve.job_data import JobData, job_prefix, part_key
 from embedserve.job_records import ChunkOutput, ChunkSpec, JobRecords, JobStatus
 from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.scheduler import Claim, Scheduler
+from embedserve.vector_types import FLOAT
 from worker.service import EmbeddingService
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class ChunkRunner:
         started = time.monotonic()
         outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
                    for chunk, output in self.data.outputs(job_id, job.chunks))
-        manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs)
+        manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs,
+                                             embedding_type=job.embedding_type)
         status = self.scheduler.finalize(job_id, self.worker_id)
         self.data.drop_parts(job_id)
         log.info("job %s %s: %d rows compacted into %d files in %.1f s", job_id, status, manifest["rows"],
@@ -109,11 +111,11 @@ class ChunkRunner:
         native = spec.meta is None
         result = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag)
         if result.error is None:
-            return _output(spec.items, spec.counts, [result])
+            return _output(spec.items, spec.counts, [result], _type(spec))
         if result.status != 400:
             raise TransientChunkError(result.error.get("message", "error"))
         if len(spec.items) == 1:
-            return _output(spec.items, spec.counts, [result])
+            return _output(spec.items, spec.counts, [result], _type(spec))
         # One item is bad (too long, token id out of range): run each alone to find which.
         results, start = [], 0
         for item, count in zip(spec.items, spec.counts):
@@ -122,7 +124,7 @@ class ChunkRunner:
                 raise TransientChunkError(one.error.get("message", "error"))
             results.append(one)
             start += count
-        return _output(spec.items, spec.counts, results, per_item=True)
+        return _output(spec.items, spec.counts, results, _type(spec), per_item=True)
 
     def _embed_with_bad(self, spec: ChunkSpec, tag: str) -> ChunkOutput:
         """Embed the good items of a chunk, then put its pre-failed items back in item order."""
@@ -146,7 +148,7 @@ class ChunkRunner:
                 errors.append(inner.errors[n])
         # Failed items have no rows, so the good items' vectors stay in item order as they are.
         return ChunkOutput(items=spec.items, rows=rows, tokens=tokens, dim=inner.dim if inner else 0,
-                           vectors=inner.vectors if inner else b"", errors=errors)
+                           vectors=inner.vectors if inner else b"", errors=errors, embedding_type=_type(spec))
 
     def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str) -> ChunkResult:
         params = spec.params
@@ -154,11 +156,17 @@ class ChunkRunner:
         chunk = EmbedChunk(request_id=tag, reply_to="", chunk=0, offset=offset, inputs=inputs,
                            deadline=time.time() + self.time_limit, input_type=params.get("input_type", "document"),
                            instruction=params.get("instruction"), truncate=bool(params.get("truncate")),
-                           dimensions=params.get("dimensions"), priority=BULK_PRIORITY)
+                           dimensions=params.get("dimensions"), priority=BULK_PRIORITY,
+                           embedding_types=[_type(spec)] if _type(spec) != FLOAT else None)
         return self.service.run(chunk)
 
 
-def _output(items: list[int], item_counts: list[int], results: list[ChunkResult], *,
+def _type(spec: ChunkSpec) -> str:
+    """The vector type a chunk's job asked for; the job store keeps that form."""
+    return spec.params.get("embedding_type") or FLOAT
+
+
+def _output(items: list[int], item_counts: list[int], results: list[ChunkResult], embedding_type: str, *,
             per_item: bool = False) -> ChunkOutput:
     """Assemble a ChunkOutput: one result for the whole chunk, or (per_item) one per item."""
     dim = next((r.dim for r in results if r.error is None and r.dim), 0)
@@ -167,7 +175,8 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult]
         result = results[0]
         if result.error is not None:  # a single-item chunk the model refused
             return ChunkOutput(items=items, rows=[0], tokens=[0], dim=0, vectors=b"",
-                               errors=[{"status": result.status, "error": result.error}])
+                               errors=[{"status": result.status, "error": result.error}],
+                               embedding_type=embedding_type)
         row_tokens = result.row_tokens or [0] * result.rows
         start = 0
         for count in item_counts:
@@ -175,7 +184,8 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult]
             tokens.append(sum(row_tokens[start:start + count]))
             errors.append(None)
             start += count
-        return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=result.vectors, errors=errors)
+        return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=result.data(embedding_type),
+                           errors=errors, embedding_type=embedding_type)
     for count, result in zip(item_counts, results):
         if result.error is not None:
             rows.append(0)
@@ -185,8 +195,9 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult]
             rows.append(count)
             tokens.append(result.tokens)
             errors.append(None)
-            parts.append(result.vectors)
-    return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=b"".join(parts), errors=errors)
+            parts.append(result.data(embedding_type))
+    return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=b"".join(parts), errors=errors,
+                       embedding_type=embedding_type)
 
 
 def failed_output(spec: ChunkSpec, attempts: int) -> ChunkOutput:
@@ -207,5 +218,5 @@ def _all_failed(spec: ChunkSpec, error: InternalError) -> ChunkOutput:
     payload = {"status": error.status, "error": error.to_payload()}
     n = len(spec.items)
     return ChunkOutput(items=spec.items, rows=[0] * n, tokens=[0] * n, dim=0, vectors=b"", errors=[payload] * n,
-                       ids=spec.ids)
+                       ids=spec.ids, embedding_type=_type(spec))
 

@@ -190,7 +190,9 @@ def wire(loaded: Loaded) -> Wired:
         from worker.chunk_runner import ChunkRunner
         from worker.service import EmbeddingService
 
-        service = EmbeddingService(model, batcher)
+        from embedserve.quant_ranges import RangeBook
+
+        service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)))
         register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
         runner = ChunkRunner(JobRecords(client, defaults.JOB_ERROR_SAMPLE), scheduler, JobData(loaded.store), service,

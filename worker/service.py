@@ -1,4 +1,4 @@
-"""Run one chunk of an embedding request: tokenize, batch, truncate dimensions, pack the reply."""
+"""Run one chunk of an embedding request: tokenize, batch, truncate dimensions, quantize, pack the reply."""
 
 from __future__ import annotations
 
@@ -10,8 +10,12 @@ import numpy as np
 
 from embedserve.errors import InternalError, InvalidRequest, ServiceError, Timeout
 from embedserve.protocol import ChunkResult, EmbedChunk
+from embedserve.quant_ranges import RangeBook
+from embedserve.vector_types import FLOAT, TYPES, vector_type
 from worker.batcher import Batcher
+from worker.calibration import Calibration
 from worker.engine import EmbeddingEngine
+from worker.quantize import quantize
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +23,14 @@ log = logging.getLogger(__name__)
 class EmbeddingService:
     """Glue between tasks and the model: everything a task needs, nothing about Celery."""
 
-    def __init__(self, engine: EmbeddingEngine, batcher: Batcher):
+    # Calibration texts are embedded as one interactive request that may wait this long.
+    CALIBRATION_TIMEOUT_S = 600.0
+
+    def __init__(self, engine: EmbeddingEngine, batcher: Batcher, ranges: RangeBook | None = None):
         self.engine = engine
         self.batcher = batcher
+        # int8/uint8 need the model's shared calibration ranges; without a RangeBook they are refused.
+        self.calibration = Calibration(ranges, self._embed_documents, truncate_dimensions) if ranges else None
 
     def run(self, chunk: EmbedChunk) -> ChunkResult:
         """Embed one chunk; errors come back as a result, never as an exception."""
@@ -32,6 +41,7 @@ class EmbeddingService:
         if chunk.dimensions is not None and chunk.dimensions > self.engine.dim:
             raise InvalidRequest(f"'dimensions' must be between 1 and {self.engine.dim} for this model, "
                                  f"got {chunk.dimensions}.", param="dimensions")
+        types = self._types(chunk)
         with self.batcher.incoming():
             tokenized = self._tokenize(chunk)
             sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline,
@@ -39,10 +49,33 @@ class EmbeddingService:
         vectors = wait_rows(sub, chunk.deadline, "embedding")
         if chunk.dimensions is not None:
             vectors = truncate_dimensions(vectors, chunk.dimensions)
-        vectors = np.ascontiguousarray(vectors, dtype="<f4")
-        return ChunkResult(chunk=chunk.chunk, vectors=vectors.tobytes(), rows=vectors.shape[0],
+        matrices = {kind: self._encode(vectors, kind) for kind in types}
+        return ChunkResult(chunk=chunk.chunk, vectors=matrices.pop(FLOAT, b""), rows=vectors.shape[0],
                            dim=vectors.shape[1], tokens=tokenized.tokens,
-                           row_tokens=[len(row) for row in tokenized.rows])
+                           row_tokens=[len(row) for row in tokenized.rows], typed=matrices or None)
+
+    def _types(self, chunk: EmbedChunk) -> list[str]:
+        """The vector types the chunk asks for (the API checked them; a job's params are checked again)."""
+        types = list(dict.fromkeys(chunk.embedding_types or [FLOAT]))
+        for kind in types:
+            if kind not in TYPES:
+                raise InvalidRequest(f"'embedding_type' must be one of {', '.join(TYPES)}, got {kind!r}.",
+                                     param="embedding_type")
+            if self.calibration is None and vector_type(kind).calibrated:
+                raise InvalidRequest(f"This worker cannot produce {kind} vectors (no calibration store).",
+                                     param="embedding_type")
+        return types
+
+    def _encode(self, vectors: np.ndarray, kind: str) -> bytes:
+        """The matrix as `kind`'s bytes; int8/uint8 with the model's shared ranges at this width."""
+        ranges = self.calibration.ranges(vectors.shape[1]) if vector_type(kind).calibrated else None
+        return quantize(vectors, kind, ranges).tobytes()
+
+    def _embed_documents(self, texts: list[str]) -> np.ndarray:
+        """Full-width document vectors of `texts` (the calibration set), through the batcher like any request."""
+        rows = self.engine.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
+        deadline = time.time() + self.CALIBRATION_TIMEOUT_S
+        return wait_rows(self.batcher.submit(rows, priority=0, deadline=deadline), deadline, "calibration")
 
     def _tokenize(self, chunk: EmbedChunk):
         inputs = chunk.inputs

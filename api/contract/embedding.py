@@ -12,6 +12,8 @@ from typing import Annotated, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
+from embedserve.vector_types import EMBEDDING_TYPES
+
 from api.contract.body import Body
 from api.contract.fields import Name, Positive, String, Text, TokenId, refused
 
@@ -69,6 +71,11 @@ class Options(Body):
     instruction: String = Field(None, description="Our extension: the instruction for Qwen3-style queries.")
     truncate: bool = Field(False, description="Our extension: cut inputs longer than the model's maximum "
                                               "instead of refusing them.")
+    embedding_type: Literal[EMBEDDING_TYPES] = Field(
+        "float", description="Our extension: the vector type. int8/uint8: one byte per dimension (scalar "
+                             "quantization with the model's calibrated ranges); binary/ubinary: the sign bits "
+                             "packed 8 per byte, as int8 (minus 128) or uint8. As JSON integers with "
+                             "encoding_format float; as the raw bytes with base64.")
 
 
 # `input_file_id` belongs to the job body; the embeddings body names where it goes.

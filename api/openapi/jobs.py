@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from embedserve.job_records import JobStatus
 from embedserve.settings import DEFAULT_MODEL_NAME, Settings
+from embedserve.vector_types import EMBEDDING_TYPES
 
 from api.contract.embedding import ENCODING_FORMATS, job_body
 from api.openapi.parts import (AUTH_ERRORS, BAD_LIST, COUNTS, ITEM_ERROR, KEYED, LIST_PARAMS, REQUEST_ID, RETRY_AFTER,
@@ -90,19 +91,20 @@ RESULT_FORMATS = {
         "type": "string", "description": "One JSON object a line: {index, embedding} or {index, error}."}},
     "application/msgpack": {"schema": {
         "type": "string", "contentMediaType": "application/msgpack",
-        "description": "A map: model, shape [n, dim], dtype '<f4', data (float32 little-endian row-major bytes; "
-                       "failed rows NaN), errors [{index, error}], usage. One msgpack binary holds at most 4 GiB: "
-                       "a bigger result is 406 (use the msgpack stream)."}},
+        "description": "A map: model, shape [n, values per row], dtype ('<f4'; '|i1' or '|u1' for the job's "
+                       "embedding_type int8/binary or uint8/ubinary), embedding_type, data (row-major bytes; failed "
+                       "rows NaN, or zeros for the quantized types), errors [{index, error}], usage. One msgpack "
+                       "binary holds at most 4 GiB: a bigger result is 406 (use the msgpack stream)."}},
     "application/vnd.embedserve.msgpack-stream": {"schema": {
         "type": "string", "contentMediaType": "application/vnd.embedserve.msgpack-stream",
-        "description": "A sequence of msgpack maps, any size: a header {model, dim, dtype '<f4', total}; then "
-                       "blocks {start, count, data (count x dim float32 little-endian bytes, failed rows NaN; at "
+        "description": "A sequence of msgpack maps, any size: a header {model, dim, dtype, embedding_type, total}; "
+                       "then blocks {start, count, data (count rows of dtype, failed rows NaN or zeros; at "
                        "most EMBED_RESULT_PART_BYTES, default 8 MiB), errors [{index, error}], ids? (one id or "
                        "null per row)}; then a trailer {usage}. A stream without the trailer was cut."}},
     "application/vnd.apache.parquet": {"schema": {
         "type": "string", "contentMediaType": "application/vnd.apache.parquet",
         "description": "One Parquet file, columns index (int64), id (string), embedding (fixed-size list of "
-                       "float32; null when failed), error (JSON of the error object with its HTTP status), "
+                       "float32, or int8/uint8 for the job's embedding_type; null when failed), error (JSON of the error object with its HTTP status), "
                        "tokens (int32)."}},
 }
 
@@ -120,6 +122,7 @@ def schemas(settings: Settings) -> dict:
                 "created_at": TIME, "started_at": TIME_OR_NULL, "completed_at": TIME_OR_NULL,
                 "cancelled_at": TIME_OR_NULL, "expires_at": TIME,
                 "encoding_format": {"enum": list(ENCODING_FORMATS)},
+                "embedding_type": {"enum": list(EMBEDDING_TYPES)},
                 "request_counts": COUNTS,
                 "errors": {"type": "object", "required": ["object", "data"], "description": "Present when inputs "
                            "failed: the first few item errors, each naming its input `index`.",

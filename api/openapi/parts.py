@@ -81,8 +81,10 @@ def list_of(component: str) -> dict:
 def embedding_list(*, failed_items: bool = False) -> dict:
     """OpenAI's embeddings list; with `failed_items` (a job's result) an item may carry `embedding: null`
     and its `error`."""
-    vector = [{"type": "array", "items": {"type": "number"}},
-              {"type": "string", "description": "base64 of little-endian float32"}]
+    vector = [{"type": "array", "items": {"type": "number"},
+               "description": "floats; integers for embedding_type int8, uint8, binary, ubinary"},
+              {"type": "string", "description": "base64 of the row's bytes: little-endian float32, or one byte "
+                                                "per int8/uint8 value, or the packed bits of binary/ubinary"}]
     item = {"object": {"const": "embedding"}, "index": {"type": "integer", "minimum": 0},
             "embedding": {"oneOf": vector}}
     if failed_items:

@@ -41,4 +41,5 @@ def create_embeddings() -> Response:
     with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
         ticket.record_usage(result.tokens)
-    return Response(embedding_list(result, served.card.name, req.encoding_format), mimetype="application/json")
+    body = embedding_list(result, served.card.name, req.encoding_format, req.embedding_types[0])
+    return Response(body, mimetype="application/json")

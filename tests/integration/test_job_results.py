@@ -101,7 +101,7 @@ def test_msgpack_stream_comes_in_small_blocks_equal_to_json(small, file_job):
     assert response.status_code == 200, response.text[:300]
     assert response.headers["Content-Type"].startswith(MSGPACK_STREAM)
     header, blocks, trailer = unpack_stream(response.content)
-    assert header == {"model": MINILM, "dim": 384, "dtype": "<f4", "total": 41}
+    assert header == {"model": MINILM, "dim": 384, "dtype": "<f4", "embedding_type": "float", "total": 41}
     assert len(blocks) == 21 and all(len(b["data"]) <= PART_BYTES for b in blocks)
     matrix, errors, ids = stream_matrix(header, blocks)
     assert_matches_json(matrix, errors, ids, listed)
@@ -123,7 +123,8 @@ def test_msgpack_under_the_limit_is_unchanged(small):
     job = submit(small, model=MINILM, input=texts)
     wait_finished(small, job["id"])
     packed = result_msgpack(small, job["id"])
-    assert set(packed) == {"model", "shape", "dtype", "data", "errors", "usage"} and packed["shape"] == [10, 384]
+    assert set(packed) == {"model", "shape", "dtype", "embedding_type", "data", "errors", "usage"}
+    assert packed["shape"] == [10, 384] and packed["embedding_type"] == "float"
     listed = result_json(small, job["id"])
     matrix = np.frombuffer(packed["data"], dtype="<f4").reshape(10, 384)
     assert_matches_json(matrix, packed["errors"], [None] * 10, listed)
