@@ -60,15 +60,16 @@ def queued_inputs_cap() -> int:
     return services().settings.max_queued_inputs_per_key if cap is None else cap
 
 
-def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> ServedModel:
-    """The served model of `kind` for a request's `model`.
+def resolve_model(name: str | None, kind: ModelKind | None = ModelKind.EMBEDDING) -> ServedModel:
+    """The served model of `kind` (None: of any kind, as /tokenize takes) for a request's `model`.
 
-    A request may leave `model` out when exactly one model of `kind` is live, or else exactly one
-    is known (catalogued or declared). A model with no live worker is still served: its work waits.
+    A request may leave `model` out when exactly one model of `kind` (any kind: embedding) is live,
+    or else exactly one is known (catalogued or declared). A model with no live worker is still
+    served: its work waits.
     """
     registry = services().registry
     if name is None:
-        only = registry.only(kind)
+        only = registry.only(kind or ModelKind.EMBEDDING)
         if only is not None:
             return only
         # Its own code: whether `model` may be left out depends on what is served, not on the body.
@@ -77,7 +78,7 @@ def resolve_model(name: str | None, kind: ModelKind = ModelKind.EMBEDDING) -> Se
     if served is None:
         raise NotFound(f"The model '{name}' does not exist or is not served here; see GET /v1/models.",
                        param="model", code="model_not_found")
-    if served.card.kind != kind:
+    if kind is not None and served.card.kind != kind:
         what = "a reranker; send it to /v1/rerank" if served.card.kind == ModelKind.RERANK else \
             "an embedding model; send it to /v1/embeddings"
         raise InvalidRequest(f"The model '{name}' is {what}.", param="model", code="wrong_model_kind")

@@ -31,9 +31,9 @@ from embedserve.errors import ServiceError, Timeout, Unavailable
 from embedserve.liveness import Liveness
 from embedserve.publish import QueueFull, TaskPublisher
 from embedserve.settings import Settings
-from embedserve.protocol import (EMBED_TASK, RERANK_TASK, ChunkResult, EmbedChunk, RerankChunk, interactive_queue,
-                                 rerank_queue)
-from embedserve.registry import ServedModel
+from embedserve.protocol import (EMBED_TASK, RERANK_TASK, TOKENIZE_TASK, ChunkResult, EmbedChunk, RerankChunk,
+                                 TokenizeChunk, interactive_queue, rerank_queue)
+from embedserve.registry import ModelKind, ServedModel
 from embedserve.vector_types import FLOAT
 
 from api.inflight import InFlight
@@ -119,6 +119,20 @@ class Dispatcher:
 
         return self._scatter(served, RERANK_TASK, rerank_queue(served.card.name), len(req.documents), payload,
                              request_id)
+
+    def tokenize(self, served: ServedModel, request_id: str | None = None, **fields) -> dict:
+        """One /tokenize or /detokenize (`fields` of a TokenizeChunk) on a worker of `served`; the worker's answer.
+
+        One chunk on the model's sync queue, whatever its kind, so it shares the cold-start wait, the
+        queue limit and the rescue from a dead worker with the model's other sync work.
+        """
+        def payload(s: _Slice) -> dict:
+            return TokenizeChunk(request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, deadline=s.deadline,
+                                 **fields).to_wire()
+
+        name = served.card.name
+        queue = rerank_queue(name) if served.card.kind == ModelKind.RERANK else interactive_queue(name)
+        return self._scatter(served, TOKENIZE_TASK, queue, 1, payload, request_id).chunks[0].answer
 
     def _scatter(self, served: ServedModel, task: str, queue: str, total: int,
                  payload: Callable[[_Slice], dict], request_id: str | None) -> Dispatched:

@@ -18,6 +18,7 @@ from embedserve.vector_types import FLOAT, row_bytes
 # Celery task names; the API sends by name so it never imports worker code.
 EMBED_TASK = "embedserve.embed"
 RERANK_TASK = "embedserve.rerank"
+TOKENIZE_TASK = "embedserve.tokenize"  # /tokenize and /detokenize, on either kind of worker's sync queue
 
 
 def interactive_queue(model: str) -> str:
@@ -85,6 +86,20 @@ class RerankChunk(_Wire):
 
 
 @dataclass(frozen=True)
+class TokenizeChunk(_Wire):
+    """One /tokenize (`prompt` set) or /detokenize (`tokens` set): a single chunk, answered in `ChunkResult.answer`."""
+
+    request_id: str
+    reply_to: str
+    chunk: int
+    deadline: float
+    prompt: str | None = None
+    tokens: list | None = None  # list[int]
+    add_special_tokens: bool = True
+    return_token_strs: bool = False
+
+
+@dataclass(frozen=True)
 class ChunkResult:
     """A worker's answer for one chunk: vectors and token count, or an error."""
 
@@ -97,6 +112,7 @@ class ChunkResult:
     row_tokens: list[int] | None = None  # tokens of each row (jobs report usage per item)
     status: int = 200
     typed: dict[str, bytes] | None = None  # the matrix of each other type asked for, by type name
+    answer: dict[str, Any] | None = None  # a reply that is no vectors: /tokenize's ids, /detokenize's text
 
     def pack(self) -> bytes:
         """Serialize for the reply list."""

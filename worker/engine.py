@@ -106,6 +106,11 @@ class EmbeddingEngine:
         """True when a batch costs rows x longest row (padded); False when it costs its real tokens."""
         return self.packed is None
 
+    @property
+    def tokenizer_lock(self) -> threading.Lock:
+        """Held by every call that sets the tokenizer's truncation (worker/tokenize_service.py's too)."""
+        return self._tokenizer_lock
+
     def card(self, name: str, aliases: tuple[str, ...]) -> ModelCard:
         """What this worker announces to the API."""
         return ModelCard(name=name, aliases=aliases, kind="embedding", dim=self.dim,

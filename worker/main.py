@@ -25,7 +25,8 @@ from embedserve.logs import configure_logging
 from embedserve.job_data import JobData
 from embedserve.job_records import JobRecords
 from embedserve.liveness import Liveness, Reaper
-from embedserve.protocol import RERANK_TASK, RerankChunk, interactive_queue, rerank_queue
+from embedserve.protocol import (RERANK_TASK, TOKENIZE_TASK, RerankChunk, TokenizeChunk, interactive_queue,
+                                 rerank_queue)
 from embedserve.redis_client import worker_client
 from embedserve.registry import CardConflict, Heartbeat
 from embedserve.scheduler import Scheduler
@@ -200,6 +201,10 @@ def wire(loaded: Loaded) -> Wired:
                              time_limit=settings.task_time_limit)
         bulk = BulkSlots(scheduler, name, worker_id, runner.run, settings.bulk_slots)
         queue = interactive_queue(name)
+    from worker.tokenize_service import TokenizeService
+
+    # /tokenize and /detokenize come on the same queue, whatever the model's kind.
+    register_tasks(app, TokenizeService(model), client, worker_id, name=TOKENIZE_TASK, payload_type=TokenizeChunk)
 
     heartbeat = Heartbeat(client, worker_id, model.card(name, loaded.aliases), dead_after=settings.worker_dead_after)
     try:

@@ -22,7 +22,7 @@ MODEL_REFUSALS = frozenset({"context_length_exceeded", "dimensions_too_large", "
 FILE_REFUSALS = frozenset({"invalid_jsonl", "invalid_file_type", "empty_file"})
 ALLOWED = {"/v1/embeddings": MODEL_REFUSALS, "/embeddings": MODEL_REFUSALS, "/v1/jobs": MODEL_REFUSALS,
            "/v1/rerank": MODEL_REFUSALS, "/v2/rerank": MODEL_REFUSALS, "/rerank": MODEL_REFUSALS,
-           "/v1/files": FILE_REFUSALS}
+           "/tokenize": MODEL_REFUSALS, "/detokenize": MODEL_REFUSALS, "/v1/files": FILE_REFUSALS}
 
 
 @schemathesis.check
