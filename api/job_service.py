@@ -46,7 +46,7 @@ def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
 def params_of(req: EmbeddingRequest) -> dict:
     """The request fields a worker needs for every chunk."""
     params = {"input_type": req.input_type, "instruction": req.instruction, "truncate": req.truncate,
-              "dimensions": req.dimensions}
+              "dimensions": req.dimensions, "truncation_direction": req.truncation_direction}
     if req.embedding_types != ("float",):  # float jobs keep the params they always had
         params["embedding_type"] = req.embedding_types[0]
     return params

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 from embedserve.vector_types import EMBEDDING_TYPES
 
 from api.contract.body import Body
-from api.contract.fields import Name, Positive, String, Text, TokenId, refused
+from api.contract.fields import Name, Positive, String, Text, TokenId, TruncationDirection, refused
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "document")
@@ -76,6 +76,7 @@ class Options(Body):
                              "quantization with the model's calibrated ranges); binary/ubinary: the sign bits "
                              "packed 8 per byte, as int8 (minus 128) or uint8. As JSON integers with "
                              "encoding_format float; as the raw bytes with base64.")
+    truncation_direction: TruncationDirection = "right"
 
 
 # `input_file_id` belongs to the job body; the embeddings body names where it goes.
