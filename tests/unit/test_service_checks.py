@@ -45,7 +45,7 @@ def test_token_ids_outside_the_vocabulary_are_refused_like_the_api_does(service)
     refused = service.run(chunk([[101, vocab, 102]]))
     assert refused.status == 400 and refused.error["code"] == "invalid_token_id"
     assert refused.error["message"].startswith(
-        f"input[0] has token id {vocab}, outside this model's vocabulary (0..{vocab - 1}).")
+        f"input[0] has token id {vocab}, outside this model's vocabulary (0..{vocab - 1});")
     assert "check_embedding_ctx_length=False" in refused.error["message"]  # LangChain's fix, named
     too_long = service.run(chunk([[101] * (service.engine.max_length + 1)]))
     assert too_long.status == 400 and too_long.error["code"] == "context_length_exceeded"
