@@ -27,7 +27,7 @@ from api.batch_output import roles
 from api.contract.batch import BatchBody
 from api.files import FILE_PREFIX, find_file, output_record_steps, uploaded_lines
 from api.job_service import over_quota, check_quota, input_weight, params_of
-from api.validation import check_against_model, parse_embedding_request
+from api.validation import check_against_model, check_token_ids_accepted, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
 
@@ -55,7 +55,8 @@ def check_create_body(body: object) -> tuple[str, str, dict | None]:
     return checked.input_file_id, checked.endpoint, checked.metadata
 
 
-def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan) -> Iterator[ChunkSpec]:
+def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan,
+                accept_token_ids: bool = True) -> Iterator[ChunkSpec]:
     """Validate every line; yield chunks of valid lines, grouped by model and options."""
     groups: dict[tuple, list] = {}  # (model, options) -> [items, counts, inputs, meta, weight]
     seen: set[str] = set()
@@ -67,6 +68,7 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         custom_id, body = _request_of(raw, number, endpoint, seen)
         try:
             req = parse_embedding_request(body)
+            check_token_ids_accepted(req, accept_token_ids)
             served = registry.lookup(req.model) if req.model else _only_model(registry)
             if served is None:
                 raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
@@ -163,7 +165,7 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
         check_quota(scheduler, owner, count_lines(uploaded_lines(data.store, file_id)), cap)
         scheduler.note_pending(job_id)
         job.chunks = data.put_inputs(job_id, plan_chunks(uploaded_lines(data.store, file_id), registry,
-                                                         endpoint, plan))
+                                                         endpoint, plan, settings.accept_token_ids))
     except LineError as exc:
         data.delete(job_id)
         errors = {"object": "list", "data": [{"code": exc.code, "message": exc.message, "param": exc.param,

@@ -95,7 +95,8 @@ class Dispatcher:
             return EmbedChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
-                instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions).to_wire()
+                instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
+                truncation_direction=req.truncation_direction).to_wire()
 
         return self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
                              request_id)
@@ -106,7 +107,7 @@ class Dispatcher:
             return RerankChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start, query=req.query,
                 documents=req.documents[s.start:s.end], deadline=s.deadline, instruction=req.instruction,
-                truncate=req.truncate).to_wire()
+                truncate=req.truncate, truncation_direction=req.truncation_direction).to_wire()
 
         return self._scatter(served, RERANK_TASK, rerank_queue(served.card.name), len(req.documents), payload,
                              request_id)

@@ -46,7 +46,7 @@ def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
 def params_of(req: EmbeddingRequest) -> dict:
     """The request fields a worker needs for every chunk."""
     return {"input_type": req.input_type, "instruction": req.instruction, "truncate": req.truncate,
-            "dimensions": req.dimensions}
+            "dimensions": req.dimensions, "truncation_direction": req.truncation_direction}
 
 
 # The error code of a submission over the key's cap of queued inputs.

@@ -23,6 +23,7 @@ class RerankRequest:
     return_documents: bool = False
     instruction: str | None = None
     truncate: bool = False
+    truncation_direction: str = "right"
 
 
 def parse_rerank_request(body: object, *, max_documents: int = defaults.MAX_RERANK_DOCUMENTS) -> RerankRequest:
@@ -30,4 +31,4 @@ def parse_rerank_request(body: object, *, max_documents: int = defaults.MAX_RERA
     checked = rerank_body(max_documents).check(body)
     return RerankRequest(query=checked.query, documents=checked.texts(), model=checked.model, top_n=checked.top_n,
                          return_documents=checked.return_documents, instruction=checked.instruction,
-                         truncate=checked.truncate)
+                         truncate=checked.truncate, truncation_direction=checked.truncation_direction.lower())

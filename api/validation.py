@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
 from embedserve.registry import ModelCard
+from embedserve.token_ids import not_accepted, out_of_vocabulary
 
 from api.contract.embedding import TEXT, TOKENS, embedding_body, input_shape, job_body
 
-__all__ = ["EmbeddingRequest", "check_against_model", "parse_embedding_request",
+__all__ = ["EmbeddingRequest", "check_against_model", "check_token_ids_accepted", "parse_embedding_request",
            "parse_job_request", "parse_json_body"]
 
 # Content types a JSON body may arrive with: JSON itself, none, or curl's default for `-d`.
@@ -35,6 +36,7 @@ class EmbeddingRequest:
     input_type: str = "document"
     instruction: str | None = None
     truncate: bool = False
+    truncation_direction: str = "right"  # without `truncate` it has no effect, as in TEI
 
     @property
     def token_ids(self) -> bool:
@@ -90,12 +92,18 @@ def check_against_model(req: EmbeddingRequest, card: ModelCard) -> None:
         return
     for i, row in enumerate(req.inputs):
         if card.vocab_size and max(row) >= card.vocab_size:
-            raise InvalidRequest(f"input[{i}] has token id {max(row)}, outside this model's vocabulary "
-                                 f"(0..{card.vocab_size - 1}).", param="input", code="invalid_token_id")
+            raise out_of_vocabulary(i, max(row), card.vocab_size)
         if card.max_length and len(row) > card.max_length and not req.truncate:
             raise InvalidRequest(f"input[{i}] is {len(row)} tokens, more than this model's maximum of "
                                  f"{card.max_length}; shorten it or send \"truncate\": true.",
                                  param="input", code="context_length_exceeded")
+
+
+def check_token_ids_accepted(req: EmbeddingRequest, accepted: bool) -> None:
+    """400 for token-id input when the operator refuses it (EMBED_ACCEPT_TOKEN_IDS=false): for deployments
+    whose clients never mean to send ids, where ids inside the vocabulary would embed the wrong text."""
+    if req.token_ids and not accepted:
+        raise not_accepted()
 
 
 def _entries(value: str | list) -> list:
@@ -107,4 +115,5 @@ def _entries(value: str | list) -> list:
 def _request(checked, inputs: list) -> EmbeddingRequest:
     return EmbeddingRequest(inputs=inputs, model=checked.model, encoding_format=checked.encoding_format,
                             dimensions=checked.dimensions, input_type=checked.input_type,
-                            instruction=checked.instruction, truncate=checked.truncate)
+                            instruction=checked.instruction, truncate=checked.truncate,
+                            truncation_direction=checked.truncation_direction.lower())

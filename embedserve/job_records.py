@@ -51,7 +51,7 @@ class ChunkSpec:
     items: list[int]  # item index (input index, or batch line) of each item
     counts: list[int]  # inputs of each item
     inputs: list  # every item's inputs, concatenated
-    params: dict[str, Any] = field(default_factory=dict)  # input_type, instruction, truncate, dimensions
+    params: dict[str, Any] = field(default_factory=dict)  # input_type, instruction, truncate, dimensions, truncation_direction
     meta: list | None = None  # per item: [custom_id, encoding_format] for batch lines
     ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
     # Items failed before running (a line of an input file that is not a text): item index, as a

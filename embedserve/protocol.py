@@ -59,6 +59,7 @@ class EmbedChunk(_Wire):
     instruction: str | None = None
     truncate: bool = False
     dimensions: int | None = None
+    truncation_direction: str = "right"  # which end `truncate` cuts: "right" (the end) or "left" (the start)
     priority: int = 0  # 0 = interactive; higher numbers wait behind lower ones
 
 
@@ -80,6 +81,7 @@ class RerankChunk(_Wire):
     instruction: str | None = None
     truncate: bool = False
     priority: int = 0
+    truncation_direction: str = "right"  # which end of a document `truncate` cuts
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,8 @@ class Settings:
     cold_start_timeout: float = defaults.COLD_START_TIMEOUT_S
     # Seconds a stopping worker finishes what it holds before handing the rest back.
     drain_timeout: float = defaults.DRAIN_TIMEOUT_S
+    # Whether /v1/embeddings, jobs and batch lines take token ids as input (false: 400 token_ids_not_accepted).
+    accept_token_ids: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -174,6 +176,7 @@ class Settings:
             catalogue_ttl=reader.int("EMBED_CATALOGUE_TTL", cls.catalogue_ttl, 60, 10**9),
             cold_start_timeout=reader.float("EMBED_COLD_START_TIMEOUT", cls.cold_start_timeout, 0, 86400),
             drain_timeout=reader.float("EMBED_DRAIN_TIMEOUT", cls.drain_timeout, 0, 86400),
+            accept_token_ids=reader.bool("EMBED_ACCEPT_TOKEN_IDS", cls.accept_token_ids),
         )
         settings.validate()
         return settings
@@ -292,6 +295,16 @@ class _Reader:
 
     def list(self, name: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in self.env.get(name, "").split(",") if item.strip())
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
     def int(self, name: str, default: int, low: int, high: int) -> int:
         raw = self.env.get(name, "").strip()

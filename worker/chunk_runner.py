@@ -154,7 +154,8 @@ class ChunkRunner:
         chunk = EmbedChunk(request_id=tag, reply_to="", chunk=0, offset=offset, inputs=inputs,
                            deadline=time.time() + self.time_limit, input_type=params.get("input_type", "document"),
                            instruction=params.get("instruction"), truncate=bool(params.get("truncate")),
-                           dimensions=params.get("dimensions"), priority=BULK_PRIORITY)
+                           dimensions=params.get("dimensions"), priority=BULK_PRIORITY,
+                           truncation_direction=params.get("truncation_direction", "right"))
         return self.service.run(chunk)
 
 

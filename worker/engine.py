@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from embedserve.errors import InvalidRequest
 from embedserve.registry import ModelCard
 from embedserve.settings import Settings
+from embedserve.token_ids import out_of_vocabulary
 from worker.model_files import ModelFiles, read_model_files
 from worker.packed_rows import PackedRows, pool_packed
 from worker.packing import choose_packed_forward
@@ -99,6 +100,9 @@ class EmbeddingEngine:
         probe = self.tokenizer("probe")["input_ids"]
         self.append_eos = self.files.last_token and eos is not None and probe[-1] != eos
         self.eos_id = eos
+        # Special tokens the tokenizer puts around a text (BERT: [CLS] and [SEP]; Qwen3: none and EOS),
+        # which cutting a text from the left must keep.
+        self.specials_before, self.specials_after = special_layout(self.tokenizer)
         self.packed = choose_packed_forward(self.model, device, dtype, packed, attention)  # worker/packing.py
 
     @property
@@ -113,14 +117,24 @@ class EmbeddingEngine:
                          model_type=self.model_type, created=int(time.time()))
 
     def tokenize(self, texts: list[str], *, offset: int, input_type: str, instruction: str | None,
-                 truncate: bool) -> Tokenized:
-        """Texts (with the model's prompt for `input_type`) to ids; too long is an error unless truncating."""
+                 truncate: bool, direction: str = "right") -> Tokenized:
+        """Texts (with the model's prompt for `input_type`) to ids; too long is an error unless truncating.
+
+        Truncating cuts the text's own tokens only, from its end (`direction` "right") or its start
+        ("left"); the prompt and the special tokens (EOS, which last-token pooling reads) always stay.
+        """
         prefix = self.files.prefix(input_type, instruction)
         if prefix:
             texts = [prefix + text for text in texts]
         room = self.max_length - (1 if self.append_eos else 0)
+        left = truncate and direction == "left"
         with self._tokenizer_lock:
-            rows = self._encode(texts, room if truncate else None)
+            # The backend's right truncation cuts the sequence's end and adds the special tokens after,
+            # which is "right" exactly; its left one would cut the prompt too, so "left" is cut here.
+            rows = self._encode(texts, room if truncate and not left else None)
+            if left:
+                head = self.specials_before + self._prompt_tokens(prefix)
+                rows = [cut_left(row, room, head=head, tail=self.specials_after) for row in rows]
         if self.append_eos:
             rows = [row + [self.eos_id] for row in rows]
         if not truncate:
@@ -138,6 +152,7 @@ class EmbeddingEngine:
         """
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         if backend is None:  # a slow (Python) tokenizer
+            self.tokenizer.truncation_side = "right"
             return self.tokenizer(texts, add_special_tokens=True, truncation=truncate_to is not None,
                                   max_length=truncate_to, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
@@ -145,8 +160,8 @@ class EmbeddingEngine:
             backend.no_padding()
         wanted = None  # the backend reports its truncation as this dict (or None), all four keys
         if truncate_to is not None:
-            wanted = {"max_length": truncate_to, "stride": 0, "strategy": "longest_first",
-                      "direction": getattr(self.tokenizer, "truncation_side", "right")}
+            # Always the end: a tokenizer's own truncation_side does not decide what `truncate` means.
+            wanted = {"max_length": truncate_to, "stride": 0, "strategy": "longest_first", "direction": "right"}
         if backend.truncation != wanted:
             if wanted is None:
                 backend.no_truncation()
@@ -154,18 +169,30 @@ class EmbeddingEngine:
                 backend.enable_truncation(**wanted)
         return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
 
-    def check_ids(self, rows: list[list[int]], *, offset: int, truncate: bool) -> Tokenized:
-        """Token-id inputs are the whole model input: checked against vocabulary and length only."""
+    def _prompt_tokens(self, prefix: str) -> int:
+        """How many of a prefixed text's first tokens are the prompt's; the caller holds the tokenizer lock.
+
+        Trailing spaces are left out: byte-level BPE glues a space to the word after it (" hello"), so
+        the prompt alone would count one token more than it has in front of a text.
+        """
+        prompt = prefix.rstrip(" ")
+        return len(self.tokenizer.encode(prompt, add_special_tokens=False)) if prompt else 0
+
+    def check_ids(self, rows: list[list[int]], *, offset: int, truncate: bool,
+                  direction: str = "right") -> Tokenized:
+        """Token-id inputs are the whole model input: checked against vocabulary and length only.
+
+        Nothing was added to them, so truncating keeps their first (or, "left", their last) tokens as sent.
+        """
         out = []
         for i, row in enumerate(rows):
             if len(row) > self.max_length:
                 if not truncate:
                     raise too_long(offset + i, len(row), self.max_length)
-                row = row[: self.max_length]
+                row = row[-self.max_length:] if direction == "left" else row[: self.max_length]
             if row and (min(row) < 0 or max(row) >= self.vocab_size):
-                bad = min(row) if min(row) < 0 else max(row)  # the API's message (api/validation.py)
-                raise InvalidRequest(f"input[{offset + i}] has token id {bad}, outside this model's vocabulary "
-                                     f"(0..{self.vocab_size - 1}).", param="input", code="invalid_token_id")
+                bad = min(row) if min(row) < 0 else max(row)
+                raise out_of_vocabulary(offset + i, bad, self.vocab_size)
             out.append(list(row))
         return Tokenized(out, sum(len(r) for r in out))
 
@@ -209,6 +236,28 @@ def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndar
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     ids[keep] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
     return ids, keep.astype(np.int64)
+
+
+def cut_left(row: list[int], limit: int, *, head: int = 0, tail: int = 0) -> list[int]:
+    """`row` cut to `limit` tokens from the left of its middle: its first `head` tokens (special tokens, a
+    prompt) stay, and of the rest the last ones, which end with the `tail` special tokens. Only when the head
+    alone fills the limit does `tail` matter: the head is cut then, and the special tokens still end the row."""
+    if len(row) <= limit:
+        return row
+    keep = limit - head - tail
+    if keep <= 0:  # the fixed parts alone fill the limit: nothing of the text is left; cut them as "right" does
+        return row[:max(0, limit - tail)] + row[len(row) - tail:]
+    return row[:head] + row[len(row) - tail - keep:]
+
+
+def special_layout(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer adds before and after a text's own tokens."""
+    bare = tokenizer.encode("probe", add_special_tokens=False)
+    full = tokenizer.encode("probe", add_special_tokens=True)
+    for before in range(len(full) - len(bare) + 1):
+        if full[before:before + len(bare)] == bare:
+            return before, len(full) - before - len(bare)
+    return 0, len(full) - len(bare)  # the text's tokens change with special tokens: guess they all come after
 
 
 def too_long(index: int, tokens: int, limit: int) -> InvalidRequest:

@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM
 
 from embedserve import defaults
 from embedserve.settings import ConfigError
-from worker.engine import Tokenized, pad_rows
+from worker.engine import Tokenized, cut_left, pad_rows
 from worker.packed_rows import PackedRows
 from worker.packing import choose_packed_forward
 from worker.rerank_engine import Reranker, load_with_sdpa
@@ -39,8 +39,13 @@ SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 def prompt_body(query: str, document: str, instruction: str | None) -> str:
     """The user turn between PREFIX and SUFFIX; the default instruction when none is given."""
+    return prompt_header(query, instruction) + document
+
+
+def prompt_header(query: str, instruction: str | None) -> str:
+    """The user turn up to the document: what truncation never cuts."""
     instruction = instruction or defaults.DEFAULT_RERANK_INSTRUCTION
-    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: "
 
 
 class Qwen3Reranker(Reranker):
@@ -69,15 +74,24 @@ class Qwen3Reranker(Reranker):
         """True when a batch costs rows x longest row (padded); False when it costs its real tokens."""
         return self.packed is None
 
-    def tokenize(self, query, documents, *, offset, instruction, truncate) -> Tokenized:
-        room = self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
-        bodies = [prompt_body(query, doc, instruction) for doc in documents]
-        # The body is tokenized as one text, as the model card does, so token boundaries match it;
-        # truncation cuts from the right, i.e. the document's end, before the fixed suffix is added.
+    def tokenize(self, query, documents, *, offset, instruction, truncate, direction="right") -> Tokenized:
+        room = max(1, self.max_length - len(self.prefix_ids) - len(self.suffix_ids))
+        header = prompt_header(query, instruction)
+        bodies = [header + doc for doc in documents]
+        # The body is tokenized as one text, as the model card does, so token boundaries match it.
+        # "right" truncation cuts the body's end, i.e. the document's; "left" cuts the document's start,
+        # after the header's tokens; the fixed prefix and suffix are added after either cut.
+        left = truncate and direction == "left"
         with self.tokenizer_lock:
-            encoded = self.tokenizer(bodies, add_special_tokens=False, truncation=truncate,
-                                     max_length=max(1, room) if truncate else None, return_attention_mask=False)
-        rows = [self.prefix_ids + ids + self.suffix_ids for ids in encoded["input_ids"]]
+            self.tokenizer.truncation_side = "right"
+            encoded = self.tokenizer(bodies, add_special_tokens=False, truncation=truncate and not left,
+                                     max_length=room if truncate and not left else None,
+                                     return_attention_mask=False)["input_ids"]
+            if left:
+                # The header's trailing space is glued to the document's first word by byte-level BPE.
+                head = len(self.tokenizer.encode(header.rstrip(" "), add_special_tokens=False))
+                encoded = [cut_left(ids, room, head=head) for ids in encoded]
+        rows = [self.prefix_ids + ids + self.suffix_ids for ids in encoded]
         if not truncate:
             self.check_lengths(rows, offset)
         return Tokenized(rows, sum(len(r) for r in rows))

@@ -44,8 +44,9 @@ class Reranker:
         self.tokenizer_lock = threading.Lock()
 
     def tokenize(self, query: str, documents: list[str], *, offset: int, instruction: str | None,
-                 truncate: bool) -> Tokenized:
-        """One token row per (query, document) pair; too long is a 400 unless truncating."""
+                 truncate: bool, direction: str = "right") -> Tokenized:
+        """One token row per (query, document) pair; too long is a 400 unless truncating, which cuts the
+        document's end (`direction` "right") or its start ("left"); the prompt and special tokens stay."""
         raise NotImplementedError
 
     def score_batch(self, rows: list[list[int]]) -> np.ndarray:
@@ -94,8 +95,11 @@ class CrossEncoder(Reranker):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.model = load_with_sdpa(AutoModelForSequenceClassification, source, dtype).to(device).eval()
 
-    def tokenize(self, query, documents, *, offset, instruction, truncate) -> Tokenized:
+    def tokenize(self, query, documents, *, offset, instruction, truncate, direction="right") -> Tokenized:
         with self.tokenizer_lock:
+            # longest_first cuts the longer of query and document (the document, but for a short one), on
+            # the side the tokenizer's truncation_side names; [CLS] and both [SEP]s are added after the cut.
+            self.tokenizer.truncation_side = "left" if direction == "left" else "right"
             encoded = self.tokenizer([query] * len(documents), list(documents),
                                      truncation="longest_first" if truncate else False,
                                      max_length=self.max_length if truncate else None,

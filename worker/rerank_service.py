@@ -24,7 +24,8 @@ class RerankService:
     def _run(self, chunk: RerankChunk) -> ChunkResult:
         # Tokenized here, on the task thread, so the forward thread only runs the model.
         tokenized = self.reranker.tokenize(chunk.query, chunk.documents, offset=chunk.offset,
-                                           instruction=chunk.instruction, truncate=chunk.truncate)
+                                           instruction=chunk.instruction, truncate=chunk.truncate,
+                                           direction=chunk.truncation_direction)
         sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
         scores = np.ascontiguousarray(wait_rows(sub, chunk.deadline, "reranking"), dtype="<f4").reshape(-1, 1)
         return ChunkResult(chunk=chunk.chunk, vectors=scores.tobytes(), rows=scores.shape[0], dim=1,

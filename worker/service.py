@@ -48,9 +48,11 @@ class EmbeddingService:
         inputs = chunk.inputs
         if all(isinstance(item, str) for item in inputs):
             return self.engine.tokenize(inputs, offset=chunk.offset, input_type=chunk.input_type,
-                                        instruction=chunk.instruction, truncate=chunk.truncate)
+                                        instruction=chunk.instruction, truncate=chunk.truncate,
+                                        direction=chunk.truncation_direction)
         if all(isinstance(item, list) for item in inputs):
-            return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate)
+            return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate,
+                                         direction=chunk.truncation_direction)
         raise InvalidRequest("input must be all strings or all token-id arrays", param="input")
 
 

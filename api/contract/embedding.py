@@ -13,7 +13,7 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.contract.body import Body
-from api.contract.fields import Name, Positive, String, Text, TokenId, refused
+from api.contract.fields import Name, Positive, String, Text, TokenId, TruncationDirection, refused
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "document")
@@ -69,6 +69,7 @@ class Options(Body):
     instruction: String = Field(None, description="Our extension: the instruction for Qwen3-style queries.")
     truncate: bool = Field(False, description="Our extension: cut inputs longer than the model's maximum "
                                               "instead of refusing them.")
+    truncation_direction: TruncationDirection = "right"
 
 
 # `input_file_id` belongs to the job body; the embeddings body names where it goes.

@@ -8,7 +8,7 @@ one, which includes 2.0: such a float is taken as its int, anything else that is
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
@@ -49,6 +49,11 @@ class _Integer:
         return {"type": "integer", "minimum": self.minimum}
 
 
+# Which end `truncate` cuts (TEI's `truncation_direction`): "right", the end, or "left", the start. TEI's
+# own server reads "Left"/"Right" (its enum's names), which huggingface_hub's client sends: taken too.
+TruncationDirection = Annotated[Literal["left", "right", "Left", "Right"], Field(
+    description="Our extension (TEI's): which end `truncate` cuts, `right` (the end) or `left` (the start, keeping "
+                "the end); the prompt and special tokens stay. Without `truncate: true` it has no effect.")]
 # A count or size: 1 and up.
 Positive = Annotated[int, _Integer(1)]
 # A token id: 0 and up (the model's vocabulary bounds it; that is checked against the model).

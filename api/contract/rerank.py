@@ -14,7 +14,7 @@ from typing import Annotated, Union
 from pydantic import Discriminator, Field, Tag
 
 from api.contract.body import Body
-from api.contract.fields import Name, Positive, String
+from api.contract.fields import Name, Positive, String, TruncationDirection
 
 # A document's two shapes, by the names they go by in an error's location.
 STRING, OBJECT = "a string", "an object"
@@ -55,6 +55,7 @@ def rerank_body(max_documents: int) -> type[Body]:
         instruction: String = Field(None, description="Our extension: the instruction for Qwen3-Reranker prompts.")
         truncate: bool = Field(False, description="Our extension: cut documents longer than the model's maximum "
                                                   "instead of refusing them.")
+        truncation_direction: TruncationDirection = "right"
         rank_fields: list[String] = Field(None, description="Cohere's; accepted and ignored.")
         max_chunks_per_doc: Positive = Field(None, description="Cohere's; accepted and ignored.")
         max_tokens_per_doc: Positive = Field(None, description="Cohere's; accepted and ignored.")

@@ -9,7 +9,7 @@ from api.admission import admit, estimate_tokens
 from api.context import require_key, resolve_model, services
 from api.routes.jobs import create_job_response
 from api.responses import embedding_list
-from api.validation import check_against_model, parse_embedding_request, parse_json_body
+from api.validation import check_against_model, check_token_ids_accepted, parse_embedding_request, parse_json_body
 
 bp = Blueprint("embeddings", __name__)
 
@@ -33,10 +33,11 @@ def create_embeddings() -> Response:
     """Validate, route to the model's workers, answer in OpenAI's format (or 202 + a job when async)."""
     if wants_async():
         return create_job_response()
+    svc = services()
     req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type))
+    check_token_ids_accepted(req, svc.settings.accept_token_ids)
     served = resolve_model(req.model)
     check_against_model(req, served.card)
-    svc = services()
     estimate = estimate_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))

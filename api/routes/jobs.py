@@ -13,8 +13,8 @@ from api.files import find_file
 from api.listing import list_page
 from api.job_service import find_job, job_object, submit_file_job, submit_job
 from api.result_formats import STREAMS, check_fits, pick_format
-from api.validation import (EmbeddingRequest, check_against_model, parse_embedding_request, parse_job_request,
-                            parse_json_body)
+from api.validation import (EmbeddingRequest, check_against_model, check_token_ids_accepted, parse_embedding_request,
+                            parse_job_request, parse_json_body)
 
 bp = Blueprint("jobs", __name__)
 
@@ -35,6 +35,7 @@ def create_job_response() -> Response:
             return _create_file_job(file_id, req)
     else:  # POST /v1/embeddings with Prefer: respond-async: the embeddings body, with the job limits
         req = parse_embedding_request(body, max_inputs=svc.settings.max_job_inputs)
+    check_token_ids_accepted(req, svc.settings.accept_token_ids)
     served = resolve_model(req.model)
     check_against_model(req, served.card)
     with admit(0, g.identity):  # a job is a request like any other for the key's requests-per-minute

@@ -116,3 +116,41 @@ def test_concurrent_tokenize_keeps_each_callers_truncation(tmp_path):
     for thread in threads:
         thread.join()
     assert not wrong, wrong[:5]
+
+
+# Truncation's two directions: the document's end ("right") or its start ("left") is cut; the prompt stays.
+
+LONG_DOC = " ".join(tiny_models._corpus()[:120])  # well over the fixtures' 512 tokens
+
+
+def test_qwen3_left_truncation_keeps_the_prompt_and_the_documents_end(qwen3):
+    tok = qwen3.tokenizer
+    query = "what does the cat read?"
+    body = tok.encode(prompt_body(query, LONG_DOC, None), add_special_tokens=False)  # untruncated
+    header = tok.encode(prompt_body(query, "", None).rstrip(" "), add_special_tokens=False)
+    room = qwen3.max_length - len(qwen3.prefix_ids) - len(qwen3.suffix_ids)
+    left = qwen3.tokenize(query, [LONG_DOC], offset=0, instruction=None, truncate=True, direction="left").rows[0]
+    right = qwen3.tokenize(query, [LONG_DOC], offset=0, instruction=None, truncate=True, direction="right").rows[0]
+    for row in (left, right):
+        assert len(row) == qwen3.max_length
+        assert row[:len(qwen3.prefix_ids)] == qwen3.prefix_ids and row[-len(qwen3.suffix_ids):] == qwen3.suffix_ids
+    left_body = left[len(qwen3.prefix_ids):-len(qwen3.suffix_ids)]
+    assert left_body[:len(header)] == header  # instruction, query, "<Document>:" whole
+    assert left_body[len(header):] == body[-(room - len(header)):]  # the document's last tokens
+    assert right[len(qwen3.prefix_ids):-len(qwen3.suffix_ids)] == body[:room]  # the document's first tokens
+
+
+def test_cross_encoder_left_truncation_keeps_the_query_and_the_documents_end(tmp_path):
+    path = tiny_models.build_tiny_cross_encoder(tmp_path / "ce")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = CrossEncoder(str(path), AutoConfig.from_pretrained(path), tok, torch.device("cpu"), torch.float32)
+    query = tok("what does the cat read?", add_special_tokens=False)["input_ids"]
+    doc = tok(LONG_DOC, add_special_tokens=False)["input_ids"]
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    room = model.max_length - len(query) - 3
+    left = model.tokenize("what does the cat read?", [LONG_DOC], offset=0, instruction=None, truncate=True,
+                          direction="left").rows[0]
+    right = model.tokenize("what does the cat read?", [LONG_DOC], offset=0, instruction=None, truncate=True).rows[0]
+    assert left == [cls, *query, sep, *doc[-room:], sep]
+    assert right == [cls, *query, sep, *doc[:room], sep]
+    assert left.second_segment == right.second_segment == len(query) + 2

@@ -12,6 +12,7 @@ def test_defaults():
     req = parse_rerank_request({"query": "q", "documents": ["a", "b"]})
     assert (req.model, req.query, req.documents, req.top_n, req.return_documents, req.instruction, req.truncate) == \
         (None, "q", ["a", "b"], None, False, None, False)
+    assert req.truncation_direction == "right"
 
 
 def test_documents_as_strings_or_text_objects():
@@ -22,8 +23,9 @@ def test_documents_as_strings_or_text_objects():
 def test_extensions_and_ignored_cohere_fields():
     req = parse_rerank_request({"query": "q", "documents": ["a"], "top_n": 3, "return_documents": True,
                                 "instruction": "find", "truncate": True, "max_chunks_per_doc": 5,
-                                "max_tokens_per_doc": 512, "rank_fields": ["text"]})
-    assert (req.top_n, req.return_documents, req.instruction, req.truncate) == (3, True, "find", True)
+                                "max_tokens_per_doc": 512, "rank_fields": ["text"], "truncation_direction": "Left"})
+    assert (req.top_n, req.return_documents, req.instruction, req.truncate, req.truncation_direction) == \
+        (3, True, "find", True, "left")
 
 
 @pytest.mark.parametrize("body,param,code", [
@@ -45,6 +47,7 @@ def test_extensions_and_ignored_cohere_fields():
     ({"query": "q", "documents": ["a"], "top_n": True}, "top_n", None),
     ({"query": "q", "documents": ["a"], "return_documents": 1}, "return_documents", None),
     ({"query": "q", "documents": ["a"], "truncate": "true"}, "truncate", None),
+    ({"query": "q", "documents": ["a"], "truncation_direction": "start"}, "truncation_direction", None),
     ({"query": "q", "documents": ["a"], "instruction": ["x"]}, "instruction", None),
     ({"query": "q", "documents": ["a"], "model": ""}, "model", None),
 ])

@@ -41,10 +41,18 @@ def test_explicit_name_wins():
     ({"EMBED_API_KEYS": "short"}, "EMBED_API_KEYS"),
     ({"EMBED_VISIBILITY_TIMEOUT": "60", "EMBED_TASK_TIME_LIMIT": "120"}, "EMBED_VISIBILITY_TIMEOUT"),
     ({"EMBED_LOG_LEVEL": "LOUD"}, "EMBED_LOG_LEVEL"),
+    ({"EMBED_ACCEPT_TOKEN_IDS": "maybe"}, "EMBED_ACCEPT_TOKEN_IDS"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("raw,expected", [(None, True), ("true", True), ("1", True), ("false", False),
+                                          ("FALSE", False), ("0", False), ("no", False)])
+def test_accept_token_ids(raw, expected):
+    env = {} if raw is None else {"EMBED_ACCEPT_TOKEN_IDS": raw}
+    assert Settings.from_env(env).accept_token_ids is expected
 
 
 def test_repr_redacts_secrets():

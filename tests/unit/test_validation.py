@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.validation import check_against_model, parse_embedding_request, parse_job_request, parse_json_body
+from api.validation import (check_against_model, check_token_ids_accepted, parse_embedding_request, parse_job_request,
+                            parse_json_body)
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
 from embedserve.registry import ModelCard
 
@@ -30,10 +31,28 @@ def test_defaults_and_extensions():
     assert (plain.input_type, plain.encoding_format, plain.truncate, plain.dimensions) == ("document", "float", False, None)
 
 
+@pytest.mark.parametrize("sent,direction", [(None, "right"), ("left", "left"), ("right", "right"),
+                                            ("Left", "left"), ("Right", "right")])  # TEI's own spelling too
+def test_truncation_direction(sent, direction):
+    body = {"input": "x"} if sent is None else {"input": "x", "truncation_direction": sent}
+    assert parse_embedding_request(body).truncation_direction == direction
+    assert parse_job_request(body)[1].truncation_direction == direction
+
+
+def test_token_ids_refused_when_not_accepted():
+    ids = parse_embedding_request({"input": [[1, 2], [3]]})
+    check_token_ids_accepted(ids, True)
+    check_token_ids_accepted(parse_embedding_request({"input": ["a"]}), False)
+    with pytest.raises(InvalidRequest) as info:
+        check_token_ids_accepted(ids, False)
+    assert (info.value.code, info.value.param) == ("token_ids_not_accepted", "input")
+    assert "check_embedding_ctx_length=False" in info.value.message
+
+
 def test_model_checks():
     with pytest.raises(InvalidRequest, match="dimensions"):
         check_against_model(parse_embedding_request({"input": "x", "dimensions": 9}), CARD)
-    with pytest.raises(InvalidRequest, match="vocabulary"):
+    with pytest.raises(InvalidRequest, match="vocabulary.*check_embedding_ctx_length=False"):
         check_against_model(parse_embedding_request({"input": [1, 100]}), CARD)
     with pytest.raises(InvalidRequest, match="maximum"):
         check_against_model(parse_embedding_request({"input": [1, 2, 3, 4, 5]}), CARD)
@@ -73,6 +92,9 @@ def test_a_declared_card_skips_the_checks_that_need_the_model():
     ({"input": "x", "dimensions": 2.5}, "dimensions"),
     ({"input": "x", "user": "lone \udc00"}, "user"),
     ({"input": "x", "instruction": "lone \ud800"}, "instruction"),
+    ({"input": "x", "truncation_direction": "up"}, "truncation_direction"),
+    ({"input": "x", "truncation_direction": None}, "truncation_direction"),
+    ({"input": "x", "truncation_direction": "LEFT"}, "truncation_direction"),
 ])
 def test_what_the_contract_refuses_is_refused(body, param):
     with pytest.raises(InvalidRequest) as info:
