@@ -48,7 +48,8 @@ def parse_cohere_embed(body: object, *, max_inputs: int = defaults.MAX_INPUTS_PE
     computed = tuple(dict.fromkeys("float" if t == BASE64 else t for t in types))
     request = EmbeddingRequest(inputs=list(checked.texts), model=checked.model, dimensions=checked.output_dimension,
                                input_type=INPUT_TYPES[checked.input_type], truncate=checked.truncate != "NONE",
-                               embedding_types=computed, **_direction(checked.truncate))
+                               embedding_types=computed, max_tokens=checked.max_tokens,
+                               **_direction(checked.truncate))
     return CohereEmbed(request=request, texts=list(checked.texts), types=types)
 
 

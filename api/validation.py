@@ -37,6 +37,7 @@ class EmbeddingRequest:
     instruction: str | None = None
     truncate: bool = False
     truncation_direction: str = "right"  # without `truncate` it has no effect, as in TEI
+    max_tokens: int | None = None  # a text limit below the model's (Cohere's max_tokens), or None
 
     @property
     def token_ids(self) -> bool:

@@ -108,6 +108,19 @@ def test_truncate_end_start_none(co, http):
     assert body["message"] == body["error"]["message"] and body["message"].startswith("texts[1] is ")
 
 
+def test_max_tokens_cuts_or_refuses_each_text(co):
+    import cohere
+
+    reply = co.embed(model=MINILM, texts=[LONG, LONG], input_type="search_document", embedding_types=["float"],
+                     max_tokens=8)
+    assert reply.meta.billed_units.input_tokens == 16  # [CLS], 6 tokens of text, [SEP]; twice
+    with pytest.raises(cohere.BadRequestError) as info:
+        co.embed(model=MINILM, texts=["fine", "a b c d e f g h i j"], input_type="search_document",
+                 embedding_types=["float"], max_tokens=8, truncate="NONE")
+    assert info.value.body["error"]["param"] == "texts"
+    assert info.value.body["message"].startswith("texts[1] is 12 tokens, more than the request's max_tokens of 8")
+
+
 @pytest.mark.parametrize("kwargs, param", [
     ({"embedding_types": ["float", "float16"]}, "embedding_types"),
     ({"input_type": "image"}, "input_type"),

@@ -33,6 +33,11 @@ def test_truncate(truncate, on, direction):
     assert (req.truncate, req.truncation_direction) == (on, direction)
 
 
+def test_max_tokens_is_passed_on():
+    assert parse_cohere_embed({**OK, "max_tokens": 16}).request.max_tokens == 16
+    assert parse_cohere_embed(OK).request.max_tokens is None
+
+
 def test_types_in_order_without_repeats_and_base64_is_the_float_vector():
     embed = parse_cohere_embed({**OK, "embedding_types": ["ubinary", "base64", "int8", "ubinary", "float"],
                                 "output_dimension": 32})
