@@ -30,7 +30,8 @@ def paths(settings: Settings) -> dict:
             "200": json_response("One embedding per input, in input order.", ref("EmbeddingList"), RATE_HEADERS),
             "202": JOB_ACCEPTED,
             "400": error("Invalid input (empty, wrongly typed, too many inputs, bad JSON; codes too_many_inputs, "
-                         "model_required), or what only the model can refuse: too long (code "
+                         "model_required; any token ids on a server started with EMBED_ACCEPT_TOKEN_IDS=false, "
+                         "token_ids_not_accepted), or what only the model can refuse: too long (code "
                          "context_length_exceeded), token ids past its vocabulary (invalid_token_id), dimensions "
                          "above its size (dimensions_too_large)."),
             "401": AUTH_ERRORS["401"],
