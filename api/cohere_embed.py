@@ -48,13 +48,9 @@ def parse_cohere_embed(body: object, *, max_inputs: int = defaults.MAX_INPUTS_PE
     computed = tuple(dict.fromkeys("float" if t == BASE64 else t for t in types))
     request = EmbeddingRequest(inputs=list(checked.texts), model=checked.model, dimensions=checked.output_dimension,
                                input_type=INPUT_TYPES[checked.input_type], truncate=checked.truncate != "NONE",
-                               embedding_types=computed, max_tokens=checked.max_tokens,
-                               **_direction(checked.truncate))
+                               truncation_direction="left" if checked.truncate == "START" else "right",
+                               embedding_types=computed, max_tokens=checked.max_tokens)
     return CohereEmbed(request=request, texts=list(checked.texts), types=types)
-
-
-def _direction(truncate: str) -> dict:
-    return {"truncation_direction": "left"} if truncate == "START" else {}
 
 
 def cohere_embed_response(result: Dispatched, embed: CohereEmbed) -> str:
