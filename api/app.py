@@ -24,7 +24,7 @@ from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
 from api.errors import register_error_handlers
-from api.routes import batches, embeddings, files, health, jobs, models, rerank, tokenize
+from api.routes import batches, cohere, embeddings, files, health, jobs, models, rerank, tokenize
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # both happen with no worker up.
     Reaper(liveness).start()
     Sweeper(records, JobData(store), client).start()
-    for blueprint in (health.bp, models.bp, embeddings.bp, rerank.bp, tokenize.bp, jobs.bp, files.bp, batches.bp):
+    for blueprint in (health.bp, models.bp, embeddings.bp, cohere.bp, rerank.bp, tokenize.bp, jobs.bp, files.bp,
+                      batches.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     admission.init_app(app, client)

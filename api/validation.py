@@ -39,6 +39,7 @@ class EmbeddingRequest:
     # The vector types wanted, from one forward pass: /v1/embeddings asks for one, Cohere's /v2/embed for several.
     embedding_types: tuple[str, ...] = ("float",)
     truncation_direction: str = "right"  # without `truncate` it has no effect, as in TEI
+    max_tokens: int | None = None  # a text limit below the model's (Cohere's max_tokens), or None
 
     @property
     def token_ids(self) -> bool:

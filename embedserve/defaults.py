@@ -52,6 +52,10 @@ VISIBILITY_TIMEOUT_S = 3600
 TASK_TIME_LIMIT_S = 600
 # Default instruction for Qwen3-style query embeddings (from the Qwen3-Embedding model card).
 DEFAULT_QUERY_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+# Instructions for Qwen3-style models by Cohere input_type (/v2/embed), when the model names no prompt
+# for it: generic forms of the Qwen3-Embedding evaluation's classification and clustering tasks.
+TASK_INSTRUCTIONS = {"classification": "Classify the given text by its topic and intent",
+                     "clustering": "Identify the topic or theme of the given text"}
 # Largest number of documents in one /v1/rerank request (Cohere's limit).
 MAX_RERANK_DOCUMENTS = 1000
 # Longest (query, document) prompt a reranker scores, tokens; the Qwen3-Reranker model card uses 8192.

@@ -60,6 +60,7 @@ class EmbedChunk(_Wire):
     truncate: bool = False
     dimensions: int | None = None
     truncation_direction: str = "right"  # which end `truncate` cuts: "right" (the end) or "left" (the start)
+    max_tokens: int | None = None  # a text limit below the model's (Cohere's max_tokens), or None
     priority: int = 0  # 0 = interactive; higher numbers wait behind lower ones
     # The vector types wanted (embedserve/vector_types.py); None = float only. Several (Cohere's
     # embedding_types) come from one forward pass.

@@ -122,16 +122,20 @@ class EmbeddingEngine:
                          model_type=self.model_type, created=int(time.time()))
 
     def tokenize(self, texts: list[str], *, offset: int, input_type: str, instruction: str | None,
-                 truncate: bool, direction: str = "right") -> Tokenized:
+                 truncate: bool, direction: str = "right", max_tokens: int | None = None) -> Tokenized:
         """Texts (with the model's prompt for `input_type`) to ids; too long is an error unless truncating.
 
         Truncating cuts the text's own tokens only, from its end (`direction` "right") or its start
         ("left"); the prompt and the special tokens (EOS, which last-token pooling reads) always stay.
+        `max_tokens` (Cohere's) lowers the limit for this request, counted as the model's is.
         """
         prefix = self.files.prefix(input_type, instruction)
         if prefix:
             texts = [prefix + text for text in texts]
-        room = self.max_length - (1 if self.append_eos else 0)
+        limit = min(self.max_length, max_tokens or self.max_length)
+        # Never below the special tokens and one token of text: the tokenizer cannot cut further.
+        limit = max(limit, self.specials_before + self.specials_after + (2 if self.append_eos else 1))
+        room = limit - (1 if self.append_eos else 0)
         left = truncate and direction == "left"
         with self._tokenizer_lock:
             # The backend's right truncation cuts the sequence's end and adds the special tokens after,
@@ -143,9 +147,10 @@ class EmbeddingEngine:
         if self.append_eos:
             rows = [row + [self.eos_id] for row in rows]
         if not truncate:
+            what = "this model's maximum" if limit == self.max_length else "the request's max_tokens"
             for i, row in enumerate(rows):
-                if len(row) > self.max_length:
-                    raise too_long(offset + i, len(row), self.max_length)
+                if len(row) > limit:
+                    raise too_long(offset + i, len(row), limit, what)
         return Tokenized(rows, sum(len(r) for r in rows))
 
     def _encode(self, texts: list[str], truncate_to: int | None) -> list[list[int]]:
@@ -265,10 +270,10 @@ def special_layout(tokenizer) -> tuple[int, int]:
     return 0, len(full) - len(bare)  # the text's tokens change with special tokens: guess they all come after
 
 
-def too_long(index: int, tokens: int, limit: int) -> InvalidRequest:
-    """The error for an input over the model's maximum length."""
+def too_long(index: int, tokens: int, limit: int, what: str = "this model's maximum") -> InvalidRequest:
+    """The error for an input over the model's maximum length (or the lower limit `what` names)."""
     return InvalidRequest(
-        f"input[{index}] is {tokens} tokens, more than this model's maximum of {limit}; "
+        f"input[{index}] is {tokens} tokens, more than {what} of {limit}; "
         'shorten it or send "truncate": true', param="input", code="context_length_exceeded")
 
 

@@ -81,17 +81,31 @@ class ModelFiles:
         return self.pooling == ("lasttoken",)
 
     def prefix(self, input_type: str, instruction: str | None) -> str:
-        """Text to put before an input of `input_type`, given an optional caller instruction."""
+        """Text to put before an input of `input_type`, given an optional caller instruction.
+
+        `input_type` is query or document, or (Cohere's /v2/embed) classification or clustering:
+        those take the model's prompt of that name, else on an instruction-aware model an instruction
+        for the task (Qwen3 instructs every input but a retrieval document), else no prompt.
+        """
         if instruction is not None:
             if self.instruction_aware:
                 # Qwen3's card: documents get no instruction, only queries do.
-                return QWEN_QUERY_TEMPLATE.format(instruction=instruction) if input_type == "query" else ""
+                return QWEN_QUERY_TEMPLATE.format(instruction=instruction) if input_type != "document" else ""
             return instruction
-        if input_type in self.prompts:
-            return self.prompts[input_type]
-        if self.instruction_aware and input_type == "query":
-            return QWEN_QUERY_TEMPLATE.format(instruction=defaults.DEFAULT_QUERY_INSTRUCTION)
+        named = self._prompt(input_type)
+        if named is not None:
+            return named
+        if self.instruction_aware and input_type != "document":
+            task = defaults.TASK_INSTRUCTIONS.get(input_type, defaults.DEFAULT_QUERY_INSTRUCTION)
+            return QWEN_QUERY_TEMPLATE.format(instruction=task)
         return ""
+
+    def _prompt(self, name: str) -> str | None:
+        """The prompt the model's files name `name`; sentence-transformers models spell task prompts
+        either way ("clustering", nomic's and EmbeddingGemma's "Clustering"), so any case matches."""
+        if name in self.prompts:
+            return self.prompts[name]
+        return next((v for k, v in self.prompts.items() if k.casefold() == name.casefold()), None)
 
 
 def read_model_files(path: Path, model_type: str) -> ModelFiles:

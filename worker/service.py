@@ -82,7 +82,7 @@ class EmbeddingService:
         if all(isinstance(item, str) for item in inputs):
             return self.engine.tokenize(inputs, offset=chunk.offset, input_type=chunk.input_type,
                                         instruction=chunk.instruction, truncate=chunk.truncate,
-                                        direction=chunk.truncation_direction)
+                                        direction=chunk.truncation_direction, max_tokens=chunk.max_tokens)
         if all(isinstance(item, list) for item in inputs):
             return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate,
                                          direction=chunk.truncation_direction)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from embedserve.errors import InvalidRequest
 
 # The code of an array over its limit, by field: what OpenAI (and Cohere for documents) answer with.
-LIMIT_CODES = {"input": "too_many_inputs", "documents": "too_many_documents"}
+LIMIT_CODES = {"input": "too_many_inputs", "texts": "too_many_inputs", "documents": "too_many_documents"}
 # Errors the contract words itself (api/contract/fields.py and the bodies): shown as they are.
 WORDED = frozenset({"field_refused", "kind", "exclusive"})
 _NOT_AN_OBJECT = frozenset({"model_type", "model_attributes_type", "dict_type"})

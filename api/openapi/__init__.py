@@ -16,11 +16,11 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from embedserve.settings import Settings
 
 from api.contract.schema import components
-from api.openapi import batches, embeddings, files, jobs, models, operations, rerank, tokenize
+from api.openapi import batches, cohere, embeddings, files, jobs, models, operations, rerank, tokenize
 from api.openapi.parts import ERROR_SCHEMA
 
 # In the document's order.
-RESOURCES = (embeddings, rerank, tokenize, models, jobs, files, batches, operations)
+RESOURCES = (embeddings, cohere, rerank, tokenize, models, jobs, files, batches, operations)
 EXTENSION = "embedserve.openapi"
 
 bp = Blueprint("openapi", __name__)

@@ -21,6 +21,7 @@ MODEL_REFUSALS = frozenset({"context_length_exceeded", "dimensions_too_large", "
 # (*.txt or *.jsonl for user_data), that it has any. A form field of type binary says none of that.
 FILE_REFUSALS = frozenset({"invalid_jsonl", "invalid_file_type", "empty_file"})
 ALLOWED = {"/v1/embeddings": MODEL_REFUSALS, "/embeddings": MODEL_REFUSALS, "/v1/jobs": MODEL_REFUSALS,
+           "/v2/embed": MODEL_REFUSALS,
            "/v1/rerank": MODEL_REFUSALS, "/v2/rerank": MODEL_REFUSALS, "/rerank": MODEL_REFUSALS,
            "/tokenize": MODEL_REFUSALS, "/detokenize": MODEL_REFUSALS, "/v1/files": FILE_REFUSALS}
 

@@ -145,3 +145,28 @@ def test_cut_left_keeps_head_and_tail_even_when_the_head_fills_the_limit():
     assert cut_left(row, 10, head=3, tail=1) == row
     assert cut_left(row, 6, head=2, tail=1) == [0, 1, 6, 7, 8, 9]
     assert cut_left(row, 5, head=7, tail=1) == [0, 1, 2, 3, 9]  # a prompt over the limit: its end goes, EOS stays
+
+
+def test_max_tokens_lowers_the_limit_for_one_request(engine, qwen3):
+    """Cohere's max_tokens: cut (either end) or refused as at the model's maximum, never below the special tokens."""
+    full = engine.tokenizer(LONG)["input_ids"]
+    right = engine.tokenize([LONG], offset=0, input_type="document", instruction=None, truncate=True,
+                            max_tokens=10).rows[0]
+    assert right == full[:9] + [full[-1]]
+    left = engine.tokenize([LONG], offset=0, input_type="document", instruction=None, truncate=True,
+                           direction="left", max_tokens=10).rows[0]
+    assert left == [full[0]] + full[-9:]
+    with pytest.raises(InvalidRequest) as info:
+        engine.tokenize(["a b c d e f g h i j k"], offset=1, input_type="document", instruction=None,
+                        truncate=False, max_tokens=5)
+    assert info.value.code == "context_length_exceeded" and "input[1]" in info.value.message
+    assert "max_tokens of 5" in info.value.message
+    assert len(engine.tokenize([LONG], offset=0, input_type="document", instruction=None, truncate=True,
+                               max_tokens=1).rows[0]) == 3  # [CLS], one token, [SEP]
+    assert len(engine.tokenize([LONG], offset=0, input_type="document", instruction=None, truncate=True,
+                               max_tokens=100_000).rows[0]) == engine.max_length
+    eos = qwen3.tokenizer.eos_token_id
+    for max_tokens in (1, 7):
+        row = qwen3.tokenize([QWEN_LONG], offset=0, input_type="document", instruction=None, truncate=True,
+                             max_tokens=max_tokens).rows[0]
+        assert len(row) == max(2, max_tokens) and row[-1] == eos

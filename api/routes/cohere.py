@@ -1,0 +1,47 @@
+"""POST /v2/embed: Cohere's v2 embed endpoint, where `cohere.ClientV2(base_url=...).embed` posts.
+
+The mapping onto our embeddings is api/cohere_embed.py's. Errors are ours (OpenAI-shaped), with
+the message also at the top level, where Cohere's own error bodies (`{"message": ...}`) keep it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, Response, g, request
+
+from embedserve.errors import ServiceError
+
+from api.admission import admit, estimate_tokens
+from api.cohere_embed import cohere_embed_response, cohere_error, parse_cohere_embed
+from api.context import require_key, resolve_model, services
+from api.validation import check_against_model, parse_json_body
+
+bp = Blueprint("cohere", __name__)
+bp.before_request(require_key)
+
+
+@bp.post("/v2/embed")
+def embed() -> Response:
+    """Validate, embed once on the model's workers, answer every asked type in Cohere's format."""
+    embed = parse_cohere_embed(parse_json_body(request.get_data(), request.content_type))
+    req = embed.request
+    served = resolve_model(req.model)
+    try:  # the model's refusals name our fields; cohere_error says them in Cohere's
+        check_against_model(req, served.card)
+        with admit(estimate_tokens(req, served.card.max_length), g.identity) as ticket:
+            result = services().dispatcher.embed(req, served, request_id=g.get("request_id"))
+            ticket.record_usage(result.tokens)
+    except ServiceError as exc:
+        raise cohere_error(exc) from None
+    return Response(cohere_embed_response(result, embed), mimetype="application/json")
+
+
+@bp.after_request
+def _top_level_message(response: Response) -> Response:
+    """Every error from this route (auth, limits, the body, the workers) also carries `message` at the top."""
+    if response.status_code >= 400 and response.mimetype == "application/json":
+        body = json.loads(response.get_data())
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            response.set_data(json.dumps({**body, "message": body["error"].get("message")}))
+    return response
