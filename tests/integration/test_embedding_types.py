@@ -175,3 +175,25 @@ def test_batch_output_lines_carry_the_asked_type(api_url, http):
     assert_close(binary, packbits(floats, "binary"), "binary")
     uint8 = np.asarray([d["embedding"] for d in bodies["line-uint8"]["data"]], dtype=np.uint8)
     assert_close(uint8, vectors(http, "uint8"), "uint8")
+
+
+def test_ubinary_is_the_same_bits_through_openai_cohere_and_a_job(api_url, http):
+    """The issue's 'done when': one user, three clients, the same bits."""
+    import cohere
+    import httpx
+
+    inputs = ["Binary vectors are 32 times smaller.", "The same bits, whichever way you ask.", "A third text."]
+    with openai.OpenAI(base_url=api_url + "/v1", api_key=API_KEY, max_retries=0) as client:
+        result = client.embeddings.create(model=MINILM, input=inputs, encoding_format="float",
+                                          extra_body={"embedding_type": "ubinary"})
+    by_openai = np.asarray([d.embedding for d in result.data], dtype=np.uint8)
+    with httpx.Client(timeout=120) as transport:
+        co = cohere.ClientV2(api_key=API_KEY, base_url=api_url, httpx_client=transport, max_retries=0)
+        by_cohere = np.asarray(co.embed(texts=inputs, model=MINILM, input_type="search_document",
+                                        embedding_types=["ubinary"]).embeddings.ubinary, dtype=np.uint8)
+    job = submit(http, model=MINILM, input=inputs, embedding_type="ubinary")
+    assert wait_finished(http, job["id"])["status"] == "completed"
+    by_job = np.asarray([d["embedding"] for d in result_json(http, job["id"])["data"]], dtype=np.uint8)
+    assert by_openai.shape == (3, 48)
+    np.testing.assert_array_equal(by_cohere, by_openai)
+    np.testing.assert_array_equal(by_job, by_openai)
