@@ -118,13 +118,15 @@ class ChunkResult:
     answer: dict[str, Any] | None = None  # a reply that is no vectors: /tokenize's ids, /detokenize's text
 
     def pack(self) -> bytes:
-        """Serialize for the reply list."""
-        return msgpack.packb(self.__dict__, use_bin_type=True)
+        """Serialize for the reply list. Fields left at None are left out: an API from before a field was
+        added (a rolling upgrade, workers first) then reads the reply as it always did."""
+        return msgpack.packb({k: v for k, v in self.__dict__.items() if v is not None}, use_bin_type=True)
 
     @classmethod
     def unpack(cls, data: bytes) -> "ChunkResult":
-        """Parse a reply popped from Redis."""
-        return cls(**msgpack.unpackb(data, raw=False))
+        """Parse a reply popped from Redis, ignoring fields a newer worker may add."""
+        known = cls.__dataclass_fields__.keys()
+        return cls(**{k: v for k, v in msgpack.unpackb(data, raw=False).items() if k in known})
 
     def data(self, embedding_type: str = FLOAT) -> bytes:
         """The whole matrix of one type."""
