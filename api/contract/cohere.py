@@ -8,13 +8,13 @@ is accepted and ignored: a sync request already goes ahead of bulk work.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from api.contract.body import Body
-from api.contract.fields import Name, Positive, Text, refused
+from api.contract.fields import Name, NonNegative, Positive, Text, refused
 
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
 # Cohere's names; `base64` is the float vector's bytes, base64'd (see api/cohere_embed.py).
@@ -48,7 +48,7 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
                                                                       "its start, NONE refuses it.")
         max_tokens: Positive = Field(None, description="Cut each text to this many tokens (by `truncate`); at "
                                                        "most the model's maximum.")
-        priority: Annotated[int, Field(ge=0)] = Field(None, description="Cohere's; accepted and ignored.")
+        priority: NonNegative = Field(None, description="Cohere's; accepted and ignored.")
         images: TextOnly = None
         inputs: TextOnly = None
 

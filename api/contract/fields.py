@@ -58,6 +58,8 @@ TruncationDirection = Annotated[Literal["left", "right", "Left", "Right"], Field
 Positive = Annotated[int, _Integer(1)]
 # A token id: 0 and up (the model's vocabulary bounds it; that is checked against the model).
 TokenId = Annotated[int, _Integer(0)]
+# A count or rank that may be 0 (JSON integers, 3.0 included, as with Positive).
+NonNegative = Annotated[int, _Integer(0)]
 
 
 def refused(message: str) -> Any:

@@ -77,6 +77,7 @@ def test_too_many_texts_has_openai_s_code():
 
 def test_priority_is_accepted_and_ignored():
     assert parse_cohere_embed({**OK, "priority": 3}).texts == ["a", "b"]
+    assert parse_cohere_embed({**OK, "priority": 3.0}).texts == ["a", "b"]  # a JSON integer, as the schema says
 
 
 def test_the_model_s_refusals_are_worded_for_this_route():
