@@ -26,10 +26,12 @@ from pathlib import Path
 from embedserve import defaults
 from embedserve.embed_io import (IncompleteResult, InputError, Source, check_output, result_format, scan_input,
                                  upload_blocks, write_output)
+from embedserve.vector_types import EMBEDDING_TYPES, FLOAT
 
 FINISHED = {"completed", "failed", "cancelled", "expired"}
-# How each output shows an input that failed.
+# How each output shows an input that failed (a .npy of a quantized type: zero rows, as the server sends them).
 FAILED_AS = {".npy": "NaN rows", ".jsonl": "error lines", ".parquet": "null embeddings"}
+FAILED_AS_QUANTIZED = {**FAILED_AS, ".npy": "zero rows"}
 
 
 # Polls and downloads that fail for a reason a retry may fix (no connection, 5xx, a cut stream)
@@ -69,6 +71,12 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--input-type", choices=["query", "document"])
     p.add_argument("--instruction", help="instruction prefix for query inputs (instruction-tuned models)")
     p.add_argument("--truncate", action="store_true", help="cut inputs longer than the model's limit")
+    p.add_argument("--truncation-direction", choices=["left", "right"],
+                   help="which end --truncate cuts: right (the server's default, the end) or left (the start); "
+                        "without --truncate it has no effect, as in the API")
+    p.add_argument("--embedding-type", choices=EMBEDDING_TYPES,
+                   help="the vectors' type (default float): int8/uint8 one byte per dimension, "
+                        "binary/ubinary the sign bits packed 8 per byte")
     p.add_argument("--url", default=os.environ.get("EMBED_URL", defaults.EMBED_CLI_URL),
                    help="server base URL (env EMBED_URL; default %(default)s)")
     p.add_argument("--api-key", default=os.environ.get("EMBED_API_KEY"), help="API key (env EMBED_API_KEY)")
@@ -91,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
             job_id = submitted["id"]
             _say(f"submitted {job_id}: {submitted['request_counts']['total']} texts{note}")
         job = wait(client, job_id)
+        kept = job.get("embedding_type", FLOAT)
+        if args.job is not None and args.embedding_type not in (None, kept):
+            # The result is written as the job holds it; the option only applies when submitting.
+            _say(f"note: job {job_id} holds {kept} vectors; --embedding-type {args.embedding_type} is ignored")
         suffix = Path(args.output).suffix.lower()
         failed = retrying(lambda: client.download(f"/v1/jobs/{job_id}/result", result_format(args.output),
                                                   args.output), "download")
@@ -107,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
         _say(f"error: {exc}")
         return 1
     if job["status"] != "completed" or failed:
+        failed_as = FAILED_AS if kept == FLOAT else FAILED_AS_QUANTIZED
         _say(f"job {job_id} ended {job['status']}; {failed} of {job['request_counts']['total']} inputs failed "
-             f"(written as {FAILED_AS[suffix]}) to {args.output}")
+             f"(written as {failed_as[suffix]}) to {args.output}")
         return 3
     _say(f"wrote {job['request_counts']['total']} embeddings to {args.output}")
     return 0
@@ -232,7 +245,7 @@ class Client:
         """
         file_id = self.upload(source)["id"]
         body: dict = {"input_file_id": file_id}
-        for name in ("model", "dimensions", "input_type", "instruction"):
+        for name in ("model", "dimensions", "input_type", "instruction", "embedding_type", "truncation_direction"):
             if getattr(args, name) is not None:
                 body[name] = getattr(args, name)
         if args.truncate:

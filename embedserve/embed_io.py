@@ -3,7 +3,8 @@
 Nothing here holds a whole input or a whole result in memory: the upload body is the file read a
 block at a time (a .csv is turned into JSONL lines on the way), and the result is written as it
 arrives (ndjson lines copied for .jsonl; the framed msgpack stream, one block of rows at a time,
-for .npy and .parquet).
+for .npy and .parquet). The vectors keep the job's `embedding_type`, which the stream's header names:
+float32, or int8/uint8 elements (packed bits for binary/ubinary, ceil(dim/8) per row).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import msgpack
 
 from embedserve import defaults
+from embedserve.vector_types import FLOAT, TYPES, VectorType, vector_type
 
 INPUTS = (".txt", ".jsonl", ".csv")
 OUTPUTS = (".npy", ".jsonl", ".parquet")
@@ -227,10 +229,10 @@ def read_frames(stream) -> Iterator[dict]:
             if not isinstance(frame, dict):
                 raise InputError("the server's result is not the expected msgpack stream")
             if header is None:
-                if frame.get("dtype") != "<f4" or not isinstance(frame.get("dim"), int) \
-                        or not isinstance(frame.get("total"), int):
+                kind = header_type(frame)
+                if kind is None or not isinstance(frame.get("dim"), int) or not isinstance(frame.get("total"), int):
                     raise InputError("the server's result is not the expected msgpack stream")
-                header = frame
+                header, width = frame, kind.row_bytes(frame["dim"])
                 yield frame
             elif trailer is not None:
                 raise InputError("the server's result has data after its end")
@@ -239,7 +241,7 @@ def read_frames(stream) -> Iterator[dict]:
             else:
                 count = frame.get("count")
                 if frame.get("start") != expected or not isinstance(count, int) or \
-                        len(frame.get("data", b"")) != count * header["dim"] * 4:
+                        len(frame.get("data", b"")) != count * width:
                     raise InputError("the server's result stream is out of order or malformed")
                 expected += count
                 yield frame
@@ -250,45 +252,71 @@ def read_frames(stream) -> Iterator[dict]:
                                f"{header['total'] if header else '?'})")
 
 
+def header_type(header: dict) -> VectorType | None:
+    """The vector type a stream's header announces, or None when this client does not know it.
+
+    A server from before embedding_type sent no `embedding_type` (its dtype was always "<f4": float).
+    The dtype must be the one the type has: "|u1" alone cannot say uint8 from ubinary (the row widths differ).
+    """
+    name = header.get("embedding_type", FLOAT)
+    kind = TYPES.get(name) if isinstance(name, str) else None
+    return kind if kind is not None and header.get("dtype") == kind.dtype else None
+
+
 def _write_npy(frames: Iterator[dict], part: str) -> int:
-    """A float32 (n, dim) .npy: open_memmap makes the file, each block goes through a memory map of its
-    own rows, unmapped once written, so memory holds one block however big the matrix."""
+    """An (n, dim) .npy of the job's dtype (float32, int8, uint8; (n, ceil(dim/8)) packed bytes for the bit
+    types): open_memmap makes the file, each block goes through a memory map of its own rows, unmapped once
+    written, so memory holds one block however big the matrix."""
     import numpy as np
     from numpy.lib.format import open_memmap
 
     header = next(frames)
-    total, dim = header["total"], header["dim"]
+    kind = vector_type(header.get("embedding_type"))
+    total, dtype = header["total"], kind.dtype
+    dim = kind.values(header["dim"])  # the columns: dimensions, or packed bytes
     failed = 0
     if total * dim == 0:  # nothing to map: a zero-size matrix (an empty result, or every input failed)
         for frame in frames:
             failed += len(frame["errors"])
         with open(part, "wb") as out:
-            np.save(out, np.empty((total, dim), dtype="<f4"))
+            np.save(out, np.empty((total, dim), dtype=dtype))
         return failed
-    matrix = open_memmap(part, mode="w+", dtype="<f4", shape=(total, dim))
+    matrix = open_memmap(part, mode="w+", dtype=dtype, shape=(total, dim))
     offset = matrix.offset  # where the rows begin, after the .npy header
     del matrix
+    width = kind.row_bytes(header["dim"])
     for frame in frames:
         failed += len(frame["errors"])
         count = frame["count"]
         if not count:
             continue
-        rows = np.memmap(part, dtype="<f4", mode="r+", offset=offset + frame["start"] * dim * 4, shape=(count, dim))
-        rows[:] = np.frombuffer(frame["data"], dtype="<f4").reshape(count, dim)
+        rows = np.memmap(part, dtype=dtype, mode="r+", offset=offset + frame["start"] * width, shape=(count, dim))
+        rows[:] = np.frombuffer(frame["data"], dtype=dtype).reshape(count, dim)
         rows.flush()
         del rows
     return failed
 
 
 def _write_parquet(frames: Iterator[dict], part: str) -> int:
-    """Columns index, id, embedding (null when failed), error (the message); a row group per block."""
+    """Columns index, id, embedding (null when failed), error (the message); a row group per block.
+
+    `embedding` is a fixed-size list of the job's element: float32, or int8/uint8 (ceil(dim/8) packed
+    bytes for the bit types); for a type other than float the schema's metadata names it and the dim,
+    as the server's Parquet does (`embedserve.embedding_type`, `embedserve.dim`).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     header = next(frames)
-    dim = header["dim"]
-    vector = pa.list_(pa.float32(), dim) if dim > 0 else pa.list_(pa.float32())
-    schema = pa.schema([("index", pa.int64()), ("id", pa.string()), ("embedding", vector), ("error", pa.string())])
+    kind = vector_type(header.get("embedding_type"))
+    element = {"f": pa.float32(), "b": pa.int8(), "B": pa.uint8()}[kind.typecode]
+    dim = kind.values(header["dim"])  # the list's size: dimensions, or packed bytes
+    vector = pa.list_(element, dim) if dim > 0 else pa.list_(element)
+    # Float files keep the schema they always had (no metadata); the others say what their integers are.
+    metadata = None if kind.name == FLOAT else {"embedserve.embedding_type": kind.name,
+                                                "embedserve.dim": str(header["dim"])}
+    schema = pa.schema([("index", pa.int64()), ("id", pa.string()), ("embedding", vector), ("error", pa.string())],
+                       metadata=metadata)
     failed = 0
     with pq.ParquetWriter(part, schema) as writer:
         for frame in frames:
@@ -297,7 +325,7 @@ def _write_parquet(frames: Iterator[dict], part: str) -> int:
             failed += len(errors)
             bad = [start + i in errors for i in range(count)]
             if dim > 0:
-                values = pa.Array.from_buffers(pa.float32(), count * dim, [None, pa.py_buffer(frame["data"])])
+                values = pa.Array.from_buffers(element, count * dim, [None, pa.py_buffer(frame["data"])])
                 embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(bad, pa.bool_()))
             else:
                 embedding = pa.nulls(count, vector)

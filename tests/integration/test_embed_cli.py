@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.integration.conftest import API_KEY, MINILM, embed
-from tests.integration.jobs_helpers import get_job, wait_finished
+from tests.integration.jobs_helpers import get_job, result_json, wait_finished
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,6 +138,54 @@ def test_csv_text_column_with_dimensions(api_url, http, tmp_path):
     done = run_cli(api_url, str(source), "-o", str(tmp_path / "out.npy"), "--model", MINILM, "--dimensions", "64")
     assert done.returncode == 0, done.stderr
     assert_same_vectors(np.load(tmp_path / "out.npy"), sync_vectors(http, texts, dimensions=64))
+
+
+def test_ubinary_with_dimensions_is_the_jobs_bits_in_every_output(api_url, http, tmp_path):
+    """--embedding-type ubinary --dimensions 256: (n, 32) uint8 in .npy and .parquet, bit for bit the job's
+    JSON result; re-attaching writes the job's type whatever --embedding-type says then. The one long text,
+    cut from the left (--truncation-direction), is nearer its left-cut sync vector than its right-cut one."""
+    head = " ".join(f"the harbour pilot logs tide {i} and the ferry times" for i in range(60))
+    tail = " ".join(f"a recipe kneads dough {i} and bakes rye bread" for i in range(60))
+    texts = TEXTS[:40] + [head + " " + tail]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(texts) + "\n")
+    out = tmp_path / "out.npy"
+    done = run_cli(api_url, str(source), "-o", str(out), "--model", MINILM, "--embedding-type", "ubinary",
+                   "--dimensions", "256", "--truncate", "--truncation-direction", "left")
+    assert done.returncode == 0, done.stderr
+    job_id = submitted_id(done.stderr)
+    assert get_job(http, job_id)["embedding_type"] == "ubinary"
+    want = np.asarray([d["embedding"] for d in result_json(http, job_id)["data"]], dtype=np.uint8)
+    assert want.shape == (41, 32)
+    matrix = np.load(out)
+    assert matrix.dtype == np.uint8 and matrix.shape == (41, 32)
+    np.testing.assert_array_equal(matrix, want)
+
+    again = run_cli(api_url, "-o", str(tmp_path / "again.parquet"), "--job", job_id, "--embedding-type", "float")
+    assert again.returncode == 0, again.stderr
+    assert f"note: job {job_id} holds ubinary vectors; --embedding-type float is ignored" in again.stderr
+    table = pq.read_table(tmp_path / "again.parquet")
+    vector = table.schema.field("embedding").type
+    assert str(vector.value_type) == "uint8" and vector.list_size == 32
+    assert table.schema.metadata[b"embedserve.embedding_type"] == b"ubinary"
+    np.testing.assert_array_equal(np.asarray(table.column("embedding").to_pylist(), dtype=np.uint8), want)
+
+    lines = run_cli(api_url, "-o", str(tmp_path / "again.jsonl"), "--job", job_id)
+    assert lines.returncode == 0, lines.stderr
+    rows = [json.loads(line) for line in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert [row["index"] for row in rows] == list(range(41))
+    np.testing.assert_array_equal(np.asarray([row["embedding"] for row in rows], dtype=np.uint8), want)
+
+    def cut(direction: str) -> np.ndarray:
+        response = embed(http, model=MINILM, input=[texts[-1]], dimensions=256, embedding_type="ubinary",
+                         truncate=True, truncation_direction=direction)
+        assert response.status_code == 200, response.text[:300]
+        return np.asarray(response.json()["data"][0]["embedding"], dtype=np.uint8)
+
+    def differing_bits(a: np.ndarray, b: np.ndarray) -> int:
+        return int(np.unpackbits(a ^ b).sum())
+
+    assert differing_bits(matrix[-1], cut("left")) < differing_bits(matrix[-1], cut("right"))
 
 
 @pytest.mark.parametrize("name, content, output, message", [

@@ -236,3 +236,124 @@ def test_npy_memory_stays_bounded_for_a_big_result(tmp_path):
     assert grown_mib < 100, f"peak RSS grew {grown_mib} MiB writing a 384 MiB matrix"
     matrix = np.load(tmp_path / "big.npy", mmap_mode="r")
     assert matrix.shape == (2048 * 48, 1024) and float(matrix[-1, -1]) == 0.25
+
+
+# The msgpack stream of a job with an embedding_type: its dtype, its row widths, failed rows zeros.
+TYPED = {"float": ("<f4", np.float32, 12), "int8": ("|i1", np.int8, 12), "uint8": ("|u1", np.uint8, 12),
+         "binary": ("|i1", np.int8, 2), "ubinary": ("|u1", np.uint8, 2)}  # dim 12: 12 values, or 2 packed bytes
+
+
+def typed_rows(embedding_type: str, n: int) -> np.ndarray:
+    """n distinct rows of the type, as the server's bytes would decode (covering each byte's sign)."""
+    dtype, numpy_type, columns = TYPED[embedding_type]
+    if numpy_type is np.float32:
+        return (np.arange(n * columns, dtype=np.float32).reshape(n, columns) - 20) / 7
+    info = np.iinfo(numpy_type)
+    return (np.arange(n * columns).reshape(n, columns) * 37 % (info.max - info.min + 1) + info.min).astype(numpy_type)
+
+
+def typed_frames(embedding_type: str, rows: np.ndarray, failed: set[int], dim: int = 12, per_block: int = 2,
+                 dtype: str | None = None, row_bytes: int | None = None) -> bytes:
+    """A job's result stream as the server sends it for `embedding_type` (failed rows: zeros, NaN for float)."""
+    dtype = dtype or TYPED[embedding_type][0]
+    out = [msgpack.packb({"model": "m", "dim": dim, "dtype": dtype, "embedding_type": embedding_type,
+                          "total": len(rows)})]
+    for start in range(0, len(rows), per_block):
+        data, errors = b"", []
+        for i in range(start, min(start + per_block, len(rows))):
+            row = rows[i].tobytes()
+            if i in failed:
+                row = np.full(rows.shape[1], np.nan, np.float32).tobytes() if embedding_type == "float" \
+                    else bytes(len(row))
+                errors.append({"index": i, "error": {"message": f"input {i} failed"}})
+            data += row[:row_bytes] if row_bytes is not None else row
+        out.append(msgpack.packb({"start": start, "count": min(per_block, len(rows) - start), "data": data,
+                                  "errors": errors}, use_bin_type=True))
+    out.append(msgpack.packb({"usage": {"prompt_tokens": 3, "total_tokens": 3}}))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("embedding_type", TYPED)
+def test_npy_keeps_the_jobs_type_and_width(tmp_path, embedding_type):
+    _, numpy_type, columns = TYPED[embedding_type]
+    rows = typed_rows(embedding_type, 5)
+    out = str(tmp_path / "out.npy")
+    assert write_output(io.BytesIO(typed_frames(embedding_type, rows, failed={3})), out) == 1
+    matrix = np.load(out)
+    assert matrix.dtype == numpy_type and matrix.shape == (5, columns)
+    good = [0, 1, 2, 4]
+    np.testing.assert_array_equal(matrix[good], rows[good])
+    if embedding_type == "float":
+        assert np.isnan(matrix[3]).all()
+    else:
+        assert not matrix[3].any()  # the server's zero row
+
+
+@pytest.mark.parametrize("embedding_type", TYPED)
+def test_parquet_keeps_the_jobs_type_and_width(tmp_path, embedding_type):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, numpy_type, columns = TYPED[embedding_type]
+    rows = typed_rows(embedding_type, 5)
+    out = str(tmp_path / "out.parquet")
+    assert write_output(io.BytesIO(typed_frames(embedding_type, rows, failed={1}, per_block=3)), out) == 1
+    table = pq.read_table(out)
+    field = table.schema.field("embedding").type
+    assert pa.types.is_fixed_size_list(field) and field.list_size == columns
+    assert field.value_type == pa.from_numpy_dtype(numpy_type)
+    embedding = table.column("embedding").to_pylist()
+    assert embedding[1] is None and table.column("error").to_pylist()[1] == "input 1 failed"
+    good = [0, 2, 3, 4]
+    np.testing.assert_array_equal(np.asarray([embedding[i] for i in good], dtype=numpy_type), rows[good])
+    metadata = table.schema.metadata or {}
+    if embedding_type == "float":
+        assert b"embedserve.embedding_type" not in metadata  # the float file is the one written before types
+    else:
+        assert metadata[b"embedserve.embedding_type"] == embedding_type.encode()
+        assert metadata[b"embedserve.dim"] == b"12"
+
+
+def test_bit_types_pack_a_dim_that_is_not_a_multiple_of_8(tmp_path):
+    rows = typed_rows("ubinary", 3)[:, :2]  # dim 10: ceil(10/8) = 2 bytes a row
+    out = str(tmp_path / "out.npy")
+    assert write_output(io.BytesIO(typed_frames("ubinary", rows, failed=set(), dim=10)), out) == 0
+    np.testing.assert_array_equal(np.load(out), rows)
+
+
+def test_float_parquet_is_byte_identical_with_or_without_the_type_in_the_header(tmp_path):
+    """A server from before embedding_type sent no `embedding_type`: the same file either way."""
+    rows = [[1, 2], None, [3, 4]]
+    old = frames(rows, 2, per_block=2, ids=["a", None, "c"])
+    new = old.replace(msgpack.packb("total"), msgpack.packb("embedding_type") + msgpack.packb("float")
+                      + msgpack.packb("total"))
+    new = bytes([new[0] + 1]) + new[1:]  # the header map has one more entry (a fixmap's count is in its first byte)
+    assert next(msgpack.Unpacker(io.BytesIO(new)))["embedding_type"] == "float"
+    for stream, name in ((old, "old.parquet"), (new, "new.parquet")):
+        assert write_output(io.BytesIO(stream), str(tmp_path / name)) == 1
+    assert (tmp_path / "old.parquet").read_bytes() == (tmp_path / "new.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("header", [
+    {"dtype": "<f2"},  # a dtype this client does not know
+    {"dtype": "<f8", "embedding_type": "float"},
+    {"dtype": "|u1"},  # no embedding_type: uint8 or ubinary? the widths differ
+    {"dtype": "|u1", "embedding_type": "int8"},  # int8 is "|i1"
+    {"dtype": "|i1", "embedding_type": "ternary"},
+    {"dtype": "|i1", "embedding_type": None},
+])
+@pytest.mark.parametrize("name", ["out.npy", "out.parquet"])
+def test_an_unknown_or_inconsistent_dtype_is_refused(tmp_path, header, name):
+    body = msgpack.packb({"model": "m", "dim": 8, "total": 0, **header}) + msgpack.packb({"usage": {}})
+    with pytest.raises(InputError, match="not the expected msgpack stream"):
+        write_output(io.BytesIO(body), str(tmp_path / name))
+    assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize("embedding_type, row_bytes", [("ubinary", 12), ("int8", 2), ("int8", 48), ("uint8", 11)])
+def test_a_block_of_the_wrong_width_for_its_type_is_refused(tmp_path, embedding_type, row_bytes):
+    """Rows of 12 bytes in a ubinary dim-12 stream (2 bytes a row), or 1/8 of the bytes int8 needs: malformed."""
+    rows = np.zeros((2, max(row_bytes, 12)), np.uint8)
+    body = typed_frames(embedding_type, rows, failed=set(), row_bytes=row_bytes)
+    with pytest.raises(InputError, match="out of order or malformed"):
+        write_output(io.BytesIO(body), str(tmp_path / "out.npy"))
