@@ -50,7 +50,9 @@ def rerank_body(max_documents: int) -> type[Body]:
         documents: list[Document] = Field(min_length=1, max_length=max_documents)
         model: Name = Field(None, description="Served name or alias of a reranker; optional when one reranker "
                                               "is served.")
-        top_n: Positive = Field(None, description="Return only the best N (all by default).")
+        # null is taken here (unlike other optional fields): Jina/Cohere clients built from typed structs
+        # (Go's `TopN *int`) send "top_n": null for "all", and both services accept it.
+        top_n: Positive | None = Field(None, description="Return only the best N (all by default, or null).")
         return_documents: bool = Field(False, description="Echo each document's text in its result.")
         instruction: String = Field(None, description="Our extension: the instruction for Qwen3-Reranker prompts.")
         truncate: bool = Field(False, description="Our extension: cut documents longer than the model's maximum "
