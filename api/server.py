@@ -33,7 +33,8 @@ class _Server(BaseApplication):
         s = self.settings
         self.cfg.set("bind", f"{s.host}:{s.port}")
         self.cfg.set("workers", s.api_workers)
-        self.cfg.set("worker_class", "gthread")
+        # gunicorn's gthread worker, with its own refusals (URI too long, bad HTTP) as JSON errors.
+        self.cfg.set("worker_class", "api.http_worker.JsonErrorWorker")
         self.cfg.set("threads", s.api_threads)
         # A request may legitimately wait the whole sync timeout; gunicorn must not kill it first.
         self.cfg.set("timeout", int(s.sync_timeout) + 30)

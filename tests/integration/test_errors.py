@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -114,6 +116,30 @@ def test_wrong_method_is_405(http):
 
 def test_unknown_route_is_404_json(http):
     assert_openai_error(http.get(http.base + "/v1/nothing-here"), 404)
+
+
+def test_a_request_line_over_gunicorns_limit_is_a_json_414(http):
+    error = assert_openai_error(http.get(http.base + "/v1/models?q=" + "x" * 5000), 414)
+    assert error["code"] == "request_line_too_long"
+
+
+def test_headers_over_gunicorns_limit_are_a_json_431(http):
+    too_many = {f"x-pad-{i}": "y" for i in range(120)}  # gunicorn takes at most 100 header fields
+    error = assert_openai_error(http.get(http.base + "/v1/models", headers=too_many), 431)
+    assert error["code"] == "headers_too_large"
+
+
+def test_malformed_http_is_a_json_400(api_url):
+    host, port = urlsplit(api_url).hostname, urlsplit(api_url).port
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(b"GET /v1/models HTTP/9.9\r\nHost: x\r\n\r\n")
+        raw = b""
+        while chunk := conn.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"Content-Type: application/json" in head, raw[:300]
+    error = json.loads(body)["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "malformed_http_request"
 
 
 def test_good_request_after_the_table(http):
