@@ -97,7 +97,7 @@ class Dispatcher:
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
-                embedding_types=None if req.embedding_types == ("float",) else list(req.embedding_types),
+                embedding_types=list(req.embedding_types),
                 truncation_direction=req.truncation_direction, max_tokens=req.max_tokens).to_wire()
 
         result = self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,

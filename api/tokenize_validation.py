@@ -7,7 +7,7 @@ the worker, which has the tokenizer, refuses with the same message and code.
 
 from __future__ import annotations
 
-from embedserve.errors import InvalidRequest
+from embedserve.token_ids import token_out_of_vocabulary
 from embedserve.registry import ModelCard
 
 
@@ -17,5 +17,4 @@ def check_token_ids(tokens: list[int], card: ModelCard) -> None:
         return
     for i, token in enumerate(tokens):
         if token >= card.vocab_size:
-            raise InvalidRequest(f"tokens[{i}] is {token}, outside this model's vocabulary "
-                                 f"(0..{card.vocab_size - 1}).", param="tokens", code="invalid_token_id")
+            raise token_out_of_vocabulary(i, token, card.vocab_size)

@@ -307,9 +307,11 @@ def _write_parquet(frames: Iterator[dict], part: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from embedserve.result_files import arrow_element  # the server's own element types
+
     header = next(frames)
     kind = vector_type(header.get("embedding_type"))
-    element = {"f": pa.float32(), "b": pa.int8(), "B": pa.uint8()}[kind.typecode]
+    element = arrow_element(kind.name)
     dim = kind.values(header["dim"])  # the list's size: dimensions, or packed bytes
     vector = pa.list_(element, dim) if dim > 0 else pa.list_(element)
     # Float files keep the schema they always had (no metadata); the others say what their integers are.

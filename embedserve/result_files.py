@@ -70,7 +70,8 @@ def _le(data: bytes) -> bytes:
     return values.tobytes()
 
 
-def _element(embedding_type: str) -> "pa.DataType":
+def arrow_element(embedding_type: str) -> "pa.DataType":
+    """The Arrow type of one element of `embedding_type`'s rows: float32, int8 or uint8."""
     import pyarrow as pa
 
     return {"f": pa.float32(), "b": pa.int8(), "B": pa.uint8()}[vector_type(embedding_type).typecode]
@@ -79,7 +80,7 @@ def _element(embedding_type: str) -> "pa.DataType":
 def result_schema(dim: int, embedding_type: str = FLOAT) -> "pa.Schema":
     import pyarrow as pa
 
-    element = _element(embedding_type)
+    element = arrow_element(embedding_type)
     size = vector_type(embedding_type).values(dim)
     vector = pa.list_(element, size) if dim > 0 else pa.list_(element)
     return pa.schema([("index", pa.int64()), ("id", pa.string()), ("embedding", vector),
@@ -112,7 +113,7 @@ def _to_batch(output: ChunkOutput, dim: int, schema: "pa.Schema") -> "pa.RecordB
                 pieces.append(output.vectors[offset:offset + width] if ok else zeros)
                 offset += width if ok else 0
             data = b"".join(pieces)
-        values = pa.Array.from_buffers(_element(kind.name), n * kind.values(dim),
+        values = pa.Array.from_buffers(arrow_element(kind.name), n * kind.values(dim),
                                        [None, pa.py_buffer(_le(data) if kind.name == FLOAT else data)])
         validity = None if all(valid) else pa.array(valid, pa.bool_()).buffers()[1]
         embedding = pa.Array.from_buffers(schema.field("embedding").type, n, [validity], children=[values])

@@ -24,6 +24,12 @@ def out_of_vocabulary(index: int, token_id: int, vocab_size: int) -> InvalidRequ
                           param="input", code="invalid_token_id")
 
 
+def token_out_of_vocabulary(index: int, token_id: int, vocab_size: int) -> InvalidRequest:
+    """/detokenize's 400 for an id the model does not have (the API checks the card, a worker its tokenizer)."""
+    return InvalidRequest(f"tokens[{index}] is {token_id}, outside this model's vocabulary (0..{vocab_size - 1}).",
+                          param="tokens", code="invalid_token_id")
+
+
 def not_accepted() -> InvalidRequest:
     """The 400 for any token-id input while EMBED_ACCEPT_TOKEN_IDS is false."""
     return InvalidRequest(f"This server does not accept token ids as input (EMBED_ACCEPT_TOKEN_IDS=false); send "

@@ -157,7 +157,7 @@ class ChunkRunner:
                            deadline=time.time() + self.time_limit, input_type=params.get("input_type", "document"),
                            instruction=params.get("instruction"), truncate=bool(params.get("truncate")),
                            dimensions=params.get("dimensions"), priority=BULK_PRIORITY,
-                           embedding_types=[_type(spec)] if _type(spec) != FLOAT else None,
+                           embedding_types=[_type(spec)],
                            truncation_direction=params.get("truncation_direction", "right"))
         return self.service.run(chunk)
 

@@ -7,8 +7,8 @@ prompt is tokenized raw, as vLLM's /tokenize does: no query instruction or model
 
 from __future__ import annotations
 
-from embedserve.errors import InvalidRequest
 from embedserve.protocol import ChunkResult, TokenizeChunk
+from embedserve.token_ids import token_out_of_vocabulary
 from worker.service import run_safely
 
 
@@ -44,6 +44,5 @@ class TokenizeService:
         vocab = self.model.vocab_size
         for i, token in enumerate(ids):
             if not isinstance(token, int) or token < 0 or token >= vocab:
-                raise InvalidRequest(f"tokens[{i}] is {token}, outside this model's vocabulary (0..{vocab - 1}).",
-                                     param="tokens", code="invalid_token_id")
+                raise token_out_of_vocabulary(i, token, vocab)
         return self.model.tokenizer.decode(ids)  # decoding reads no truncation state: no lock
