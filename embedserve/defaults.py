@@ -104,6 +104,10 @@ CPU_BULK_BATCH_TOKENS = 256
 # Seconds after the last sync request during which bulk-only passes stay small (the bulk budget);
 # a job with no sync traffic about runs full-size passes.
 INTERACTIVE_RECENT_S = 2.0
+# Least share of a worker's recent forward time that waiting job rows get under sync load
+# (EMBED_BULK_MIN_SHARE; 0 = sync always first). Sync traffic that alone fills the worker would
+# otherwise hold a job's chunks until their deadline passes and they fail (worker/forward_share.py).
+BULK_MIN_SHARE = 0.1
 # Job chunks one worker holds at once (EMBED_BULK_SLOTS): each has a consumer thread with its own
 # connection and prefetch 1. 8 keeps the forward thread fed while finished chunks are written back
 # and new ones read: a 2,000-text job on the 2-core box ran 75-87 texts/s with 4, 91-95 with 8

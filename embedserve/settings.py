@@ -103,6 +103,8 @@ class Settings:
     bulk_slots: int = defaults.BULK_SLOTS
     # Padded tokens in a bulk-only forward pass; 0 = auto (EMBED_MAX_BATCH_TOKENS on CUDA, small on CPU).
     bulk_batch_tokens: int = 0
+    # Least share of the forward thread's recent time owed to waiting job rows under sync load.
+    bulk_min_share: float = defaults.BULK_MIN_SHARE
     # Where job inputs, results and uploads live: file:///path or s3://bucket/prefix ("" = file://.run/jobs).
     job_store: str = ""
     # Seconds a job's record outlives its data, so GET /v1/jobs/{id} answers "expired" (EMBED_JOB_RECORD_GRACE).
@@ -166,6 +168,7 @@ class Settings:
             max_attempts=reader.int("EMBED_MAX_ATTEMPTS", cls.max_attempts, 1, 100),
             bulk_slots=reader.int("EMBED_BULK_SLOTS", cls.bulk_slots, 1, 1024),
             bulk_batch_tokens=reader.int("EMBED_BULK_BATCH_TOKENS", cls.bulk_batch_tokens, 0, 10**8),
+            bulk_min_share=reader.float("EMBED_BULK_MIN_SHARE", cls.bulk_min_share, 0.0, 0.9),
             job_store=reader.str("EMBED_JOB_STORE", cls.job_store),
             job_record_grace=reader.int("EMBED_JOB_RECORD_GRACE", cls.job_record_grace, 0, 10**8),
             max_queued_inputs_per_key=reader.int("EMBED_MAX_QUEUED_INPUTS_PER_KEY", cls.max_queued_inputs_per_key,

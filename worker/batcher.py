@@ -10,7 +10,11 @@ request must not pay for a bulk-sized forward), and while sync requests have bee
 interactive row that arrives mid-pass waits at most one short pass; a job running alone gets
 full-size passes. A forward that can pause between layers (`preemptible`: the packed one) runs
 the waiting interactive rows at each pause of a bulk pass, so a sync request waits for one
-layer of a bulk pass, not the whole pass. Tasks announce themselves with `incoming()` before they
+layer of a bulk pass, not the whole pass. Interactive priority is not absolute: while bulk rows
+have waited over BULK_PATIENCE_S and bulk passes had less than EMBED_BULK_MIN_SHARE of the
+forward thread's recent time (worker/forward_share.py), a bulk pass goes first (and a paused one
+goes on without serving sync rows), so sync traffic that fills the worker slows a job down but
+cannot starve it into its deadline. Tasks announce themselves with `incoming()` before they
 tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
 are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
@@ -32,6 +36,7 @@ import numpy as np
 
 from embedserve import defaults
 from embedserve.errors import InternalError, Timeout
+from worker.forward_share import ForwardShare
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,10 @@ INTERACTIVE, BULK = 0, 1
 WINDOW_ROWS_FACTOR = 4
 # Seconds without work after which the forward thread calls its idle hook (once per idle spell).
 IDLE_S = 1.0
+# Seconds the oldest bulk row waits before its floor share may put it ahead of waiting sync rows:
+# below saturation the sync queue empties well within this and bulk runs then, so a sync request
+# never waits behind a bulk pass it did not have to; under saturation it bounds how long a job stalls.
+BULK_PATIENCE_S = 1.0
 
 
 @dataclass
@@ -53,6 +62,7 @@ class Submission:
     priority: int = 0  # INTERACTIVE or BULK
     out: np.ndarray | None = None
     tag: str = ""  # who asked: a bulk chunk's "job|chunk", so a hung pass can name its chunks
+    queued_at: float = field(default_factory=time.monotonic)
 
     def expired(self, now: float) -> bool:
         return now > self.deadline
@@ -75,7 +85,8 @@ class Batcher:
                  max_rows: int = defaults.MAX_BATCH_ROWS, wait_s: float = defaults.BATCH_WAIT_S,
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
                  on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
-                 padded: bool = True, on_idle: Callable[[], None] | None = None, preemptible: bool = False):
+                 padded: bool = True, on_idle: Callable[[], None] | None = None, preemptible: bool = False,
+                 bulk_min_share: float = defaults.BULK_MIN_SHARE, bulk_patience_s: float = BULK_PATIENCE_S):
         self._forward = forward
         # forward(rows, pause) calls pause() between layers; bulk passes use it to let sync rows in.
         self.preemptible = preemptible
@@ -86,6 +97,9 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.bulk_batch_tokens = min(bulk_batch_tokens or max_batch_tokens, max_batch_tokens)
         self._last_interactive = -1e9  # monotonic time of the last interactive submission
+        self.share = ForwardShare(bulk_min_share)  # forward time per priority: bulk's floor under sync load
+        self.bulk_patience_s = bulk_patience_s
+        self._segment_started = 0.0  # when the running outer pass last resumed (after a pause): charged to it
         self.max_rows = max_rows
         self.wait_s = wait_s
         self._queues = (collections.deque(), collections.deque())
@@ -178,13 +192,26 @@ class Batcher:
         recent = time.monotonic() - self._last_interactive < defaults.INTERACTIVE_RECENT_S
         return self.bulk_batch_tokens if recent else self.max_batch_tokens
 
+    def _bulk_owed(self) -> bool:
+        """Bulk rows waited past their patience and bulk had less than its floor of recent forward time."""
+        queue = self._queues[BULK]
+        return bool(queue) and time.monotonic() - queue[0].submission.queued_at > self.bulk_patience_s \
+            and self.share.bulk_owed()
+
     def _take_batch(self, interactive_only: bool = False) -> list[_Row]:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
         now = time.time()
         batch: list[_Row] = []
         longest = total = 0
-        for priority, queue in enumerate(self._queues[:1] if interactive_only else self._queues):
-            if batch:  # interactive rows found: this pass is theirs alone
+        if interactive_only:
+            order = (INTERACTIVE,)
+        elif self._queues[INTERACTIVE] and self._bulk_owed():
+            order = (BULK, INTERACTIVE)  # bulk waited and is below its floor: its turn, though sync rows wait
+        else:
+            order = (INTERACTIVE, BULK)
+        for priority in order:
+            queue = self._queues[priority]
+            if batch:  # rows of the first priority found: this pass is theirs alone
                 break
             budget = self.max_batch_tokens if priority == INTERACTIVE else self._bulk_budget()
             window = [queue.popleft() for _ in range(min(len(queue), self.max_rows * WINDOW_ROWS_FACTOR))]
@@ -212,22 +239,33 @@ class Batcher:
         return batch
 
     def _serve_interactive(self) -> None:
-        """A bulk pass paused between layers: run every interactive row waiting now, then go on."""
-        while self._queues[INTERACTIVE]:  # a racy peek is fine: a row missed now is taken at the next pause
-            with self._cond:
-                batch = self._take_batch(interactive_only=True)
-            if not batch:
-                return
-            self._run_batch(batch)
+        """A bulk pass paused between layers: run the interactive rows waiting now, then go on.
+
+        All of them, unless bulk work is below its floor: then the bulk pass goes on at once (the
+        rows are served at a later pause), or a steady stream of sync rows would hold it here forever.
+        """
+        now = time.monotonic()
+        self.share.charge(BULK, now - self._segment_started)  # the bulk layers run since the last resume
+        try:
+            # A racy peek is fine: a row missed now is taken at the next pause.
+            while self._queues[INTERACTIVE] and not self.share.bulk_owed():
+                with self._cond:
+                    batch = self._take_batch(interactive_only=True)
+                if not batch:
+                    return
+                self._run_batch(batch)
+        finally:
+            self._segment_started = time.monotonic()
 
     def _run_batch(self, batch: list[_Row]) -> None:
         split = False
         rows = [r.submission.rows[r.index] for r in batch]
         bulk = batch[0].submission.priority == BULK
         outer = self.pass_started is None  # interactive passes run inside a paused bulk pass
+        started = time.monotonic()
         if outer:
             self.pass_tags = frozenset(r.submission.tag for r in batch if r.submission.tag)
-            self.pass_started = time.monotonic()
+            self.pass_started = self._segment_started = started
         try:
             vectors = self._forward(rows, self._serve_interactive) if bulk and self.preemptible else self._forward(rows)
         except BaseException as exc:  # noqa: BLE001 - one bad batch must not kill the thread
@@ -239,6 +277,10 @@ class Batcher:
             log.warning("out of memory on a batch of %d rows; splitting and retrying", len(batch))
             split = True
         finally:
+            # An outer pass is charged for its own layers only: the interactive passes run at its
+            # pauses charged themselves, and `_serve_interactive` charged the layers before each pause.
+            self.share.charge(BULK if bulk else INTERACTIVE,
+                              time.monotonic() - (self._segment_started if outer else started))
             if outer:
                 self.pass_started = None
         if split:

@@ -173,7 +173,8 @@ def wire(loaded: Loaded) -> Wired:
     batcher = Batcher(loaded.forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=batch_stats.record, padded=padded,
-                      on_idle=memory.release_free_memory, preemptible=not padded)
+                      on_idle=memory.release_free_memory, preemptible=not padded,
+                      bulk_min_share=settings.bulk_min_share)
     batcher.start()
     batch_stats.start()
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -71,7 +71,8 @@ def test_a_killed_worker_costs_seconds_and_a_stopped_one_finishes_its_work(priva
 
     The sync load runs through each failure and a little past the dead-after time, then stops: on a
     2-core box, 8 closed-loop clients keep the one remaining worker's forward thread busy with
-    interactive passes, which always go before bulk ones, and the job would barely move.
+    interactive passes, which go first, and the job would move at its floor share
+    (EMBED_BULK_MIN_SHARE) only.
     """
     model, n = "fleet-minilm", 5000
     _, url = private.start_api(EMBED_API_KEYS=API_KEY)

@@ -300,3 +300,59 @@ def test_a_packed_forward_takes_rows_in_arrival_order():
         assert [[row[0] for row in batch] for batch in forward.batches] == [[1, 2], [3, 4]]
     finally:
         batcher.stop()
+
+
+class TimedForward:
+    """Every pass takes `seconds` whatever its rows; records each pass's first row id and its layers' pauses."""
+
+    def __init__(self, seconds: float, layers: int = 1):
+        self.seconds, self.layers = seconds, layers
+        self.passes: list[int] = []
+
+    def __call__(self, rows, pause=None):
+        self.passes.append(rows[0][0])
+        for _ in range(self.layers):
+            time.sleep(self.seconds / self.layers)
+            if pause is not None:
+                pause()
+        return np.array([[len(r), r[0]] for r in rows], dtype=np.float32)
+
+
+@pytest.mark.parametrize("preemptible", [False, True])
+def test_sync_traffic_that_fills_the_worker_slows_a_job_but_does_not_starve_it(preemptible):
+    # 300 sync rows queued at once, one per pass (a backlog the forward thread cannot clear): with
+    # interactive priority absolute, the job's rows (id 1) would run only after every sync row
+    # (id 2). With a 20 % floor and 50 ms of patience, the job gets about one pass in five once it
+    # has waited, so its 10 rows finish while most of the sync backlog still waits. Preemptible: a
+    # bulk pass pauses between layers, and a pause must not serve the whole backlog before going on.
+    forward = TimedForward(0.004, layers=4 if preemptible else 1)
+    batcher = Batcher(forward, max_batch_tokens=1, wait_s=0, preemptible=preemptible,
+                      bulk_min_share=0.2, bulk_patience_s=0.05)
+    sync = [batcher.submit([[2]], priority=0, deadline=time.time() + 60) for _ in range(300)]
+    job = batcher.submit([[1]] * 10, priority=1, deadline=time.time() + 60)
+    batcher.start()
+    try:
+        job.future.result(30)
+        waiting = sum(not sub.future.done() for sub in sync)
+        assert waiting > 150, f"the job finished only after {300 - waiting} of 300 sync passes"
+        job_passes = [i for i, tag in enumerate(forward.passes) if tag == 1]
+        assert len(job_passes) == 10 and job_passes[0] > 0  # sync went first until the job had waited
+        for sub in sync:
+            sub.future.result(30)
+        assert batcher.share.bulk_fraction() < 0.2  # the backlog's passes came after: sync has the rest
+    finally:
+        batcher.stop()
+
+
+def test_with_no_floor_sync_rows_always_go_first():
+    forward = TimedForward(0.002)
+    batcher = Batcher(forward, max_batch_tokens=1, wait_s=0, bulk_min_share=0.0, bulk_patience_s=0.0)
+    sync = [batcher.submit([[2]], priority=0, deadline=time.time() + 60) for _ in range(50)]
+    job = batcher.submit([[1]] * 3, priority=1, deadline=time.time() + 60)
+    batcher.start()
+    try:
+        job.future.result(10)
+        assert all(sub.future.done() for sub in sync)
+        assert forward.passes == [2] * 50 + [1] * 3
+    finally:
+        batcher.stop()

@@ -42,6 +42,8 @@ def test_explicit_name_wins():
     ({"EMBED_VISIBILITY_TIMEOUT": "60", "EMBED_TASK_TIME_LIMIT": "120"}, "EMBED_VISIBILITY_TIMEOUT"),
     ({"EMBED_LOG_LEVEL": "LOUD"}, "EMBED_LOG_LEVEL"),
     ({"EMBED_ACCEPT_TOKEN_IDS": "maybe"}, "EMBED_ACCEPT_TOKEN_IDS"),
+    ({"EMBED_BULK_MIN_SHARE": "1"}, "EMBED_BULK_MIN_SHARE"),  # all of it would be bulk first, sync starved
+    ({"EMBED_BULK_MIN_SHARE": "-0.1"}, "EMBED_BULK_MIN_SHARE"),
 ])
 def test_bad_values_name_the_variable(env, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -53,6 +55,11 @@ def test_bad_values_name_the_variable(env, needle):
 def test_accept_token_ids(raw, expected):
     env = {} if raw is None else {"EMBED_ACCEPT_TOKEN_IDS": raw}
     assert Settings.from_env(env).accept_token_ids is expected
+
+
+def test_bulk_min_share_defaults_to_a_tenth_and_zero_means_sync_always_first():
+    assert Settings.from_env({}).bulk_min_share == 0.1
+    assert Settings.from_env({"EMBED_BULK_MIN_SHARE": "0"}).bulk_min_share == 0.0
 
 
 def test_repr_redacts_secrets():
