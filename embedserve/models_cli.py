@@ -1,4 +1,9 @@
-"""`embedserve models list|remove`: the model catalogue in the Redis named by EMBED_REDIS_URL."""
+"""`embedserve models list|remove`: the model catalogue in the Redis named by EMBED_REDIS_URL.
+
+`list` shows what GET /v1/models shows: the catalogued cards and, when this shell has the API's
+EMBED_MODELS / EMBED_RERANK_MODELS, the declared models no worker has announced yet (the API
+takes work for them; it waits for a worker).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from embedserve.catalogue import Catalogue, ModelKind
+from embedserve.catalogue import Catalogue, ModelCard, ModelKind
 from embedserve.cli_errors import guarded
 from embedserve.settings import Settings
 
@@ -22,8 +27,8 @@ def add_models_parser(sub) -> None:
     """Attach `models` and its subcommands to the top-level subparsers."""
     models = sub.add_parser("models", help="list the model catalogue, or remove a retired model from it")
     actions = models.add_subparsers(dest="models_command", required=True)
-    listing = actions.add_parser("list", help="every catalogued model: kind, dimensions, max tokens, live workers, "
-                                              "last seen")
+    listing = actions.add_parser("list", help="every catalogued or declared (EMBED_MODELS) model: kind, dimensions, "
+                                              "max tokens, live workers, last seen")
     listing.add_argument("--json", action="store_true", help="one JSON object per model")
     listing.set_defaults(run=_list)
     remove = actions.add_parser("remove", help="forget a model (the API stops accepting it; a live worker "
@@ -32,39 +37,50 @@ def add_models_parser(sub) -> None:
     remove.set_defaults(run=_remove)
 
 
-def _open() -> tuple[Catalogue, Liveness]:
+def _open() -> tuple[Catalogue, Liveness, list[ModelCard]]:
     from embedserve.liveness import Liveness  # noqa: F811 - here, so `embedserve --help` stays light
 
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
-    return Catalogue(client, settings.catalogue_ttl), Liveness(client, settings.worker_dead_after)
+    declared = ([ModelCard.declared(n, ModelKind.EMBEDDING) for n in settings.declared_models]
+                + [ModelCard.declared(n, ModelKind.RERANK) for n in settings.declared_rerank_models])
+    return Catalogue(client, settings.catalogue_ttl), Liveness(client, settings.worker_dead_after), declared
 
 
 _guarded = guarded("models", _open)
 
 
 @_guarded
-def _list(catalogue: Catalogue, liveness: Liveness, args: argparse.Namespace) -> int:
-    now, cards = catalogue.read()
+def _list(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard], args: argparse.Namespace) -> int:
+    now, catalogued = catalogue.read()
+    by_name = {c.name: c for c in declared}
+    by_name.update({c.name: c for c in catalogued})  # a worker's card wins, as in the API's registry
+    cards = sorted(by_name.values(), key=lambda c: c.name)
     live = liveness.live_counts([c.name for c in cards])
     if args.json:
         for c in cards:
             print(json.dumps({"name": c.name, "kind": c.kind, "dimensions": c.dim, "max_tokens": c.max_length,
-                              "aliases": list(c.aliases), "workers": live.get(c.name, 0), "last_seen": c.last_seen}))
+                              "aliases": list(c.aliases), "workers": live.get(c.name, 0),
+                              "declared": c.is_declared, "last_seen": None if c.is_declared else c.last_seen}))
         return 0
     print(f"{'NAME':<32} {'KIND':<9} {'DIMS':>6} {'MAX TOKENS':>10} {'WORKERS':>7}  LAST SEEN")
     for c in cards:
-        dims = "-" if c.kind == ModelKind.RERANK.value else str(c.dim)
-        print(f"{c.name:<32} {c.kind:<9} {dims:>6} {c.max_length:>10} {live.get(c.name, 0):>7}  "
-              f"{_seen(c.last_seen, now)}")
+        unknown = "?" if c.is_declared else None  # sizes come with a worker's card
+        dims = "-" if c.kind == ModelKind.RERANK.value else unknown or str(c.dim)
+        seen = "never (declared; no worker has announced it)" if c.is_declared else _seen(c.last_seen, now)
+        print(f"{c.name:<32} {c.kind:<9} {dims:>6} {unknown or c.max_length:>10} {live.get(c.name, 0):>7}  {seen}")
     return 0
 
 
 @_guarded
-def _remove(catalogue: Catalogue, liveness: Liveness, args: argparse.Namespace) -> int:
+def _remove(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard], args: argparse.Namespace) -> int:
     if not catalogue.remove(args.name):
-        print(f"embedserve models: no model named '{args.name}' in the catalogue (see `embedserve models list`)",
-              file=sys.stderr)
+        if any(c.name == args.name for c in declared):  # nothing catalogued: the API's settings name it
+            print(f"embedserve models: '{args.name}' is only declared (EMBED_MODELS / EMBED_RERANK_MODELS): "
+                  "take it out of the API's settings", file=sys.stderr)
+        else:
+            print(f"embedserve models: no model named '{args.name}' in the catalogue (see `embedserve models list`)",
+                  file=sys.stderr)
         return 1
     workers = liveness.live_counts([args.name])[args.name]
     note = (f"; {workers} live worker(s) still serve it and will announce it again: stop them too"

@@ -38,8 +38,8 @@ def serve(client, card: ModelCard, worker_id: str = "fake-worker") -> None:
     Catalogue(client).announce(card, Liveness(client).beat(worker_id, card.name))
 
 
-def models_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "embedserve.cli", "models", *args], cwd=ROOT, env=stack.env(),
+def models_cli(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "embedserve.cli", "models", *args], cwd=ROOT, env=stack.env(**env),
                           capture_output=True, text=True, timeout=60)
 
 
@@ -50,6 +50,15 @@ def test_declared_models_are_known_with_no_worker_and_take_jobs(private):
     assert listed["future-model"]["dimensions"] == 0  # unknown until a worker announces its card
     assert listed["future-reranker"]["kind"] == "rerank" and listed["future-reranker"]["workers"] == 0
     assert requests.get(url + "/v1/models/future-model", headers=AUTH, timeout=30).status_code == 200
+    # The CLI, run with the API's settings, lists what GET /v1/models lists.
+    declared = {"EMBED_MODELS": "future-model", "EMBED_RERANK_MODELS": "future-reranker"}
+    cli = [json.loads(line) for line in models_cli(private, "list", "--json", **declared).stdout.splitlines()]
+    assert {m["name"]: (m["kind"], m["workers"], m["declared"]) for m in cli} == {
+        "future-model": ("embedding", 0, True), "future-reranker": ("rerank", 0, True)}
+    table = models_cli(private, "list", **declared).stdout
+    assert "future-model" in table and "never (declared" in table
+    refused = models_cli(private, "remove", "future-model", **declared)
+    assert refused.returncode == 1 and "EMBED_MODELS" in refused.stderr
     ready = requests.get(url + "/ready", timeout=30)
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready", "redis": "ok", "models": {"future-model": 0, "future-reranker": 0}}
