@@ -85,6 +85,8 @@ def _remove(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard],
     workers = liveness.live_counts([args.name])[args.name]
     note = (f"; {workers} live worker(s) still serve it and will announce it again: stop them too"
             if workers else "")
+    if any(c.name == args.name for c in declared):  # the API still knows it from its settings
+        note += "; it is also declared (EMBED_MODELS / EMBED_RERANK_MODELS): take it out of the API's settings"
     print(f"removed model '{args.name}' from the catalogue{note}", file=sys.stderr)
     return 0
 

@@ -10,12 +10,13 @@ request must not pay for a bulk-sized forward), and while sync requests have bee
 interactive row that arrives mid-pass waits at most one short pass; a job running alone gets
 full-size passes. A forward that can pause between layers (`preemptible`: the packed one) runs
 the waiting interactive rows at each pause of a bulk pass, so a sync request waits for one
-layer of a bulk pass, not the whole pass. Interactive priority is not absolute: while bulk rows
-have waited over BULK_PATIENCE_S and bulk passes had less than EMBED_BULK_MIN_SHARE of the
-forward thread's recent time (worker/forward_share.py), a bulk pass goes first (and a paused one
-goes on without serving sync rows), so sync traffic that fills the worker slows a job down but
-cannot starve it into its deadline. Tasks announce themselves with `incoming()` before they
-tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
+layer of a bulk pass, not the whole pass. Interactive priority is not absolute: once sync rows
+have been waiting without a break for SATURATED_AFTER_S (they fill the worker) and bulk passes had
+less than EMBED_BULK_MIN_SHARE of the forward thread's recent time (worker/forward_share.py), a
+bulk pass goes first (and a paused one goes on without serving sync rows), so sync traffic that
+fills the worker slows a job down but cannot starve it into its deadline; below saturation the
+sync queue empties between passes and nothing changes. Tasks announce themselves with
+`incoming()` before they tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
 are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
 error splits the batch and retries the halves; it never takes the worker down.
@@ -45,10 +46,11 @@ INTERACTIVE, BULK = 0, 1
 WINDOW_ROWS_FACTOR = 4
 # Seconds without work after which the forward thread calls its idle hook (once per idle spell).
 IDLE_S = 1.0
-# Seconds the oldest bulk row waits before its floor share may put it ahead of waiting sync rows:
-# below saturation the sync queue empties well within this and bulk runs then, so a sync request
-# never waits behind a bulk pass it did not have to; under saturation it bounds how long a job stalls.
-BULK_PATIENCE_S = 1.0
+# Seconds the sync queue must stay non-empty (as seen at each batch and pause) before bulk's floor
+# share may put a bulk pass ahead of it: below saturation the sync queue empties well within this,
+# so a sync request never waits behind a bulk pass it did not have to; under saturation it bounds
+# how long a job stalls before it gets its share.
+SATURATED_AFTER_S = 1.0
 
 
 @dataclass
@@ -62,7 +64,6 @@ class Submission:
     priority: int = 0  # INTERACTIVE or BULK
     out: np.ndarray | None = None
     tag: str = ""  # who asked: a bulk chunk's "job|chunk", so a hung pass can name its chunks
-    queued_at: float = field(default_factory=time.monotonic)
 
     def expired(self, now: float) -> bool:
         return now > self.deadline
@@ -86,7 +87,7 @@ class Batcher:
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
                  on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
                  padded: bool = True, on_idle: Callable[[], None] | None = None, preemptible: bool = False,
-                 bulk_min_share: float = defaults.BULK_MIN_SHARE, bulk_patience_s: float = BULK_PATIENCE_S):
+                 bulk_min_share: float = defaults.BULK_MIN_SHARE, saturated_after_s: float = SATURATED_AFTER_S):
         self._forward = forward
         # forward(rows, pause) calls pause() between layers; bulk passes use it to let sync rows in.
         self.preemptible = preemptible
@@ -98,7 +99,8 @@ class Batcher:
         self.bulk_batch_tokens = min(bulk_batch_tokens or max_batch_tokens, max_batch_tokens)
         self._last_interactive = -1e9  # monotonic time of the last interactive submission
         self.share = ForwardShare(bulk_min_share)  # forward time per priority: bulk's floor under sync load
-        self.bulk_patience_s = bulk_patience_s
+        self.saturated_after_s = saturated_after_s
+        self._sync_waiting_since: float | None = None  # since when the sync queue has not been seen empty
         self._segment_started = 0.0  # when the running outer pass last resumed (after a pause): charged to it
         self.max_rows = max_rows
         self.wait_s = wait_s
@@ -192,11 +194,24 @@ class Batcher:
         recent = time.monotonic() - self._last_interactive < defaults.INTERACTIVE_RECENT_S
         return self.bulk_batch_tokens if recent else self.max_batch_tokens
 
+    def _sync_saturated(self) -> bool:
+        """Whether sync rows have been waiting, unbroken, for SATURATED_AFTER_S (a racy peek is fine).
+
+        Looked at whenever a batch is formed and at every pause of a bulk pass: a sync queue seen
+        empty even once starts the clock again.
+        """
+        now = time.monotonic()
+        if not self._queues[INTERACTIVE]:
+            self._sync_waiting_since = None
+            return False
+        if self._sync_waiting_since is None:
+            self._sync_waiting_since = now
+        return now - self._sync_waiting_since >= self.saturated_after_s
+
     def _bulk_owed(self) -> bool:
-        """Bulk rows waited past their patience and bulk had less than its floor of recent forward time."""
-        queue = self._queues[BULK]
-        return bool(queue) and time.monotonic() - queue[0].submission.queued_at > self.bulk_patience_s \
-            and self.share.bulk_owed()
+        """Sync traffic fills the worker and bulk had less than its floor of the recent forward time."""
+        saturated = self._sync_saturated()  # always looked at, so the clock sees every empty queue
+        return saturated and self.share.bulk_owed()
 
     def _take_batch(self, interactive_only: bool = False) -> list[_Row]:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
@@ -205,8 +220,8 @@ class Batcher:
         longest = total = 0
         if interactive_only:
             order = (INTERACTIVE,)
-        elif self._queues[INTERACTIVE] and self._bulk_owed():
-            order = (BULK, INTERACTIVE)  # bulk waited and is below its floor: its turn, though sync rows wait
+        elif self._bulk_owed() and self._queues[BULK]:
+            order = (BULK, INTERACTIVE)  # sync fills the worker and bulk is below its floor: bulk's turn
         else:
             order = (INTERACTIVE, BULK)
         for priority in order:
@@ -241,14 +256,15 @@ class Batcher:
     def _serve_interactive(self) -> None:
         """A bulk pass paused between layers: run the interactive rows waiting now, then go on.
 
-        All of them, unless bulk work is below its floor: then the bulk pass goes on at once (the
-        rows are served at a later pause), or a steady stream of sync rows would hold it here forever.
+        All of them, unless sync traffic fills the worker and bulk work is below its floor: then
+        the bulk pass goes on at once (the rows are served at a later pause), or a steady stream of
+        sync rows would hold it here forever.
         """
         now = time.monotonic()
         self.share.charge(BULK, now - self._segment_started)  # the bulk layers run since the last resume
         try:
             # A racy peek is fine: a row missed now is taken at the next pause.
-            while self._queues[INTERACTIVE] and not self.share.bulk_owed():
+            while self._queues[INTERACTIVE] and not self._bulk_owed():
                 with self._cond:
                     batch = self._take_batch(interactive_only=True)
                 if not batch:

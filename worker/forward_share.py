@@ -4,9 +4,9 @@ Interactive rows go before bulk ones (worker/batcher.py), which is what a sync r
 strict priority starves a job outright once sync traffic alone fills the forward thread: its
 chunks wait until their deadline passes and fail, so accepted work is lost to load. So bulk work
 is owed a floor, `min_share` of the forward thread's recent time (EMBED_BULK_MIN_SHARE): while it
-has less and bulk rows wait, the batcher takes a bulk pass before the waiting interactive rows.
-Below saturation nothing changes: the interactive queue empties between passes and bulk work runs
-then anyway, so its share is far above the floor.
+has less, bulk rows wait and sync rows fill the worker (the batcher's saturation check), the
+batcher takes a bulk pass before the waiting interactive rows. Below saturation nothing changes:
+the interactive queue empties between passes and bulk work runs then, whatever its share.
 
 Time is tallied with exponential decay (TAU_S), so the share follows the last few seconds of load,
 not the worker's whole life: a job that arrives after an hour of sync-only traffic is owed its

@@ -303,14 +303,16 @@ def test_a_packed_forward_takes_rows_in_arrival_order():
 
 
 class TimedForward:
-    """Every pass takes `seconds` whatever its rows; records each pass's first row id and its layers' pauses."""
+    """Every pass takes `seconds` whatever its rows; records each pass's first row id and start time."""
 
     def __init__(self, seconds: float, layers: int = 1):
         self.seconds, self.layers = seconds, layers
         self.passes: list[int] = []
+        self.started: list[float] = []
 
     def __call__(self, rows, pause=None):
         self.passes.append(rows[0][0])
+        self.started.append(time.monotonic())
         for _ in range(self.layers):
             time.sleep(self.seconds / self.layers)
             if pause is not None:
@@ -320,33 +322,35 @@ class TimedForward:
 
 @pytest.mark.parametrize("preemptible", [False, True])
 def test_sync_traffic_that_fills_the_worker_slows_a_job_but_does_not_starve_it(preemptible):
-    # 300 sync rows queued at once, one per pass (a backlog the forward thread cannot clear): with
-    # interactive priority absolute, the job's rows (id 1) would run only after every sync row
-    # (id 2). With a 20 % floor and 50 ms of patience, the job gets about one pass in five once it
-    # has waited, so its 10 rows finish while most of the sync backlog still waits. Preemptible: a
-    # bulk pass pauses between layers, and a pause must not serve the whole backlog before going on.
+    # 600 sync rows queued at once, one per pass: a backlog the forward thread cannot clear for
+    # seconds. With interactive priority absolute, the job's rows (id 1) would run only after
+    # every sync row (id 2). With a 20 % floor, once the backlog has lasted 50 ms the job gets
+    # about one pass in five (by time: both kinds of pass take as long, so a stall of the box
+    # slows both alike), and its 10 rows finish after about 50-60 sync passes. Preemptible: a bulk
+    # pass pauses between layers, and a pause must not serve the whole backlog before going on.
     forward = TimedForward(0.004, layers=4 if preemptible else 1)
     batcher = Batcher(forward, max_batch_tokens=1, wait_s=0, preemptible=preemptible,
-                      bulk_min_share=0.2, bulk_patience_s=0.05)
-    sync = [batcher.submit([[2]], priority=0, deadline=time.time() + 60) for _ in range(300)]
+                      bulk_min_share=0.2, saturated_after_s=0.05)
+    sync = [batcher.submit([[2]], priority=0, deadline=time.time() + 60) for _ in range(600)]
     job = batcher.submit([[1]] * 10, priority=1, deadline=time.time() + 60)
     batcher.start()
     try:
         job.future.result(30)
         waiting = sum(not sub.future.done() for sub in sync)
-        assert waiting > 150, f"the job finished only after {300 - waiting} of 300 sync passes"
-        job_passes = [i for i, tag in enumerate(forward.passes) if tag == 1]
-        assert len(job_passes) == 10 and job_passes[0] > 0  # sync went first until the job had waited
+        assert waiting > 300, f"the job finished only after {600 - waiting} of 600 sync passes"
+        first_job_pass = forward.passes.index(1)
+        # Sync alone until its backlog had lasted the saturation time: a job never jumps a queue
+        # that is merely busy.
+        assert forward.started[first_job_pass] - forward.started[0] >= 0.05
         for sub in sync:
-            sub.future.result(30)
-        assert batcher.share.bulk_fraction() < 0.2  # the backlog's passes came after: sync has the rest
+            sub.future.result(60)
     finally:
         batcher.stop()
 
 
 def test_with_no_floor_sync_rows_always_go_first():
     forward = TimedForward(0.002)
-    batcher = Batcher(forward, max_batch_tokens=1, wait_s=0, bulk_min_share=0.0, bulk_patience_s=0.0)
+    batcher = Batcher(forward, max_batch_tokens=1, wait_s=0, bulk_min_share=0.0, saturated_after_s=0.0)
     sync = [batcher.submit([[2]], priority=0, deadline=time.time() + 60) for _ in range(50)]
     job = batcher.submit([[1]] * 3, priority=1, deadline=time.time() + 60)
     batcher.start()
@@ -354,5 +358,35 @@ def test_with_no_floor_sync_rows_always_go_first():
         job.future.result(10)
         assert all(sub.future.done() for sub in sync)
         assert forward.passes == [2] * 50 + [1] * 3
+    finally:
+        batcher.stop()
+
+
+def test_below_saturation_a_paused_bulk_pass_still_serves_a_sync_row_after_sync_only_traffic():
+    # The recent forward time is all sync (bulk is below its floor), but the sync queue is not
+    # backed up: a sync row arriving mid-pass must still run at the next pause, not after the pass.
+    class SlowSyncForward(LayeredForward):
+        def __call__(self, rows, pause=None):
+            if rows[0][0] == 3:  # the earlier sync traffic: 0.9 s of forward time, against the bulk pass's ~0.1 s
+                time.sleep(0.3)
+            return super().__call__(rows, pause)
+
+    forward = SlowSyncForward()
+    batcher = Batcher(forward, max_batch_tokens=64, wait_s=0, preemptible=True, bulk_min_share=0.5,
+                      saturated_after_s=0.05)
+    batcher.start()
+    try:
+        for _ in range(3):
+            batcher.submit([[3, 3]], priority=0, deadline=time.time() + 10).future.result(5)
+        assert batcher.share.bulk_owed()  # only sync ran: bulk is far below its floor
+        forward.events.clear()
+        bulk = batcher.submit([[1, 1, 1]], priority=1, deadline=time.time() + 10)
+        assert forward.mid_pass.wait(5)
+        sync = batcher.submit([[2, 2]], priority=0, deadline=time.time() + 10)
+        time.sleep(0.1)  # longer than the saturation time: one waiting row is still not a backlog
+        forward.go_on.set()
+        assert sync.future.result(5)[0].tolist() == [2.0, 2.0]
+        bulk.future.result(5)
+        assert forward.events == [("start", 1), ("start", 2), ("end", 2), ("end", 1)]
     finally:
         batcher.stop()
