@@ -3,8 +3,9 @@
 For each EMBED_BULK_MIN_SHARE given (default: 0, the old strict sync-first order, then the
 default floor), a private stack (Redis, API, one MiniLM worker) gets a bulk job and `--clients`
 closed-loop sync clients (one text per request) for `--seconds`. Prints, per run, over the
-seconds the job and the load ran together: sync requests/s, p50/p99, non-200s (goal 0), and the job's inputs done while the load ran (inputs/s), then the job's
-time to finish once the load stopped and whether every index came back once.
+seconds the job and the load ran together: sync requests/s, p50/p99, non-200s (goal 0), and the
+job's inputs done (inputs/s); then the job's time to finish once the load stopped and whether
+every index came back once.
 
     .venv/bin/python scripts/bench_bulk_floor.py                      # about 3 minutes
     .venv/bin/python scripts/bench_bulk_floor.py --shares 0 0.1 0.3 --seconds 90
