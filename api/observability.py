@@ -28,7 +28,7 @@ import uuid
 import redis
 from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from embedserve import batch_stats, defaults, queues
@@ -93,6 +93,11 @@ class RedisStateCollector:
         rows = HistogramMetricFamily("embedserve_batch_rows", "Rows (inputs) per forward pass.", labels=["model"])
         tokens = HistogramMetricFamily("embedserve_batch_padded_tokens", "Padded tokens per forward pass.",
                                        labels=["model"])
+        # Busy time of the workers' forward threads: its rate over the live workers is how full they are
+        # (another autoscaling signal), and the split shows what the bulk floor (EMBED_BULK_MIN_SHARE) gives jobs.
+        seconds = CounterMetricFamily("embedserve_forward_seconds", "Seconds workers' forward threads spent on "
+                                      "passes, by priority (interactive: sync requests; bulk: jobs).",
+                                      labels=["model", "priority"])
         # What an autoscaler should watch: chunks waiting plus chunks held, so it never scales in under a job.
         bulk = GaugeMetricFamily("embedserve_bulk_chunks", "Bulk-job chunks of a model: waiting, or held by a worker.",
                                  labels=["model", "state"])
@@ -108,12 +113,14 @@ class RedisStateCollector:
             stats = batch_stats.read(self._redis, name)
             rows.add_metric([name], _cumulative(stats.rows, defaults.BATCH_ROWS_BUCKETS), stats.rows_sum)
             tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
+            for priority in ("interactive", "bulk"):
+                seconds.add_metric([name, priority], stats.seconds.get(priority, 0.0))
         # Per-status sorted sets kept by the job store's scripts: one ZCOUNT each, not a scan of jobs.
         jobs = GaugeMetricFamily("embedserve_jobs", "Live jobs (native and batch-backed) by status.",
                                  labels=["status"])
         for status, count in self._jobs.count_by_status().items():
             jobs.add_metric([status], count)
-        yield from (depth, workers, rows, tokens, bulk, jobs)
+        yield from (depth, workers, rows, tokens, seconds, bulk, jobs)
 
 
 def _cumulative(counts: dict[str, int], bounds: tuple[int, ...]) -> list[tuple[str, int]]:

@@ -1,4 +1,5 @@
-"""Forward-pass statistics (rows and padded tokens per batch), added up in Redis by every worker.
+"""Forward-pass statistics (rows and padded tokens per batch, forward seconds by priority), added up in
+Redis by every worker.
 
 Workers push their counts to Redis instead of serving their own metrics port: scaled compose
 workers have no stable addresses for Prometheus to find, counts in Redis survive worker
@@ -33,8 +34,10 @@ class BatchStats:
     def __init__(self, client: redis.Redis, model: str, flush_s: float = defaults.BATCH_STATS_FLUSH_S):
         self._redis = client
         self._key = redis_keys.batch_stats(model)
+        self._seconds_key = redis_keys.forward_seconds(model)
         self._flush_s = flush_s
         self._pending: Counter[str] = Counter()
+        self._seconds: Counter[str] = Counter()  # forward seconds by priority name: floats, HINCRBYFLOAT
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batch-stats", daemon=True)
@@ -47,6 +50,11 @@ class BatchStats:
             self._pending["tokens_sum"] += padded_tokens
             self._pending["rows:" + _bucket(rows, defaults.BATCH_ROWS_BUCKETS)] += 1
             self._pending["tokens:" + _bucket(padded_tokens, defaults.BATCH_TOKENS_BUCKETS)] += 1
+
+    def record_seconds(self, priority: str, seconds: float) -> None:
+        """Forward time spent on rows of `priority` ("interactive" or "bulk"); called by the forward thread."""
+        with self._lock:
+            self._seconds[priority] += seconds
 
     def start(self) -> None:
         self._thread.start()
@@ -61,17 +69,21 @@ class BatchStats:
         """Send the counts gathered since the last flush (kept for the next try if Redis fails)."""
         with self._lock:
             pending, self._pending = self._pending, Counter()
-        if not pending:
+            seconds, self._seconds = self._seconds, Counter()
+        if not pending and not seconds:
             return
         try:
             pipe = self._redis.pipeline(transaction=True)
             for field, amount in pending.items():
                 pipe.hincrby(self._key, field, amount)
+            for priority, amount in seconds.items():
+                pipe.hincrbyfloat(self._seconds_key, priority, amount)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not push batch statistics: %s", exc)
             with self._lock:
                 self._pending.update(pending)
+                self._seconds.update(seconds)
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_s):
@@ -87,11 +99,18 @@ class BatchHistograms:
     rows_sum: int
     tokens_sum: int
     count: int
+    seconds: dict[str, float]  # forward seconds by priority ("interactive", "bulk")
 
 
 def read(client: redis.Redis, model: str) -> BatchHistograms:
     """What all workers of `model` have pushed."""
-    raw = {k.decode(): int(v) for k, v in client.hgetall(redis_keys.batch_stats(model)).items()}
+    pipe = client.pipeline(transaction=False)  # one round trip for both hashes
+    pipe.hgetall(redis_keys.batch_stats(model))
+    pipe.hgetall(redis_keys.forward_seconds(model))
+    counts, times = pipe.execute()
+    raw = {k.decode(): int(v) for k, v in counts.items()}
+    seconds = {k.decode(): float(v) for k, v in times.items()}
     rows = {f.split(":", 1)[1]: n for f, n in raw.items() if f.startswith("rows:")}
     tokens = {f.split(":", 1)[1]: n for f, n in raw.items() if f.startswith("tokens:")}
-    return BatchHistograms(rows, tokens, raw.get("rows_sum", 0), raw.get("tokens_sum", 0), raw.get("count", 0))
+    return BatchHistograms(rows, tokens, raw.get("rows_sum", 0), raw.get("tokens_sum", 0), raw.get("count", 0),
+                           seconds)

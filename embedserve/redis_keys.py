@@ -73,6 +73,15 @@ def batch_stats(model: str) -> str:
     return f"{PREFIX}metrics:batches:{model}"
 
 
+def forward_seconds(model: str) -> str:
+    """Hash: seconds the forward threads of `model`'s workers spent on passes, by priority (float fields).
+
+    Apart from `batch_stats`, whose fields are integers: an API of an earlier version reads that
+    hash as integers, and a float there would break its /metrics in a rolling upgrade.
+    """
+    return f"{PREFIX}metrics:forward_seconds:{model}"
+
+
 def job(job_id: str) -> str:
     """Hash: one job's record (status, owner, counters, timestamps); see embedserve/job_records.py."""
     return f"{PREFIX}job:{job_id}"

@@ -42,6 +42,7 @@ from worker.forward_share import ForwardShare
 log = logging.getLogger(__name__)
 
 INTERACTIVE, BULK = 0, 1
+PRIORITY_NAMES = ("interactive", "bulk")
 # Rows looked at when forming one batch: bounds the sort and keeps old rows from waiting long.
 WINDOW_ROWS_FACTOR = 4
 # Seconds without work after which the forward thread calls its idle hook (once per idle spell).
@@ -87,7 +88,8 @@ class Batcher:
                  is_oom: Callable[[BaseException], bool] = lambda exc: False,
                  on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
                  padded: bool = True, on_idle: Callable[[], None] | None = None, preemptible: bool = False,
-                 bulk_min_share: float = defaults.BULK_MIN_SHARE, saturated_after_s: float = SATURATED_AFTER_S):
+                 bulk_min_share: float = defaults.BULK_MIN_SHARE, saturated_after_s: float = SATURATED_AFTER_S,
+                 on_forward_seconds: Callable[[str, float], None] | None = None):
         self._forward = forward
         # forward(rows, pause) calls pause() between layers; bulk passes use it to let sync rows in.
         self.preemptible = preemptible
@@ -98,7 +100,10 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.bulk_batch_tokens = min(bulk_batch_tokens or max_batch_tokens, max_batch_tokens)
         self._last_interactive = -1e9  # monotonic time of the last interactive submission
-        self.share = ForwardShare(bulk_min_share)  # forward time per priority: bulk's floor under sync load
+        # Forward time per priority: bulk's floor under sync load, and (on_forward_seconds) /metrics' counter.
+        report = (lambda priority, seconds: on_forward_seconds(PRIORITY_NAMES[priority], seconds)) \
+            if on_forward_seconds else None
+        self.share = ForwardShare(bulk_min_share, on_charge=report)
         self.saturated_after_s = saturated_after_s
         self._sync_waiting_since: float | None = None  # since when the sync queue has not been seen empty
         self._segment_started = 0.0  # when the running outer pass last resumed (after a pause): charged to it

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from typing import Callable
 
 # Seconds over which past forward time fades (to 1/e): long enough to hold several passes of a
 # CPU model, short enough that the share tracks the load of the moment.
@@ -27,8 +28,10 @@ TAU_S = 5.0
 class ForwardShare:
     """Decayed seconds of forward time per priority (0 = interactive, 1 = bulk), and whether bulk is owed."""
 
-    def __init__(self, min_share: float, tau_s: float = TAU_S, clock=time.monotonic):
+    def __init__(self, min_share: float, tau_s: float = TAU_S, clock=time.monotonic,
+                 on_charge: Callable[[int, float], None] | None = None):
         self.min_share = min_share
+        self._on_charge = on_charge  # e.g. the worker's batch statistics: forward seconds by priority, for /metrics
         self._tau = tau_s
         self._clock = clock
         self._busy = [0.0, 0.0]
@@ -37,9 +40,12 @@ class ForwardShare:
 
     def charge(self, priority: int, seconds: float) -> None:
         """Add `seconds` of forward time spent on rows of `priority`."""
+        seconds = max(0.0, seconds)
         with self._lock:
             self._decay()
-            self._busy[priority] += max(0.0, seconds)
+            self._busy[priority] += seconds
+        if self._on_charge is not None:
+            self._on_charge(priority, seconds)
 
     def bulk_fraction(self) -> float:
         """Bulk's share of the recent forward time (0 when nothing ran lately)."""

@@ -174,7 +174,7 @@ def wire(loaded: Loaded) -> Wired:
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=batch_stats.record, padded=padded,
                       on_idle=memory.release_free_memory, preemptible=not padded,
-                      bulk_min_share=settings.bulk_min_share)
+                      bulk_min_share=settings.bulk_min_share, on_forward_seconds=batch_stats.record_seconds)
     batcher.start()
     batch_stats.start()
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -65,6 +65,19 @@ def test_metrics_change_after_traffic(http, api_url):
     now = wait_until(batches_grew, 15, "the worker's batch statistics to reach /metrics", interval=0.5)
     assert value(now, "embedserve_batch_rows_sum", model=MINILM) >= value(before, "embedserve_batch_rows_sum", model=MINILM) + 3
     assert value(now, "embedserve_batch_padded_tokens_sum", model=MINILM) > value(before, "embedserve_batch_padded_tokens_sum", model=MINILM)
+    sync_seconds = dict(model=MINILM, priority="interactive")
+    assert value(now, "embedserve_forward_seconds_total", **sync_seconds) > \
+        value(before, "embedserve_forward_seconds_total", **sync_seconds)
+
+
+def test_forward_seconds_count_a_jobs_passes_as_bulk(http, api_url):
+    from tests.integration.jobs_helpers import submit, wait_finished
+
+    bulk = dict(model=MINILM, priority="bulk")
+    before = value(scrape(api_url), "embedserve_forward_seconds_total", **bulk)
+    wait_finished(http, submit(http, model=MINILM, input=[f"bulk seconds {i}" for i in range(40)])["id"])
+    wait_until(lambda: value(scrape(api_url), "embedserve_forward_seconds_total", **bulk) > before, 15,
+               "the job's forward seconds in /metrics", interval=0.5)
 
 
 def test_unknown_paths_share_one_route_label(api_url):
