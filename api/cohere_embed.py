@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, ServiceError
@@ -51,6 +51,20 @@ def parse_cohere_embed(body: object, *, max_inputs: int = defaults.MAX_INPUTS_PE
                                truncation_direction="left" if checked.truncate == "START" else "right",
                                embedding_types=computed, max_tokens=checked.max_tokens)
     return CohereEmbed(request=request, texts=list(checked.texts), types=types)
+
+
+def within_model(req: EmbeddingRequest, max_length: int) -> EmbeddingRequest:
+    """`req` with its max_tokens no higher than the model's maximum, which is what any higher one means.
+
+    The worker takes the lower of the two anyway; lowering it here keeps the number one the wire's
+    msgpack can hold (a 64-bit integer): the contract bounds it below only, so 2**64 or 1e300 pass.
+    """
+    if req.max_tokens is None:
+        return req
+    return replace(req, max_tokens=min(req.max_tokens, max_length if max_length > 0 else _INT32_MAX))
+
+
+_INT32_MAX = 2**31 - 1  # a model of unknown maximum (its card says 0): still past any real one
 
 
 def cohere_embed_response(result: Dispatched, embed: CohereEmbed) -> str:

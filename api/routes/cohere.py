@@ -13,7 +13,7 @@ from flask import Blueprint, Response, g, request
 from embedserve.errors import ServiceError
 
 from api.admission import admit, estimate_tokens
-from api.cohere_embed import cohere_embed_response, cohere_error, parse_cohere_embed
+from api.cohere_embed import cohere_embed_response, cohere_error, parse_cohere_embed, within_model
 from api.context import require_key, resolve_model, services
 from api.validation import check_against_model, parse_json_body
 
@@ -25,8 +25,8 @@ bp.before_request(require_key)
 def embed() -> Response:
     """Validate, embed once on the model's workers, answer every asked type in Cohere's format."""
     embed = parse_cohere_embed(parse_json_body(request.get_data(), request.content_type))
-    req = embed.request
-    served = resolve_model(req.model)
+    served = resolve_model(embed.request.model)
+    req = within_model(embed.request, served.card.max_length)
     try:  # the model's refusals name our fields; cohere_error says them in Cohere's
         check_against_model(req, served.card)
         with admit(estimate_tokens(req, served.card.max_length), g.identity) as ticket:

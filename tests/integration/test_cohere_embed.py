@@ -121,6 +121,18 @@ def test_max_tokens_cuts_or_refuses_each_text(co):
     assert info.value.body["message"].startswith("texts[1] is 12 tokens, more than the request's max_tokens of 8")
 
 
+@pytest.mark.parametrize("max_tokens", [2**64, 1e300])
+def test_max_tokens_past_any_model_is_the_model_s_maximum(http, max_tokens):
+    """Found by schemathesis: a max_tokens no 64-bit integer holds failed to serialize for the worker (a 500)."""
+    body = {"model": MINILM, "texts": ["fine", LONG], "input_type": "search_document", "max_tokens": max_tokens}
+    response = http.post(http.base + "/v2/embed", json=body, timeout=120)
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["meta"]["billed_units"]["input_tokens"] == 3 + 256  # LONG cut at MiniLM's maximum
+    refused = http.post(http.base + "/v2/embed", json={**body, "truncate": "NONE"}, timeout=120)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "context_length_exceeded"
+    assert "this model's maximum of 256" in refused.json()["message"]
+
+
 @pytest.mark.parametrize("kwargs, param", [
     ({"embedding_types": ["float", "float16"]}, "embedding_types"),
     ({"input_type": "image"}, "input_type"),
