@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from embedserve.catalogue import Catalogue, ModelCard, ModelKind
+from embedserve.catalogue import Catalogue, ModelKind
 from embedserve.cli_errors import guarded
 from embedserve.settings import Settings
 
 if TYPE_CHECKING:
     from embedserve.liveness import Liveness
+    from embedserve.registry import Registry
 
 
 def add_models_parser(sub) -> None:
@@ -37,26 +38,28 @@ def add_models_parser(sub) -> None:
     remove.set_defaults(run=_remove)
 
 
-def _open() -> tuple[Catalogue, Liveness, list[ModelCard]]:
-    from embedserve.liveness import Liveness  # noqa: F811 - here, so `embedserve --help` stays light
+def _open() -> tuple[Registry, Catalogue, Liveness]:
+    # Here, so `embedserve --help` stays light.
+    from embedserve.liveness import Liveness  # noqa: F811
+    from embedserve.registry import Registry  # noqa: F811
 
     settings = Settings.from_env()
     client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
-    declared = ([ModelCard.declared(n, ModelKind.EMBEDDING) for n in settings.declared_models]
-                + [ModelCard.declared(n, ModelKind.RERANK) for n in settings.declared_rerank_models])
-    return Catalogue(client, settings.catalogue_ttl), Liveness(client, settings.worker_dead_after), declared
+    # The API's own view (catalogue + declared models + live counts), so `list` shows what /v1/models does.
+    return (Registry.from_settings(client, settings), Catalogue(client, settings.catalogue_ttl),
+            Liveness(client, settings.worker_dead_after))
 
 
 _guarded = guarded("models", _open)
 
 
 @_guarded
-def _list(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard], args: argparse.Namespace) -> int:
-    now, catalogued = catalogue.read()
-    by_name = {c.name: c for c in declared}
-    by_name.update({c.name: c for c in catalogued})  # a worker's card wins, as in the API's registry
-    cards = sorted(by_name.values(), key=lambda c: c.name)
-    live = liveness.live_counts([c.name for c in cards])
+def _list(registry: Registry, catalogue: Catalogue, liveness: Liveness, args: argparse.Namespace) -> int:
+    models = registry.models(fresh=True)
+    seconds, micros = registry.client.time()  # Redis's clock, the one the cards' last_seen is on
+    now = seconds + micros / 1e6
+    cards = [m.card for m in models]
+    live = {m.card.name: m.live_workers for m in models}
     if args.json:
         for c in cards:
             print(json.dumps({"name": c.name, "kind": c.kind, "dimensions": c.dim, "max_tokens": c.max_length,
@@ -73,9 +76,10 @@ def _list(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard], a
 
 
 @_guarded
-def _remove(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard], args: argparse.Namespace) -> int:
+def _remove(registry: Registry, catalogue: Catalogue, liveness: Liveness, args: argparse.Namespace) -> int:
+    declared = any(c.name == args.name for c in registry.declared)
     if not catalogue.remove(args.name):
-        if any(c.name == args.name for c in declared):  # nothing catalogued: the API's settings name it
+        if declared:  # nothing catalogued: the API's settings name it
             print(f"embedserve models: '{args.name}' is only declared (EMBED_MODELS / EMBED_RERANK_MODELS): "
                   "take it out of the API's settings", file=sys.stderr)
         else:
@@ -85,7 +89,7 @@ def _remove(catalogue: Catalogue, liveness: Liveness, declared: list[ModelCard],
     workers = liveness.live_counts([args.name])[args.name]
     note = (f"; {workers} live worker(s) still serve it and will announce it again: stop them too"
             if workers else "")
-    if any(c.name == args.name for c in declared):  # the API still knows it from its settings
+    if declared:  # the API still knows it from its settings
         note += "; it is also declared (EMBED_MODELS / EMBED_RERANK_MODELS): take it out of the API's settings"
     print(f"removed model '{args.name}' from the catalogue{note}", file=sys.stderr)
     return 0

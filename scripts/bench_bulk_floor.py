@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import requests  # noqa: E402
 
 from scripts.bench_chaos import KEY, MODEL, Load, percentile, texts  # noqa: E402
-from tests.stack import RedisServer, Stack, wait_until  # noqa: E402
+from tests.stack import Stack, private_stack, wait_until  # noqa: E402
 
 
 def run(stack: Stack, url: str, share: str, seconds: float, job_size: int, clients: int) -> dict:
@@ -77,17 +77,12 @@ def main() -> int:
     parser.add_argument("--job", type=int, default=2000, help="inputs in the job")
     parser.add_argument("--clients", type=int, default=8, help="closed-loop sync clients")
     args = parser.parse_args()
-    redis = RedisServer.start()
-    stack = Stack(redis=redis, log_dir=Path(tempfile.mkdtemp(prefix="embed-floor-")))
-    try:
+    with private_stack(Path(tempfile.mkdtemp(prefix="embed-floor-"))) as stack:
         _, url = stack.start_api(EMBED_API_KEYS=KEY, EMBED_MODELS=MODEL)
         wait_until(lambda: requests.get(url + "/ready", timeout=5).status_code == 200, 30, "the API")
         for share in args.shares:
             print(json.dumps(run(stack, url, share, args.seconds, args.job, args.clients)), flush=True)
-        return 0
-    finally:
-        stack.close()
-        redis.stop()
+    return 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ less than EMBED_BULK_MIN_SHARE of the forward thread's recent time (worker/forwa
 bulk pass goes first (and a paused one goes on without serving sync rows), so sync traffic that
 fills the worker slows a job down but cannot starve it into its deadline; below saturation the
 sync queue empties between passes and nothing changes. Tasks announce themselves with
-`incoming()` before they tokenize, so the forward thread waits (bounded by `wait_s`) to fill a batch only when more rows
-are known to be on their way: a lone request never pays for the wait. Rows whose
+`incoming()` before they tokenize, so the forward thread waits (bounded by `wait_s`) to fill a
+batch only when more rows are known to be on their way: a lone request never pays for the wait. Rows whose
 caller's deadline has passed are dropped before they cost a forward pass. A CUDA out-of-memory
 error splits the batch and retries the halves; it never takes the worker down.
 """
