@@ -109,8 +109,13 @@ def test_an_api_killed_mid_submit_leaves_no_job_behind(private):
     client = private.redis.client()
     sender = threading.Thread(target=lambda: _post_quietly(url, body), daemon=True)
     sender.start()
-    # Killed once the submission has begun writing inputs (it is noted as pending first).
-    wait_until(lambda: client.zcard("embed:jobs:pending") > 0, 60, "the submission to begin", interval=0.01)
+    # Killed once the submission has begun writing inputs: it is noted as pending first, then its
+    # first input file appears in the store (killed between the two, there is nothing to sweep).
+    def writing() -> bool:
+        ids = client.zrange("embed:jobs:pending", 0, 0)
+        return bool(ids) and (private.log_dir / "store" / "jobs" / ids[0].decode()).exists()
+
+    wait_until(writing, 60, "the submission to begin writing inputs", interval=0.01)
     api.kill_tree()  # the gunicorn worker serving the request, and its master
     sender.join(60)
     pending = [i.decode() for i in client.zrange("embed:jobs:pending", 0, -1)]
