@@ -22,8 +22,8 @@ from embedserve.errors import InternalError, RateLimited, ServiceError, Timeout
 from api.auth import Identity
 from api.dispatch import QUEUE_FULL
 from api.ratelimit import RateLimiter
-from api.rerank_validation import RerankRequest
-from api.validation import EmbeddingRequest
+from api.validation.rerank import RerankRequest
+from api.validation.embeddings import EmbeddingRequest
 
 EXTENSION = "embedserve.admission"
 log = logging.getLogger(__name__)

@@ -8,15 +8,15 @@ from flask import Flask
 from embedserve.apikeys import KeyStore
 from embedserve import defaults
 from embedserve.celery_app import make_celery
-from embedserve.job_data import JobData
-from embedserve.job_records import JobRecords
-from embedserve.liveness import Liveness, Reaper
-from embedserve.scheduler import Scheduler
-from embedserve.store import open_store
-from embedserve.store.identity import claim_identity
-from embedserve.sweeper import Sweeper
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import JobRecords
+from embedserve.fleet.liveness import Liveness, Reaper
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.jobs.store import open_store
+from embedserve.jobs.store.identity import claim_identity
+from embedserve.jobs.sweeper import Sweeper
 from embedserve.publish import TaskPublisher
-from embedserve.registry import Registry
+from embedserve.fleet.registry import Registry
 from embedserve.settings import Settings
 
 from api import admission, observability, openapi

@@ -8,12 +8,12 @@ import redis
 from flask import current_app, g, request
 
 from embedserve.errors import InvalidRequest, NotFound
-from embedserve.job_data import JobData
-from embedserve.job_records import JobRecords
-from embedserve.liveness import Liveness
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import JobRecords
+from embedserve.fleet.liveness import Liveness
 from embedserve.publish import TaskPublisher
-from embedserve.scheduler import Scheduler
-from embedserve.registry import ModelKind, Registry, ServedModel
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.fleet.registry import ModelKind, Registry, ServedModel
 from embedserve.settings import Settings
 
 from api.auth import KeyChecker

@@ -28,17 +28,17 @@ import redis
 
 from embedserve import defaults, redis_keys
 from embedserve.errors import ServiceError, Timeout, Unavailable
-from embedserve.liveness import Liveness
+from embedserve.fleet.liveness import Liveness
 from embedserve.publish import QueueFull, TaskPublisher
 from embedserve.settings import Settings
 from embedserve.protocol import (EMBED_TASK, RERANK_TASK, TOKENIZE_TASK, ChunkResult, EmbedChunk, RerankChunk,
                                  TokenizeChunk, interactive_queue, rerank_queue)
-from embedserve.registry import ModelKind, ServedModel
+from embedserve.fleet.registry import ModelKind, ServedModel
 from embedserve.vector_types import FLOAT
 
 from api.inflight import InFlight
-from api.rerank_validation import RerankRequest
-from api.validation import EmbeddingRequest
+from api.validation.rerank import RerankRequest
+from api.validation.embeddings import EmbeddingRequest
 
 # Seconds a client is told to wait when no worker came up for the model in time.
 NO_WORKER_RETRY_AFTER_S = 5

@@ -2,7 +2,7 @@
 
 A worker writes its id into the request's claims hash when it starts a chunk (worker/tasks.py).
 Every `check_every` seconds of waiting, the request looks at its unanswered chunks:
-- claimed by a worker that is no longer alive (embedserve/liveness.py, on Redis's clock): sent
+- claimed by a worker that is no longer alive (embedserve/fleet/liveness.py, on Redis's clock): sent
   again at once;
 - claimed by nobody and no longer in the queue: a worker took the message off the queue and has
   not started it. A live worker starts what it takes within milliseconds (it prefetches no more
@@ -19,7 +19,7 @@ from typing import Callable
 import redis
 
 from embedserve import redis_keys
-from embedserve.liveness import Liveness
+from embedserve.fleet.liveness import Liveness
 from embedserve.queues import queue_lists
 
 

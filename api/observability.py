@@ -31,13 +31,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from embedserve import batch_stats, defaults, queues
+from embedserve import defaults, queues
+from embedserve.fleet import forward_stats
 from embedserve.apikeys import key_digest
 from embedserve.errors import AuthenticationFailed
-from embedserve.job_records import JobRecords
-from embedserve.scheduler import Scheduler
+from embedserve.jobs.records import JobRecords
+from embedserve.jobs.scheduler import Scheduler
 from embedserve.logs import reset_request_id, set_request_id
-from embedserve.registry import Registry
+from embedserve.fleet.registry import Registry
 
 from api.context import EXTENSION
 from api.errors import error_response
@@ -110,7 +111,7 @@ class RedisStateCollector:
                 backlog = self._scheduler.backlog(name)
                 bulk.add_metric([name, "waiting"], backlog.waiting)
                 bulk.add_metric([name, "running"], backlog.running)
-            stats = batch_stats.read(self._redis, name)
+            stats = forward_stats.read(self._redis, name)
             rows.add_metric([name], _cumulative(stats.rows, defaults.BATCH_ROWS_BUCKETS), stats.rows_sum)
             tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
             for priority in ("interactive", "bulk"):

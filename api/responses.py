@@ -1,4 +1,4 @@
-"""Build OpenAI-shaped response bodies straight from the workers' float32 bytes."""
+"""Build response bodies (OpenAI's, and Cohere's /v2/embed) straight from the workers' float32 bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import uuid
 from embedserve.vector_types import FLOAT, floats, row_encoder
 
 from api.dispatch import Dispatched
-from api.rerank_validation import RerankRequest
+from api.validation.cohere import BASE64, CohereEmbed
+from api.validation.rerank import RerankRequest
 
 
 def embedding_list(result: Dispatched, model: str, encoding_format: str, embedding_type: str = FLOAT) -> str:
@@ -45,3 +46,15 @@ def ranked(scores: list[float], top_n: int | None) -> list[int]:
     """Document indexes by score, highest first (ties keep input order), cut to `top_n`."""
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
     return order if top_n is None else order[:top_n]
+
+
+def cohere_embed_response(result: Dispatched, embed: CohereEmbed) -> str:
+    """`{id, embeddings: {type: [...]}, texts, meta, response_type}` as JSON text, types in the asked order."""
+    embeddings = {}
+    for kind in embed.types:
+        computed, fmt = ("float", "base64") if kind == BASE64 else (kind, "float")
+        encode = row_encoder(fmt, computed)
+        embeddings[kind] = [encode(chunk.row(row, computed)) for chunk in result.chunks for row in range(chunk.rows)]
+    meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": result.tokens}}
+    return json.dumps({"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": embed.texts, "meta": meta,
+                       "response_type": "embeddings_by_type"})

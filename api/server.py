@@ -14,7 +14,7 @@ from gunicorn.app.base import BaseApplication
 from embedserve.apikeys import KeyStore
 from embedserve.logs import configure_logging
 from embedserve.settings import ConfigError, Settings
-from embedserve.startup import check_eviction_policy
+from embedserve.redis_policy import check_eviction_policy
 
 log = logging.getLogger("embedserve.api")
 
@@ -34,7 +34,7 @@ class _Server(BaseApplication):
         self.cfg.set("bind", f"{s.host}:{s.port}")
         self.cfg.set("workers", s.api_workers)
         # gunicorn's gthread worker, with its own refusals (URI too long, bad HTTP) as JSON errors.
-        self.cfg.set("worker_class", "api.http_worker.JsonErrorWorker")
+        self.cfg.set("worker_class", "api.gunicorn_worker.JsonErrorWorker")
         self.cfg.set("threads", s.api_threads)
         # A request may legitimately wait the whole sync timeout; gunicorn must not kill it first.
         self.cfg.set("timeout", int(s.sync_timeout) + 30)

@@ -13,7 +13,7 @@ MAX_BATCH_TOKENS = 16384
 # 123 at 1024, 111 at 2048, 102 at 4096, 79 at 8192, 62 at 16384. 1024 leaves the two intra-op
 # threads enough work per matmul.
 MAX_BATCH_TOKENS_CPU = 1024
-# ...and on a CPU with the packed forward (worker/packed.py), where a budget counts real tokens and
+# ...and on a CPU with the packed forward (worker/packed/encoder.py), where a budget counts real tokens and
 # no padding grows with the batch. A 2,000-text job on the 2-core box: 1024: 68-70 texts/s (3 runs),
 # 2048: 81, 4096: 77-78 (scripts in docs/benchmarks.md).
 MAX_BATCH_TOKENS_CPU_PACKED = 2048

@@ -1,6 +1,6 @@
 """A housekeeping thread: one step every few seconds, in every API and worker process.
 
-The reaper (embedserve/liveness.py) and the sweeper (embedserve/sweeper.py) are such steps. A
+The reaper (embedserve/fleet/liveness.py) and the sweeper (embedserve/jobs/sweeper.py) are such steps. A
 step that fails (Redis or the store away) is logged once per run of failures, not once a tick,
 and the next tick tries again: housekeeping must outlive any one bad step.
 """

@@ -33,7 +33,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from embedserve.scheduler import IDLE_WAIT_S
+from embedserve.jobs.scheduler import IDLE_WAIT_S
 
 # Seconds any one Redis read or write may take: the longest blocking command plus 4 s.
 SOCKET_TIMEOUT_S = IDLE_WAIT_S + 4

@@ -6,7 +6,7 @@ PREFIX = "embed:"
 def worker_heartbeats(model: str) -> str:
     """Sorted set: worker id -> last heartbeat (Redis's TIME), one per served model: what routing counts.
 
-    Key names here are mirrored by Lua in embedserve/liveness.py and embedserve/scheduler.py.
+    Key names here are mirrored by Lua in embedserve/fleet/liveness.py and embedserve/jobs/scheduler.py.
     """
     return f"{PREFIX}workers:{model}"
 
@@ -83,7 +83,7 @@ def forward_seconds(model: str) -> str:
 
 
 def job(job_id: str) -> str:
-    """Hash: one job's record (status, owner, counters, timestamps); see embedserve/job_records.py."""
+    """Hash: one job's record (status, owner, counters, timestamps); see embedserve/jobs/records.py."""
     return f"{PREFIX}job:{job_id}"
 
 
@@ -128,7 +128,7 @@ def quota(owner: str) -> str:
 
 
 def sched_ring(model: str) -> str:
-    """List: the owners with bulk work for `model`, in turn order (embedserve/scheduler.py)."""
+    """List: the owners with bulk work for `model`, in turn order (embedserve/jobs/scheduler.py)."""
     return f"{PREFIX}sched:{model}:ring"
 
 

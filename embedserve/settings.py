@@ -13,7 +13,7 @@ from embedserve import defaults
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
-# EMBED_ATTENTION's values (worker/packed_decoder.py implements them).
+# EMBED_ATTENTION's values (worker/packed/decoder.py implements them).
 ATTENTION_KERNELS = ("auto", "sdpa_groups", "flex", "flash_varlen")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 
@@ -63,9 +63,9 @@ class Settings:
     device: str = "auto"
     # auto | float32 | bfloat16 | float16; auto = fp32 on CPU, bf16 (fp16 if unsupported) on CUDA.
     dtype: str = "auto"
-    # auto | on | off: the padding-free forward (worker/packing.py); auto = BERT family on CPU, Qwen3 family everywhere.
+    # auto | on | off: the padding-free forward (worker/packed/choice.py); auto = BERT family on CPU, Qwen3 family everywhere.
     packed: str = "auto"
-    # auto | sdpa_groups | flex | flash_varlen: the packed decoder's attention kernel (worker/packed_decoder.py).
+    # auto | sdpa_groups | flex | flash_varlen: the packed decoder's attention kernel (worker/packed/decoder.py).
     attention: str = "auto"
     # Tokens in one forward pass (rows x longest row when padded); 0 = by device (see `batch_tokens`; GPU: free memory).
     max_batch_tokens: int = 0

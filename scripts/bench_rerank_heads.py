@@ -26,8 +26,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen3C
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from tests.fixtures import tiny_models  # noqa: E402
-from worker.qwen3_reranker import Qwen3Reranker  # noqa: E402
-from worker.rerank_engine import reranker_class  # noqa: E402
+from worker.rerank.qwen3 import Qwen3Reranker  # noqa: E402
+from worker.rerank.loading import reranker_class  # noqa: E402
 
 QUERY = "what does the cat read?"
 DOCS = ["The cat reads the document quickly.", "A dog ranks many passages.", "",

@@ -28,7 +28,7 @@ from tests.fixtures.tiny_models import build_tiny_qwen3_embedding, build_tiny_qw
     reference_qwen3_embeddings  # noqa: E402
 from worker.batcher import Batcher  # noqa: E402
 from worker.engine import EmbeddingEngine, pick_dtype  # noqa: E402
-from worker.packed_decoder import flash_attn_available  # noqa: E402
+from worker.packed.decoder import flash_attn_available  # noqa: E402
 
 MIN_COSINE_BF16 = 0.99  # bf16 keeps ~3 significant digits; fp32 on CPU is the reference
 MIN_COSINE_PACKED_BF16 = 0.999  # packed against padded, both bf16 on the GPU (the bar)
@@ -73,7 +73,7 @@ def check_packed_kernels(path: Path, tmp: Path, device: str = "cuda", dtype: tor
 
     from transformers import AutoConfig, AutoTokenizer
 
-    from worker.qwen3_reranker import Qwen3Reranker
+    from worker.rerank.qwen3 import Qwen3Reranker
 
     device, ok = torch.device(device), True
     rng = random.Random(3)

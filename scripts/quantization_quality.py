@@ -65,7 +65,7 @@ def main() -> None:
     from worker.calibration import CALIBRATION_TEXTS
     from worker.engine import EmbeddingEngine, resolve_model_source
     from worker.quantize import quantize, ranges_of
-    from worker.service import truncate_dimensions
+    from worker.embedding_service import truncate_dimensions
 
     engine = EmbeddingEngine(resolve_model_source(args.model), torch.device("cpu"), torch.float32)
 

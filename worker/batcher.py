@@ -3,7 +3,7 @@
 Task threads `submit` their tokenized rows and wait on a future; one forward thread forms
 batches: interactive rows before bulk ones, at most `max_batch_tokens` tokens and `max_rows`
 rows per pass. A padded forward's pass costs rows x longest row, so its rows are taken longest
-first (similar lengths together); a packed one (worker/packed.py) costs its rows' own tokens,
+first (similar lengths together); a packed one (worker/packed/encoder.py) costs its rows' own tokens,
 so rows are taken in arrival order. A pass with interactive rows takes no bulk rows (a sync
 request must not pay for a bulk-sized forward), and while sync requests have been arriving
 (within INTERACTIVE_RECENT_S) a bulk-only pass stays within `bulk_batch_tokens`, so an

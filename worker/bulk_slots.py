@@ -3,11 +3,11 @@
 If Celery's consumer took bulk work too, chunks would fill every prefetch slot and a sync
 request's message would wait in Redis until some chunk finished. So Celery consumes only the
 interactive queue, and this module runs EMBED_BULK_SLOTS threads, each claiming one chunk at a
-time (embedserve/scheduler.py): at most that many chunks are in the worker at once, and none of
+time (embedserve/jobs/scheduler.py): at most that many chunks are in the worker at once, and none of
 them stands between a sync message and a free task thread.
 
 Every claimed chunk is in the worker's held set until it finishes, so a dead worker's chunks are
-handed back by whoever reaps it (embedserve/liveness.py). `drain` stops claiming at once, lets the
+handed back by whoever reaps it (embedserve/fleet/liveness.py). `drain` stops claiming at once, lets the
 chunks in hand finish within a deadline, and reports whether they did; the caller hands back the
 rest.
 
@@ -26,8 +26,8 @@ from typing import Callable
 
 import redis
 
-from embedserve.job_transitions import COMPACT_CHUNK
-from embedserve.scheduler import Claim, Scheduler
+from embedserve.jobs.scripts import COMPACT_CHUNK
+from embedserve.jobs.scheduler import Claim, Scheduler
 
 log = logging.getLogger(__name__)
 

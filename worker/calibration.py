@@ -4,7 +4,7 @@ Scalar quantization needs, per dimension, the range values usually fall in. The 
 embedding CALIBRATION_TEXTS (built here from fixed word lists, so every worker of every version
 embeds the same texts) as documents, at full width, once per worker; a width asked with
 `dimensions` takes the same vectors truncated and re-normalized, as requests are. The first worker
-to need a width stores its ranges in the model's catalogue entry (embedserve/quant_ranges.py) and
+to need a width stores its ranges in the model's catalogue entry (embedserve/fleet/quant_ranges.py) and
 every worker uses the stored ones, so a text's bytes do not depend on which worker ran it.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from embedserve.quant_ranges import RangeBook
+from embedserve.fleet.quant_ranges import RangeBook
 from worker.quantize import ranges_of
 
 log = logging.getLogger(__name__)

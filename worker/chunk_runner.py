@@ -14,14 +14,15 @@ import logging
 import time
 from dataclasses import replace
 
-from embedserve import result_files
+from embedserve.jobs import results as result_files
 from embedserve.errors import InternalError
-from embedserve.job_data import JobData, job_prefix, part_key
-from embedserve.job_records import ChunkOutput, ChunkSpec, JobRecords, JobStatus
+from embedserve.jobs.data import JobData, job_prefix, part_key
+from embedserve.jobs.records import JobRecords, JobStatus
+from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.protocol import ChunkResult, EmbedChunk
-from embedserve.scheduler import Claim, Scheduler
+from embedserve.jobs.scheduler import Claim, Scheduler
 from embedserve.vector_types import FLOAT
-from worker.service import EmbeddingService
+from worker.embedding_service import EmbeddingService
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable
 
-from embedserve.liveness import Liveness
+from embedserve.fleet.liveness import Liveness
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 After pooling come the pipeline's sentence-transformers Dense/Normalize modules, if any
 (worker/st_modules.py), then the final L2 normalization; `dimensions` truncation happens after
-all of that (worker/service.py), as sentence-transformers' truncate_dim does.
+all of that (worker/embedding_service.py), as sentence-transformers' truncate_dim does.
 
 Loaded once at worker start (never at import). `embed_batch` is called only from the batcher's
 single forward thread; `tokenize` is safe to call from many task threads at once.
@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from embedserve.errors import InvalidRequest
-from embedserve.registry import ModelCard
+from embedserve.fleet.registry import ModelCard
 from embedserve.settings import Settings
 from embedserve.token_ids import out_of_vocabulary
 from worker.model_files import ModelFiles, read_model_files
-from worker.packed_rows import PackedRows, pool_packed
-from worker.packing import choose_packed_forward
+from worker.packed.rows import PackedRows, pool_packed
+from worker.packed.choice import choose_packed_forward
 from worker.st_modules import SentenceHead
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class EmbeddingEngine:
         # Special tokens the tokenizer puts around a text (BERT: [CLS] and [SEP]; Qwen3: none and EOS),
         # which cutting a text from the left must keep.
         self.specials_before, self.specials_after = special_layout(self.tokenizer)
-        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention)  # worker/packing.py
+        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention)  # worker/packed/choice.py
 
     @property
     def pads_batches(self) -> bool:

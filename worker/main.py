@@ -19,22 +19,22 @@ import redis
 from celery import Celery, signals
 
 from embedserve import defaults
-from embedserve.batch_stats import BatchStats
+from embedserve.fleet.forward_stats import ForwardStats
 from embedserve.celery_app import make_celery
 from embedserve.logs import configure_logging
-from embedserve.job_data import JobData
-from embedserve.job_records import JobRecords
-from embedserve.liveness import Liveness, Reaper
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import JobRecords
+from embedserve.fleet.liveness import Liveness, Reaper
 from embedserve.protocol import (RERANK_TASK, TOKENIZE_TASK, RerankChunk, TokenizeChunk, interactive_queue,
                                  rerank_queue)
 from embedserve.redis_client import worker_client
-from embedserve.registry import CardConflict, Heartbeat
-from embedserve.scheduler import Scheduler
+from embedserve.fleet.registry import CardConflict, Heartbeat
+from embedserve.jobs.scheduler import Scheduler
 from embedserve.settings import ConfigError, Settings, WorkerRole
-from embedserve.startup import check_eviction_policy
-from embedserve.store import Store, StoreError, open_store
-from embedserve.sweeper import Sweeper
-from embedserve.store.identity import check_identity
+from embedserve.redis_policy import check_eviction_policy
+from embedserve.jobs.store import Store, StoreError, open_store
+from embedserve.jobs.sweeper import Sweeper
+from embedserve.jobs.store.identity import check_identity
 from worker.drain import Drain
 from worker.watchdog import TEST_HANG_ENV, Watchdog, hang_on
 
@@ -77,7 +77,7 @@ class Wired:
     queue: str
     worker_id: str
     batcher: object
-    batch_stats: BatchStats
+    forward_stats: ForwardStats
     reaper: Reaper
     sweeper: Sweeper | None
     drain: Drain
@@ -135,7 +135,7 @@ def load(configured: tuple[Settings, redis.Redis]) -> Loaded:
             raise StartupError(str(exc)) from None
     try:
         if rerank:
-            from worker.rerank_engine import load_reranker
+            from worker.rerank.loading import load_reranker
 
             model = load_reranker(settings)
             return Loaded(settings, client, store, model, model.score_batch, settings.served_rerank_name,
@@ -169,20 +169,20 @@ def wire(loaded: Loaded) -> Wired:
     # (Rerankers take no bulk work, so for them this bound never applies.)
     bulk_tokens = settings.bulk_batch_tokens or (
         batch_tokens if model.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS)
-    batch_stats = BatchStats(client, name)
+    forward_stats = ForwardStats(client, name)
     batcher = Batcher(loaded.forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
-                      on_batch=batch_stats.record, padded=padded,
+                      on_batch=forward_stats.record, padded=padded,
                       on_idle=memory.release_free_memory, preemptible=not padded,
-                      bulk_min_share=settings.bulk_min_share, on_forward_seconds=batch_stats.record_seconds)
+                      bulk_min_share=settings.bulk_min_share, on_forward_seconds=forward_stats.record_seconds)
     batcher.start()
-    batch_stats.start()
+    forward_stats.start()
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     liveness = Liveness(client, settings.worker_dead_after)
     scheduler = Scheduler(client)
     bulk = None
     if settings.worker_role == WorkerRole.RERANK:
-        from worker.rerank_service import RerankService
+        from worker.rerank.service import RerankService
 
         register_tasks(app, RerankService(model, batcher), client, worker_id, name=RERANK_TASK,
                        payload_type=RerankChunk)
@@ -190,9 +190,9 @@ def wire(loaded: Loaded) -> Wired:
     else:
         from worker.bulk_slots import BulkSlots
         from worker.chunk_runner import ChunkRunner
-        from worker.service import EmbeddingService
+        from worker.embedding_service import EmbeddingService
 
-        from embedserve.quant_ranges import RangeBook
+        from embedserve.fleet.quant_ranges import RangeBook
 
         service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)))
         register_tasks(app, service, client, worker_id)
@@ -226,7 +226,7 @@ def wire(loaded: Loaded) -> Wired:
         bulk.start()
     log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(loaded.aliases) or "none",
              worker_id)
-    return Wired(app, queue, worker_id, batcher, batch_stats, reaper, sweeper, drain, bulk)
+    return Wired(app, queue, worker_id, batcher, forward_stats, reaper, sweeper, drain, bulk)
 
 
 def run(settings: Settings, wired: Wired) -> None:
@@ -248,4 +248,4 @@ def run(settings: Settings, wired: Wired) -> None:
         if wired.sweeper:
             wired.sweeper.stop()
         wired.batcher.stop()
-        wired.batch_stats.stop()
+        wired.forward_stats.stop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from embedserve.protocol import ChunkResult, TokenizeChunk
 from embedserve.token_ids import token_out_of_vocabulary
-from worker.service import run_safely
+from worker.embedding_service import run_safely
 
 
 class TokenizeService:

@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Callable
 
-from embedserve.liveness import Liveness
-from embedserve.scheduler import Claim, Scheduler
+from embedserve.fleet.liveness import Liveness
+from embedserve.jobs.scheduler import Claim, Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from api.contract.body import Body
 from api.contract.fields import Name, NonNegative, Positive, Text, refused
 
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
-# Cohere's names; `base64` is the float vector's bytes, base64'd (see api/cohere_embed.py).
+# Cohere's names; `base64` is the float vector's bytes, base64'd (see api/validation/cohere.py).
 COHERE_EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary", "base64")
 COHERE_TRUNCATE = ("NONE", "START", "END")
 

@@ -1,7 +1,7 @@
 """The POST /v1/files form: a file and its purpose.
 
-The upload is parsed as it streams in (api/files.py), not through this model: it publishes the
-form, and the purposes it lists are the ones api/files.py accepts.
+The upload is parsed as it streams in (api/bulk/files.py), not through this model: it publishes the
+form, and the purposes it lists are the ones api/bulk/files.py accepts.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from api.files import UPLOAD_PURPOSES
+from api.bulk.files import UPLOAD_PURPOSES
 
 
 class UploadForm(BaseModel):

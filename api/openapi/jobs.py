@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embedserve.job_records import JobStatus
+from embedserve.jobs.records import JobStatus
 from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 from embedserve.vector_types import EMBEDDING_TYPES
 

@@ -6,11 +6,11 @@ from flask import Blueprint, Response, g, jsonify, request
 
 from embedserve.errors import NotFound
 
-from api.batches import batch_object, create_batch, find_batch
+from api.bulk.batches import batch_object, create_batch, find_batch
 from api.admission import admit
 from api.context import owner, queued_inputs_cap, require_key, services
-from api.listing import list_page
-from api.validation import parse_json_body
+from api.bulk.listing import list_page
+from api.validation.embeddings import parse_json_body
 
 bp = Blueprint("batches", __name__)
 bp.before_request(require_key)

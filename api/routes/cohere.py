@@ -1,6 +1,6 @@
 """POST /v2/embed: Cohere's v2 embed endpoint, where `cohere.ClientV2(base_url=...).embed` posts.
 
-The mapping onto our embeddings is api/cohere_embed.py's. Errors are ours (OpenAI-shaped), with
+The mapping onto our embeddings is api/validation/cohere.py's, the response api/responses.py's. Errors are ours (OpenAI-shaped), with
 the message also at the top level, where Cohere's own error bodies (`{"message": ...}`) keep it.
 """
 
@@ -13,9 +13,10 @@ from flask import Blueprint, Response, g, request
 from embedserve.errors import ServiceError
 
 from api.admission import admit, estimate_tokens
-from api.cohere_embed import cohere_embed_response, cohere_error, parse_cohere_embed, within_model
+from api.responses import cohere_embed_response
+from api.validation.cohere import cohere_error, parse_cohere_embed, within_model
 from api.context import require_key, resolve_model, services
-from api.validation import check_against_model, parse_json_body
+from api.validation.embeddings import check_against_model, parse_json_body
 
 bp = Blueprint("cohere", __name__)
 bp.before_request(require_key)

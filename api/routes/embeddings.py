@@ -9,7 +9,7 @@ from api.admission import admit, estimate_tokens
 from api.context import require_key, resolve_model, services
 from api.routes.jobs import create_job_response
 from api.responses import embedding_list
-from api.validation import check_against_model, check_token_ids_accepted, parse_embedding_request, parse_json_body
+from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request, parse_json_body
 
 bp = Blueprint("embeddings", __name__)
 

@@ -9,11 +9,11 @@ from embedserve.errors import InvalidRequest
 
 from api.admission import admit
 from api.context import owner, queued_inputs_cap, require_key, resolve_model, services
-from api.files import find_file
-from api.listing import list_page
-from api.job_service import find_job, job_object, submit_file_job, submit_job
-from api.result_formats import STREAMS, check_fits, pick_format
-from api.validation import (EmbeddingRequest, check_against_model, check_token_ids_accepted, parse_embedding_request,
+from api.bulk.files import find_file
+from api.bulk.listing import list_page
+from api.bulk.jobs import find_job, job_object, submit_file_job, submit_job
+from api.bulk.result_formats import STREAMS, check_fits, pick_format
+from api.validation.embeddings import (EmbeddingRequest, check_against_model, check_token_ids_accepted, parse_embedding_request,
                             parse_job_request, parse_json_body)
 
 bp = Blueprint("jobs", __name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from embedserve.errors import NotFound
-from embedserve.registry import ModelKind, ServedModel
+from embedserve.fleet.registry import ModelKind, ServedModel
 
 from api.context import require_key, services
 

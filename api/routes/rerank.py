@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
-from embedserve.registry import ModelKind
+from embedserve.fleet.registry import ModelKind
 
 from api.admission import admit, estimate_rerank_tokens
 from api.context import require_key, resolve_model, services
-from api.rerank_validation import parse_rerank_request
+from api.validation.rerank import parse_rerank_request
 from api.responses import rerank_response
-from api.validation import parse_json_body
+from api.validation.embeddings import parse_json_body
 
 bp = Blueprint("rerank", __name__)
 bp.before_request(require_key)

@@ -11,13 +11,13 @@ import json
 
 from flask import Blueprint, Response, g, request
 
-from embedserve.registry import ServedModel
+from embedserve.fleet.registry import ServedModel
 
 from api.admission import admit
 from api.context import require_key, resolve_model, services
 from api.contract.tokenize import DetokenizeBody, TokenizeBody
-from api.tokenize_validation import check_token_ids
-from api.validation import parse_json_body
+from api.validation.tokenize import check_token_ids
+from api.validation.embeddings import parse_json_body
 
 bp = Blueprint("tokenize", __name__)
 bp.before_request(require_key)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from embedserve import redis_keys
-from embedserve.catalogue import CardConflict, Catalogue, ModelCard, ModelKind
-from embedserve.liveness import Liveness
-from embedserve.registry import Heartbeat, Registry
+from embedserve.fleet.catalogue import CardConflict, Catalogue, ModelCard, ModelKind
+from embedserve.fleet.liveness import Liveness
+from embedserve.fleet.registry import Heartbeat, Registry
 from tests.stack import RedisServer
 
 MINILM_CARD = ModelCard(name="mini", aliases=("org/mini",), dim=384, max_length=256, vocab_size=30522)

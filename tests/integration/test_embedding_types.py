@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from embedserve import redis_keys
-from embedserve.job_data import job_prefix
+from embedserve.jobs.data import job_prefix
 
 from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
 from tests.integration.jobs_helpers import result_json, result_msgpack, result_ndjson, submit, texts, wait_finished

@@ -2,7 +2,7 @@
 
 The stack tests use an API of their own with a tiny part size and msgpack limit
 (EMBED_RESULT_PART_BYTES, EMBED_RESULT_MSGPACK_MAX_BYTES), so a 41-input job comes in many blocks
-and is over the limit. The last tests drive api/result_formats.py over a local job store directly, for
+and is over the limit. The last tests drive api/bulk/result_formats.py over a local job store directly, for
 the cases a small stack never reaches (a result compacted into several files).
 """
 
@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from api.result_formats import MSGPACK_STREAM, PARQUET, json_list, msgpack_stream, parquet
-from embedserve import result_files
-from embedserve.job_data import JobData, job_prefix
-from embedserve.job_records import ChunkOutput, ChunkSpec, Job, JobStatus
-from embedserve.store import open_store
+from api.bulk.result_formats import MSGPACK_STREAM, PARQUET, json_list, msgpack_stream, parquet
+from embedserve.jobs import results as result_files
+from embedserve.jobs.data import JobData, job_prefix
+from embedserve.jobs.records import Job, JobStatus
+from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
+from embedserve.jobs.store import open_store
 from tests.integration.conftest import API_KEY, MINILM, session_for
 from tests.integration.jobs_helpers import result_json, result_msgpack, submit, wait_finished
 from tests.integration.test_errors import assert_openai_error
@@ -179,7 +180,7 @@ def test_a_cancelled_job_streams_every_format_from_its_parts(small):
     assert trailer == {"usage": listed["usage"]}
 
 
-# --- api/result_formats.py over a local job store, no stack -----------------------------------------------------------
+# --- api/bulk/result_formats.py over a local job store, no stack -----------------------------------------------------------
 
 
 def outputs(n: int, dim: int, per_chunk: int, fail: set[int]) -> list[ChunkOutput]:

@@ -124,7 +124,7 @@ def test_an_api_killed_mid_submit_leaves_no_job_behind(private):
     _, url = private.start_api(EMBED_API_KEYS=API_KEY, EMBED_MODELS=model)
     assert session_for(url).get(url + "/v1/jobs", timeout=30).json()["data"] == []
     # The half-written inputs are the sweeper's once the submission is an hour old.
-    from embedserve.sweeper import PENDING_GIVE_UP_S
+    from embedserve.jobs.sweeper import PENDING_GIVE_UP_S
 
     client.zadd("embed:jobs:pending", {pending[0]: time.time() - PENDING_GIVE_UP_S - 1})
     client.delete("embed:sweeper-lock")  # the killed API may have died holding it (it expires by itself)

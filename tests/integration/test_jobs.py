@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from embedserve.catalogue import Catalogue, ModelCard
+from embedserve.fleet.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import MINILM
 from tests.integration.jobs_helpers import (matrix, result_json, result_msgpack,
                                             result_ndjson, submit, sync_vectors, texts, wait_finished)
@@ -198,6 +198,6 @@ def test_bad_list_params(http, query):
 
 def test_cancelling_a_job_that_just_vanished_is_not_an_error(redis_server):
     """The route looks a job up, then cancels it: a delete in between must not crash the cancel."""
-    from embedserve.job_records import JobRecords
+    from embedserve.jobs.records import JobRecords
 
     assert JobRecords(redis_server.client(), 10).cancel("job_" + "0" * 32) is None

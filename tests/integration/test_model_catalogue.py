@@ -13,9 +13,9 @@ import sys
 import pytest
 import requests
 
-from embedserve.catalogue import Catalogue, ModelCard
-from embedserve.liveness import Liveness
-from embedserve.registry import Heartbeat
+from embedserve.fleet.catalogue import Catalogue, ModelCard
+from embedserve.fleet.liveness import Liveness
+from embedserve.fleet.registry import Heartbeat
 from tests.integration.conftest import API_KEY, MINILM
 from tests.stack import ROOT, RedisServer, Stack
 

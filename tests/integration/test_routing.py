@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from embedserve import redis_keys
-from embedserve.catalogue import Catalogue, ModelCard
+from embedserve.fleet.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import API_KEY, MINILM, QWEN, QWEN_ALIAS, embed
 from tests.integration.test_errors import assert_openai_error
 

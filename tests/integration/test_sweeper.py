@@ -9,11 +9,12 @@ import time
 import pytest
 
 from embedserve import defaults
-from embedserve.job_data import JobData
-from embedserve.job_records import ChunkSpec, Job, JobRecords, JobStatus, job_record
-from embedserve.scheduler import Scheduler
-from embedserve.store import open_store
-from embedserve.sweeper import SWEEP_INTERVAL_S, Sweeper
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
+from embedserve.jobs.chunks import ChunkSpec
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.jobs.store import open_store
+from embedserve.jobs.sweeper import SWEEP_INTERVAL_S, Sweeper
 from tests.stack import RedisServer, private_stack, wait_until
 
 MODEL = "sweep-model"

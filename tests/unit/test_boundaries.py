@@ -10,12 +10,12 @@ import pytest
 from tests.stack import ROOT
 
 CHECKS = [
-    ("api.app, api.server, api.routes.embeddings, api.routes.rerank, api.rerank_validation, api.routes.jobs, "
-     "api.routes.files, api.routes.batches, api.result_formats, api.batch_output", ("torch", "transformers", "numpy")),
-    ("worker.main, worker.tasks, worker.service, worker.engine, worker.batcher, worker.rerank_engine, "
-     "worker.qwen3_reranker, worker.rerank_service, worker.chunk_runner, worker.bulk_slots", ("flask",)),
-    ("embedserve.settings, embedserve.protocol, embedserve.registry, embedserve.celery_app, embedserve.cli, "
-     "embedserve.job_records",
+    ("api.app, api.server, api.routes.embeddings, api.routes.rerank, api.validation.rerank, api.routes.jobs, "
+     "api.routes.files, api.routes.batches, api.bulk.result_formats, api.bulk.batch_output", ("torch", "transformers", "numpy")),
+    ("worker.main, worker.tasks, worker.embedding_service, worker.engine, worker.batcher, worker.rerank.loading, worker.rerank.cross_encoder, "
+     "worker.rerank.qwen3, worker.rerank.service, worker.chunk_runner, worker.bulk_slots", ("flask",)),
+    ("embedserve.settings, embedserve.protocol, embedserve.fleet.registry, embedserve.celery_app, embedserve.cli.main, "
+     "embedserve.jobs.records",
      ("torch", "transformers", "flask")),
 ]
 

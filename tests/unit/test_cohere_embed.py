@@ -6,7 +6,7 @@ import pytest
 
 from embedserve.errors import InvalidRequest, RateLimited
 
-from api.cohere_embed import cohere_error, parse_cohere_embed
+from api.validation.cohere import cohere_error, parse_cohere_embed
 
 OK = {"model": "m", "texts": ["a", "b"], "input_type": "search_document"}
 

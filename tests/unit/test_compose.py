@@ -26,7 +26,7 @@ import jsonschema
 import pytest
 import yaml
 
-from embedserve.cli import build_parser
+from embedserve.cli.main import build_parser
 from embedserve.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +185,7 @@ def test_every_command_is_an_embedserve_subcommand():
     for cmd in re.findall(r'^CMD \["([a-z-]+)"\]', DOCKERFILE, re.M):
         assert cmd in known
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'embedserve = "embedserve.cli:main"' in pyproject
+    assert 'embedserve = "embedserve.cli.main:main"' in pyproject
 
 
 def test_dockerfile_is_multi_stage_and_runs_as_non_root():
@@ -343,7 +343,7 @@ def test_s3_standin_override_touches_only_the_s3_service():
 
 
 def test_the_default_store_url_is_one_the_service_accepts():
-    from embedserve.store import open_store
+    from embedserve.jobs.store import open_store
 
     store = open_store(env_of("api")["EMBED_JOB_STORE"])  # builds the client lazily: no S3 contacted
     assert store.url == "s3://embedserve"

@@ -15,10 +15,10 @@ import msgpack
 import numpy as np
 import pytest
 
-from api.files import content_key, user_data_inputs
-from embedserve.embed_io import (IncompleteResult, InputError, check_output, result_format, scan_input, upload_blocks,
+from api.bulk.files import content_key, user_data_inputs
+from embedserve.cli.embed_files import (IncompleteResult, InputError, check_output, result_format, scan_input, upload_blocks,
                                  write_output)
-from embedserve.store import open_store
+from embedserve.jobs.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,7 +200,7 @@ def test_npy_memory_stays_bounded_for_a_big_result(tmp_path):
     """A 384 MiB matrix streamed in 8 MiB blocks: the writing process's peak RSS stays far below it."""
     script = textwrap.dedent(f"""
         import resource, struct, msgpack
-        from embedserve.embed_io import write_output
+        from embedserve.cli.embed_files import write_output
 
         dim, per_block, blocks = 1024, 2048, 48
         block = struct.pack("<f", 0.25) * (dim * per_block)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from api.files import _user_data_line
-from api.job_service import file_chunk_specs
+from api.bulk.files import _user_data_line
+from api.bulk.jobs import file_chunk_specs
 
 
 def test_user_data_lines():

@@ -6,10 +6,12 @@ import pytest
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from api.job_service import chunk_bounds
-from api.result_formats import JSON, MSGPACK, NDJSON, pick_format
+from api.bulk.jobs import chunk_bounds
+from api.bulk.result_formats import JSON, MSGPACK, NDJSON, pick_format
 from embedserve.errors import NotAcceptable
-from embedserve.job_records import ChunkOutput, ChunkSpec, Job, JobStatus, new_id
+from embedserve.jobs.records import Job, JobStatus
+from embedserve.ids import new_id
+from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.settings import ConfigError, Settings
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from api.admission import estimate_tokens
 from api.ratelimit import Decision, openai_duration
-from api.validation import EmbeddingRequest
-from embedserve.batch_stats import _bucket
+from api.validation.embeddings import EmbeddingRequest
+from embedserve.fleet.forward_stats import _bucket
 from embedserve.logs import JsonFormatter, request_context, RequestIdFilter
 from embedserve.queues import queue_lists
 

@@ -10,7 +10,7 @@ from transformers import BertConfig, BertModel, Qwen3Config, RobertaConfig, Robe
     XLMRobertaModel
 
 from worker.engine import _pool, pad_rows
-from worker.packed import PackedEncoder, PackedRows, _AttentionLayout, pool_packed, unsupported_reason
+from worker.packed.encoder import PackedEncoder, PackedRows, _AttentionLayout, pool_packed, unsupported_reason
 
 SMALL = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              max_position_embeddings=80)

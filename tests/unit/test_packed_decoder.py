@@ -15,13 +15,13 @@ from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
 from embedserve.settings import ConfigError
 from tests.fixtures import tiny_models
 from worker.engine import EmbeddingEngine, _pool, pad_rows
-from worker.packed import PackedEncoder
-from worker.packed_decoder import PackedDecoder, decoder_unsupported_reason, flash_attn_available, flex_bucket, \
+from worker.packed.encoder import PackedEncoder
+from worker.packed.decoder import PackedDecoder, decoder_unsupported_reason, flash_attn_available, flex_bucket, \
     resolve_kernel
-from worker.packed_rows import PackedRows, pool_packed
-from worker.packing import choose_packed_forward
-from worker.qwen3_reranker import Qwen3Reranker
-from worker.service import truncate_dimensions
+from worker.packed.rows import PackedRows, pool_packed
+from worker.packed.choice import choose_packed_forward
+from worker.rerank.qwen3 import Qwen3Reranker
+from worker.embedding_service import truncate_dimensions
 
 CPU = torch.device("cpu")
 VOCAB = 300
@@ -228,7 +228,7 @@ def test_embed_attention_setting_is_validated():
 @torch.inference_mode()
 def test_grouped_heads_without_sdpa_enable_gqa(monkeypatch):
     """torch 2.4 (the floor) has no enable_gqa: key/value heads are repeated instead, same result."""
-    import worker.packed_decoder as packed_decoder
+    import worker.packed.decoder as packed_decoder
 
     decoder = PackedDecoder(tiny("qwen3"))
     rows = mixed_rows(10, seed=8)

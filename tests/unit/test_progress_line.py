@@ -1,4 +1,4 @@
-"""The progress line of `embedserve embed` (embedserve/embed_cli.py): what reaches the terminal.
+"""The progress line of `embedserve embed` (embedserve/cli/embed.py): what reaches the terminal.
 
 A terminal is emulated the simple way: carriage returns move to column 0 and later characters
 overwrite earlier ones, so what the user sees is what these tests assert on.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 
-from embedserve import embed_cli
+from embedserve.cli import embed as embed_cli
 
 
 class FakeTerminal(io.StringIO):

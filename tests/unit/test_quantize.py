@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import redis
 
-from embedserve.catalogue import Catalogue, ModelCard
-from embedserve.job_records import ChunkOutput
-from embedserve.quant_ranges import RangeBook
-from embedserve.result_files import iter_result_batches, read_manifest, to_chunk_output, write_result
-from embedserve.store import open_store
+from embedserve.fleet.catalogue import Catalogue, ModelCard
+from embedserve.jobs.chunks import ChunkOutput
+from embedserve.fleet.quant_ranges import RangeBook
+from embedserve.jobs.results import iter_result_batches, read_manifest, to_chunk_output, write_result
+from embedserve.jobs.store import open_store
 from embedserve.vector_types import TYPES, row_bytes, row_encoder
 from worker.calibration import CALIBRATION_TEXTS, Calibration
 from worker.quantize import quantize, ranges_of
-from worker.service import truncate_dimensions
+from worker.embedding_service import truncate_dimensions
 
 
 def unit_rows(rows: int, dim: int, seed: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 
 from embedserve import redis_client
 from embedserve.celery_app import make_celery
-from embedserve.scheduler import IDLE_WAIT_S, Claim
+from embedserve.jobs.scheduler import IDLE_WAIT_S, Claim
 from embedserve.settings import Settings
 from worker.bulk_slots import BulkSlots
 

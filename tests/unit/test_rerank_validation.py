@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.rerank_validation import parse_rerank_request
+from api.validation.rerank import parse_rerank_request
 from embedserve.errors import InvalidRequest
 
 

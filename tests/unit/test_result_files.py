@@ -12,10 +12,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from embedserve.job_records import ChunkOutput
-from embedserve.result_files import (MANIFEST, iter_result_batches, read_manifest, to_chunk_output,
+from embedserve.jobs.chunks import ChunkOutput
+from embedserve.jobs.results import (MANIFEST, iter_result_batches, read_manifest, to_chunk_output,
                                      write_result)
-from embedserve.store import open_store
+from embedserve.jobs.store import open_store
 
 DIM = 8
 

@@ -11,7 +11,7 @@ import torch
 from embedserve.protocol import EmbedChunk
 from worker.batcher import Batcher
 from worker.engine import EmbeddingEngine, resolve_model_source
-from worker.service import EmbeddingService
+from worker.embedding_service import EmbeddingService
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ def test_bad_reranker_settings(env, needle):
         Settings.from_env(env)
 
 
-@pytest.mark.parametrize("command", [["-m", "embedserve.cli", "worker", "--rerank"], ["-m", "worker", "--rerank"]],
+@pytest.mark.parametrize("command", [["-m", "embedserve.cli.main", "worker", "--rerank"], ["-m", "worker", "--rerank"]],
                          ids=["embedserve-worker", "python-m-worker"])
 def test_rerank_flag_selects_the_reranker(command):
     """`--rerank` makes the worker serve EMBED_RERANK_MODEL: without one it stops at once, naming it."""

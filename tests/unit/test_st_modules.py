@@ -14,7 +14,7 @@ from sentence_transformers import SentenceTransformer
 from embedserve.settings import ConfigError
 from tests.fixtures import tiny_models
 from worker.engine import EmbeddingEngine
-from worker.service import truncate_dimensions
+from worker.embedding_service import truncate_dimensions
 
 TEXTS = [
     "Hi",

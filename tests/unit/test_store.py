@@ -11,10 +11,10 @@ import time
 import pytest
 
 from embedserve import redis_keys
-from embedserve.store import StoreError, open_store
-from embedserve.store.identity import IDENTITY_KEY, check_identity, claim_identity
-from embedserve.store.local import LocalStore
-from embedserve.store.s3 import MIN_PART_SIZE, S3Store
+from embedserve.jobs.store import StoreError, open_store
+from embedserve.jobs.store.identity import IDENTITY_KEY, check_identity, claim_identity
+from embedserve.jobs.store.local import LocalStore
+from embedserve.jobs.store.s3 import MIN_PART_SIZE, S3Store
 from tests.stack import ROOT
 
 MiB = 2**20
@@ -214,8 +214,8 @@ def test_missing_bucket_is_a_clear_error(s3_env):
 
 
 def test_importing_the_store_is_cheap():
-    code = ("import sys, embedserve.store, embedserve.store.identity, embedserve.result_files; "
-            "embedserve.store.open_store('s3://b/p'); "
+    code = ("import sys, embedserve.jobs.store, embedserve.jobs.store.identity, embedserve.jobs.results; "
+            "embedserve.jobs.store.open_store('s3://b/p'); "
             "print(','.join(m for m in ('boto3', 'botocore', 'pyarrow', 'numpy', 'torch', 'flask') "
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from api.validation import (check_against_model, check_token_ids_accepted, parse_embedding_request, parse_job_request,
+from api.validation.embeddings import (check_against_model, check_token_ids_accepted, parse_embedding_request, parse_job_request,
                             parse_json_body)
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
-from embedserve.registry import ModelCard
+from embedserve.fleet.registry import ModelCard
 
 CARD = ModelCard(name="m", dim=8, max_length=4, vocab_size=100)
 

@@ -1,0 +1,1 @@
+"""The bulk resources: native jobs, OpenAI batches and files, their results and listings."""

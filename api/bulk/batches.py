@@ -1,0 +1,262 @@
+"""OpenAI Batches on the job machinery: a batch is a job whose items are the input file's lines.
+
+Creating a batch reads its input file once, a block at a time: a line that is not a request
+(bad JSON, missing custom_id, wrong url/method, duplicate custom_id) fails the whole batch at
+validation, with `errors` naming the line, and nothing is stored; a line that is a request the
+service would refuse (unknown model, empty input) fails alone and goes to the error file. Valid
+lines (one model per batch, as OpenAI has it) are grouped by options and cut into chunks
+like a native job's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from embedserve import defaults, redis_keys
+from embedserve.errors import InvalidRequest, NotFound, ServiceError
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
+from embedserve.ids import new_id
+from embedserve.jobs.chunks import ChunkSpec
+from embedserve.fleet.registry import ModelKind, Registry
+from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
+from embedserve.settings import Settings
+
+from api.bulk.batch_output import roles
+from api.contract.batch import BatchBody
+from api.bulk.files import FILE_PREFIX, find_file, output_record_steps, uploaded_lines
+from api.bulk.jobs import over_quota, check_quota, input_weight, params_of
+from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request
+
+BATCH_PREFIX = "batch_"
+
+
+class LineError(Exception):
+    """A line that is not a valid batch request: the batch fails at validation."""
+
+    def __init__(self, line: int, message: str, code: str = "invalid_request", param: str | None = None):
+        super().__init__(message)
+        self.line, self.message, self.code, self.param = line, message, code, param
+
+
+@dataclass
+class Plan:
+    """What validation found: chunks (as they are yielded) and lines that failed alone."""
+
+    lines: int = 0
+    prefailed: list = field(default_factory=list)  # {"line", "custom_id", "status", "error"}
+    model: str | None = None  # the batch's one model: the first valid line's (OpenAI's rule too)
+
+
+def check_create_body(body: object) -> tuple[str, str, dict | None]:
+    """(input_file_id, endpoint, metadata) of a POST /v1/batches body, or a 400 naming the field."""
+    checked = BatchBody.check(body)
+    return checked.input_file_id, checked.endpoint, checked.metadata
+
+
+def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan,
+                accept_token_ids: bool = True) -> Iterator[ChunkSpec]:
+    """Validate every line; yield chunks of valid lines, grouped by model and options."""
+    groups: dict[tuple, list] = {}  # (model, options) -> [items, counts, inputs, meta, weight]
+    seen: set[str] = set()
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        index = plan.lines
+        plan.lines += 1
+        custom_id, body = _request_of(raw, number, endpoint, seen)
+        try:
+            req = parse_embedding_request(body)
+            check_token_ids_accepted(req, accept_token_ids)
+            served = registry.lookup(req.model) if req.model else _only_model(registry)
+            if served is None:
+                raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
+                               param="model", code="model_not_found")
+            if served.card.kind != ModelKind.EMBEDDING:  # no bulk slot serves a reranker: it would never run
+                raise InvalidRequest(f"The model '{req.model}' is a reranker; a batch for /v1/embeddings needs an "
+                                     f"embedding model.", param="model", code="wrong_model_kind")
+            check_against_model(req, served.card)
+            plan.model = plan.model or served.card.name
+            if served.card.name != plan.model:
+                raise InvalidRequest(f"A batch uses one model; this line asks for '{served.card.name}' after earlier "
+                                     f"lines asked for '{plan.model}'.", param="model", code="mismatched_model")
+        except ServiceError as exc:
+            plan.prefailed.append({"line": index, "custom_id": custom_id, "status": exc.status,
+                                   "error": exc.to_payload()})
+            continue
+        params = params_of(req)
+        group_key = (served.card.name, json.dumps(params, sort_keys=True))
+        group = groups.setdefault(group_key, [[], [], [], [], 0])
+        weight = sum(input_weight(x) for x in req.inputs)
+        if group[0] and (len(group[2]) + len(req.inputs) > defaults.JOB_CHUNK_INPUTS
+                         or group[4] + weight > defaults.JOB_CHUNK_CHARS):
+            yield _spec(served.card.name, params, group)
+            groups[group_key] = group = [[], [], [], [], 0]
+        group[0].append(index)
+        group[1].append(len(req.inputs))
+        group[2].extend(req.inputs)
+        group[3].append([custom_id, req.encoding_format])
+        group[4] += weight
+    if plan.lines == 0:
+        raise LineError(1, "The input file has no requests.", code="empty_file")
+    for (model, params), group in groups.items():
+        if group[0]:
+            yield _spec(model, json.loads(params), group)
+
+
+def _spec(model: str, params: dict, group: list) -> ChunkSpec:
+    return ChunkSpec(model=model, items=group[0], counts=group[1], inputs=group[2], params=params, meta=group[3])
+
+
+def _only_model(registry: Registry):
+    only = registry.only(ModelKind.EMBEDDING)  # the only live embedding model, else the only known one
+    if only is not None:
+        return only
+    raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+
+
+def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple[str, dict]:
+    try:
+        line = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise LineError(number, f"Line {number} is not valid JSON.", code="invalid_json_line") from None
+    if not isinstance(line, dict):
+        raise LineError(number, f"Line {number} is not a JSON object.", code="invalid_json_line")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise LineError(number, f"Line {number} has no 'custom_id' string.", param="custom_id")
+    if custom_id in seen:
+        raise LineError(number, f"Line {number} repeats custom_id {custom_id!r}; each must be unique.",
+                        code="duplicate_custom_id", param="custom_id")
+    seen.add(custom_id)
+    if line.get("method") != "POST":
+        raise LineError(number, f"Line {number}: 'method' must be 'POST'.", param="method")
+    if line.get("url") != endpoint:
+        raise LineError(number, f"Line {number}: 'url' must be the batch's endpoint {endpoint!r}, "
+                                f"got {line.get('url')!r}.", code="mismatched_endpoint", param="url")
+    if not isinstance(line.get("body"), dict):
+        raise LineError(number, f"Line {number}: 'body' must be a JSON object.", param="body")
+    return custom_id, line["body"]
+
+
+def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, registry: Registry, settings: Settings,
+                 owner: str, body: object, cap: int) -> str:
+    """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
+    file_id, endpoint, metadata = check_create_body(body)
+    record = find_file(records.redis, file_id, owner)
+    if record["purpose"] != "batch":
+        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a batch needs a file "
+                             f"uploaded with purpose 'batch'.", param="input_file_id")
+    batch_id = new_id(BATCH_PREFIX)
+    job_id = new_id("job_")
+    now = int(time.time())
+    ttl = settings.job_ttl + defaults.BATCH_WINDOW_S
+    batch = {"id": batch_id, "owner": owner, "job_id": job_id, "input_file_id": file_id, "endpoint": endpoint,
+             "metadata": json.dumps(metadata), "created_at": now, "expires_at": now + defaults.BATCH_WINDOW_S,
+             "output_file_id": new_id(FILE_PREFIX), "error_file_id": new_id(FILE_PREFIX),
+             "data_expires_at": now + ttl}
+    plan = Plan()
+    job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now, total=0,
+              chunks=0, expires_at=now + defaults.BATCH_WINDOW_S)
+    try:
+        # The whole file is checked before anything is queued: the lines are read twice (a count
+        # for the quota, then the chunks), never held in memory.
+        check_quota(scheduler, owner, count_lines(uploaded_lines(data.store, file_id)), cap)
+        scheduler.note_pending(job_id)
+        job.chunks = data.put_inputs(job_id, plan_chunks(uploaded_lines(data.store, file_id), registry,
+                                                         endpoint, plan, settings.accept_token_ids))
+    except LineError as exc:
+        data.delete(job_id)
+        errors = {"object": "list", "data": [{"code": exc.code, "message": exc.message, "param": exc.param,
+                                              "line": exc.line}]}
+        batch.update(status="failed", failed_at=now, errors=json.dumps(errors))
+        _save_batch(records, batch, ttl)
+        return batch_id
+    job.model = plan.model or ""
+    job.total, job.failed = plan.lines, len(plan.prefailed)
+    fields = job_record(job, defaults.JOB_ERROR_SAMPLE)
+    fields["data_expires_at"] = now + ttl
+    try:
+        if plan.prefailed:
+            data.put_prefailed(job_id, plan.prefailed)
+        # A batch of nothing but refused lines still goes through the rotation: its one worker
+        # step ends it at once (chunks == 0 ends on the first look).
+        scheduler.submit(fields, cap=cap, ttl=ttl, listed=False)
+        _save_batch(records, batch, ttl)
+    except QuotaExceeded as over:
+        data.delete(job_id)
+        raise over_quota(over.used, job.total, cap) from None
+    except BaseException:
+        data.delete(job_id)
+        records.redis.unlink(redis_keys.job(job_id))
+        raise
+    return batch_id
+
+
+def count_lines(lines: Iterator[bytes]) -> int:
+    """Non-blank lines of an upload."""
+    return sum(1 for line in lines if line.strip())
+
+
+def _save_batch(store: JobRecords, batch: dict, ttl: int) -> None:
+    pipe = store.redis.pipeline(transaction=True)
+    if batch.get("status") != "failed":  # a batch that failed validation has no output files
+        for role in ("output", "error"):
+            output_record_steps(pipe, batch[f"{role}_file_id"], batch["owner"], batch["job_id"], batch["id"], role,
+                                int(batch["data_expires_at"]))
+    pipe.hset(redis_keys.batch(batch["id"]), mapping=batch)
+    pipe.expire(redis_keys.batch(batch["id"]), ttl)
+    pipe.zadd(redis_keys.owned(batch["owner"], "batches"), {batch["id"]: time.time()})
+    pipe.expire(redis_keys.owned(batch["owner"], "batches"), ttl)
+    pipe.execute()
+
+
+def find_batch(store: JobRecords, batch_id: str, owner: str) -> dict:
+    """The caller's batch record, or the same 404 for unknown, expired and someone else's."""
+    raw = store.redis.hgetall(redis_keys.batch(batch_id)) if batch_id.startswith(BATCH_PREFIX) else {}
+    batch = {k.decode(): v.decode() for k, v in raw.items()}
+    if not batch or batch.get("owner") != owner:
+        raise NotFound(f"No batch with id '{batch_id}'.", param="batch_id")
+    return batch
+
+
+# How a job's status reads as an OpenAI batch status.
+_STATUS = {JobStatus.QUEUED: "in_progress", JobStatus.IN_PROGRESS: "in_progress", JobStatus.COMPLETED: "completed",
+           JobStatus.FAILED: "completed", JobStatus.CANCELLING: "cancelling", JobStatus.CANCELLED: "cancelled",
+           JobStatus.EXPIRED: "expired"}
+
+
+def batch_object(store: JobRecords, batch: dict) -> dict:
+    """The OpenAI Batch object, from the batch record and its job's progress."""
+    job = store.get(batch["job_id"]) if batch.get("status") != "failed" else None
+    created = int(batch["created_at"])
+    body = {
+        "id": batch["id"], "object": "batch", "endpoint": batch["endpoint"], "errors": None,
+        "input_file_id": batch["input_file_id"], "completion_window": defaults.BATCH_COMPLETION_WINDOW,
+        "status": "failed", "output_file_id": None, "error_file_id": None, "created_at": created,
+        "in_progress_at": None, "expires_at": int(batch["expires_at"]), "finalizing_at": None,
+        "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
+        "metadata": json.loads(batch.get("metadata") or "null"), "model": None, "usage": None,
+    }
+    if batch.get("status") == "failed":
+        body.update(failed_at=int(batch["failed_at"]), errors=json.loads(batch["errors"]))
+        return body
+    if job is None:  # the job's data expired before the batch record
+        body.update(status="expired", expired_at=int(batch["expires_at"]))
+        return body
+    body.update(status=_STATUS[job.status], in_progress_at=created, model=job.model or None,
+                completed_at=job.completed_at if job.status in (JobStatus.COMPLETED, JobStatus.FAILED) else None,
+                finalizing_at=job.completed_at, cancelling_at=job.cancelling_at, cancelled_at=job.cancelled_at,
+                expired_at=job.expired_at,
+                request_counts={"total": job.total, "completed": job.completed, "failed": job.failed},
+                usage={"input_tokens": job.tokens, "input_tokens_details": {"cached_tokens": 0},
+                       "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
+                       "total_tokens": job.tokens})
+    files = roles(job)
+    body.update(output_file_id=batch["output_file_id"] if "output" in files else None,
+                error_file_id=batch["error_file_id"] if "error" in files else None)
+    return body

@@ -1,0 +1,332 @@
+"""Stream a finished job's result from the job store: JSON list, ndjson, msgpack, a msgpack stream, Parquet.
+
+A compacted job is read from its Parquet files one record batch at a time; a job that stopped
+early (cancelled, expired) from its per-chunk parts, one part at a time. Either way a
+million-vector result costs the API one piece of memory, not the whole matrix.
+
+`application/msgpack` is one map whose matrix is a single msgpack binary, so it holds at most
+4 GiB (2**32 - 1 bytes); a bigger result is refused with 406 before anything is sent. The framed
+stream `application/vnd.embedserve.msgpack-stream` has no size limit: a sequence of msgpack
+maps, read one after another (e.g. msgpack.Unpacker):
+
+    {"model", "dim", "dtype", "embedding_type", "total"}               the header, first
+    {"start", "count", "data", "errors", "ids"?}                       one per block of rows, in order
+    {"usage": {"prompt_tokens", "total_tokens"}}                       the trailer, last
+
+A block holds rows start .. start+count-1: `data` is count rows of `dtype` ("<f4": dim
+little-endian float32, a failed row NaN; for a job that asked for another embedding_type "|i1" or
+"|u1", one byte per dimension or per 8 for the bit types, a failed row zeros), at most PART_BYTES of them (EMBED_RESULT_PART_BYTES) unless one row is
+bigger; `errors` lists its failed rows as {index, error}; `ids` (present when some row of the
+block has the caller's id) one id or null per row. A stream that ends without the trailer was cut.
+
+`application/vnd.apache.parquet` is the result as one Parquet file, columns as in
+embedserve/jobs/results.py (index, id, embedding, error, tokens): a compacted job's single file
+is sent as stored; several files, or a job that stopped early, are rewritten as one stream, a
+row group at a time.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+
+from embedserve import defaults
+from embedserve.jobs import results as result_files
+from embedserve.errors import NotAcceptable
+from embedserve.jobs.data import JobData, job_prefix
+from embedserve.jobs.records import Job, JobStatus
+from embedserve.jobs.chunks import ChunkOutput
+from embedserve.vector_types import FLOAT, row_encoder, vector_type
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+MSGPACK = "application/msgpack"
+MSGPACK_STREAM = "application/vnd.embedserve.msgpack-stream"
+PARQUET = "application/vnd.apache.parquet"
+FORMATS = (JSON, NDJSON, MSGPACK, MSGPACK_STREAM, PARQUET)
+
+# Most matrix bytes in one block of the msgpack stream (a tuning knob: EMBED_RESULT_PART_BYTES).
+PART_BYTES = 8 * 1024 * 1024
+# The most matrix bytes one msgpack binary (bin32) holds: a bigger result cannot be application/msgpack.
+# EMBED_RESULT_MSGPACK_MAX_BYTES may set a lower limit (tests do); never a higher one.
+MSGPACK_MAX_BYTES = 2**32 - 1
+
+
+def _env_bytes(name: str, default: int, low: int, high: int) -> int:
+    """An integer setting read from the environment when a result is asked for (bad values: the default)."""
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return default
+    return min(max(value, low), high)
+
+
+def part_bytes() -> int:
+    return _env_bytes("EMBED_RESULT_PART_BYTES", PART_BYTES, 1, 2**31)
+
+
+def msgpack_max_bytes() -> int:
+    return _env_bytes("EMBED_RESULT_MSGPACK_MAX_BYTES", MSGPACK_MAX_BYTES, 0, MSGPACK_MAX_BYTES)
+
+
+def pick_format(accept_header: str | None, accept_mimetypes) -> str:
+    """The result format for an Accept header; JSON when absent or `*/*`."""
+    if not accept_header or not accept_header.strip():
+        return JSON
+    best = accept_mimetypes.best_match([JSON, NDJSON, MSGPACK, "application/x-msgpack", MSGPACK_STREAM, PARQUET])
+    if best is None:
+        raise NotAcceptable(f"Cannot produce {accept_header!r}; results come as {', '.join(FORMATS)}.")
+    return MSGPACK if best == "application/x-msgpack" else best
+
+
+def check_fits(job: Job, fmt: str) -> None:
+    """406 before any byte is sent when `fmt` cannot hold the job's result (msgpack's 4 GiB binary)."""
+    if fmt != MSGPACK:
+        return
+    size = job.total * vector_type(job.embedding_type).row_bytes(job.dim)
+    if size > msgpack_max_bytes():
+        raise NotAcceptable(f"This result is {size} bytes of vectors, more than one msgpack binary holds "
+                            f"({msgpack_max_bytes()} bytes); fetch it with Accept: {MSGPACK_STREAM} (a framed "
+                            f"msgpack stream, no size limit), {NDJSON} or {PARQUET}.")
+
+
+@dataclass
+class Item:
+    """One input's outcome."""
+
+    index: int
+    vector: bytes | None
+    tokens: int
+    error: dict | None
+    id: str | None = None  # the caller's id, when the input came with one
+
+
+def chunk_outputs(data: JobData, job: Job) -> Iterator[ChunkOutput]:
+    """The job's outputs in input order: Parquet batches once compacted, else per-chunk parts."""
+    if job.compacted:
+        for batch in result_files.iter_result_batches(data.store, job_prefix(job.id)):
+            yield result_files.to_chunk_output(batch)
+        return
+    for chunk, output in data.outputs(job.id, job.chunks):
+        if output is None:  # never ran: the job was cancelled or expired first
+            spec = data.spec(job.id, chunk)
+            indices = spec.items if spec is not None else []
+            error = {"status": 400, "error": not_processed(job)}
+            output = ChunkOutput(items=indices, rows=[0] * len(indices), tokens=[0] * len(indices), dim=0,
+                                 vectors=b"", errors=[error] * len(indices), ids=spec.ids if spec else None)
+        yield output
+
+
+def items(data: JobData, job: Job) -> Iterator[Item]:
+    """Every input of a native job in order, one chunk (or record batch) in memory at a time."""
+    for output in chunk_outputs(data, job):
+        width = output.row_width
+        offset = 0
+        ids = output.ids or [None] * len(output.items)
+        for index, rows, tokens, err, caller_id in zip(output.items, output.rows, output.tokens, output.errors, ids):
+            if err is not None:
+                yield Item(index, None, 0, err["error"], caller_id)
+                continue
+            yield Item(index, output.vectors[offset:offset + width], tokens, None, caller_id)
+            offset += width * rows
+
+
+def not_processed(job: Job) -> dict:
+    """The error of an input whose chunk never ran."""
+    why = "expired before it ran" if job.status == JobStatus.EXPIRED else "was cancelled before it ran"
+    return {"message": f"This input was not processed: the job {why}.", "type": "invalid_request_error",
+            "param": None, "code": "cancelled" if job.status != JobStatus.EXPIRED else "expired"}
+
+
+def json_list(data: JobData, job: Job) -> Iterator[bytes]:
+    """OpenAI's embeddings list; an input that failed appears with `embedding: null` and its `error`."""
+    encode = row_encoder(job.encoding_format, job.embedding_type)
+    yield b'{"object":"list","data":['
+    tokens, first = 0, True
+    for item in items(data, job):
+        entry = {"object": "embedding", "index": item.index}
+        if item.id is not None:
+            entry["id"] = item.id
+        if item.error is None:
+            entry["embedding"] = encode(item.vector)
+        else:
+            entry.update(embedding=None, error=item.error)
+        tokens += item.tokens
+        yield (b"" if first else b",") + json.dumps(entry).encode()
+        first = False
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    yield f'],"model":{json.dumps(job.model)},"usage":{json.dumps(usage)}}}'.encode()
+
+
+def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
+    """One JSON line per input: {"index", "embedding"} or {"index", "error"}."""
+    encode = row_encoder(job.encoding_format, job.embedding_type)
+    for item in items(data, job):
+        line = {"index": item.index} if item.id is None else {"index": item.index, "id": item.id}
+        if item.error is None:
+            line["embedding"] = encode(item.vector)
+        else:
+            line["error"] = item.error
+        yield json.dumps(line).encode() + b"\n"
+
+
+def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
+    """A msgpack map: model, shape, dtype, data (the matrix's bytes: float32 LE, failed rows NaN; or the
+    job's embedding_type, failed rows zeros), errors, usage, embedding_type."""
+    kind = vector_type(job.embedding_type)
+    nan_row = _failed_row(job)
+    packer = msgpack.Packer(use_bin_type=True)
+    yield packer.pack_map_header(7)
+    yield packer.pack("model") + packer.pack(job.model)
+    yield packer.pack("shape") + packer.pack([job.total, kind.values(job.dim)])
+    yield packer.pack("dtype") + packer.pack(kind.dtype)
+    yield packer.pack("embedding_type") + packer.pack(kind.name)
+    yield packer.pack("data") + _bin_header(job.total * kind.row_bytes(job.dim))
+    errors, tokens = [], 0
+    for item in items(data, job):
+        tokens += item.tokens
+        if item.error is None:
+            yield item.vector
+        else:
+            errors.append({"index": item.index, "error": item.error})
+            yield nan_row
+    yield packer.pack("errors") + packer.pack(errors)
+    yield packer.pack("usage") + packer.pack({"prompt_tokens": tokens, "total_tokens": tokens})
+
+
+def _bin_header(length: int) -> bytes:
+    """msgpack bin32 header: the matrix is written after it in pieces (check_fits refused bigger ones)."""
+    if length >= 2**32:  # not reached: the route calls check_fits before the first byte
+        raise ValueError(f"a msgpack binary holds at most 2**32 - 1 bytes, not {length}")
+    return b"\xc6" + length.to_bytes(4, "big")
+
+
+def _failed_row(job: Job) -> bytes:
+    """What stands for a failed input's row in a matrix: NaNs for float, zeros for the quantized types."""
+    if job.embedding_type != FLOAT:
+        return bytes(vector_type(job.embedding_type).row_bytes(job.dim))
+    row = array.array("f", [math.nan] * job.dim)
+    if row.itemsize != 4:
+        raise RuntimeError("this platform's C float is not 32-bit")
+    if sys.byteorder == "big":
+        row.byteswap()
+    return row.tobytes()
+
+
+# What an error takes in a block of the msgpack stream, counted against the part size like matrix bytes.
+ERROR_WEIGHT = 256
+
+
+def msgpack_stream(data: JobData, job: Job) -> Iterator[bytes]:
+    """The framed msgpack stream: header, blocks of at most part_bytes() of matrix, trailer (module doc)."""
+    kind = vector_type(job.embedding_type)
+    width = kind.row_bytes(job.dim)
+    limit = part_bytes()
+    nan_row = _failed_row(job)
+    packer = msgpack.Packer(use_bin_type=True)
+    yield packer.pack({"model": job.model, "dim": job.dim, "dtype": kind.dtype, "embedding_type": kind.name,
+                       "total": job.total})
+    tokens = 0
+    start, weight, rows, errors, ids = 0, 0, [], [], []
+    for item in items(data, job):
+        if not rows:
+            start = item.index
+        tokens += item.tokens
+        if item.error is None:
+            rows.append(item.vector)
+        else:
+            rows.append(nan_row)
+            errors.append({"index": item.index, "error": item.error})
+            weight += ERROR_WEIGHT
+        ids.append(item.id)
+        weight += width
+        if weight + max(width, 1) > limit:  # the next row would not fit: this block is full
+            yield _block(packer, start, rows, errors, ids)
+            weight, rows, errors, ids = 0, [], [], []
+    if rows:
+        yield _block(packer, start, rows, errors, ids)
+    yield packer.pack({"usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def _block(packer: msgpack.Packer, start: int, rows: list[bytes], errors: list, ids: list) -> bytes:
+    frame = {"start": start, "count": len(rows), "data": b"".join(rows), "errors": errors}
+    if any(i is not None for i in ids):
+        frame["ids"] = ids
+    return packer.pack(frame)
+
+
+def parquet(data: JobData, job: Job) -> Iterator[bytes]:
+    """The result as one Parquet file: a compacted job's only file as stored, else written here."""
+    prefix = job_prefix(job.id)
+    if job.compacted:
+        manifest = result_files.read_manifest(data.store, prefix)
+        if manifest is not None and len(manifest["files"]) == 1:
+            yield from data.store.blocks(prefix + manifest["files"][0]["path"], defaults.FILE_BLOCK_BYTES)
+            return
+        yield from _parquet_bytes(result_files.iter_result_batches(data.store, prefix))
+        return
+    # Stopped early: the per-chunk parts regrouped into row groups, as a compaction would write them.
+    schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim, job.embedding_type)
+    yield from _parquet_bytes(groups, schema)
+
+
+class _Spool:
+    """A write-only file for ParquetWriter whose bytes are taken out after each row group."""
+
+    closed = False
+
+    def __init__(self):
+        self._parts: list[bytes] = []
+        self._written = 0
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self._parts.append(data)
+        self._written += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def _parquet_bytes(groups: Iterator, schema=None) -> Iterator[bytes]:
+    """One Parquet file from record batches or tables (one row group each), a row group in memory at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups = iter(groups)
+    first = next(groups, None)
+    if schema is None:
+        schema = first.schema if first is not None else result_files.result_schema(0)
+    spool = _Spool()
+    with pq.ParquetWriter(pa.PythonFile(spool, mode="w"), schema) as writer:
+        while first is not None:
+            if isinstance(first, pa.RecordBatch):
+                writer.write_batch(first)
+            else:
+                writer.write_table(first)
+            if piece := spool.take():
+                yield piece
+            first = next(groups, None)
+    yield spool.take()
+
+
+STREAMS = {JSON: json_list, NDJSON: ndjson, MSGPACK: msgpack_matrix, MSGPACK_STREAM: msgpack_stream,
+           PARQUET: parquet}

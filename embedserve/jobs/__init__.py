@@ -1,0 +1,1 @@
+"""Bulk jobs: their records, Lua transitions, data, scheduling, results, sweeping and store."""

@@ -1,0 +1,159 @@
+"""The bulk scheduler: which chunk of which job a worker runs next, in fair turns between keys.
+
+No chunk messages are queued for a job. Its record holds a cursor (`next`) over its chunks, and
+its model's rotation holds the job: a ring of owners (API keys) with work, and for each owner its
+active jobs, oldest first. A worker's bulk slot claims one chunk at a time (`CLAIM`): the next
+owner in the ring takes its turn, so a small job of key B interleaves with key A's million-input
+job instead of waiting behind it. A chunk handed back (its worker died, drained or hung) goes
+first in its job's line. Because nothing but the job id sits in the rotation:
+- submission is one atomic step (`SUBMIT`: quota, record, rotation) after the inputs are in the
+  job store: a job is queued whole or not at all;
+- cancel and delete cost the others nothing at once: the job leaves the rotation, no messages
+  are left to skip;
+- Redis holds a few keys per job, not one message per chunk.
+
+Every claimed chunk is recorded in the worker's held set (`redis_keys.held`), so whoever finds the
+worker dead (embedserve/fleet/liveness.py) can hand it back; `finish` releases it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis
+
+from embedserve import redis_keys
+from embedserve.jobs import scripts as job_scripts
+
+# Seconds an idle bulk slot blocks waiting for a wake-up before it looks again anyway.
+IDLE_WAIT_S = 1.0
+
+
+class QuotaExceeded(Exception):
+    """The owner's queued inputs plus this job's would pass its cap; nothing was stored."""
+
+    def __init__(self, used: int):
+        super().__init__(f"{used} inputs queued")
+        self.used = used
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One chunk a worker now holds: `chunk` is a number, or COMPACT_CHUNK."""
+
+    job_id: str
+    chunk: str
+    attempt: int
+
+    @property
+    def is_compaction(self) -> bool:
+        return self.chunk == job_scripts.COMPACT_CHUNK
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A model's bulk work: chunks not yet handed out (or handed back), and chunks workers hold."""
+
+    waiting: int
+    running: int
+
+
+# ARGV: prefix, model. Returns {waiting, running}.
+_BACKLOG = """
+local p, model = ARGV[1], ARGV[2]
+local base = p .. 'sched:' .. model
+local waiting = 0
+for _, owner in ipairs(redis.call('LRANGE', base .. ':ring', 0, -1)) do
+  for _, id in ipairs(redis.call('ZRANGE', base .. ':owner:' .. owner, 0, -1)) do
+    local f = redis.call('HMGET', p .. 'job:' .. id, 'next', 'chunks', 'stop_as')
+    if f[1] and not f[3] then
+      waiting = waiting + tonumber(f[2]) - tonumber(f[1]) + redis.call('LLEN', p .. 'job:' .. id .. ':retry')
+    end
+  end
+end
+local running = 0
+for _, worker in ipairs(redis.call('ZRANGE', p .. 'fleet', 0, -1)) do
+  local info = redis.call('GET', p .. 'worker:' .. worker)
+  if info and cjson.decode(info)['model'] == model then running = running + redis.call('HLEN', p .. 'held:' .. worker) end
+end
+return {waiting, running}
+"""
+
+
+class Scheduler:
+    """The rotation of one Redis: submit (API), claim / finish / finalize (workers)."""
+
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+        self._submit = client.register_script(job_scripts.SUBMIT)
+        self._claim = client.register_script(job_scripts.CLAIM)
+        self._finish = client.register_script(job_scripts.FINISH)
+        self._finalize = client.register_script(job_scripts.FINALIZE)
+        self._backlog = client.register_script(_BACKLOG)
+        self._hand_back = client.register_script(job_scripts.HAND_BACK_ALL + """
+local p, worker, id, chunk = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk)
+return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
+""")
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def note_pending(self, job_id: str) -> None:
+        """Mark a submission whose inputs are being written; the sweeper removes what a dead API left."""
+        self.redis.zadd(redis_keys.jobs_pending(), {job_id: time.time()})
+
+    def submit(self, record: dict, *, cap: int, ttl: int, listed: bool = True) -> None:
+        """Create the job and put it in rotation, in one step; QuotaExceeded when over `cap` (0 = none)."""
+        fields: list = []
+        for name, value in record.items():
+            if value is not None:
+                fields += [name, value]
+        used = int(self._submit(keys=[], args=[redis_keys.PREFIX, record["id"], record["owner"], cap, record["total"], ttl,
+                                               1 if listed else 0, *fields]))
+        if used >= 0:
+            raise QuotaExceeded(used)
+
+    def queued_inputs(self, owner: str) -> int:
+        """Inputs of the owner's jobs that have not ended (what the quota counts)."""
+        return sum(int(v) for v in self.redis.hvals(redis_keys.quota(owner)))
+
+    # -- workers -------------------------------------------------------------------------------
+
+    def claim(self, model: str, worker_id: str) -> Claim | None:
+        """The next chunk for a worker of `model`, now held by it; None when there is no work."""
+        got = self._claim(keys=[], args=[redis_keys.PREFIX, model, worker_id])
+        if not got:
+            return None
+        return Claim(got[0].decode(), got[1].decode(), int(got[2]))
+
+    def wait_for_work(self, model: str, timeout: float = IDLE_WAIT_S) -> None:
+        """Block until a submission or hand-back wakes an idle slot, or `timeout` passes."""
+        self.redis.blpop([redis_keys.sched_wake(model)], timeout=timeout)
+
+    def finish(self, claim: Claim, worker_id: str, *, completed: int, failed: int, tokens: int, dim: int,
+               errors: list[dict]) -> str:
+        """Count a chunk's outcome once; returns the job's final status, 'compact', '' or 'gone'."""
+        samples = [json.dumps(e) for e in errors]
+        result = self._finish(keys=[], args=[redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed, failed,
+                                             tokens, dim, *samples])
+        return result.decode() if isinstance(result, bytes) else str(result or "")
+
+    def finalize(self, job_id: str, worker_id: str) -> str:
+        """End a native job whose results are compacted; returns its status."""
+        result = self._finalize(keys=[], args=[redis_keys.PREFIX, job_id, worker_id])
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    def hand_back(self, claim: Claim, worker_id: str, *, refund: bool) -> None:
+        """Give one held chunk back to its job (a transient failure counts its attempt: refund False)."""
+        self._hand_back(keys=[], args=[redis_keys.PREFIX, worker_id, claim.job_id, claim.chunk, 1 if refund else 0])
+
+    def backlog(self, model: str) -> Backlog:
+        """Chunks of `model` waiting and running (the autoscaler's signal, with the sync queue's depth)."""
+        waiting, running = self._backlog(keys=[], args=[redis_keys.PREFIX, model])
+        return Backlog(int(waiting), int(running))
+
+    def held(self, worker_id: str) -> list[str]:
+        """The "job|chunk" entries a worker holds."""
+        return sorted(k.decode() for k in self.redis.hkeys(redis_keys.held(worker_id)))

@@ -1,0 +1,300 @@
+"""Lua scripts of job records and the bulk scheduler: each state change is one atomic step in Redis.
+
+Atomic matters for exactly-once counting: a chunk finished by two workers (a hand-back racing
+the original, a paused worker waking up) must move the counters once, and the job must end
+exactly when its last chunk is counted, whoever counts it.
+
+The scripts build key names from the prefix they get as ARGV[1] (the layout of
+embedserve/redis_keys.py, mirrored here), because which keys a step touches (the job's owner, its
+model's rotation) is only known inside the step. That is fine on one Redis, which is what the
+service uses (Redis Cluster would need hash tags).
+
+A job's chunks are counted in two ways: `done` (a set of chunk numbers that finished or will
+never run again) and `settled` (how many chunks were never handed out when the job stopped:
+cancel or expiry set `next` to `chunks`, so those can never be claimed). The job ends when
+SCARD(done) + settled reaches `chunks`. A native job that ends with results is compacted first
+(a worker turns its per-chunk parts into Parquet files, embedserve/jobs/results.py): the
+pseudo-chunk 'c' stands for that step, held and handed back like any chunk.
+"""
+
+from __future__ import annotations
+
+# The order of the per-status index keys (JobStatus values), for /metrics.
+STATUS_ORDER = ("queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expired")
+
+# The pseudo-chunk that stands for compacting a finished job's results.
+COMPACT_CHUNK = "c"
+
+# Functions shared by every script. `p` is the key prefix, `id` a job id, `now` unix seconds.
+LIB = """
+local function now_s()
+  return tonumber(redis.call('TIME')[1])
+end
+
+local function set_status(p, id, new, now)
+  local job = p .. 'job:' .. id
+  local old = redis.call('HGET', job, 'status')
+  if not old or old == new then return end
+  redis.call('HSET', job, 'status', new)
+  redis.call('HSETNX', job, new .. '_at', now)
+  -- the per-status sets are scored by when the record expires, so expired ids can be pruned
+  local ttl = redis.call('PTTL', job)
+  local expires = now + (ttl > 0 and math.ceil(ttl / 1000) or 0)
+  redis.call('ZREM', p .. 'jobs:status:' .. old, id)
+  redis.call('ZADD', p .. 'jobs:status:' .. new, expires, id)
+end
+
+local function release_quota(p, id)
+  local owner = redis.call('HGET', p .. 'job:' .. id, 'owner')
+  if owner then redis.call('HDEL', p .. 'quota:' .. owner, id) end
+end
+
+-- Put a job (back) in its model's rotation and wake an idle bulk slot.
+local function activate(p, id)
+  local f = redis.call('HMGET', p .. 'job:' .. id, 'model', 'owner', 'created_ms')
+  if not f[1] then return end
+  local base = p .. 'sched:' .. f[1]
+  redis.call('ZADD', base .. ':owner:' .. f[2], f[3], id)
+  if not redis.call('LPOS', base .. ':ring', f[2]) then redis.call('RPUSH', base .. ':ring', f[2]) end
+  redis.call('LPUSH', base .. ':wake', '1')
+  redis.call('LTRIM', base .. ':wake', 0, 63)
+end
+
+-- End the job when every chunk is done or settled. Returns the final status, 'compact' when
+-- the caller must compact it first (a native job with results), or nil.
+local function settle_check(p, id, now)
+  local job = p .. 'job:' .. id
+  local f = redis.call('HMGET', job, 'status', 'chunks', 'settled', 'stop_as', 'kind', 'completed', 'failed')
+  if not f[1] then return nil end
+  if f[1] ~= 'queued' and f[1] ~= 'in_progress' and f[1] ~= 'cancelling' then return nil end
+  if redis.call('SCARD', job .. ':done') + tonumber(f[3] or '0') < tonumber(f[2]) then return nil end
+  local final = f[4]
+  if not final then
+    if f[5] == 'job' then
+      if redis.call('HSETNX', job, 'compacting', now) == 1 then return 'compact' end
+      return nil
+    end
+    final = (tonumber(f[6]) == 0 and tonumber(f[7]) > 0) and 'failed' or 'completed'
+  end
+  set_status(p, id, final, now)
+  release_quota(p, id)
+  return final
+end
+
+-- Stop handing out a job's chunks (cancel, expiry): what was never handed out is settled, what
+-- waits to run again is marked done (a late finish of it is then not counted).
+local function stop_job(p, id, stop_as, now)
+  local job = p .. 'job:' .. id
+  local f = redis.call('HMGET', job, 'next', 'chunks', 'stop_as')
+  if not f[2] or f[3] then return nil end
+  redis.call('HSET', job, 'next', f[2], 'stop_as', stop_as)
+  redis.call('HINCRBY', job, 'settled', tonumber(f[2]) - tonumber(f[1]))
+  for _, c in ipairs(redis.call('LRANGE', job .. ':retry', 0, -1)) do
+    if c ~= 'c' then redis.call('SADD', job .. ':done', c) end
+  end
+  redis.call('DEL', job .. ':retry')
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', job .. ':done', ttl) end
+  return settle_check(p, id, now)
+end
+
+-- Give one held chunk back to its job. `refund` 1: the attempt it cost is given back (a drain).
+local function hand_back(p, id, chunk, refund, now)
+  local job = p .. 'job:' .. id
+  if redis.call('EXISTS', job) == 0 then return 0 end
+  if refund == 1 then redis.call('HINCRBY', job .. ':attempts', chunk, -1) end
+  if chunk == 'c' then
+    if redis.call('HGET', job, 'compacted') then return 0 end
+    redis.call('LPUSH', job .. ':retry', 'c')
+    activate(p, id)
+    return 1
+  end
+  if redis.call('SISMEMBER', job .. ':done', chunk) == 1 then return 0 end
+  local f = redis.call('HMGET', job, 'status', 'stop_as')
+  if f[2] or (f[1] ~= 'queued' and f[1] ~= 'in_progress') then
+    redis.call('SADD', job .. ':done', chunk)  -- it will never run: settled
+    settle_check(p, id, now)
+    return 1
+  end
+  redis.call('LPUSH', job .. ':retry', chunk)  -- first in line when its job comes round
+  activate(p, id)
+  return 1
+end
+"""
+
+# Hand back every chunk a worker holds (its death, its drain, its watchdog), then forget them.
+HAND_BACK_ALL = LIB + """
+local function hand_back_all(p, worker, refund, now)
+  local held = p .. 'held:' .. worker
+  local entries = redis.call('HKEYS', held)
+  local n = 0
+  for _, e in ipairs(entries) do
+    local sep = string.find(e, '|', 1, true)
+    n = n + hand_back(p, string.sub(e, 1, sep - 1), string.sub(e, sep + 1), refund, tonumber(now))
+  end
+  redis.call('DEL', held)
+  return n
+end
+"""
+
+# Create a job whole: quota check, record, indexes, rotation; or nothing. ARGV: prefix, id,
+# owner, cap (0 = none), total, record TTL (s), listed (1/0), then record field/value pairs.
+# Returns -1 when created, else the inputs the owner already has queued (over the cap).
+SUBMIT = LIB + """
+local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
+local cap, total, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local quota = p .. 'quota:' .. owner
+if cap > 0 then
+  local used = 0
+  local all = redis.call('HGETALL', quota)
+  for i = 1, #all, 2 do
+    if redis.call('EXISTS', p .. 'job:' .. all[i]) == 1 then used = used + tonumber(all[i + 1])
+    else redis.call('HDEL', quota, all[i]) end  -- a job whose record is gone holds nothing
+  end
+  if used + total > cap then return used end
+end
+redis.call('HSET', quota, id, total)
+local job = p .. 'job:' .. id
+local fields = {}
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', job, unpack(fields))
+redis.call('EXPIRE', job, ttl)
+local now = now_s()
+redis.call('ZADD', p .. 'jobs:status:queued', now + ttl, id)
+if ARGV[7] == '1' then
+  local owned = p .. 'owner:' .. owner .. ':jobs'
+  local t = redis.call('TIME')  -- microseconds: jobs of one second still list newest first
+  redis.call('ZADD', owned, tonumber(t[1]) + tonumber(t[2]) / 1e6, id)
+  redis.call('ZREMRANGEBYSCORE', owned, '-inf', now - ttl)
+  redis.call('EXPIRE', owned, ttl)
+end
+local data_expires = redis.call('HGET', job, 'data_expires_at') or redis.call('HGET', job, 'expires_at')
+redis.call('ZADD', p .. 'jobs:expiry', data_expires, id)
+redis.call('ZREM', p .. 'jobs:pending', id)
+if tonumber(redis.call('HGET', job, 'chunks')) > 0 then activate(p, id) else settle_check(p, id, now) end
+return -1
+"""
+
+# Take the next chunk for a worker of a model: owners with work take turns (fair share), each
+# owner's oldest job first. ARGV: prefix, model, worker id. Returns {job id, chunk, attempt} or nil.
+CLAIM = LIB + """
+local p, model, worker = ARGV[1], ARGV[2], ARGV[3]
+local base = p .. 'sched:' .. model
+local ring = base .. ':ring'
+local now = now_s()
+for _ = 1, redis.call('LLEN', ring) do
+  local owner = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
+  if not owner then return nil end
+  local owned = base .. ':owner:' .. owner
+  while true do
+    local id = redis.call('ZRANGE', owned, 0, 0)[1]
+    if not id then break end
+    local job = p .. 'job:' .. id
+    local f = redis.call('HMGET', job, 'status', 'stop_as', 'next', 'chunks', 'expires_at')
+    local chunk = nil
+    if f[1] and not f[2] and tonumber(f[5]) > 0 and now >= tonumber(f[5]) then
+      stop_job(p, id, 'expired', now)
+    elseif f[1] then
+      chunk = redis.call('LPOP', job .. ':retry')
+      if not chunk and not f[2] and (f[1] == 'queued' or f[1] == 'in_progress')
+          and tonumber(f[3]) < tonumber(f[4]) then
+        chunk = tostring(redis.call('HINCRBY', job, 'next', 1) - 1)
+      end
+    end
+    if chunk then
+      if f[1] == 'queued' then set_status(p, id, 'in_progress', now); redis.call('HSETNX', job, 'started_at', now) end
+      local attempts = redis.call('HINCRBY', job .. ':attempts', chunk, 1)
+      if attempts > 1 then redis.call('HINCRBY', job, 'reruns', 1) end  -- kept after the per-chunk counts go
+      local ttl = redis.call('PTTL', job)
+      if ttl > 0 then redis.call('PEXPIRE', job .. ':attempts', ttl) end
+      redis.call('HSET', p .. 'held:' .. worker, id .. '|' .. chunk, model)
+      if redis.call('LLEN', ring) > 0 then redis.call('LPUSH', base .. ':wake', '1'); redis.call('LTRIM', base .. ':wake', 0, 63) end
+      return {id, chunk, attempts}
+    end
+    redis.call('ZREM', owned, id)  -- nothing left to hand out (or gone, or stopped)
+  end
+  redis.call('LREM', ring, 0, owner)
+end
+return nil
+"""
+
+# Record a chunk's outcome once and release it from its worker. ARGV: prefix, id, chunk, worker,
+# completed, failed, tokens, dim, then error-sample JSON strings. Returns the job's final status,
+# 'compact' (the caller now holds the compaction step), '' (still running) or 'gone'.
+FINISH = LIB + """
+local p, id, chunk, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local job = p .. 'job:' .. id
+redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk)
+local status = redis.call('HGET', job, 'status')
+if not status then return 'gone' end
+-- An ended job counts nothing more (its done set may be gone: a late finish must not count again).
+if status ~= 'queued' and status ~= 'in_progress' and status ~= 'cancelling' then return status end
+local now = now_s()
+if redis.call('SADD', job .. ':done', chunk) == 1 then
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', job .. ':done', ttl) end
+  redis.call('HINCRBY', job, 'completed', ARGV[5])
+  redis.call('HINCRBY', job, 'failed', ARGV[6])
+  redis.call('HINCRBY', job, 'tokens', ARGV[7])
+  if tonumber(ARGV[8]) > 0 then redis.call('HSET', job, 'dim', ARGV[8]) end
+  if #ARGV >= 9 then
+    local errors = job .. ':errors'
+    for i = 9, #ARGV do redis.call('RPUSH', errors, ARGV[i]) end
+    redis.call('LTRIM', errors, 0, tonumber(redis.call('HGET', job, 'error_sample') or '10') - 1)
+    if ttl > 0 then redis.call('PEXPIRE', errors, ttl) end
+  end
+end
+local result = settle_check(p, id, now)
+if result == 'compact' then
+  redis.call('HSET', p .. 'held:' .. worker, id .. '|c', redis.call('HGET', job, 'model'))
+end
+return result or ''
+"""
+
+# A native job's results were compacted: end it. ARGV: prefix, id, worker. Returns its status.
+FINALIZE = LIB + """
+local p, id, worker = ARGV[1], ARGV[2], ARGV[3]
+local job = p .. 'job:' .. id
+redis.call('HDEL', p .. 'held:' .. worker, id .. '|c')
+local f = redis.call('HMGET', job, 'status', 'stop_as', 'completed', 'failed')
+if not f[1] then return 'gone' end
+redis.call('HSET', job, 'compacted', '1')
+if f[1] ~= 'queued' and f[1] ~= 'in_progress' and f[1] ~= 'cancelling' then return f[1] end
+local final = f[2] or ((tonumber(f[3]) == 0 and tonumber(f[4]) > 0) and 'failed' or 'completed')
+set_status(p, id, final, now_s())
+release_quota(p, id)
+-- Per-chunk bookkeeping is done with: Redis keeps a few small keys per finished job, whatever its size.
+redis.call('DEL', job .. ':done', job .. ':attempts', job .. ':retry')
+return final
+"""
+
+# Cancel: queued/in_progress -> cancelling, nothing more handed out; cancelled at once when no
+# chunk is running. ARGV: prefix, id. Returns the status after, or nil when the job is gone.
+CANCEL = LIB + """
+local p, id = ARGV[1], ARGV[2]
+local job = p .. 'job:' .. id
+local status = redis.call('HGET', job, 'status')
+if not status then return nil end
+if status ~= 'queued' and status ~= 'in_progress' then return status end
+local now = now_s()
+set_status(p, id, 'cancelling', now)
+stop_job(p, id, 'cancelled', now)
+return redis.call('HGET', job, 'status')
+"""
+
+# Expire jobs whose data is past its time: stop what runs, show 'expired' for the record's
+# remaining grace. ARGV: prefix, then job ids (their data is already deleted from the store).
+EXPIRE = LIB + """
+local p = ARGV[1]
+local now = now_s()
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('EXISTS', p .. 'job:' .. id) == 1 then
+    stop_job(p, id, 'expired', now)
+    set_status(p, id, 'expired', now)
+    release_quota(p, id)
+  end
+  redis.call('ZREM', p .. 'jobs:expiry', id)
+end
+return #ARGV - 1
+"""

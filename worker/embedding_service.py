@@ -1,0 +1,118 @@
+"""Run one chunk of an embedding request: tokenize, batch, truncate dimensions, quantize, pack the reply."""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import numpy as np
+
+from embedserve.errors import InternalError, InvalidRequest, ServiceError, Timeout
+from embedserve.protocol import ChunkResult, EmbedChunk
+from embedserve.fleet.quant_ranges import RangeBook
+from embedserve.vector_types import FLOAT, TYPES, vector_type
+from worker.batcher import Batcher
+from worker.calibration import Calibration
+from worker.engine import EmbeddingEngine
+from worker.quantize import quantize
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddingService:
+    """Glue between tasks and the model: everything a task needs, nothing about Celery."""
+
+    # Calibration texts are embedded as one interactive request that may wait this long.
+    CALIBRATION_TIMEOUT_S = 600.0
+
+    def __init__(self, engine: EmbeddingEngine, batcher: Batcher, ranges: RangeBook | None = None):
+        self.engine = engine
+        self.batcher = batcher
+        # int8/uint8 need the model's shared calibration ranges; without a RangeBook they are refused.
+        self.calibration = Calibration(ranges, self._embed_documents, truncate_dimensions) if ranges else None
+
+    def run(self, chunk: EmbedChunk) -> ChunkResult:
+        """Embed one chunk; errors come back as a result, never as an exception."""
+        return run_safely(chunk, self._run, "the worker failed to embed this input")
+
+    def _run(self, chunk: EmbedChunk) -> ChunkResult:
+        # The API checks this against the model card; a model only declared (EMBED_MODELS) has none yet.
+        if chunk.dimensions is not None and chunk.dimensions > self.engine.dim:
+            raise InvalidRequest(f"'dimensions' must be between 1 and {self.engine.dim} for this model, "
+                                 f"got {chunk.dimensions}.", param="dimensions")
+        types = self._types(chunk)
+        with self.batcher.incoming():
+            tokenized = self._tokenize(chunk)
+            sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline,
+                                      tag=chunk.request_id if chunk.priority else "")
+        vectors = wait_rows(sub, chunk.deadline, "embedding")
+        if chunk.dimensions is not None:
+            vectors = truncate_dimensions(vectors, chunk.dimensions)
+        matrices = {kind: self._encode(vectors, kind) for kind in types}
+        return ChunkResult(chunk=chunk.chunk, vectors=matrices.pop(FLOAT, b""), rows=vectors.shape[0],
+                           dim=vectors.shape[1], tokens=tokenized.tokens,
+                           row_tokens=[len(row) for row in tokenized.rows], typed=matrices or None)
+
+    def _types(self, chunk: EmbedChunk) -> list[str]:
+        """The vector types the chunk asks for (the API checked them; a job's params are checked again)."""
+        types = list(dict.fromkeys(chunk.embedding_types or [FLOAT]))
+        for kind in types:
+            if kind not in TYPES:
+                raise InvalidRequest(f"'embedding_type' must be one of {', '.join(TYPES)}, got {kind!r}.",
+                                     param="embedding_type")
+            if self.calibration is None and vector_type(kind).calibrated:
+                raise InvalidRequest(f"This worker cannot produce {kind} vectors (no calibration store).",
+                                     param="embedding_type")
+        return types
+
+    def _encode(self, vectors: np.ndarray, kind: str) -> bytes:
+        """The matrix as `kind`'s bytes; int8/uint8 with the model's shared ranges at this width."""
+        ranges = self.calibration.ranges(vectors.shape[1]) if vector_type(kind).calibrated else None
+        return quantize(vectors, kind, ranges).tobytes()
+
+    def _embed_documents(self, texts: list[str]) -> np.ndarray:
+        """Full-width document vectors of `texts` (the calibration set), through the batcher like any request."""
+        rows = self.engine.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
+        deadline = time.time() + self.CALIBRATION_TIMEOUT_S
+        return wait_rows(self.batcher.submit(rows, priority=0, deadline=deadline), deadline, "calibration")
+
+    def _tokenize(self, chunk: EmbedChunk):
+        inputs = chunk.inputs
+        if all(isinstance(item, str) for item in inputs):
+            return self.engine.tokenize(inputs, offset=chunk.offset, input_type=chunk.input_type,
+                                        instruction=chunk.instruction, truncate=chunk.truncate,
+                                        direction=chunk.truncation_direction, max_tokens=chunk.max_tokens)
+        if all(isinstance(item, list) for item in inputs):
+            return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate,
+                                         direction=chunk.truncation_direction)
+        raise InvalidRequest("input must be all strings or all token-id arrays", param="input")
+
+
+def run_safely(chunk, work, failure: str) -> ChunkResult:
+    """`work(chunk)`, with any error turned into an error result for the caller."""
+    try:
+        return work(chunk)
+    except ServiceError as exc:
+        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+    except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
+        log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
+        exc = InternalError(failure)
+        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+
+
+def wait_rows(sub, deadline: float, what: str) -> np.ndarray:
+    """The batcher's result for one submission, or Timeout once the request's deadline passed."""
+    try:
+        return sub.future.result(timeout=max(0.0, deadline - time.time()) + 1.0)
+    except FutureTimeout:
+        raise Timeout(f"the {what} did not finish within the request's deadline") from None
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Matryoshka truncation: keep the first `dimensions` values, then re-normalize."""
+    if dimensions >= vectors.shape[1]:
+        return vectors
+    cut = vectors[:, :dimensions]
+    norms = np.linalg.norm(cut, axis=1, keepdims=True)
+    return cut / np.maximum(norms, 1e-12)

@@ -1,0 +1,32 @@
+"""Run one chunk of a rerank request: tokenize the pairs, score them in shared batches, pack the reply."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embedserve.protocol import ChunkResult, RerankChunk
+from worker.batcher import Batcher
+from worker.rerank.base import Reranker
+from worker.embedding_service import run_safely, wait_rows
+
+
+class RerankService:
+    """Glue between rerank tasks and the reranker: pairs in, one float32 score per document out."""
+
+    def __init__(self, reranker: Reranker, batcher: Batcher):
+        self.reranker = reranker
+        self.batcher = batcher
+
+    def run(self, chunk: RerankChunk) -> ChunkResult:
+        """Score one chunk; errors come back as a result, never as an exception."""
+        return run_safely(chunk, self._run, "the worker failed to score these documents")
+
+    def _run(self, chunk: RerankChunk) -> ChunkResult:
+        # Tokenized here, on the task thread, so the forward thread only runs the model.
+        tokenized = self.reranker.tokenize(chunk.query, chunk.documents, offset=chunk.offset,
+                                           instruction=chunk.instruction, truncate=chunk.truncate,
+                                           direction=chunk.truncation_direction)
+        sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline)
+        scores = np.ascontiguousarray(wait_rows(sub, chunk.deadline, "reranking"), dtype="<f4").reshape(-1, 1)
+        return ChunkResult(chunk=chunk.chunk, vectors=scores.tobytes(), rows=scores.shape[0], dim=1,
+                           tokens=tokenized.tokens)
