@@ -31,7 +31,7 @@ class WorkerRole(str, Enum):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every knob of the service. Each field is documented in the README's settings table."""
+    """Every knob of the service. Each field is documented in docs/settings.md (tests/unit/test_docs.py checks)."""
 
     # Redis: Celery broker plus the registry, reply and job store.
     redis_url: str = "redis://127.0.0.1:6379/0"

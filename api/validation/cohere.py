@@ -1,7 +1,7 @@
 """Cohere's v2 embed body as our EmbeddingRequest, and the model's refusals in Cohere's words (the response is
 api/responses.py's).
 
-The mapping (README, "Cohere's embed API"):
+The mapping (docs/api.md, "POST /v2/embed (Cohere)"):
 - `input_type`: search_query / search_document are our query / document; classification and
   clustering pass through to the worker, which uses the model's sentence-transformers prompt of
   that name, else on instruction-aware (Qwen3-style) models an instruction for the task, else none

@@ -85,7 +85,7 @@ def add_embed_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Submit (or re-attach), wait with a progress line, download, write; exit codes in the README."""
+    """Submit (or re-attach), wait with a progress line, download, write; exit codes in docs/jobs.md."""
     client = Client(args.url, args.api_key)
     job_id = args.job
     try:

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse the subcommand and run it; settings come from EMBED_* variables (see README)."""
+    """Parse the subcommand and run it; settings come from EMBED_* variables (see docs/settings.md)."""
     args = build_parser().parse_args(argv)
     # Imported per command: the API side must never import torch, the worker side never Flask.
     if args.command == "api":

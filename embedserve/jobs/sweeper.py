@@ -5,7 +5,7 @@ A job's data (inputs, parts, Parquet results) lives in the job store until its `
 `GET /v1/jobs/{id}` can answer `expired`. Every API and worker process runs a sweeper, so
 expiry works with no worker up; a short Redis lock keeps two from sweeping at once. For an S3
 store, a bucket lifecycle rule on `jobs/` (expire after EMBED_JOB_TTL + a day) is a good second
-line (see the README).
+line (see docs/deployment.md, "An S3 lifecycle rule").
 """
 
 from __future__ import annotations
