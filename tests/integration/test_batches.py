@@ -16,6 +16,8 @@ from tests.integration.jobs_helpers import sync_vectors, texts
 from tests.integration.test_errors import assert_openai_error
 from tests.stack import wait_until
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 FINISHED = {"completed", "failed", "cancelled", "expired"}
 
 

@@ -11,6 +11,8 @@ from embedserve.defaults import TASK_INSTRUCTIONS
 from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
 from tests.integration.test_embeddings import vectors
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 TEXTS = ["The capital of China is Beijing.", "Today is Friday.", "Ünïcödé, emoji 🚀 and 中文 text."]
 LONG = "token " * 300 + "the end " * 300  # past MiniLM's 256 tokens, with different words at each end
 ALL_TYPES = ["float", "int8", "uint8", "binary", "ubinary", "base64"]

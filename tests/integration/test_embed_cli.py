@@ -17,6 +17,8 @@ import pytest
 from tests.integration.conftest import API_KEY, MINILM, embed
 from tests.integration.jobs_helpers import get_job, result_json, wait_finished
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -26,6 +26,8 @@ from tests.integration.jobs_helpers import result_json, result_msgpack, result_n
 from tests.integration.test_batches import jsonl, request_line, upload, wait_batch
 from tests.integration.test_errors import assert_openai_error
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 TEXTS = ["The cat sat on the mat.", "Quantized vectors make a smaller index.", "hello",
          "A longer sentence about rivers, mountains and the weather in the north of Norway in winter."]
 NUMPY = {"int8": np.int8, "uint8": np.uint8, "binary": np.int8, "ubinary": np.uint8}

@@ -10,6 +10,8 @@ from sentence_transformers import SentenceTransformer
 
 from tests.integration.conftest import MINILM, embed
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 TEXTS = [
     "Hi",
     "The capital of China is Beijing.",

@@ -11,6 +11,8 @@ import requests
 
 from tests.integration.conftest import API_KEY, MINILM, embed
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 JSON = {"Content-Type": "application/json"}
 
 # (case id, body as bytes or JSON-able, extra headers, status, error code or None, param or None)

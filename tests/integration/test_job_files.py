@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tests.integration.conftest import MINILM
 from tests.integration.jobs_helpers import result_json, result_ndjson, submit, sync_vectors, wait_finished
 from tests.integration.test_errors import assert_openai_error
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 
 def upload(http, name: str, content: bytes, purpose: str = "user_data", file_first: bool = False):

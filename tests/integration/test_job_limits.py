@@ -8,6 +8,8 @@ import requests
 from tests.integration.conftest import MINILM
 from tests.integration.test_errors import assert_openai_error
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 
 SMALL_KEY = "test-key-small-limits-0003"
 

@@ -18,6 +18,8 @@ from tests.integration.jobs_helpers import (get_job, result_json, result_ndjson,
                                             wait_finished)
 from tests.stack import private_stack, wait_until
 
+pytestmark = pytest.mark.slow  # starts stacks of its own: API and worker processes (tests/stack.py)
+
 MODEL = "store-minilm"
 
 

@@ -48,6 +48,7 @@ def models(api_url: str, key: str) -> int:
     return requests.get(api_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
 
 
+@pytest.mark.slow
 def test_create_list_use_and_revoke_a_key(stack, api_url):
     key = create_key(stack, "alice", "--rpm", "600", "--tpm", "100000")
     assert key.startswith("es-") and len(key) > 30
@@ -83,6 +84,7 @@ def test_names_are_unique_and_unknown_names_cannot_be_revoked(stack):
     assert keys_cli(stack, "revoke", "bob").returncode == 0
 
 
+@pytest.mark.slow
 def test_a_wrong_key_is_refused_with_401(api_url):
     assert models(api_url, "es-" + "x" * 43) == 401
 

@@ -16,6 +16,8 @@ from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
 from tests.integration.test_errors import assert_openai_error
 from tests.stack import RedisServer, Stack, private_stack, wait_until
 
+pytestmark = pytest.mark.slow  # the session stack (tests/integration/conftest.py) and stacks of its own
+
 # The Redis-derived gauges are cached for about a second per API process (api/observability.py):
 # a test that waits for one to change polls for longer than that.
 GAUGE_WAIT_S = 10

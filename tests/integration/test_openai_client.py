@@ -8,6 +8,8 @@ import pytest
 
 from tests.integration.conftest import API_KEY, MINILM
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 
 @pytest.fixture
 def client(api_url):

@@ -18,6 +18,8 @@ from tests.integration.conftest import API_KEY, MINILM
 from tests.integration.test_errors import assert_openai_error
 from tests.stack import ROOT, wait_until
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 QWEN_RERANKER = "tiny-qwen3-reranker"
 QWEN_RERANKER_ALIAS = "Qwen3-Reranker-0.6B"
 CROSS_ENCODER = "tiny-cross-encoder"

@@ -10,6 +10,8 @@ from embedserve.fleet.catalogue import Catalogue, ModelCard
 from tests.integration.conftest import API_KEY, MINILM, QWEN, QWEN_ALIAS, embed
 from tests.integration.test_errors import assert_openai_error
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 
 def test_models_lists_live_models(http):
     body = http.get(http.base + "/v1/models").json()

@@ -6,6 +6,8 @@ import pytest
 
 from tests.stack import RedisServer, Stack, wait_until
 
+pytestmark = pytest.mark.slow  # each test starts an API or a worker on a Redis of its own (tests/stack.py)
+
 KEYS = {"EMBED_API_KEYS": "startup-test-key-1"}
 
 

@@ -14,6 +14,8 @@ from tests.integration.jobs_helpers import submit, wait_finished
 from tests.integration.test_batches import jsonl, request_line, upload, wait_batch
 from tests.integration.test_errors import assert_openai_error
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 FIX = "check_embedding_ctx_length=False"
 IDS = [101, 7592, 2088, 102]  # "[CLS] hello world [SEP]" in MiniLM's vocabulary
 TIKTOKEN_IDS = [15339, 1917, 100255]  # cl100k ids, as LangChain sends them: the last is past MiniLM's 30522

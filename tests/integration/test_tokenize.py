@@ -12,6 +12,8 @@ from tests.integration.conftest import MINILM, QWEN, embed
 from tests.integration.test_errors import assert_openai_error
 from tests.integration.test_keys import create_key
 
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 RERANKER = "tokenize-cross-encoder"
 TEXTS = ["Hello world!", "The cat reads the document quickly, and then some more words."]
 MAX_MODEL_LEN = {MINILM: 256, QWEN: MAX_LEN, RERANKER: MAX_LEN}  # MiniLM: its sentence_bert_config's max_seq_length
