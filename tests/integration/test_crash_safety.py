@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY
+from tests.integration.helpers import API_KEY
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, texts, wait_finished
 from tests.stack import RedisServer, Stack, wait_until
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.integration.conftest import API_KEY, MINILM, embed
+from tests.integration.helpers import API_KEY, MINILM, embed
 from tests.integration.jobs_helpers import get_job, result_json, wait_finished
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY, session_for
+from tests.integration.helpers import API_KEY, session_for
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, texts, wait_finished
 from tests.stack import private_stack, wait_until
 

@@ -22,10 +22,8 @@ from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.jobs.store import open_store
-from tests.integration.conftest import API_KEY, MINILM, session_for
-from tests.integration.jobs_helpers import result_json, result_msgpack, submit, wait_finished
-from tests.integration.test_errors import assert_openai_error
-from tests.integration.test_job_files import upload
+from tests.integration.helpers import API_KEY, MINILM, assert_openai_error, session_for
+from tests.integration.jobs_helpers import result_json, result_msgpack, submit, upload, wait_finished
 
 PART_BYTES = 4096  # 2 MiniLM rows (384 float32) a block
 MSGPACK_MAX_BYTES = 60_000  # 39 MiniLM rows; the 41-input job below is over it

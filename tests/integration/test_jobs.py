@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from embedserve.fleet.catalogue import Catalogue, ModelCard
-from tests.integration.conftest import MINILM
+from tests.integration.helpers import MINILM, assert_openai_error
 from tests.integration.jobs_helpers import (matrix, result_json, result_msgpack,
                                             result_ndjson, submit, sync_vectors, texts, wait_finished)
-from tests.integration.test_errors import assert_openai_error
 
 
 @pytest.mark.slow

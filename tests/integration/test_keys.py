@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-import requests
 
-from tests.integration.conftest import API_KEY
-from tests.stack import ROOT, wait_until
-
-
-def keys_cli(stack, *args: str) -> subprocess.CompletedProcess:
-    """Run `embedserve keys ...` against the test stack's Redis."""
-    return subprocess.run([sys.executable, "-m", "embedserve.cli", "keys", *args], cwd=ROOT, env=stack.env(),
-                          capture_output=True, text=True, timeout=60)
-
-
-def create_key(stack, name: str, *limits: str) -> str:
-    """A new managed key (the CLI's stdout)."""
-    done = keys_cli(stack, "create", "--name", name, *limits)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+from tests.integration.helpers import API_KEY, create_key, keys_cli, models
+from tests.stack import wait_until
 
 
 def _everything_in_redis(client) -> bytes:
@@ -42,10 +26,6 @@ def _everything_in_redis(client) -> bytes:
         elif kind in (b"set", b"zset"):
             out += list(client.smembers(name)) if kind == b"set" else client.zrange(name, 0, -1)
     return b"\n".join(out)
-
-
-def models(api_url: str, key: str) -> int:
-    return requests.get(api_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import requests
 from embedserve.fleet.catalogue import Catalogue, ModelCard
 from embedserve.fleet.liveness import Liveness
 from embedserve.fleet.registry import Heartbeat
-from tests.integration.conftest import API_KEY, MINILM
+from tests.integration.helpers import API_KEY, MINILM
 from tests.stack import ROOT, RedisServer, Stack
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

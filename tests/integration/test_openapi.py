@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY
+from tests.integration.helpers import API_KEY
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 

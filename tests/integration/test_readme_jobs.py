@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import API_KEY
+from tests.integration.helpers import API_KEY
 from tests.integration.jobs_helpers import wait_finished
 from tests.stack import ROOT
 

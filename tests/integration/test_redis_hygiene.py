@@ -21,7 +21,7 @@ import redis as redis_py
 import requests
 
 from embedserve.fleet.liveness import Liveness
-from tests.integration.conftest import API_KEY, session_for
+from tests.integration.helpers import API_KEY, session_for
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, wait_finished
 from tests.stack import private_stack, wait_until
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import API_KEY, QWEN_ALIAS
+from tests.integration.helpers import API_KEY, QWEN_ALIAS
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
