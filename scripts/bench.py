@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the raw model versus the running stack (and optionally Infinity) on the same texts.
 
 Starts everything it measures (a private redis-server, `python -m worker`, `python -m api`, and
@@ -6,13 +5,13 @@ Infinity when asked), prints the figures and their ratios to the raw model measu
 run, tears everything down and exits 0. A benchmark, not a test: figures are printed, nothing
 is asserted. Run with the project's venv (it needs the test extra for sentence-transformers):
 
-    .venv/bin/python scripts/bench.py [--quick] [--peer-infinity /path/to/infinity-venv/bin/python]
+    .venv/bin/python -m scripts.bench [--quick] [--peer-infinity /path/to/infinity-venv/bin/python]
 
 `--packing` measures something else, in this process and without the stack: a Qwen3-shaped small
 model (random weights) through the worker's engine and batcher on a 2,000-text mixed-length job,
 packed (EMBED_PACKED=auto) against padded (EMBED_PACKED=off), each at its default CPU budget:
 
-    .venv/bin/python scripts/bench.py --packing [--texts 2000] [--repeat 2] [--mix prose|documents]
+    .venv/bin/python -m scripts.bench --packing [--texts 2000] [--repeat 2] [--mix prose|documents]
 
 `--mix documents` swaps the benchmark prose (6-166 tokens) for queries and documents together
 (log-uniform 8-2,048 tokens), and the figures gain each engine's matrix-product rate against the
@@ -28,8 +27,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from scripts.benchkit import jobs, load, memory  # noqa: E402

@@ -1,7 +1,7 @@
 """Print what managed keys + rate limits cost per request: sequential /v1/embeddings latency,
 static unlimited key vs managed rate-limited key, on a private real stack (redis, MiniLM worker, API).
 
-    .venv/bin/python scripts/bench_admission.py [requests]
+    .venv/bin/python -m scripts.bench_admission [requests]
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.stack import ROOT, RedisServer, Stack  # noqa: E402
+from tests.stack import ROOT, RedisServer, Stack
 
 STATIC_KEY = "bench-static-key-0001"
 

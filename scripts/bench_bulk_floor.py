@@ -7,8 +7,8 @@ seconds the job and the load ran together: sync requests/s, p50/p99, non-200s (g
 job's inputs done (inputs/s); then the job's time to finish once the load stopped and whether
 every index came back once.
 
-    .venv/bin/python scripts/bench_bulk_floor.py                      # about 3 minutes
-    .venv/bin/python scripts/bench_bulk_floor.py --shares 0 0.1 0.3 --seconds 90
+    .venv/bin/python -m scripts.bench_bulk_floor                      # about 3 minutes
+    .venv/bin/python -m scripts.bench_bulk_floor --shares 0 0.1 0.3 --seconds 90
 
 Not a test: it prints figures (see docs/benchmarks.md).
 """
@@ -23,13 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import requests
 
-import requests  # noqa: E402
-
-from scripts.bench_chaos import KEY, MODEL, Load, percentile, texts  # noqa: E402
-from tests.stack import Stack, private_stack, wait_until  # noqa: E402
+from scripts.bench_chaos import KEY, MODEL, Load, percentile, texts
+from tests.stack import Stack, private_stack, wait_until
 
 
 def run(stack: Stack, url: str, share: str, seconds: float, job_size: int, clients: int) -> dict:

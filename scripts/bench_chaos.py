@@ -6,8 +6,8 @@ their non-200 count (goal 0), sync p50/p99, the job's completion time and whethe
 came back exactly once; then the cold-start time (first request sent before any worker exists,
 to its answer).
 
-    .venv/bin/python scripts/bench_chaos.py                  # 3 minutes each, 20,000-input job
-    .venv/bin/python scripts/bench_chaos.py --seconds 60 --job 5000
+    .venv/bin/python -m scripts.bench_chaos                  # 3 minutes each, 20,000-input job
+    .venv/bin/python -m scripts.bench_chaos --seconds 60 --job 5000
 
 Not a test: it prints figures (see docs/benchmarks.md).
 """
@@ -22,12 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import requests
 
-import requests  # noqa: E402
-
-from tests.stack import RedisServer, Stack, wait_until  # noqa: E402
+from tests.stack import RedisServer, Stack, wait_until
 
 KEY = "bench-chaos-key-0001"
 MODEL = "chaos-minilm"

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Where the CPU goes: milliseconds of CPU per text for each process of the stack, under load.
 
 Starts the stack as scripts/bench.py does, runs 32 one-text clients and a bulk job, and reads
@@ -8,7 +7,7 @@ second divided by the total is the most texts/s the box can give. Compare the wo
 with the raw model's (`--raw`, sentence-transformers `encode()` at batch 16 in this process).
 Linux only; a benchmark, not a test: it prints figures and exits 0.
 
-    .venv/bin/python scripts/bench_cpu.py [--texts 2000] [--raw] [--env EMBED_X=V ...]
+    .venv/bin/python -m scripts.bench_cpu [--texts 2000] [--raw] [--env EMBED_X=V ...]
 """
 
 from __future__ import annotations
@@ -17,10 +16,7 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from scripts.benchkit import jobs, load, memory  # noqa: E402

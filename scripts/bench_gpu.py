@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """GPU benchmark: the worker's engine and batcher versus a plain transformers forward, and MFU.
 
 A Qwen3-0.6B-shaped model (hidden 1024, 28 layers, 16 heads, 8 kv heads, head_dim 128,
@@ -21,7 +20,7 @@ batches them). Real tokens/s and MFU for each. `--attention` compares kernels by
 MFU = 2 x non-embedding parameters x tokens/s / peak dense bf16 FLOP/s (attention's own
 FLOPs are left out, so it is a slight underestimate). Needs torch, transformers, numpy,
 tokenizers and this repository; no download. `--tiny` runs a small fp32 config on the CPU to
-check the script itself. Usage: `python scripts/bench_gpu.py [--tiny] [--seconds S] [--attention K]`.
+check the script itself. Usage: `python -m scripts.bench_gpu [--tiny] [--seconds S] [--attention K]`.
 """
 
 from __future__ import annotations
@@ -33,20 +32,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from embedserve import defaults  # noqa: E402
-from embedserve.settings import Settings  # noqa: E402
-from scripts.benchkit.engine_load import through_batcher  # noqa: E402
-from scripts.benchkit.qwen3 import QWEN3_06B, build_checkpoint, document_lengths, random_rows  # noqa: E402
-from scripts.benchkit.texts import mixed_texts  # noqa: E402
-from worker.batcher import Batcher  # noqa: E402
-from worker.engine import EmbeddingEngine, pad_rows, pick_device, pick_dtype  # noqa: E402
-from worker.token_budget import gpu_token_budget  # noqa: E402
+from embedserve import defaults
+from embedserve.settings import Settings
+from scripts.benchkit.engine_load import through_batcher
+from scripts.benchkit.qwen3 import QWEN3_06B, build_checkpoint, document_lengths, random_rows
+from scripts.benchkit.texts import mixed_texts
+from worker.batcher import Batcher
+from worker.engine import EmbeddingEngine, pad_rows, pick_device, pick_dtype
+from worker.token_budget import gpu_token_budget
 
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=32, intermediate_size=256, vocab_size=1000)

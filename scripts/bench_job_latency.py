@@ -3,23 +3,20 @@
 Starts its own private stack (redis-server, one worker with the default model, one API) like the
 tests do, so it needs nothing running. Prints figures; asserts nothing.
 
-    .venv/bin/python scripts/bench_job_latency.py [--inputs 20000] [--samples 200]
+    .venv/bin/python -m scripts.bench_job_latency [--inputs 20000] [--samples 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.stack import RedisServer, Stack  # noqa: E402
+from tests.stack import RedisServer, Stack
 
 MODEL = "all-MiniLM-L6-v2"
 KEY = "bench-key-000000001"

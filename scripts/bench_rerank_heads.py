@@ -7,14 +7,13 @@
    lm_head rows for no/yes at the last position), transformers' `logits_to_keep=1`, and the
    model card's full `logits[:, -1]` (every position projected onto the whole vocabulary).
 
-    python scripts/bench_rerank_heads.py [--device cuda] [--rows 32] [--length 512] [--small]
+    python -m scripts.bench_rerank_heads [--device cuda] [--rows 32] [--length 512] [--small]
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,11 +22,9 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from tests.fixtures import tiny_models  # noqa: E402
-from worker.rerank.qwen3 import Qwen3Reranker  # noqa: E402
-from worker.rerank.loading import reranker_class  # noqa: E402
+from tests.fixtures import tiny_models
+from worker.rerank.qwen3 import Qwen3Reranker
+from worker.rerank.loading import reranker_class
 
 QUERY = "what does the cat read?"
 DOCS = ["The cat reads the document quickly.", "A dog ranks many passages.", "",

@@ -4,8 +4,8 @@ Prints: Redis peak memory (and per input), API and CLI peak RSS, end-to-end text
 engine alone on the same texts, result download MB/s, the Parquet result read straight from the
 store, and the fair-share delay of a second key's small job submitted while the big one runs.
 
-    .venv/bin/python scripts/bench_scale.py                      # 1,000,000 texts, tiny Qwen3-shaped model
-    .venv/bin/python scripts/bench_scale.py --texts 100000 --model minilm
+    .venv/bin/python -m scripts.bench_scale                      # 1,000,000 texts, tiny Qwen3-shaped model
+    .venv/bin/python -m scripts.bench_scale --texts 100000 --model minilm
 
 The default model is a tiny random-weight Qwen3 (the tests' fixture): the figures are about the
 service's machinery (store, scheduler, streaming), not the model's speed. Not a test: it prints.
@@ -23,13 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import requests
 
-import requests  # noqa: E402
-
-from scripts.benchkit.memory import tree_rss  # noqa: E402
-from tests.stack import RedisServer, Stack  # noqa: E402
+from scripts.benchkit.memory import tree_rss
+from tests.stack import ROOT, RedisServer, Stack
 
 KEY_A, KEY_B = "bench-key-a-000001", "bench-key-b-000002"
 SMALL_JOB = 200

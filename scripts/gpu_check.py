@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """GPU correctness check (not a test: CI has no GPU). Prints figures and exits non-zero on a mismatch.
 
 Builds the tiny random Qwen3 from the test fixtures, embeds mixed-length texts through the
@@ -9,7 +8,7 @@ flash_varlen when flash_attn is installed), embeddings and the Qwen3 reranker's 
 checks that an out-of-memory batch is split and retried instead of failing (with the packed
 forward, the default for Qwen3 on CUDA): it caps the CUDA allocator so a large batch really runs out.
 
-    python scripts/gpu_check.py
+    python -m scripts.gpu_check
 """
 
 from __future__ import annotations
@@ -19,16 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 from tests.fixtures.tiny_models import build_tiny_qwen3_embedding, build_tiny_qwen3_reranker, \
-    reference_qwen3_embeddings  # noqa: E402
-from worker.batcher import Batcher  # noqa: E402
-from worker.engine import EmbeddingEngine, pick_dtype  # noqa: E402
-from worker.packed.decoder import flash_attn_available  # noqa: E402
+    reference_qwen3_embeddings
+from worker.batcher import Batcher
+from worker.engine import EmbeddingEngine, pick_dtype
+from worker.packed.decoder import flash_attn_available
 
 MIN_COSINE_BF16 = 0.99  # bf16 keeps ~3 significant digits; fp32 on CPU is the reference
 MIN_COSINE_PACKED_BF16 = 0.999  # packed against padded, both bf16 on the GPU (the issue's bar)

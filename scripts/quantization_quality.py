@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What the compact embedding types cost in retrieval: recall@10 of each against float search.
 
 No labelled set is at hand offline, so the measure is agreement with exact float search: the
@@ -9,23 +8,20 @@ databases do with each type: float and int8/uint8 by dot product (int8 with the 
 calibration ranges, worker/calibration.py), binary by Hamming distance; "rescored" reranks the
 binary top 40 with the float query against float documents. A figure printer, not a test:
 
-    .venv/bin/python scripts/quantization_quality.py [--model PATH] [--dimensions N]
+    .venv/bin/python -m scripts.quantization_quality [--model PATH] [--dimensions N]
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from embedserve.vector_types import row_bytes
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from embedserve.vector_types import row_bytes  # noqa: E402
-
 K = 10
 QUERIES = 300
 

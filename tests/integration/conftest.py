@@ -8,17 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import openai
 import pytest
-import requests
 
-from tests.fixtures.tiny_models import build_tiny_qwen3_embedding
+from embedserve import redis_keys
+from tests.fixtures.tiny_models import build_tiny_cross_encoder, build_tiny_qwen3_embedding, build_tiny_qwen3_reranker
+from tests.integration.helpers import (API_KEY, CROSS_ENCODER, MINILM, OTHER_KEY, QWEN, QWEN_ALIAS, QWEN_RERANKER,
+                                       QWEN_RERANKER_ALIAS, session_for)
 from tests.stack import RedisServer, Stack
-
-MINILM = "all-MiniLM-L6-v2"
-QWEN = "tiny-qwen3"
-QWEN_ALIAS = "Qwen3-Embedding-8B"  # the model the seed guide's Python example asks for
-API_KEY = "test-key-primary-0001"
-OTHER_KEY = "test-key-secondary-0002"
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +52,6 @@ def api_url(stack, workers) -> str:
     return url
 
 
-def session_for(api_url: str, key: str = API_KEY) -> requests.Session:
-    """A requests session that sends `key`, with the base URL on `.base`."""
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {key}"
-    session.base = api_url
-    return session
-
-
 @pytest.fixture
 def http(api_url):
     """A requests session that sends the test API key, with the base URL on `.base`."""
@@ -70,13 +59,35 @@ def http(api_url):
         yield session
 
 
-def embed(http, **body) -> requests.Response:
-    """POST /v1/embeddings with `body`."""
-    return http.post(http.base + "/v1/embeddings", json=body, timeout=120)
-
-
 @pytest.fixture
 def other_http(api_url):
     """Like `http`, with the second API key: another owner."""
     with session_for(api_url, OTHER_KEY) as session:
         yield session
+
+
+@pytest.fixture
+def client(api_url):
+    """The official OpenAI client on the session API (test_openai_client has its own)."""
+    with openai.OpenAI(base_url=api_url + "/v1", api_key=API_KEY, max_retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def rerankers(stack, tmp_path_factory):
+    """One rerank worker per tiny reranker, started for this module only; yields {name: model dir}."""
+    qwen_dir = build_tiny_qwen3_reranker(tmp_path_factory.mktemp("tiny-qwen3-reranker"))
+    ce_dir = build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
+    started = [
+        stack.start_worker(QWEN_RERANKER, EMBED_WORKER_ROLE="rerank", EMBED_RERANK_MODEL=str(qwen_dir),
+                           EMBED_RERANK_MODEL_NAME=QWEN_RERANKER, EMBED_RERANK_MODEL_ALIASES=QWEN_RERANKER_ALIAS),
+        stack.start_worker(CROSS_ENCODER, EMBED_WORKER_ROLE="rerank", EMBED_RERANK_MODEL=str(ce_dir),
+                           EMBED_RERANK_MODEL_NAME=CROSS_ENCODER),
+    ]
+    yield {QWEN_RERANKER: qwen_dir, CROSS_ENCODER: ce_dir}
+    for process in started:
+        process.stop()
+    # Forget the stopped rerankers, or /ready would report them down for the rest of the session.
+    client = stack.redis.client()
+    client.hdel(redis_keys.known_models(), QWEN_RERANKER, CROSS_ENCODER)
+    client.delete(redis_keys.worker_heartbeats(QWEN_RERANKER), redis_keys.worker_heartbeats(CROSS_ENCODER))

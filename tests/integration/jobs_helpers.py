@@ -1,4 +1,4 @@
-"""Helpers for job tests: submit, wait, read results in every format."""
+"""Helpers for job tests: upload an input file, submit, wait, read results in every format."""
 
 from __future__ import annotations
 
@@ -83,3 +83,12 @@ def texts(n: int, seed: str = "") -> list[str]:
     """Short distinct texts of varying length."""
     words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet"]
     return [f"{seed}text {i}: " + " ".join(words[(i + k) % 10] for k in range(1 + i % 7)) for i in range(n)]
+
+
+def upload(http, name: str, content: bytes, purpose: str = "user_data", file_first: bool = False):
+    """POST /v1/files: a file for a job's input_file_id (`file_first`: the file part before 'purpose')."""
+    files = {"file": (name, content)}
+    if file_first:  # 'purpose' after the file part: checked from the stored copy
+        return http.post(http.base + "/v1/files", files=[("file", (name, content)), ("purpose", (None, purpose))],
+                         timeout=60)
+    return http.post(http.base + "/v1/files", files=files, data={"purpose": purpose}, timeout=60)

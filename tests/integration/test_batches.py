@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -11,39 +10,10 @@ import pytest
 
 from embedserve import redis_keys
 
-from tests.integration.conftest import API_KEY, MINILM, QWEN
+from tests.integration.helpers import MINILM, QWEN, assert_openai_error, jsonl, request_line, upload, wait_batch
 from tests.integration.jobs_helpers import sync_vectors, texts
-from tests.integration.test_errors import assert_openai_error
-from tests.stack import wait_until
 
-FINISHED = {"completed", "failed", "cancelled", "expired"}
-
-
-@pytest.fixture
-def client(api_url):
-    with openai.OpenAI(base_url=api_url + "/v1", api_key=API_KEY, max_retries=0) as client:
-        yield client
-
-
-def jsonl(lines: list[dict]) -> bytes:
-    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-
-
-def request_line(custom_id: str, body: dict) -> dict:
-    return {"custom_id": custom_id, "method": "POST", "url": "/v1/embeddings", "body": body}
-
-
-def upload(client, content: bytes, name: str = "batch.jsonl"):
-    return client.files.create(file=(name, io.BytesIO(content)), purpose="batch")
-
-
-def wait_batch(client, batch_id: str, timeout: float = 180):
-    def finished():
-        batch = client.batches.retrieve(batch_id)
-        return batch if batch.status in FINISHED else None
-
-    return wait_until(finished, timeout, f"batch {batch_id} to finish", interval=0.3)
-
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 def test_batch_with_a_failing_line(client, http):
     inputs = {f"req-{i}": texts(3, f"batch {i} ") for i in range(40)}

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from embedserve.defaults import TASK_INSTRUCTIONS
-from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
-from tests.integration.test_embeddings import vectors
+from tests.integration.helpers import API_KEY, MINILM, QWEN, embed, vectors
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 TEXTS = ["The capital of China is Beijing.", "Today is Friday.", "Ünïcödé, emoji 🚀 and 中文 text."]
 LONG = "token " * 300 + "the end " * 300  # past MiniLM's 256 tokens, with different words at each end

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY
+from tests.integration.helpers import API_KEY
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, texts, wait_finished
 from tests.stack import RedisServer, Stack, wait_until
+
+pytestmark = pytest.mark.slow  # starts stacks of its own: API and worker processes (tests/stack.py)
 
 # A short dead-after time: a killed worker's chunks go back to their jobs within seconds (the
 # reaper in the API and in the new worker hands them back; the visibility timeout stays at its default).

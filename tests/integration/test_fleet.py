@@ -14,9 +14,11 @@ import time
 import pytest
 import requests
 
-from tests.integration.conftest import API_KEY, session_for
+from tests.integration.helpers import API_KEY, session_for
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, texts, wait_finished
 from tests.stack import private_stack, wait_until
+
+pytestmark = pytest.mark.slow  # starts stacks of its own: API and worker processes (tests/stack.py)
 
 DEAD_AFTER_S = 6
 FLEET_ENV = {"EMBED_WORKER_DEAD_AFTER": str(DEAD_AFTER_S)}

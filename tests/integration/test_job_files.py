@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from tests.integration.conftest import MINILM
-from tests.integration.jobs_helpers import result_json, result_ndjson, submit, sync_vectors, wait_finished
-from tests.integration.test_errors import assert_openai_error
+from tests.integration.helpers import MINILM, assert_openai_error
+from tests.integration.jobs_helpers import result_json, result_ndjson, submit, sync_vectors, upload, wait_finished
 
-
-def upload(http, name: str, content: bytes, purpose: str = "user_data", file_first: bool = False):
-    files = {"file": (name, content)}
-    if file_first:  # 'purpose' after the file part: checked from the stored copy
-        return http.post(http.base + "/v1/files", files=[("file", (name, content)), ("purpose", (None, purpose))],
-                         timeout=60)
-    return http.post(http.base + "/v1/files", files=files, data={"purpose": purpose}, timeout=60)
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 
 def test_jsonl_with_ids_and_a_bad_line_runs_as_a_job(http):

@@ -22,10 +22,8 @@ from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.jobs.store import open_store
-from tests.integration.conftest import API_KEY, MINILM, session_for
-from tests.integration.jobs_helpers import result_json, result_msgpack, submit, wait_finished
-from tests.integration.test_errors import assert_openai_error
-from tests.integration.test_job_files import upload
+from tests.integration.helpers import API_KEY, MINILM, assert_openai_error, session_for
+from tests.integration.jobs_helpers import result_json, result_msgpack, submit, upload, wait_finished
 
 PART_BYTES = 4096  # 2 MiniLM rows (384 float32) a block
 MSGPACK_MAX_BYTES = 60_000  # 39 MiniLM rows; the 41-input job below is over it
@@ -96,6 +94,7 @@ def assert_matches_json(matrix: np.ndarray, errors: list, ids: list, listed: dic
     assert ids == [d.get("id") for d in data]
 
 
+@pytest.mark.slow
 def test_msgpack_stream_comes_in_small_blocks_equal_to_json(small, file_job):
     job_id, listed = file_job
     response = get_result(small, job_id, MSGPACK_STREAM)
@@ -110,6 +109,7 @@ def test_msgpack_stream_comes_in_small_blocks_equal_to_json(small, file_job):
     assert trailer == {"usage": listed["usage"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accept", ["application/msgpack", "application/x-msgpack"])
 def test_msgpack_over_the_limit_is_refused_before_any_body(small, file_job, accept):
     job_id, _ = file_job  # 41 x 384 x 4 = 62,976 bytes > 60,000
@@ -119,6 +119,7 @@ def test_msgpack_over_the_limit_is_refused_before_any_body(small, file_job, acce
     assert MSGPACK_STREAM in message and "62976" in message, message
 
 
+@pytest.mark.slow
 def test_msgpack_under_the_limit_is_unchanged(small):
     texts = [f"a short job {i}" for i in range(10)]  # 15,360 bytes: fits
     job = submit(small, model=MINILM, input=texts)
@@ -152,6 +153,7 @@ def assert_parquet_matches_json(table: dict, listed: dict) -> None:
     assert sum(table["tokens"]) == listed["usage"]["prompt_tokens"]
 
 
+@pytest.mark.slow
 def test_parquet_by_accept_is_the_stored_file_and_equals_json(small, file_job, stack):
     job_id, listed = file_job
     response = get_result(small, job_id, PARQUET)
@@ -162,6 +164,7 @@ def test_parquet_by_accept_is_the_stored_file_and_equals_json(small, file_job, s
     assert response.content == stored.read_bytes()  # one file: sent as stored
 
 
+@pytest.mark.slow
 def test_a_cancelled_job_streams_every_format_from_its_parts(small):
     texts = [f"cancelled job text {i} on {['ferries', 'ledgers', 'comets'][i % 3]}" for i in range(1500)]
     job = submit(small, model=MINILM, input=texts)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from embedserve.fleet.catalogue import Catalogue, ModelCard
-from tests.integration.conftest import MINILM
+from tests.integration.helpers import MINILM, assert_openai_error
 from tests.integration.jobs_helpers import (matrix, result_json, result_msgpack,
                                             result_ndjson, submit, sync_vectors, texts, wait_finished)
-from tests.integration.test_errors import assert_openai_error
 
 
+@pytest.mark.slow
 def test_5000_input_job_progresses_and_matches_sync(http):
     inputs = texts(5000)
     job = submit(http, model=MINILM, input=inputs)
@@ -46,6 +46,7 @@ def test_5000_input_job_progresses_and_matches_sync(http):
     assert np.array_equal(matrix(packed), vectors)
 
 
+@pytest.mark.slow
 def test_prefer_respond_async_on_embeddings_makes_a_job(http):
     response = http.post(http.base + "/v1/embeddings", json={"model": MINILM, "input": ["a", "b", "c"]},
                          headers={"Prefer": "respond-async"}, timeout=60)
@@ -56,6 +57,7 @@ def test_prefer_respond_async_on_embeddings_makes_a_job(http):
     assert [d["index"] for d in result_json(http, job["id"])["data"]] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_result_before_finish_is_202_with_retry_after(http, redis_server):
     """A job that cannot have finished: its model is in the catalogue but has no worker, so it waits."""
     name = "no-worker-for-202"
@@ -84,6 +86,7 @@ def test_result_before_finish_is_202_with_retry_after(http, redis_server):
         Catalogue(client).remove(name)
 
 
+@pytest.mark.slow
 def test_bad_item_fails_alone_and_the_job_ends(http):
     inputs = ["fine one", "word " * 1000, "fine two"]
     job = submit(http, model=MINILM, input=inputs, encoding_format="base64")
@@ -104,6 +107,7 @@ def test_bad_item_fails_alone_and_the_job_ends(http):
     assert listed["data"][1]["embedding"] is None and listed["data"][1]["error"]["code"] == "context_length_exceeded"
 
 
+@pytest.mark.slow
 def test_job_options_reach_the_worker(http):
     job = submit(http, model=MINILM, input=["hello world"], dimensions=64)
     wait_finished(http, job["id"])
@@ -111,6 +115,7 @@ def test_job_options_reach_the_worker(http):
     assert vector.shape == (64,) and abs(np.linalg.norm(vector) - 1) < 1e-5
 
 
+@pytest.mark.slow
 def test_cancel_stops_remaining_chunks_and_keeps_finished_ones(http):
     job = submit(http, model=MINILM, input=texts(6000, "cancel "))
     response = http.post(f"{http.base}/v1/jobs/{job['id']}/cancel", timeout=30)
@@ -130,6 +135,7 @@ def test_cancel_stops_remaining_chunks_and_keeps_finished_ones(http):
     assert again["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_delete_drops_the_job(http, stack):
     job = submit(http, model=MINILM, input=["to be deleted"])
     wait_finished(http, job["id"])
@@ -140,6 +146,7 @@ def test_delete_drops_the_job(http, stack):
     assert not list(stack.redis.client().scan_iter(f"embed:job:{job['id']}*"))
 
 
+@pytest.mark.slow
 def test_list_is_own_newest_first_and_paginates(http, api_url, other_http):
     first = submit(http, model=MINILM, input=["list one"])
     second = submit(http, model=MINILM, input=["list two"])
@@ -152,6 +159,7 @@ def test_list_is_own_newest_first_and_paginates(http, api_url, other_http):
     assert first["id"] not in other_ids and second["id"] not in other_ids
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,suffix", [
     ("get", ""), ("get", "/result"), ("post", "/cancel"), ("delete", ""),
 ])
@@ -168,6 +176,7 @@ def test_another_key_gets_the_same_404_as_an_unknown_id(http, api_url, other_htt
     assert wait_finished(http, job["id"])["status"] == "completed"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body,status,code,param", [
     ({"model": MINILM, "input": ["ok", ""]}, 400, None, "input"),
     ({"model": MINILM, "input": []}, 400, None, "input"),
@@ -183,6 +192,7 @@ def test_bad_job_bodies_create_nothing(http, body, status, code, param):
     assert [j["id"] for j in after] == [j["id"] for j in before]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("accept", ["text/html", "application/xml", "image/png"])
 def test_unsupported_accept_is_406(http, accept):
     job = submit(http, model=MINILM, input=["accept test"])
@@ -191,6 +201,7 @@ def test_unsupported_accept_is_406(http, accept):
     assert_openai_error(response, 406, "not_acceptable")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query", ["limit=0", "limit=abc", "limit=101"])
 def test_bad_list_params(http, query):
     assert_openai_error(http.get(f"{http.base}/v1/jobs?{query}", timeout=30), 400, None, "limit")

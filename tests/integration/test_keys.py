@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-import requests
 
-from tests.integration.conftest import API_KEY
-from tests.stack import ROOT, wait_until
-
-
-def keys_cli(stack, *args: str) -> subprocess.CompletedProcess:
-    """Run `embedserve keys ...` against the test stack's Redis."""
-    return subprocess.run([sys.executable, "-m", "embedserve.cli", "keys", *args], cwd=ROOT, env=stack.env(),
-                          capture_output=True, text=True, timeout=60)
-
-
-def create_key(stack, name: str, *limits: str) -> str:
-    """A new managed key (the CLI's stdout)."""
-    done = keys_cli(stack, "create", "--name", name, *limits)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+from tests.integration.helpers import API_KEY, create_key, keys_cli, models
+from tests.stack import wait_until
 
 
 def _everything_in_redis(client) -> bytes:
@@ -44,10 +28,7 @@ def _everything_in_redis(client) -> bytes:
     return b"\n".join(out)
 
 
-def models(api_url: str, key: str) -> int:
-    return requests.get(api_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
-
-
+@pytest.mark.slow
 def test_create_list_use_and_revoke_a_key(stack, api_url):
     key = create_key(stack, "alice", "--rpm", "600", "--tpm", "100000")
     assert key.startswith("es-") and len(key) > 30
@@ -83,6 +64,7 @@ def test_names_are_unique_and_unknown_names_cannot_be_revoked(stack):
     assert keys_cli(stack, "revoke", "bob").returncode == 0
 
 
+@pytest.mark.slow
 def test_a_wrong_key_is_refused_with_401(api_url):
     assert models(api_url, "es-" + "x" * 43) == 401
 

@@ -16,7 +16,7 @@ import requests
 from embedserve.fleet.catalogue import Catalogue, ModelCard
 from embedserve.fleet.liveness import Liveness
 from embedserve.fleet.registry import Heartbeat
-from tests.integration.conftest import API_KEY, MINILM
+from tests.integration.helpers import API_KEY, MINILM
 from tests.stack import ROOT, RedisServer, Stack
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -43,6 +43,7 @@ def models_cli(stack: Stack, *args: str, **env: str) -> subprocess.CompletedProc
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_declared_models_are_known_with_no_worker_and_take_jobs(private):
     _, url = private.start_api(EMBED_MODELS="future-model", EMBED_RERANK_MODELS="future-reranker")
     listed = {m["id"]: m for m in requests.get(url + "/v1/models", headers=AUTH, timeout=30).json()["data"]}
@@ -73,6 +74,7 @@ def test_declared_models_are_known_with_no_worker_and_take_jobs(private):
     assert bare.json()["model"] == "future-model"
 
 
+@pytest.mark.slow
 def test_a_model_announced_after_the_api_cached_its_view_is_found_at_once(private):
     """No API process answers 404 or "missing model" for a model a worker has announced (issue 11)."""
     _, url = private.start_api()
@@ -116,6 +118,7 @@ def test_models_cli_lists_and_removes(private):
     assert live.returncode == 0 and "1 live worker(s) still serve it" in live.stderr
 
 
+@pytest.mark.slow
 def test_a_worker_whose_card_disagrees_with_live_workers_is_refused_at_start(private):
     """Two workers of one name that disagree on dimensions would overwrite each other's card in turn."""
     odd = ModelCard(name=MINILM, aliases=("sentence-transformers/all-MiniLM-L6-v2",), dim=1024, max_length=256,

@@ -12,9 +12,10 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from embedserve import redis_keys
-from tests.integration.conftest import API_KEY, MINILM, QWEN, embed
-from tests.integration.test_errors import assert_openai_error
+from tests.integration.helpers import API_KEY, MINILM, QWEN, assert_openai_error, embed
 from tests.stack import RedisServer, Stack, private_stack, wait_until
+
+pytestmark = pytest.mark.slow  # the session stack (tests/integration/conftest.py) and stacks of its own
 
 # The Redis-derived gauges are cached for about a second per API process (api/observability.py):
 # a test that waits for one to change polls for longer than that.

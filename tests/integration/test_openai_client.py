@@ -6,7 +6,9 @@ import numpy as np
 import openai
 import pytest
 
-from tests.integration.conftest import API_KEY, MINILM
+from tests.integration.helpers import API_KEY, MINILM
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 
 @pytest.fixture

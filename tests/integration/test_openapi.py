@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
-from tests.integration.conftest import API_KEY
+from tests.integration.helpers import API_KEY
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 # Every check, the request-side ones included: what the document rejects the API must reject
 # (negative_data_rejection), what it accepts the API must accept. The built-in

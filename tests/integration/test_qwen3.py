@@ -7,8 +7,9 @@ import pytest
 
 from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
 from tests.fixtures.tiny_models import reference_qwen3_embeddings
-from tests.integration.conftest import QWEN, QWEN_ALIAS, embed
-from tests.integration.test_embeddings import cosines, vectors
+from tests.integration.helpers import QWEN, QWEN_ALIAS, cosines, embed, vectors
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 DOCS = ["Beijing is the capital of China.", "short", "a considerably longer document " * 12]
 QUERIES = ["what is the capital of china?", "explain gravity"]

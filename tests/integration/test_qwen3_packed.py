@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
 from tests.fixtures.tiny_models import reference_qwen3_embeddings
-from tests.integration.conftest import QWEN, embed
-from tests.integration.test_embeddings import cosines, vectors
+from tests.integration.helpers import QWEN, cosines, embed, vectors
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 # One request, rows from 2 to ~450 tokens: several length groups in one packed pass.
 MIXED = ["hi", "Beijing is the capital of China.", "a considerably longer document " * 12,

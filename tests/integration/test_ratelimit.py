@@ -8,9 +8,10 @@ import threading
 import pytest
 import requests
 
-from tests.integration.conftest import MINILM, OTHER_KEY, QWEN
-from tests.integration.test_keys import create_key
+from tests.integration.helpers import MINILM, OTHER_KEY, QWEN, create_key
 from tests.stack import wait_until
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 
 def post(api_url: str, key: str, text, model: str = MINILM) -> requests.Response:

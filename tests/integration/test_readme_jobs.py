@@ -7,9 +7,13 @@ import re
 import subprocess
 import sys
 
-from tests.integration.conftest import API_KEY
+import pytest
+
+from tests.integration.helpers import API_KEY
 from tests.integration.jobs_helpers import wait_finished
 from tests.stack import ROOT
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 
 def bulk_section() -> str:

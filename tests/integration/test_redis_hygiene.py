@@ -21,9 +21,11 @@ import redis as redis_py
 import requests
 
 from embedserve.fleet.liveness import Liveness
-from tests.integration.conftest import API_KEY, session_for
+from tests.integration.helpers import API_KEY, session_for
 from tests.integration.jobs_helpers import get_job, result_ndjson, submit, wait_finished
 from tests.stack import private_stack, wait_until
+
+pytestmark = pytest.mark.slow  # starts stacks of its own: API and worker processes (tests/stack.py)
 
 DEAD_AFTER_S = 4
 PAUSE_MS = 8000

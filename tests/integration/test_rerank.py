@@ -11,46 +11,17 @@ import numpy as np
 import pytest
 import requests
 
-from embedserve import redis_keys
-from tests.fixtures.tiny_models import (build_tiny_cross_encoder, build_tiny_qwen3_reranker,
-                                        reference_cross_encoder_scores, reference_qwen3_rerank_scores)
-from tests.integration.conftest import API_KEY, MINILM
-from tests.integration.test_errors import assert_openai_error
+from tests.fixtures.tiny_models import reference_cross_encoder_scores, reference_qwen3_rerank_scores
+from tests.integration.helpers import (API_KEY, CROSS_ENCODER, MINILM, QUERY, QWEN_RERANKER, QWEN_RERANKER_ALIAS,
+                                       assert_openai_error, rerank)
 from tests.stack import ROOT, wait_until
 
-QWEN_RERANKER = "tiny-qwen3-reranker"
-QWEN_RERANKER_ALIAS = "Qwen3-Reranker-0.6B"
-CROSS_ENCODER = "tiny-cross-encoder"
-QUERY = "what does the cat read?"
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
 DOCS = ["The cat reads the document quickly.", "A dog ranks many passages.", "",
         "My friend writes a query with care. " * 3, "The library publishes a scientific paper before dinner."]
 LONG_DOC = "the teacher explains the history book with great enthusiasm " * 120  # > 512 tokens
 TOLERANCE = 1e-4  # the tiny Qwen3 reranker's scores differ by ~0.003 between documents
-
-
-@pytest.fixture(scope="module")
-def rerankers(stack, tmp_path_factory):
-    """One rerank worker per tiny reranker, started for this module only; yields {name: model dir}."""
-    qwen_dir = build_tiny_qwen3_reranker(tmp_path_factory.mktemp("tiny-qwen3-reranker"))
-    ce_dir = build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"))
-    started = [
-        stack.start_worker(QWEN_RERANKER, EMBED_WORKER_ROLE="rerank", EMBED_RERANK_MODEL=str(qwen_dir),
-                           EMBED_RERANK_MODEL_NAME=QWEN_RERANKER, EMBED_RERANK_MODEL_ALIASES=QWEN_RERANKER_ALIAS),
-        stack.start_worker(CROSS_ENCODER, EMBED_WORKER_ROLE="rerank", EMBED_RERANK_MODEL=str(ce_dir),
-                           EMBED_RERANK_MODEL_NAME=CROSS_ENCODER),
-    ]
-    yield {QWEN_RERANKER: qwen_dir, CROSS_ENCODER: ce_dir}
-    for process in started:
-        process.stop()
-    # Forget the stopped rerankers, or /ready would report them down for the rest of the session.
-    client = stack.redis.client()
-    client.hdel(redis_keys.known_models(), QWEN_RERANKER, CROSS_ENCODER)
-    client.delete(redis_keys.worker_heartbeats(QWEN_RERANKER), redis_keys.worker_heartbeats(CROSS_ENCODER))
-
-
-def rerank(http, path="/v1/rerank", **body) -> requests.Response:
-    """POST a rerank body."""
-    return http.post(http.base + path, json=body, timeout=120)
 
 
 def scores_by_index(response: requests.Response) -> np.ndarray:

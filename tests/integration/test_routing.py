@@ -7,8 +7,9 @@ import requests
 
 from embedserve import redis_keys
 from embedserve.fleet.catalogue import Catalogue, ModelCard
-from tests.integration.conftest import API_KEY, MINILM, QWEN, QWEN_ALIAS, embed
-from tests.integration.test_errors import assert_openai_error
+from tests.integration.helpers import API_KEY, MINILM, QWEN, QWEN_ALIAS, assert_openai_error, embed
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 
 def test_models_lists_live_models(http):

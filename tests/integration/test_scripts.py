@@ -74,6 +74,7 @@ def ignore_sigint():
 # sigint_ignored: the script was started with SIGINT ignored (as a non-interactive shell starts a
 # background command), so the parts, which set their own handlers, stop before the script learns of
 # it; the same order a Ctrl-C racing the script's own loop produces.
+@pytest.mark.slow
 @pytest.mark.parametrize("moment,sigint_ignored", [("starting", False), ("starting", True), ("up", True)])
 def test_ctrl_c_prints_only_the_clean_stop(stack_root, tmp_path, moment, sigint_ignored):
     """Ctrl-C reaches the whole foreground process group (the script, the API, the worker): all stop,

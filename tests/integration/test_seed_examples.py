@@ -12,7 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.conftest import API_KEY, QWEN_ALIAS
+import pytest
+
+from tests.integration.helpers import API_KEY, QWEN_ALIAS
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 VENDORED_GUIDE = Path(__file__).resolve().parents[1] / "data" / "seed_usage_guide.md"
 

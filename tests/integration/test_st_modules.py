@@ -11,8 +11,10 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from tests.fixtures import tiny_models
-from tests.integration.test_embeddings import cosines, vectors
+from tests.integration.helpers import cosines, vectors
 from tests.stack import private_stack, wait_until
+
+pytestmark = pytest.mark.slow  # starts stacks of its own: API and worker processes (tests/stack.py)
 
 NAME = "tiny-st-dense"
 KEY = "st-modules-test-key-1"

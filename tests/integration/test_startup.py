@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.helpers import create_key, models
 from tests.stack import RedisServer, Stack, wait_until
+
+pytestmark = pytest.mark.slow  # each test starts an API or a worker on a Redis of its own (tests/stack.py)
 
 KEYS = {"EMBED_API_KEYS": "startup-test-key-1"}
 
@@ -56,8 +59,6 @@ def test_starts_with_a_warning_when_config_get_is_disabled(private_stack):
 
 
 def test_serves_managed_keys_with_no_static_keys(private_stack):
-    from tests.integration.test_keys import create_key, models
-
     stack = private_stack()
     key = create_key(stack, "only-managed")
     process, url = stack.start_api()  # no EMBED_API_KEYS at all

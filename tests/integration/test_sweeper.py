@@ -66,6 +66,7 @@ def test_a_job_past_its_time_is_not_handed_out_and_ends_expired(parts):
     assert job.status == JobStatus.EXPIRED and job.completed == 1
 
 
+@pytest.mark.slow
 def test_a_worker_sweeps_with_no_api_up(tmp_path):
     """Expiry needs neither the API nor a worker alone: here only a worker runs."""
     with private_stack(tmp_path) as stack:

@@ -9,10 +9,11 @@ import openai
 import pytest
 
 from embedserve import redis_keys
-from tests.integration.conftest import MINILM, embed, session_for
+from tests.integration.helpers import (MINILM, assert_openai_error, embed, jsonl, request_line, session_for, upload,
+                                       wait_batch)
 from tests.integration.jobs_helpers import submit, wait_finished
-from tests.integration.test_batches import jsonl, request_line, upload, wait_batch
-from tests.integration.test_errors import assert_openai_error
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 FIX = "check_embedding_ctx_length=False"
 IDS = [101, 7592, 2088, 102]  # "[CLS] hello world [SEP]" in MiniLM's vocabulary

@@ -8,9 +8,9 @@ from transformers import AutoTokenizer
 
 from embedserve import redis_keys
 from tests.fixtures.tiny_models import MAX_LEN, build_tiny_cross_encoder
-from tests.integration.conftest import MINILM, QWEN, embed
-from tests.integration.test_errors import assert_openai_error
-from tests.integration.test_keys import create_key
+from tests.integration.helpers import MINILM, QWEN, assert_openai_error, create_key, embed
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 RERANKER = "tokenize-cross-encoder"
 TEXTS = ["Hello world!", "The cat reads the document quickly, and then some more words."]

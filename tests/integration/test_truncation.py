@@ -15,11 +15,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.fixtures.tiny_models import _corpus
-from tests.integration.conftest import MINILM, embed, session_for
+from tests.integration.helpers import (CROSS_ENCODER, MINILM, QUERY, QWEN_RERANKER, assert_openai_error, embed, jsonl,
+                                       request_line, rerank, session_for, upload, wait_batch)
 from tests.integration.jobs_helpers import result_msgpack, matrix, submit, wait_finished
-from tests.integration.test_errors import assert_openai_error
-from tests.integration.test_rerank import CROSS_ENCODER, QUERY, QWEN_RERANKER, rerank, rerankers  # noqa: F401
-from tests.integration.test_batches import client, jsonl, request_line, upload, wait_batch  # noqa: F401
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
 HEAD_WORDS = ["river", "bridge", "water", "boat", "stone"]  # one WordPiece token each in MiniLM's vocabulary
 TAIL_WORDS = ["music", "piano", "song", "concert", "guitar"]
