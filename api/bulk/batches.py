@@ -28,7 +28,8 @@ from embedserve.settings import Settings
 from api.bulk.batch_output import roles
 from api.contract.batch import BatchBody
 from api.bulk.files import FILE_PREFIX, find_file, output_record_steps, uploaded_lines
-from api.bulk.jobs import over_quota, check_quota, input_weight, params_of
+from api.bulk.chunking import ChunkBudget, input_weight
+from api.bulk.jobs import over_quota, check_quota, params_of
 from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
@@ -60,7 +61,7 @@ def check_create_body(body: object) -> tuple[str, str, dict | None]:
 def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan,
                 accept_token_ids: bool = True) -> Iterator[ChunkSpec]:
     """Validate every line; yield chunks of valid lines, grouped by model and options."""
-    groups: dict[tuple, list] = {}  # (model, options) -> [items, counts, inputs, meta, weight]
+    groups: dict[tuple, _Group] = {}  # (model, options) -> its chunk being filled
     seen: set[str] = set()
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -89,26 +90,37 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
             continue
         params = params_of(req)
         group_key = (served.card.name, json.dumps(params, sort_keys=True))
-        group = groups.setdefault(group_key, [[], [], [], [], 0])
+        group = groups.setdefault(group_key, _Group())
         weight = sum(input_weight(x) for x in req.inputs)
-        if group[0] and (len(group[2]) + len(req.inputs) > defaults.JOB_CHUNK_INPUTS
-                         or group[4] + weight > defaults.JOB_CHUNK_CHARS):
+        if not group.budget.takes(len(req.inputs), weight):
             yield _spec(served.card.name, params, group)
-            groups[group_key] = group = [[], [], [], [], 0]
-        group[0].append(index)
-        group[1].append(len(req.inputs))
-        group[2].extend(req.inputs)
-        group[3].append([custom_id, req.encoding_format])
-        group[4] += weight
+            groups[group_key] = group = _Group()
+        group.budget.add(len(req.inputs), weight)
+        group.items.append(index)
+        group.counts.append(len(req.inputs))
+        group.inputs.extend(req.inputs)
+        group.meta.append([custom_id, req.encoding_format])
     if plan.lines == 0:
         raise LineError(1, "The input file has no requests.", code="empty_file")
     for (model, params), group in groups.items():
-        if group[0]:
+        if group.items:
             yield _spec(model, json.loads(params), group)
 
 
-def _spec(model: str, params: dict, group: list) -> ChunkSpec:
-    return ChunkSpec(model=model, items=group[0], counts=group[1], inputs=group[2], params=params, meta=group[3])
+@dataclass
+class _Group:
+    """The chunk being filled for one (model, options) group of a batch's lines."""
+
+    items: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    meta: list = field(default_factory=list)
+    budget: ChunkBudget = field(default_factory=ChunkBudget)
+
+
+def _spec(model: str, params: dict, group: _Group) -> ChunkSpec:
+    return ChunkSpec(model=model, items=group.items, counts=group.counts, inputs=group.inputs, params=params,
+                     meta=group.meta)
 
 
 def _only_model(registry: Registry):

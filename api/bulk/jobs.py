@@ -20,29 +20,20 @@ from embedserve.jobs.chunks import ChunkSpec
 from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
+from api.bulk.chunking import input_weight, runs
 from api.bulk.files import user_data_inputs
 from api.validation.embeddings import EmbeddingRequest
 
 JOB_PREFIX = "job_"
 
 
-def input_weight(item: object) -> int:
-    """Rough cost of one input for chunking: characters, or 4 per token id."""
-    return len(item) * (4 if isinstance(item, list) else 1)
-
-
 def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
                  max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[tuple[int, int]]:
-    """(start, end) slices of `inputs`, each within the chunk's input and character budget."""
-    start, weight = 0, 0
-    for i, item in enumerate(inputs):
-        cost = input_weight(item)
-        if i > start and (i - start >= max_inputs or weight + cost > max_chars):
-            yield start, i
-            start, weight = i, 0
-        weight += cost
-    if start < len(inputs):
-        yield start, len(inputs)
+    """(start, end) slices of `inputs`, one per chunk (api/bulk/chunking.py's rule)."""
+    start = 0
+    for run in runs(inputs, lambda item: (1, input_weight(item)), max_inputs, max_chars):
+        yield start, start + len(run)
+        start += len(run)
 
 
 def params_of(req: EmbeddingRequest) -> dict:
@@ -113,29 +104,28 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
 def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: dict,
                      max_inputs: int = defaults.JOB_CHUNK_INPUTS,
                      max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[ChunkSpec]:
-    """Chunks of a user_data file's (text, id, error) items, cut as `chunk_bounds` cuts a list, one
-    chunk in memory at a time. An item with an error has no input: it is failed by the worker alone."""
-    items: list[int] = []
-    counts: list[int] = []
-    texts: list[str] = []
-    ids: list = []
-    bad: dict = {}
-    weight = 0
-    for index, (text, item_id, error) in enumerate(inputs):
-        cost = len(text) if text is not None else 0
-        if items and (len(items) >= max_inputs or weight + cost > max_chars):
-            yield _file_spec(model, params, items, counts, texts, ids, bad)
-            items, counts, texts, ids, bad, weight = [], [], [], [], {}, 0
-        items.append(index)
-        ids.append(item_id)
-        if error is not None:
-            counts.append(0)
-            bad[str(index)] = {"status": 400, "error": error}
-        else:
-            counts.append(1)
-            texts.append(text)
-            weight += cost
-    if items:
+    """Chunks of a user_data file's (text, id, error) items, cut by api/bulk/chunking.py's rule, one
+    chunk in memory at a time. An item with an error has no input: it is failed by the worker alone,
+    and weighs nothing, but counts as one of the chunk's inputs."""
+    def size(entry: tuple[int, tuple]) -> tuple[int, int]:
+        text, _, error = entry[1]
+        return 1, 0 if error is not None else len(text)
+
+    for run in runs(enumerate(inputs), size, max_inputs, max_chars):
+        items: list[int] = []
+        counts: list[int] = []
+        texts: list[str] = []
+        ids: list = []
+        bad: dict = {}
+        for index, (text, item_id, error) in run:
+            items.append(index)
+            ids.append(item_id)
+            if error is not None:
+                counts.append(0)
+                bad[str(index)] = {"status": 400, "error": error}
+            else:
+                counts.append(1)
+                texts.append(text)
         yield _file_spec(model, params, items, counts, texts, ids, bad)
 
 
