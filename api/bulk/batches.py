@@ -21,7 +21,7 @@ from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkSpec
-from embedserve.fleet.registry import ModelKind, Registry
+from embedserve.fleet.registry import Registry
 from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
@@ -31,6 +31,7 @@ from api.bulk.files import FILE_PREFIX, find_file, output_record_steps, uploaded
 from api.bulk.chunking import ChunkBudget, input_weight
 from api.bulk.jobs import over_quota, check_quota, params_of
 from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request
+from api.validation.models import resolve_model
 
 BATCH_PREFIX = "batch_"
 
@@ -72,13 +73,7 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         try:
             req = parse_embedding_request(body)
             check_token_ids_accepted(req, accept_token_ids)
-            served = registry.lookup(req.model) if req.model else _only_model(registry)
-            if served is None:
-                raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
-                               param="model", code="model_not_found")
-            if served.card.kind != ModelKind.EMBEDDING:  # no bulk slot serves a reranker: it would never run
-                raise InvalidRequest(f"The model '{req.model}' is a reranker; a batch for /v1/embeddings needs an "
-                                     f"embedding model.", param="model", code="wrong_model_kind")
+            served = resolve_model(registry, req.model)  # an embedding model: no bulk slot serves a reranker
             check_against_model(req, served.card)
             plan.model = plan.model or served.card.name
             if served.card.name != plan.model:
@@ -121,13 +116,6 @@ class _Group:
 def _spec(model: str, params: dict, group: _Group) -> ChunkSpec:
     return ChunkSpec(model=model, items=group.items, counts=group.counts, inputs=group.inputs, params=params,
                      meta=group.meta)
-
-
-def _only_model(registry: Registry):
-    only = registry.only(ModelKind.EMBEDDING)  # the only live embedding model, else the only known one
-    if only is not None:
-        return only
-    raise InvalidRequest("Missing required parameter: 'model'.", param="model")
 
 
 def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple[str, dict]:

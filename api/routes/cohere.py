@@ -15,8 +15,9 @@ from embedserve.errors import ServiceError
 from api.admission import admit, estimate_tokens
 from api.responses import cohere_embed_response
 from api.validation.cohere import cohere_error, parse_cohere_embed, within_model
-from api.context import require_key, resolve_model, services
+from api.context import require_key, services
 from api.validation.embeddings import check_against_model, parse_json_body
+from api.validation.models import resolve_model
 
 bp = Blueprint("cohere", __name__)
 bp.before_request(require_key)
@@ -26,7 +27,7 @@ bp.before_request(require_key)
 def embed() -> Response:
     """Validate, embed once on the model's workers, answer every asked type in Cohere's format."""
     embed = parse_cohere_embed(parse_json_body(request.get_data(), request.content_type))
-    served = resolve_model(embed.request.model)
+    served = resolve_model(services().registry, embed.request.model)
     req = within_model(embed.request, served.card.max_length)
     try:  # the model's refusals name our fields; cohere_error says them in Cohere's
         check_against_model(req, served.card)

@@ -6,9 +6,10 @@ from flask import Blueprint, Response, g, request
 
 
 from api.admission import admit, estimate_tokens
-from api.context import require_key, resolve_model, services
+from api.context import require_key, services
 from api.routes.jobs import create_job_response
 from api.responses import embedding_list
+from api.validation.models import resolve_model
 from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request, parse_json_body
 
 bp = Blueprint("embeddings", __name__)
@@ -36,7 +37,7 @@ def create_embeddings() -> Response:
     svc = services()
     req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type))
     check_token_ids_accepted(req, svc.settings.accept_token_ids)
-    served = resolve_model(req.model)
+    served = resolve_model(svc.registry, req.model)
     check_against_model(req, served.card)
     estimate = estimate_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:

@@ -8,13 +8,14 @@ from embedserve import defaults
 from embedserve.errors import InvalidRequest
 
 from api.admission import admit
-from api.context import owner, queued_inputs_cap, require_key, resolve_model, services
+from api.context import owner, queued_inputs_cap, require_key, services
 from api.bulk.files import find_file
 from api.bulk.listing import list_page
 from api.bulk.jobs import find_job, job_object, submit_file_job, submit_job
 from api.bulk.result_formats import STREAMS, check_fits, pick_format
 from api.validation.embeddings import (EmbeddingRequest, check_against_model, check_token_ids_accepted, parse_embedding_request,
                             parse_job_request, parse_json_body)
+from api.validation.models import resolve_model
 
 bp = Blueprint("jobs", __name__)
 
@@ -36,7 +37,7 @@ def create_job_response() -> Response:
     else:  # POST /v1/embeddings with Prefer: respond-async: the embeddings body, with the job limits
         req = parse_embedding_request(body, max_inputs=svc.settings.max_job_inputs)
     check_token_ids_accepted(req, svc.settings.accept_token_ids)
-    served = resolve_model(req.model)
+    served = resolve_model(svc.registry, req.model)
     check_against_model(req, served.card)
     with admit(0, g.identity):  # a job is a request like any other for the key's requests-per-minute
         job = submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner(),
@@ -51,7 +52,7 @@ def _create_file_job(file_id: str, req: EmbeddingRequest) -> Response:
     if record["purpose"] != "user_data":
         raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a job's input file is "
                              f"uploaded with purpose 'user_data'.", param="input_file_id")
-    served = resolve_model(req.model)
+    served = resolve_model(svc.registry, req.model)
     check_against_model(req, served.card)
     with admit(0, g.identity):
         job = submit_file_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner(),
