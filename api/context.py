@@ -17,6 +17,7 @@ from embedserve.settings import Settings
 
 from api.auth import KeyChecker
 from api.dispatch import Dispatcher
+from api.validation.embeddings import parse_json_body
 
 EXTENSION = "embedserve"
 
@@ -57,3 +58,8 @@ def queued_inputs_cap() -> int:
     """The caller's cap on inputs of queued and running jobs: its managed key's, else the static keys' (0 = none)."""
     cap = getattr(g.identity, "max_queued_inputs", None)
     return services().settings.max_queued_inputs_per_key if cap is None else cap
+
+
+def json_body() -> object:
+    """The request's body, decoded as JSON (strictly: see parse_json_body)."""
+    return parse_json_body(request.get_data(), request.content_type)

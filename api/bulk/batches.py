@@ -18,20 +18,20 @@ from dataclasses import dataclass, field
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
 from embedserve.jobs.data import JobData
-from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
+from embedserve.jobs.records import Job, JobRecords, JobStatus
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkSpec
 from embedserve.fleet.registry import Registry
-from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
+from embedserve.jobs.scheduler import Scheduler
 from embedserve.settings import Settings
 
 from api.bulk.batch_output import roles
 from api.contract.batch import BatchBody
-from api.bulk.files import FILE_PREFIX, find_file, output_record_steps, uploaded_lines
+from api.bulk.files import FILE_PREFIX, find_input_file, output_record_steps, uploaded_lines
 from api.bulk.chunking import ChunkBudget, input_weight
-from api.bulk.jobs import over_quota, check_quota, params_of
-from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request
-from api.validation.models import resolve_model
+from api.bulk.jobs import JOB_PREFIX, params_of
+from api.bulk.submission import submit
+from api.validation.embeddings import check_for_model, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
 
@@ -72,9 +72,8 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         custom_id, body = _request_of(raw, number, endpoint, seen)
         try:
             req = parse_embedding_request(body)
-            check_token_ids_accepted(req, accept_token_ids)
-            served = resolve_model(registry, req.model)  # an embedding model: no bulk slot serves a reranker
-            check_against_model(req, served.card)
+            # an embedding model's: no bulk slot serves a reranker, a line for one would never run
+            served = check_for_model(req, registry, accept_token_ids=accept_token_ids)
             plan.model = plan.model or served.card.name
             if served.card.name != plan.model:
                 raise InvalidRequest(f"A batch uses one model; this line asks for '{served.card.name}' after earlier "
@@ -146,12 +145,9 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
                  owner: str, body: object, cap: int) -> str:
     """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
     file_id, endpoint, metadata = check_create_body(body)
-    record = find_file(records.redis, file_id, owner)
-    if record["purpose"] != "batch":
-        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a batch needs a file "
-                             f"uploaded with purpose 'batch'.", param="input_file_id")
+    find_input_file(records.redis, file_id, owner, "batch")
     batch_id = new_id(BATCH_PREFIX)
-    job_id = new_id("job_")
+    job_id = new_id(JOB_PREFIX)
     now = int(time.time())
     ttl = settings.job_ttl + defaults.BATCH_WINDOW_S
     batch = {"id": batch_id, "owner": owner, "job_id": job_id, "input_file_id": file_id, "endpoint": endpoint,
@@ -159,40 +155,32 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
              "output_file_id": new_id(FILE_PREFIX), "error_file_id": new_id(FILE_PREFIX),
              "data_expires_at": now + ttl}
     plan = Plan()
-    job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now, total=0,
-              chunks=0, expires_at=now + defaults.BATCH_WINDOW_S)
+    # The whole file is checked before anything is queued: the lines are read twice (a count
+    # for the quota, then the chunks), never held in memory.
+    job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now,
+              total=count_lines(uploaded_lines(data.store, file_id)), chunks=0,
+              expires_at=now + defaults.BATCH_WINDOW_S)
+
+    def stored(job: Job) -> dict:
+        """What the lines told: the batch's model and the lines refused alone (kept for the error file)."""
+        job.model = plan.model or ""
+        job.failed = len(plan.prefailed)
+        if plan.prefailed:
+            data.put_prefailed(job_id, plan.prefailed)
+        return {"data_expires_at": now + ttl}
+
     try:
-        # The whole file is checked before anything is queued: the lines are read twice (a count
-        # for the quota, then the chunks), never held in memory.
-        check_quota(scheduler, owner, count_lines(uploaded_lines(data.store, file_id)), cap)
-        scheduler.note_pending(job_id)
-        job.chunks = data.put_inputs(job_id, plan_chunks(uploaded_lines(data.store, file_id), registry,
-                                                         endpoint, plan, settings.accept_token_ids))
+        # A batch of nothing but refused lines still goes through the rotation: its one worker
+        # step ends it at once (chunks == 0 ends on the first look).
+        submit(scheduler, data, job, plan_chunks(uploaded_lines(data.store, file_id), registry, endpoint, plan,
+                                                 settings.accept_token_ids),
+               cap=cap, ttl=ttl, listed=False, stored=stored, then=lambda: _save_batch(records, batch, ttl))
     except LineError as exc:
         data.delete(job_id)
         errors = {"object": "list", "data": [{"code": exc.code, "message": exc.message, "param": exc.param,
                                               "line": exc.line}]}
         batch.update(status="failed", failed_at=now, errors=json.dumps(errors))
         _save_batch(records, batch, ttl)
-        return batch_id
-    job.model = plan.model or ""
-    job.total, job.failed = plan.lines, len(plan.prefailed)
-    fields = job_record(job, defaults.JOB_ERROR_SAMPLE)
-    fields["data_expires_at"] = now + ttl
-    try:
-        if plan.prefailed:
-            data.put_prefailed(job_id, plan.prefailed)
-        # A batch of nothing but refused lines still goes through the rotation: its one worker
-        # step ends it at once (chunks == 0 ends on the first look).
-        scheduler.submit(fields, cap=cap, ttl=ttl, listed=False)
-        _save_batch(records, batch, ttl)
-    except QuotaExceeded as over:
-        data.delete(job_id)
-        raise over_quota(over.used, job.total, cap) from None
-    except BaseException:
-        data.delete(job_id)
-        records.redis.unlink(redis_keys.job(job_id))
-        raise
     return batch_id
 
 
