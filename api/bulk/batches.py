@@ -18,18 +18,20 @@ from dataclasses import dataclass, field
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
 from embedserve.jobs.data import JobData
-from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
+from embedserve.jobs.records import Job, JobRecords, JobStatus
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkSpec
-from embedserve.fleet.registry import ModelKind, Registry
-from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
+from embedserve.fleet.registry import Registry
+from embedserve.jobs.scheduler import Scheduler
 from embedserve.settings import Settings
 
 from api.bulk.batch_output import roles
 from api.contract.batch import BatchBody
-from api.bulk.files import FILE_PREFIX, find_file, output_record_steps, uploaded_lines
-from api.bulk.jobs import over_quota, check_quota, input_weight, params_of
-from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request
+from api.bulk.files import FILE_PREFIX, find_input_file, output_record_steps, uploaded_lines
+from api.bulk.chunking import ChunkBudget, input_weight
+from api.bulk.jobs import JOB_PREFIX, params_of
+from api.bulk.submission import submit
+from api.validation.embeddings import check_for_model, parse_embedding_request
 
 BATCH_PREFIX = "batch_"
 
@@ -60,7 +62,7 @@ def check_create_body(body: object) -> tuple[str, str, dict | None]:
 def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan,
                 accept_token_ids: bool = True) -> Iterator[ChunkSpec]:
     """Validate every line; yield chunks of valid lines, grouped by model and options."""
-    groups: dict[tuple, list] = {}  # (model, options) -> [items, counts, inputs, meta, weight]
+    groups: dict[tuple, _Group] = {}  # (model, options) -> its chunk being filled
     seen: set[str] = set()
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -70,15 +72,8 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         custom_id, body = _request_of(raw, number, endpoint, seen)
         try:
             req = parse_embedding_request(body)
-            check_token_ids_accepted(req, accept_token_ids)
-            served = registry.lookup(req.model) if req.model else _only_model(registry)
-            if served is None:
-                raise NotFound(f"The model '{req.model}' does not exist or is not served here.",
-                               param="model", code="model_not_found")
-            if served.card.kind != ModelKind.EMBEDDING:  # no bulk slot serves a reranker: it would never run
-                raise InvalidRequest(f"The model '{req.model}' is a reranker; a batch for /v1/embeddings needs an "
-                                     f"embedding model.", param="model", code="wrong_model_kind")
-            check_against_model(req, served.card)
+            # an embedding model's: no bulk slot serves a reranker, a line for one would never run
+            served = check_for_model(req, registry, accept_token_ids=accept_token_ids)
             plan.model = plan.model or served.card.name
             if served.card.name != plan.model:
                 raise InvalidRequest(f"A batch uses one model; this line asks for '{served.card.name}' after earlier "
@@ -89,33 +84,37 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
             continue
         params = params_of(req)
         group_key = (served.card.name, json.dumps(params, sort_keys=True))
-        group = groups.setdefault(group_key, [[], [], [], [], 0])
+        group = groups.setdefault(group_key, _Group())
         weight = sum(input_weight(x) for x in req.inputs)
-        if group[0] and (len(group[2]) + len(req.inputs) > defaults.JOB_CHUNK_INPUTS
-                         or group[4] + weight > defaults.JOB_CHUNK_CHARS):
+        if not group.budget.takes(len(req.inputs), weight):
             yield _spec(served.card.name, params, group)
-            groups[group_key] = group = [[], [], [], [], 0]
-        group[0].append(index)
-        group[1].append(len(req.inputs))
-        group[2].extend(req.inputs)
-        group[3].append([custom_id, req.encoding_format])
-        group[4] += weight
+            groups[group_key] = group = _Group()
+        group.budget.add(len(req.inputs), weight)
+        group.items.append(index)
+        group.counts.append(len(req.inputs))
+        group.inputs.extend(req.inputs)
+        group.meta.append([custom_id, req.encoding_format])
     if plan.lines == 0:
         raise LineError(1, "The input file has no requests.", code="empty_file")
     for (model, params), group in groups.items():
-        if group[0]:
+        if group.items:
             yield _spec(model, json.loads(params), group)
 
 
-def _spec(model: str, params: dict, group: list) -> ChunkSpec:
-    return ChunkSpec(model=model, items=group[0], counts=group[1], inputs=group[2], params=params, meta=group[3])
+@dataclass
+class _Group:
+    """The chunk being filled for one (model, options) group of a batch's lines."""
+
+    items: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)
+    meta: list = field(default_factory=list)
+    budget: ChunkBudget = field(default_factory=ChunkBudget)
 
 
-def _only_model(registry: Registry):
-    only = registry.only(ModelKind.EMBEDDING)  # the only live embedding model, else the only known one
-    if only is not None:
-        return only
-    raise InvalidRequest("Missing required parameter: 'model'.", param="model")
+def _spec(model: str, params: dict, group: _Group) -> ChunkSpec:
+    return ChunkSpec(model=model, items=group.items, counts=group.counts, inputs=group.inputs, params=params,
+                     meta=group.meta)
 
 
 def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple[str, dict]:
@@ -146,12 +145,9 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
                  owner: str, body: object, cap: int) -> str:
     """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
     file_id, endpoint, metadata = check_create_body(body)
-    record = find_file(records.redis, file_id, owner)
-    if record["purpose"] != "batch":
-        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a batch needs a file "
-                             f"uploaded with purpose 'batch'.", param="input_file_id")
+    find_input_file(records.redis, file_id, owner, "batch")
     batch_id = new_id(BATCH_PREFIX)
-    job_id = new_id("job_")
+    job_id = new_id(JOB_PREFIX)
     now = int(time.time())
     ttl = settings.job_ttl + defaults.BATCH_WINDOW_S
     batch = {"id": batch_id, "owner": owner, "job_id": job_id, "input_file_id": file_id, "endpoint": endpoint,
@@ -159,40 +155,32 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
              "output_file_id": new_id(FILE_PREFIX), "error_file_id": new_id(FILE_PREFIX),
              "data_expires_at": now + ttl}
     plan = Plan()
-    job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now, total=0,
-              chunks=0, expires_at=now + defaults.BATCH_WINDOW_S)
+    # The whole file is checked before anything is queued: the lines are read twice (a count
+    # for the quota, then the chunks), never held in memory.
+    job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now,
+              total=count_lines(uploaded_lines(data.store, file_id)), chunks=0,
+              expires_at=now + defaults.BATCH_WINDOW_S)
+
+    def stored(job: Job) -> dict:
+        """What the lines told: the batch's model and the lines refused alone (kept for the error file)."""
+        job.model = plan.model or ""
+        job.failed = len(plan.prefailed)
+        if plan.prefailed:
+            data.put_prefailed(job_id, plan.prefailed)
+        return {"data_expires_at": now + ttl}
+
     try:
-        # The whole file is checked before anything is queued: the lines are read twice (a count
-        # for the quota, then the chunks), never held in memory.
-        check_quota(scheduler, owner, count_lines(uploaded_lines(data.store, file_id)), cap)
-        scheduler.note_pending(job_id)
-        job.chunks = data.put_inputs(job_id, plan_chunks(uploaded_lines(data.store, file_id), registry,
-                                                         endpoint, plan, settings.accept_token_ids))
+        # A batch of nothing but refused lines still goes through the rotation: its one worker
+        # step ends it at once (chunks == 0 ends on the first look).
+        submit(scheduler, data, job, plan_chunks(uploaded_lines(data.store, file_id), registry, endpoint, plan,
+                                                 settings.accept_token_ids),
+               cap=cap, ttl=ttl, listed=False, stored=stored, then=lambda: _save_batch(records, batch, ttl))
     except LineError as exc:
         data.delete(job_id)
         errors = {"object": "list", "data": [{"code": exc.code, "message": exc.message, "param": exc.param,
                                               "line": exc.line}]}
         batch.update(status="failed", failed_at=now, errors=json.dumps(errors))
         _save_batch(records, batch, ttl)
-        return batch_id
-    job.model = plan.model or ""
-    job.total, job.failed = plan.lines, len(plan.prefailed)
-    fields = job_record(job, defaults.JOB_ERROR_SAMPLE)
-    fields["data_expires_at"] = now + ttl
-    try:
-        if plan.prefailed:
-            data.put_prefailed(job_id, plan.prefailed)
-        # A batch of nothing but refused lines still goes through the rotation: its one worker
-        # step ends it at once (chunks == 0 ends on the first look).
-        scheduler.submit(fields, cap=cap, ttl=ttl, listed=False)
-        _save_batch(records, batch, ttl)
-    except QuotaExceeded as over:
-        data.delete(job_id)
-        raise over_quota(over.used, job.total, cap) from None
-    except BaseException:
-        data.delete(job_id)
-        records.redis.unlink(redis_keys.job(job_id))
-        raise
     return batch_id
 
 

@@ -234,6 +234,19 @@ def find_file(client: redis.Redis, file_id: str, owner: str) -> dict:
     return record
 
 
+def find_input_file(client: redis.Redis, file_id: str, owner: str, purpose: str) -> dict:
+    """The caller's uploaded file a batch or a job reads (`input_file_id`): 404 as `find_file`, 400 unless
+    it was uploaded with the `purpose` that use needs ('batch' or 'user_data')."""
+    record = find_file(client, file_id, owner)
+    if record["purpose"] != purpose:
+        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; {_READERS[purpose]} needs a file "
+                             f"uploaded with purpose {purpose!r}.", param="input_file_id")
+    return record
+
+
+_READERS = {"batch": "a batch", "user_data": "a job"}
+
+
 def file_object(record: dict) -> dict:
     """The OpenAI File object."""
     return {"id": record["id"], "object": "file", "bytes": int(record["bytes"]),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify
 
 from embedserve.errors import NotFound
 
 from api.bulk.batches import batch_object, create_batch, find_batch
 from api.admission import admit
-from api.context import owner, queued_inputs_cap, require_key, services
+from api.context import json_body, owner, queued_inputs_cap, require_key, services
 from api.bulk.listing import list_page
-from api.validation.embeddings import parse_json_body
 
 bp = Blueprint("batches", __name__)
 bp.before_request(require_key)
@@ -20,7 +19,7 @@ bp.before_request(require_key)
 def create() -> Response:
     """Validate the input file and start the batch."""
     svc = services()
-    body = parse_json_body(request.get_data(), request.content_type)
+    body = json_body()
     with admit(0, g.identity):  # counts against the key's requests-per-minute like any request
         batch_id = create_batch(svc.jobs, svc.scheduler, svc.job_data, svc.registry, svc.settings, owner(), body,
                                 queued_inputs_cap())

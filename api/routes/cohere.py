@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 
 from embedserve.errors import ServiceError
 
 from api.admission import admit, estimate_tokens
 from api.responses import cohere_embed_response
 from api.validation.cohere import cohere_error, parse_cohere_embed, within_model
-from api.context import require_key, resolve_model, services
-from api.validation.embeddings import check_against_model, parse_json_body
+from api.context import json_body, require_key, services
+from api.validation.embeddings import check_for_model
 
 bp = Blueprint("cohere", __name__)
 bp.before_request(require_key)
@@ -25,13 +25,13 @@ bp.before_request(require_key)
 @bp.post("/v2/embed")
 def embed() -> Response:
     """Validate, embed once on the model's workers, answer every asked type in Cohere's format."""
-    embed = parse_cohere_embed(parse_json_body(request.get_data(), request.content_type))
-    served = resolve_model(embed.request.model)
-    req = within_model(embed.request, served.card.max_length)
-    try:  # the model's refusals name our fields; cohere_error says them in Cohere's
-        check_against_model(req, served.card)
+    embed = parse_cohere_embed(json_body())
+    svc = services()
+    try:  # the refusals from here on name our fields; cohere_error says them in Cohere's (`model` reads the same)
+        served = check_for_model(embed.request, svc.registry, accept_token_ids=svc.settings.accept_token_ids)
+        req = within_model(embed.request, served.card.max_length)
         with admit(estimate_tokens(req, served.card.max_length), g.identity) as ticket:
-            result = services().dispatcher.embed(req, served, request_id=g.get("request_id"))
+            result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
             ticket.record_usage(result.tokens)
     except ServiceError as exc:
         raise cohere_error(exc) from None

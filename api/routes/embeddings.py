@@ -6,10 +6,10 @@ from flask import Blueprint, Response, g, request
 
 
 from api.admission import admit, estimate_tokens
-from api.context import require_key, resolve_model, services
-from api.routes.jobs import create_job_response
+from api.bulk.jobs import job_accepted, queue_job
+from api.context import json_body, owner, queued_inputs_cap, require_key, services
 from api.responses import embedding_list
-from api.validation.embeddings import check_against_model, check_token_ids_accepted, parse_embedding_request, parse_json_body
+from api.validation.embeddings import check_for_model, parse_embedding_request
 
 bp = Blueprint("embeddings", __name__)
 
@@ -31,13 +31,12 @@ def _limits_and_key() -> None:
 @bp.post("/embeddings")
 def create_embeddings() -> Response:
     """Validate, route to the model's workers, answer in OpenAI's format (or 202 + a job when async)."""
-    if wants_async():
-        return create_job_response()
     svc = services()
-    req = parse_embedding_request(parse_json_body(request.get_data(), request.content_type))
-    check_token_ids_accepted(req, svc.settings.accept_token_ids)
-    served = resolve_model(req.model)
-    check_against_model(req, served.card)
+    if wants_async():  # the embeddings body, with the job limits
+        req = parse_embedding_request(json_body(), max_inputs=svc.settings.max_job_inputs)
+        return job_accepted(svc.jobs, queue_job(svc, g.identity, owner(), queued_inputs_cap(), req))
+    req = parse_embedding_request(json_body())
+    served = check_for_model(req, svc.registry, accept_token_ids=svc.settings.accept_token_ids)
     estimate = estimate_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))

@@ -5,16 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
 from embedserve import defaults
-from embedserve.errors import InvalidRequest
 
-from api.admission import admit
-from api.context import owner, queued_inputs_cap, require_key, resolve_model, services
-from api.bulk.files import find_file
+from api.context import json_body, owner, queued_inputs_cap, require_key, services
+from api.bulk.files import find_input_file
 from api.bulk.listing import list_page
-from api.bulk.jobs import find_job, job_object, submit_file_job, submit_job
+from api.bulk.jobs import find_job, job_accepted, job_object, queue_job
 from api.bulk.result_formats import STREAMS, check_fits, pick_format
-from api.validation.embeddings import (EmbeddingRequest, check_against_model, check_token_ids_accepted, parse_embedding_request,
-                            parse_job_request, parse_json_body)
+from api.validation.embeddings import parse_job_request
 
 bp = Blueprint("jobs", __name__)
 
@@ -25,52 +22,13 @@ def _job_limits() -> None:
     require_key()
 
 
-def create_job_response() -> Response:
-    """Validate an embeddings body with the job limits, store and enqueue it: 202 + Location."""
-    svc = services()
-    body = parse_json_body(request.get_data(), request.content_type)
-    if request.path == "/v1/jobs":
-        file_id, req = parse_job_request(body, max_inputs=svc.settings.max_job_inputs)
-        if file_id is not None:
-            return _create_file_job(file_id, req)
-    else:  # POST /v1/embeddings with Prefer: respond-async: the embeddings body, with the job limits
-        req = parse_embedding_request(body, max_inputs=svc.settings.max_job_inputs)
-    check_token_ids_accepted(req, svc.settings.accept_token_ids)
-    served = resolve_model(req.model)
-    check_against_model(req, served.card)
-    with admit(0, g.identity):  # a job is a request like any other for the key's requests-per-minute
-        job = submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner(),
-                         queued_inputs_cap())
-    return _accepted(job)
-
-
-def _create_file_job(file_id: str, req: EmbeddingRequest) -> Response:
-    """A job over an uploaded user_data file: the inputs are streamed from the job store into chunks."""
-    svc = services()
-    record = find_file(svc.redis, file_id, owner())
-    if record["purpose"] != "user_data":
-        raise InvalidRequest(f"File '{file_id}' has purpose {record['purpose']!r}; a job's input file is "
-                             f"uploaded with purpose 'user_data'.", param="input_file_id")
-    served = resolve_model(req.model)
-    check_against_model(req, served.card)
-    with admit(0, g.identity):
-        job = submit_file_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner(),
-                              queued_inputs_cap(), record)
-    return _accepted(job)
-
-
-def _accepted(job) -> Response:
-    svc = services()
-    response = jsonify(job_object(svc.jobs, job))
-    response.status_code = 202
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return response
-
-
 @bp.post("/v1/jobs")
 def create_job() -> Response:
-    """Submit a bulk embedding job."""
-    return create_job_response()
+    """Submit a bulk embedding job: over `input`, or over an uploaded user_data file (`input_file_id`)."""
+    svc = services()
+    file_id, req = parse_job_request(json_body(), max_inputs=svc.settings.max_job_inputs)
+    record = None if file_id is None else find_input_file(svc.redis, file_id, owner(), "user_data")
+    return job_accepted(svc.jobs, queue_job(svc, g.identity, owner(), queued_inputs_cap(), req, record))
 
 
 @bp.get("/v1/jobs")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from embedserve.errors import NotFound
 from embedserve.fleet.registry import ModelKind, ServedModel
 
 from api.context import require_key, services
+from api.validation.models import resolve_model
 
 bp = Blueprint("models", __name__)
 bp.before_request(require_key)
@@ -40,8 +40,4 @@ def list_models():
 @bp.get("/v1/models/<path:model_id>")
 def get_model(model_id: str):
     """One model by served name or alias."""
-    served = services().registry.lookup(model_id)
-    if served is None:
-        raise NotFound(f"The model '{model_id}' does not exist or is not served here.", param="model",
-                       code="model_not_found")
-    return jsonify(model_object(served))
+    return jsonify(model_object(resolve_model(services().registry, model_id, kind=None)))

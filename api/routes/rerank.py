@@ -6,15 +6,15 @@ request is v1's minus `return_documents`, and its response reads a subset of our
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 
 from embedserve.fleet.registry import ModelKind
 
 from api.admission import admit, estimate_rerank_tokens
-from api.context import require_key, resolve_model, services
+from api.context import json_body, require_key, services
 from api.validation.rerank import parse_rerank_request
 from api.responses import rerank_response
-from api.validation.embeddings import parse_json_body
+from api.validation.models import resolve_model
 
 bp = Blueprint("rerank", __name__)
 bp.before_request(require_key)
@@ -25,9 +25,9 @@ bp.before_request(require_key)
 @bp.post("/rerank")
 def rerank() -> Response:
     """Validate, score every document on the reranker's workers, answer sorted by relevance."""
-    req = parse_rerank_request(parse_json_body(request.get_data(), request.content_type))
-    served = resolve_model(req.model, ModelKind.RERANK)
+    req = parse_rerank_request(json_body())
     svc = services()
+    served = resolve_model(svc.registry, req.model, ModelKind.RERANK)
     estimate = estimate_rerank_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:
         result = svc.dispatcher.rerank(req, served, request_id=g.get("request_id"))

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g
 
 from embedserve.fleet.registry import ServedModel
 
 from api.admission import admit
-from api.context import require_key, resolve_model, services
+from api.context import json_body, require_key, services
 from api.contract.tokenize import DetokenizeBody, TokenizeBody
 from api.validation.tokenize import check_token_ids
-from api.validation.embeddings import parse_json_body
+from api.validation.models import resolve_model
 
 bp = Blueprint("tokenize", __name__)
 bp.before_request(require_key)
@@ -26,8 +26,8 @@ bp.before_request(require_key)
 @bp.post("/tokenize")
 def tokenize() -> Response:
     """A prompt's token ids, their count and the model's maximum input length."""
-    body = TokenizeBody.check(parse_json_body(request.get_data(), request.content_type))
-    served = resolve_model(body.model, kind=None)
+    body = TokenizeBody.check(json_body())
+    served = resolve_model(services().registry, body.model, kind=None)
     return _answer(served, prompt=body.prompt, add_special_tokens=body.add_special_tokens,
                    return_token_strs=body.return_token_strs)
 
@@ -35,8 +35,8 @@ def tokenize() -> Response:
 @bp.post("/detokenize")
 def detokenize() -> Response:
     """The text of token ids."""
-    body = DetokenizeBody.check(parse_json_body(request.get_data(), request.content_type))
-    served = resolve_model(body.model, kind=None)
+    body = DetokenizeBody.check(json_body())
+    served = resolve_model(services().registry, body.model, kind=None)
     check_token_ids(body.tokens, served.card)
     return _answer(served, tokens=list(body.tokens))
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
-from embedserve.fleet.registry import ModelCard
+from embedserve.fleet.registry import ModelCard, Registry, ServedModel
 from embedserve.token_ids import not_accepted, out_of_vocabulary
 
 from api.contract.embedding import TEXT, TOKENS, embedding_body, input_shape, job_body
+from api.validation.models import resolve_model
 
-__all__ = ["EmbeddingRequest", "check_against_model", "check_token_ids_accepted", "parse_embedding_request",
-           "parse_job_request", "parse_json_body"]
+__all__ = ["EmbeddingRequest", "check_against_model", "check_for_model", "check_token_ids_accepted",
+           "parse_embedding_request", "parse_job_request", "parse_json_body"]
 
 # Content types a JSON body may arrive with: JSON itself, none, or curl's default for `-d`.
 _JSONISH = ("application/json", "", "application/x-www-form-urlencoded", "text/json")
@@ -80,6 +81,18 @@ def parse_job_request(body: object, *, max_inputs: int = defaults.MAX_JOB_INPUTS
     if checked.input_file_id is not None:
         return checked.input_file_id, _request(checked, [])
     return None, _request(checked, _entries(checked.input))
+
+
+def check_for_model(req: EmbeddingRequest, registry: Registry, *, accept_token_ids: bool) -> ServedModel:
+    """The served embedding model `req` names, once `req` passed every check before its work is sent:
+    token ids allowed at all, the model resolved (api/validation/models.py), `req` within its card.
+
+    The one sequence for /v1/embeddings (answered or as a job), /v1/jobs, /v2/embed and a batch's lines.
+    """
+    check_token_ids_accepted(req, accept_token_ids)
+    served = resolve_model(registry, req.model)
+    check_against_model(req, served.card)
+    return served
 
 
 def check_against_model(req: EmbeddingRequest, card: ModelCard) -> None:

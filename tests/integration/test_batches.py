@@ -100,6 +100,19 @@ def test_a_batch_uses_one_model_and_lines_for_another_fail_alone(client, workers
     assert errors[0]["response"]["body"]["error"]["code"] == "mismatched_model"
 
 
+def test_a_line_without_a_model_fails_alone_while_several_are_served(client, workers):
+    """A line may leave `model` out only when one embedding model is served; here two are, so it fails
+    alone, with the code the sync route gives (model_required)."""
+    lines = [request_line("named", {"model": MINILM, "input": "one"}), request_line("unnamed", {"input": "two"})]
+    batch = client.batches.create(input_file_id=upload(client, jsonl(lines)).id, endpoint="/v1/embeddings",
+                                  completion_window="24h")
+    done = wait_batch(client, batch.id)
+    assert done.status == "completed" and (done.request_counts.completed, done.request_counts.failed) == (1, 1), done
+    errors = [json.loads(line) for line in client.files.content(done.error_file_id).text.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["unnamed"] and errors[0]["response"]["status_code"] == 400
+    assert errors[0]["response"]["body"]["error"]["code"] == "model_required"
+
+
 def test_malformed_file_fails_the_batch_at_validation_naming_the_line(client):
     lines = [jsonl([request_line("a", {"model": MINILM, "input": "x"})]),
              b'{"method": "POST", "url": "/v1/embeddings", "body": {"input": "no custom id"}}\n']

@@ -1,0 +1,71 @@
+"""Submitting bulk work, for jobs and batches alike: store the inputs, then queue the job whole.
+
+The inputs go to the job store first; then one atomic step in Redis checks the key's quota,
+writes the record and puts the job in its model's rotation (embedserve/jobs/scheduler.py). A
+submission that fails half-way leaves no job behind: the inputs written are removed, and if the
+API itself dies first, the sweeper removes them (the submission was noted as pending).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from embedserve import defaults, redis_keys
+from embedserve.errors import InvalidRequest, RateLimited
+from embedserve.jobs.chunks import ChunkSpec
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import Job, job_record
+from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
+
+# The error code of a submission over the key's cap of queued inputs.
+QUEUE_LIMIT_EXCEEDED = "queue_limit_exceeded"
+# Seconds a key over its bulk quota is told to wait: about when a chunk or two of its jobs finish.
+QUOTA_RETRY_AFTER_S = 10
+
+
+def check_quota(scheduler: Scheduler, owner: str, inputs: int, cap: int) -> None:
+    """400 when `inputs` alone is over the cap (retrying cannot help), 429 when the key's queue is; else nothing."""
+    if cap <= 0:
+        return
+    if inputs > cap:
+        raise InvalidRequest(f"This job has {inputs} inputs, more than this key may have queued at once ({cap}, "
+                             f"EMBED_MAX_QUEUED_INPUTS_PER_KEY); split it into smaller jobs.", param="input",
+                             code=QUEUE_LIMIT_EXCEEDED)
+    used = scheduler.queued_inputs(owner)
+    if used + inputs > cap:
+        raise over_quota(used, inputs, cap)
+
+
+def over_quota(used: int, inputs: int, cap: int) -> RateLimited:
+    return RateLimited(f"This key has {used} inputs in queued or running jobs; {inputs} more would pass its cap "
+                       f"of {cap}. Retry when some finish.", code=QUEUE_LIMIT_EXCEEDED,
+                       retry_after=QUOTA_RETRY_AFTER_S)
+
+
+def submit(scheduler: Scheduler, data: JobData, job: Job, specs: Iterable[ChunkSpec], *, cap: int, ttl: int,
+           listed: bool = True, stored: Callable[[Job], dict] | None = None,
+           then: Callable[[], None] | None = None) -> Job:
+    """Check the key's quota for `job.total` inputs, write the job's chunk inputs, then create it whole
+    in one step (quota, record kept `ttl` seconds, rotation; `listed`: in the key's job list).
+
+    `stored(job)` runs once the inputs are written and returns record fields besides the job's (a
+    batch learns its model and refused lines from its inputs); `then()` runs once the job is queued
+    (a batch saves its own record). If any step fails, the inputs go.
+    """
+    check_quota(scheduler, job.owner, job.total, cap)
+    scheduler.note_pending(job.id)
+    job.chunks = data.put_inputs(job.id, specs)  # removes what it wrote if it fails
+    try:
+        extra = stored(job) if stored is not None else {}
+        scheduler.submit({**job_record(job, defaults.JOB_ERROR_SAMPLE), **extra}, cap=cap, listed=listed, ttl=ttl)
+        if then is not None:
+            then()
+    except QuotaExceeded as over:  # another submission of the key won the race for the last room
+        data.delete(job.id)
+        raise over_quota(over.used, job.total, cap) from None
+    except BaseException:
+        data.delete(job.id)
+        if then is not None:  # with a follow-up, the record SUBMIT wrote may be there: it goes too (not its quota entry)
+            scheduler.redis.unlink(redis_keys.job(job.id))
+        raise
+    return job

@@ -1,0 +1,24 @@
+"""The one chunking rule that jobs, file jobs and batches share (api/bulk/chunking.py)."""
+
+from __future__ import annotations
+
+from api.bulk.chunking import ChunkBudget, input_weight, runs
+
+
+def test_token_ids_weigh_four_characters_each():
+    assert input_weight("abc") == 3 and input_weight([1, 2, 3]) == 12
+
+
+def test_an_empty_chunk_takes_any_item_and_a_full_one_none():
+    budget = ChunkBudget(max_inputs=4, max_chars=10)
+    assert budget.takes(9, 99)  # alone over both budgets: a chunk of its own
+    budget.add(3, 8)
+    assert budget.takes(1, 2) and not budget.takes(2, 1) and not budget.takes(1, 3)
+
+
+def test_runs_keep_items_whole_and_in_order():
+    # batch-like items of several inputs each: (inputs, weight)
+    items = [(2, 4), (2, 4), (1, 1), (5, 1), (1, 9), (1, 2)]
+    cut = list(runs(items, lambda item: item, max_inputs=4, max_chars=10))
+    assert cut == [[(2, 4), (2, 4)], [(1, 1)], [(5, 1)], [(1, 9)], [(1, 2)]]  # three cuts for inputs, one for characters
+    assert list(runs([], lambda item: item)) == []
