@@ -5,11 +5,10 @@ the work; each chunk's result is pushed by the worker to one reply list that thi
 BLPOPs. Embeddings and reranking share this path: only the task, the queue and the payload of a
 chunk differ.
 
-Workers die (SIGKILL, OOM, a lost host) with chunks in hand, and the broker would hand those
-back only after its visibility timeout. So while this request waits it looks, every few seconds,
-whether a worker that took one of its chunks is still alive (api/inflight.py): a chunk whose
-worker died is sent again, and another worker answers. A chunk counts once: replies are keyed
-by chunk number, a late duplicate is ignored.
+This module splits, waits and gathers; it never sends. Every send of a chunk, the first and any
+again, is api/inflight.py's: while this request waits it asks, every few seconds, that the chunks
+of workers that died be sent again, and another worker answers. A chunk counts once: replies are
+keyed by chunk number, a late duplicate is ignored.
 
 With no live worker for the model (scaled to zero, all restarting), the chunks are queued anyway
 and the request waits up to EMBED_COLD_START_TIMEOUT for a worker to come up (an autoscaler sees
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
@@ -36,7 +34,7 @@ from embedserve.protocol import (EMBED_TASK, RERANK_TASK, TOKENIZE_TASK, ChunkRe
 from embedserve.fleet.registry import ModelKind, ServedModel
 from embedserve.vector_types import FLOAT
 
-from api.inflight import InFlight
+from api.inflight import InFlight, Slice
 from api.validation.rerank import RerankRequest
 from api.validation.embeddings import EmbeddingRequest
 
@@ -54,18 +52,6 @@ class Dispatched:
     tokens: int
 
 
-@dataclass(frozen=True)
-class _Slice:
-    """What a chunk payload builder gets: where the chunk goes and which inputs it holds."""
-
-    request_id: str
-    reply_to: str
-    index: int
-    start: int
-    end: int
-    deadline: float
-
-
 def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
     """(start, end) slices: about one chunk per worker, within MIN/MAX_SYNC_CHUNK inputs each."""
     size = math.ceil(total / max(1, workers))
@@ -74,10 +60,9 @@ def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
 
 
 class Dispatcher:
-    """Sends chunks to a model's queue and waits for them, bounded by a timeout.
+    """Cuts a request into chunks, has them sent (InFlight) and waits for their replies, bounded by a timeout.
 
-    All of a request's chunks go out in one round trip that first checks the queue's depth
-    (backpressure, EMBED_MAX_QUEUE; 0 = none): a request is refused whole or sent whole.
+    A request is refused whole or sent whole: over EMBED_MAX_QUEUE chunks queued, nothing is sent.
     """
 
     def __init__(self, publisher: TaskPublisher, client: redis.Redis, liveness: Liveness, settings: Settings):
@@ -92,7 +77,7 @@ class Dispatcher:
 
     def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
-        def payload(s: _Slice) -> dict:
+        def payload(s: Slice) -> dict:
             return EmbedChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
@@ -112,7 +97,7 @@ class Dispatcher:
 
     def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Score every document of `req` against its query with `served`; one score row per document."""
-        def payload(s: _Slice) -> dict:
+        def payload(s: Slice) -> dict:
             return RerankChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start, query=req.query,
                 documents=req.documents[s.start:s.end], deadline=s.deadline, instruction=req.instruction,
@@ -127,7 +112,7 @@ class Dispatcher:
         One chunk on the model's sync queue, whatever its kind, so it shares the cold-start wait, the
         queue limit and the rescue from a dead worker with the model's other sync work.
         """
-        def payload(s: _Slice) -> dict:
+        def payload(s: Slice) -> dict:
             return TokenizeChunk(request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, deadline=s.deadline,
                                  **fields).to_wire()
 
@@ -136,37 +121,26 @@ class Dispatcher:
         return self._scatter(served, TOKENIZE_TASK, queue, 1, payload, request_id).chunks[0].answer
 
     def _scatter(self, served: ServedModel, task: str, queue: str, total: int,
-                 payload: Callable[[_Slice], dict], request_id: str | None) -> Dispatched:
-        """Send `total` inputs as chunks of `task` to `queue`, then gather the replies in order.
+                 payload: Callable[[Slice], dict], request_id: str | None) -> Dispatched:
+        """Cut `total` inputs into chunks of `task` for `queue`, have them sent, then gather the replies in order.
 
-        `request_id` (the client-visible x-request-id) travels in the chunks for the workers' logs;
-        reply lists and task ids use a fresh id, so two requests sent with the same id never mix.
+        `request_id` is the client-visible x-request-id, for the workers' logs.
         """
         cold = served.live_workers == 0
         # A cold start may take most of its own wait before the first worker is up.
         wait = max(self._timeout, self._cold_start) if cold else self._timeout
-        internal_id = uuid.uuid4().hex
-        request_id = request_id or internal_id
-        reply_key = redis_keys.reply(internal_id)
-        deadline = time.time() + wait
-        bounds = sync_slices(total, max(1, served.live_workers))
-
-        def message(index: int, attempt: int) -> str:
-            start, end = bounds[index]
-            body = payload(_Slice(request_id, reply_key, index, start, end, deadline))
-            return self._publisher.message(task, [body], queue, task_id=f"{internal_id}-{index}-{attempt}",
-                                           expires_s=max(1.0, deadline - time.time()))
-
-        flight = InFlight(self._redis, self._liveness, queue, reply_key, message, len(bounds),
-                          resend=lambda messages: self._publisher.publish(queue, messages))
+        flight = InFlight(self._redis, self._liveness, self._publisher, task=task, queue=queue,
+                          slices=sync_slices(total, max(1, served.live_workers)), payload=payload,
+                          deadline=time.time() + wait, request_id=request_id)
         try:
-            self._publisher.publish(queue, list(flight.sent.values()), max_depth=self._max_queue)
+            flight.send(max_depth=self._max_queue)
         except QueueFull as full:
             raise Unavailable(f"Model '{served.card.name}' has {full.depth} chunks queued (limit {self._max_queue}, "
                               f"EMBED_MAX_QUEUE); retry shortly.", code=QUEUE_FULL,
                               retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S) from None
+        reply_key = flight.reply_key
         try:
-            results = self._collect(reply_key, len(bounds), deadline, flight)
+            results = self._collect(flight)
         except Timeout:
             self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))
             if cold and not self._liveness.live_counts([served.card.name]).get(served.card.name):
@@ -183,8 +157,9 @@ class Dispatcher:
                 raise ServiceError.from_payload(result.error, result.status)
         return Dispatched(results, sum(r.tokens for r in results))
 
-    def _collect(self, reply_key: str, expected: int, deadline: float, flight: InFlight) -> list[ChunkResult]:
+    def _collect(self, flight: InFlight) -> list[ChunkResult]:
         """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""
+        reply_key, expected, deadline = flight.reply_key, len(flight), flight.deadline
         by_chunk: dict[int, ChunkResult] = {}
         next_check = time.monotonic() + self._check_every
         while len(by_chunk) < expected:
