@@ -24,7 +24,7 @@ from typing import Callable
 
 import redis
 
-from embedserve import defaults, redis_keys
+from embedserve import defaults
 from embedserve.errors import ServiceError, Timeout, Unavailable
 from embedserve.fleet.liveness import Liveness
 from embedserve.publish import QueueFull, TaskPublisher
@@ -72,8 +72,6 @@ class Dispatcher:
         self._timeout = settings.sync_timeout
         self._cold_start = settings.cold_start_timeout
         self._max_queue = settings.max_queue
-        # How often a waiting request checks on the workers holding its chunks.
-        self._check_every = max(0.5, settings.worker_dead_after / 5)
 
     def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
@@ -138,18 +136,15 @@ class Dispatcher:
             raise Unavailable(f"Model '{served.card.name}' has {full.depth} chunks queued (limit {self._max_queue}, "
                               f"EMBED_MAX_QUEUE); retry shortly.", code=QUEUE_FULL,
                               retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S) from None
-        reply_key = flight.reply_key
         try:
             results = self._collect(flight)
-        except Timeout:
-            self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))
-            if cold and not self._liveness.live_counts([served.card.name]).get(served.card.name):
+        except BaseException as failure:
+            flight.drop()
+            if (isinstance(failure, Timeout) and cold
+                    and not self._liveness.live_counts([served.card.name]).get(served.card.name)):
                 raise Unavailable(f"No worker is serving model '{served.card.name}' yet and none came up within "
                                   f"{self._cold_start:g} seconds (EMBED_COLD_START_TIMEOUT); retry shortly.",
                                   code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S) from None
-            raise
-        except BaseException:
-            self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))  # a late push expires (REPLY_TTL_S)
             raise
         # The reply list emptied itself; the claims hash expires with REPLY_TTL_S.
         for result in results:  # the first failing chunk, in input order, speaks for the request
@@ -159,19 +154,18 @@ class Dispatcher:
 
     def _collect(self, flight: InFlight) -> list[ChunkResult]:
         """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""
-        reply_key, expected, deadline = flight.reply_key, len(flight), flight.deadline
         by_chunk: dict[int, ChunkResult] = {}
-        next_check = time.monotonic() + self._check_every
-        while len(by_chunk) < expected:
-            remaining = deadline - time.time()
+        next_check = time.monotonic() + flight.check_every
+        while len(by_chunk) < len(flight):
+            remaining = flight.deadline - time.time()
             if remaining <= 0:
                 raise Timeout(f"The request did not finish within {self._timeout:g} seconds "
                               f"(EMBED_SYNC_TIMEOUT); the workers may be overloaded.")
-            popped = self._redis.blpop([reply_key], timeout=max(0.01, min(remaining, self._check_every)))
+            popped = self._redis.blpop([flight.reply_key], timeout=max(0.01, min(remaining, flight.check_every)))
             if popped is not None:
                 result = ChunkResult.unpack(popped[1])
                 by_chunk.setdefault(result.chunk, result)
-            if time.monotonic() >= next_check and len(by_chunk) < expected:
+            if time.monotonic() >= next_check and len(by_chunk) < len(flight):
                 flight.rescue(set(by_chunk))
-                next_check = time.monotonic() + self._check_every
-        return [by_chunk[i] for i in range(expected)]
+                next_check = time.monotonic() + flight.check_every
+        return [by_chunk[i] for i in range(len(flight))]

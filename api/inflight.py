@@ -6,8 +6,8 @@ reply key, the task id with its attempt number) and one place counts a chunk's s
 
 Why a chunk is sent again: workers die (SIGKILL, OOM, a lost host) with chunks in hand, and the
 broker would hand those back only after its visibility timeout. A worker writes its id into the
-request's claims hash when it starts a chunk (worker/tasks.py). Every few seconds of waiting,
-the dispatcher asks `rescue` to look at the unanswered chunks:
+request's claims hash when it starts a chunk (worker/tasks.py). Every `check_every` seconds of
+waiting, the dispatcher asks `rescue` to look at the unanswered chunks:
 - claimed by a worker that is no longer alive (embedserve/fleet/liveness.py, on Redis's clock): sent
   again at once;
 - claimed by nobody and no longer in the queue: a worker took the message off the queue and has
@@ -67,6 +67,8 @@ class InFlight:
         self._sent: dict[int, str] = {}  # chunk -> its latest message, to find it in the queue
         self._sends = dict.fromkeys(range(len(slices)), 0)  # chunk -> times sent; the next send's attempt number
         self._unseen_since: dict[int, float] = {}  # chunk -> when it was first found neither queued nor claimed
+        # A few looks per dead-after time: a dead holder is found within about that time.
+        self.check_every = max(0.5, liveness.dead_after / 5)
 
     def __len__(self) -> int:
         return len(self._slices)
@@ -98,6 +100,10 @@ class InFlight:
             self._redis.hdel(self._claims_key, *map(str, lost))
             self._send(lost)  # no depth check: this work was admitted
         return len(lost)
+
+    def drop(self) -> None:
+        """Delete the reply list and the claims hash once nobody waits on them; a late reply expires (REPLY_TTL_S)."""
+        self._redis.delete(self.reply_key, self._claims_key)
 
     def _send(self, chunks: Iterable[int], max_depth: int = 0) -> None:
         messages = {chunk: self._message(chunk) for chunk in chunks}
