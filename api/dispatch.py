@@ -34,7 +34,7 @@ from embedserve.protocol import (EMBED_TASK, RERANK_TASK, TOKENIZE_TASK, ChunkRe
 from embedserve.fleet.registry import ModelKind, ServedModel
 from embedserve.vector_types import FLOAT
 
-from api.inflight import InFlight, Slice
+from api.inflight import ChunksInFlight, Slice
 from api.validation.rerank import RerankRequest
 from api.validation.embeddings import EmbeddingRequest
 
@@ -60,7 +60,7 @@ def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
 
 
 class Dispatcher:
-    """Cuts a request into chunks, has them sent (InFlight) and waits for their replies, bounded by a timeout.
+    """Cuts a request into chunks, has them sent (ChunksInFlight) and waits for their replies, bounded by a timeout.
 
     A request is refused whole or sent whole: over EMBED_MAX_QUEUE chunks queued, nothing is sent.
     """
@@ -127,9 +127,9 @@ class Dispatcher:
         cold = served.live_workers == 0
         # A cold start may take most of its own wait before the first worker is up.
         wait = max(self._timeout, self._cold_start) if cold else self._timeout
-        flight = InFlight(self._redis, self._liveness, self._publisher, task=task, queue=queue,
-                          slices=sync_slices(total, max(1, served.live_workers)), payload=payload,
-                          deadline=time.time() + wait, request_id=request_id)
+        flight = ChunksInFlight(self._redis, self._liveness, self._publisher, task=task, queue=queue,
+                                slices=sync_slices(total, max(1, served.live_workers)), payload=payload,
+                                deadline=time.time() + wait, request_id=request_id)
         try:
             flight.send(max_depth=self._max_queue)
         except QueueFull as full:
@@ -152,7 +152,7 @@ class Dispatcher:
                 raise ServiceError.from_payload(result.error, result.status)
         return Dispatched(results, sum(r.tokens for r in results))
 
-    def _collect(self, flight: InFlight) -> list[ChunkResult]:
+    def _collect(self, flight: ChunksInFlight) -> list[ChunkResult]:
         """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""
         by_chunk: dict[int, ChunkResult] = {}
         next_check = time.monotonic() + flight.check_every

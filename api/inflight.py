@@ -43,7 +43,7 @@ class Slice:
     deadline: float
 
 
-class InFlight:
+class ChunksInFlight:
     """The chunks of one sync request: the message each was last sent as, how often each was sent,
     and the reply list and claims hash their workers write to."""
 
