@@ -1,4 +1,4 @@
-"""Send a validated request to its model's workers through Celery and collect the replies.
+"""Run a validated request on its model's workers: cut it into chunks, have them sent, gather the replies.
 
 Large requests are cut into chunks so all live workers (and all their task threads) share
 the work; each chunk's result is pushed by the worker to one reply list that this request
@@ -6,9 +6,10 @@ BLPOPs. Embeddings and reranking share this path: only the task, the queue and t
 chunk differ.
 
 This module splits, waits and gathers; it never sends. Every send of a chunk, the first and any
-again, is api/inflight.py's: while this request waits it asks, every few seconds, that the chunks
-of workers that died be sent again, and another worker answers. A chunk counts once: replies are
-keyed by chunk number, a late duplicate is ignored.
+again, is api/inflight.py's, so what a send is and how many a chunk had are decided in one place.
+While the request waits it has, every few seconds, the chunks of workers that died sent again,
+and another worker answers. A chunk counts once: replies are keyed by chunk number, a late
+duplicate is ignored.
 
 With no live worker for the model (scaled to zero, all restarting), the chunks are queued anyway
 and the request waits up to EMBED_COLD_START_TIMEOUT for a worker to come up (an autoscaler sees
