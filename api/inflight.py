@@ -106,6 +106,7 @@ class ChunksInFlight:
         self._redis.delete(self.reply_key, self._claims_key)
 
     def _send(self, chunks: Iterable[int], max_depth: int = 0) -> None:
+        """Push the next message of each of `chunks` in one round trip; a send counts once it was pushed."""
         messages = {chunk: self._message(chunk) for chunk in chunks}
         self._publisher.publish(self._queue, list(messages.values()), max_depth=max_depth)
         self._sent.update(messages)
