@@ -54,7 +54,7 @@ class Dispatched:
 
 
 def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
-    """(start, end) slices: about one chunk per worker, within MIN/MAX_SYNC_CHUNK inputs each."""
+    """(start, end) slices: about one chunk per worker (none live: as for one), within MIN/MAX_SYNC_CHUNK inputs each."""
     size = math.ceil(total / max(1, workers))
     size = max(defaults.MIN_SYNC_CHUNK, min(defaults.MAX_SYNC_CHUNK, size))
     return [(start, min(total, start + size)) for start in range(0, total, size)]
@@ -129,7 +129,7 @@ class Dispatcher:
         # A cold start may take most of its own wait before the first worker is up.
         wait = max(self._timeout, self._cold_start) if cold else self._timeout
         flight = ChunksInFlight(self._redis, self._liveness, self._publisher, task=task, queue=queue,
-                                slices=sync_slices(total, max(1, served.live_workers)), payload=payload,
+                                slices=sync_slices(total, served.live_workers), payload=payload,
                                 deadline=time.time() + wait, request_id=request_id)
         try:
             flight.send(max_depth=self._max_queue)
