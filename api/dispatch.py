@@ -54,7 +54,7 @@ class Dispatched:
 
 
 def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
-    """(start, end) slices: about one chunk per worker (none live: as for one), within MIN/MAX_SYNC_CHUNK inputs each."""
+    """(start, end) slices, about one per worker (none live: as for one), each within MIN/MAX_SYNC_CHUNK inputs."""
     size = math.ceil(total / max(1, workers))
     size = max(defaults.MIN_SYNC_CHUNK, min(defaults.MAX_SYNC_CHUNK, size))
     return [(start, min(total, start + size)) for start in range(0, total, size)]
