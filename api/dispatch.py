@@ -1,15 +1,15 @@
-"""Send a validated request to its model's workers through Celery and collect the replies.
+"""Run a validated request on its model's workers: cut it into chunks, have them sent, gather the replies.
 
 Large requests are cut into chunks so all live workers (and all their task threads) share
 the work; each chunk's result is pushed by the worker to one reply list that this request
 BLPOPs. Embeddings and reranking share this path: only the task, the queue and the payload of a
 chunk differ.
 
-Workers die (SIGKILL, OOM, a lost host) with chunks in hand, and the broker would hand those
-back only after its visibility timeout. So while this request waits it looks, every few seconds,
-whether a worker that took one of its chunks is still alive (api/inflight.py): a chunk whose
-worker died is sent again, and another worker answers. A chunk counts once: replies are keyed
-by chunk number, a late duplicate is ignored.
+This module splits, waits and gathers; it never sends. Every send of a chunk, the first and any
+again, is api/inflight.py's, so what a send is and how many a chunk had are decided in one place.
+While the request waits it has, every few seconds, the chunks of workers that died sent again,
+and another worker answers. A chunk counts once: replies are keyed by chunk number, a late
+duplicate is ignored.
 
 With no live worker for the model (scaled to zero, all restarting), the chunks are queued anyway
 and the request waits up to EMBED_COLD_START_TIMEOUT for a worker to come up (an autoscaler sees
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 import redis
 
-from embedserve import defaults, redis_keys
+from embedserve import defaults
 from embedserve.errors import ServiceError, Timeout, Unavailable
 from embedserve.fleet.liveness import Liveness
 from embedserve.publish import QueueFull, TaskPublisher
@@ -36,7 +35,7 @@ from embedserve.protocol import (EMBED_TASK, RERANK_TASK, TOKENIZE_TASK, ChunkRe
 from embedserve.fleet.registry import ModelKind, ServedModel
 from embedserve.vector_types import FLOAT
 
-from api.inflight import InFlight
+from api.inflight import ChunksInFlight, Slice
 from api.validation.rerank import RerankRequest
 from api.validation.embeddings import EmbeddingRequest
 
@@ -54,30 +53,17 @@ class Dispatched:
     tokens: int
 
 
-@dataclass(frozen=True)
-class _Slice:
-    """What a chunk payload builder gets: where the chunk goes and which inputs it holds."""
-
-    request_id: str
-    reply_to: str
-    index: int
-    start: int
-    end: int
-    deadline: float
-
-
 def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
-    """(start, end) slices: about one chunk per worker, within MIN/MAX_SYNC_CHUNK inputs each."""
+    """(start, end) slices, about one per worker (none live: as for one), each within MIN/MAX_SYNC_CHUNK inputs."""
     size = math.ceil(total / max(1, workers))
     size = max(defaults.MIN_SYNC_CHUNK, min(defaults.MAX_SYNC_CHUNK, size))
     return [(start, min(total, start + size)) for start in range(0, total, size)]
 
 
 class Dispatcher:
-    """Sends chunks to a model's queue and waits for them, bounded by a timeout.
+    """Cuts a request into chunks, has them sent (ChunksInFlight) and waits for their replies, bounded by a timeout.
 
-    All of a request's chunks go out in one round trip that first checks the queue's depth
-    (backpressure, EMBED_MAX_QUEUE; 0 = none): a request is refused whole or sent whole.
+    A request is refused whole or sent whole: over EMBED_MAX_QUEUE chunks queued, nothing is sent.
     """
 
     def __init__(self, publisher: TaskPublisher, client: redis.Redis, liveness: Liveness, settings: Settings):
@@ -87,12 +73,10 @@ class Dispatcher:
         self._timeout = settings.sync_timeout
         self._cold_start = settings.cold_start_timeout
         self._max_queue = settings.max_queue
-        # How often a waiting request checks on the workers holding its chunks.
-        self._check_every = max(0.5, settings.worker_dead_after / 5)
 
     def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Embed every input of `req` with `served`; raises ServiceError on any failure."""
-        def payload(s: _Slice) -> dict:
+        def payload(s: Slice) -> dict:
             return EmbedChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
@@ -112,7 +96,7 @@ class Dispatcher:
 
     def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
         """Score every document of `req` against its query with `served`; one score row per document."""
-        def payload(s: _Slice) -> dict:
+        def payload(s: Slice) -> dict:
             return RerankChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start, query=req.query,
                 documents=req.documents[s.start:s.end], deadline=s.deadline, instruction=req.instruction,
@@ -127,7 +111,7 @@ class Dispatcher:
         One chunk on the model's sync queue, whatever its kind, so it shares the cold-start wait, the
         queue limit and the rescue from a dead worker with the model's other sync work.
         """
-        def payload(s: _Slice) -> dict:
+        def payload(s: Slice) -> dict:
             return TokenizeChunk(request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, deadline=s.deadline,
                                  **fields).to_wire()
 
@@ -136,46 +120,32 @@ class Dispatcher:
         return self._scatter(served, TOKENIZE_TASK, queue, 1, payload, request_id).chunks[0].answer
 
     def _scatter(self, served: ServedModel, task: str, queue: str, total: int,
-                 payload: Callable[[_Slice], dict], request_id: str | None) -> Dispatched:
-        """Send `total` inputs as chunks of `task` to `queue`, then gather the replies in order.
+                 payload: Callable[[Slice], dict], request_id: str | None) -> Dispatched:
+        """Cut `total` inputs into chunks of `task` for `queue`, have them sent, then gather the replies in order.
 
-        `request_id` (the client-visible x-request-id) travels in the chunks for the workers' logs;
-        reply lists and task ids use a fresh id, so two requests sent with the same id never mix.
+        `request_id` is the client-visible x-request-id, for the workers' logs.
         """
         cold = served.live_workers == 0
         # A cold start may take most of its own wait before the first worker is up.
         wait = max(self._timeout, self._cold_start) if cold else self._timeout
-        internal_id = uuid.uuid4().hex
-        request_id = request_id or internal_id
-        reply_key = redis_keys.reply(internal_id)
-        deadline = time.time() + wait
-        bounds = sync_slices(total, max(1, served.live_workers))
-
-        def message(index: int, attempt: int) -> str:
-            start, end = bounds[index]
-            body = payload(_Slice(request_id, reply_key, index, start, end, deadline))
-            return self._publisher.message(task, [body], queue, task_id=f"{internal_id}-{index}-{attempt}",
-                                           expires_s=max(1.0, deadline - time.time()))
-
-        flight = InFlight(self._redis, self._liveness, queue, reply_key, message, len(bounds),
-                          resend=lambda messages: self._publisher.publish(queue, messages))
+        flight = ChunksInFlight(self._redis, self._liveness, self._publisher, task=task, queue=queue,
+                                slices=sync_slices(total, served.live_workers), payload=payload,
+                                deadline=time.time() + wait, request_id=request_id)
         try:
-            self._publisher.publish(queue, list(flight.sent.values()), max_depth=self._max_queue)
+            flight.send(max_depth=self._max_queue)
         except QueueFull as full:
             raise Unavailable(f"Model '{served.card.name}' has {full.depth} chunks queued (limit {self._max_queue}, "
                               f"EMBED_MAX_QUEUE); retry shortly.", code=QUEUE_FULL,
                               retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S) from None
         try:
-            results = self._collect(reply_key, len(bounds), deadline, flight)
-        except Timeout:
-            self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))
-            if cold and not self._liveness.live_counts([served.card.name]).get(served.card.name):
+            results = self._collect(flight)
+        except BaseException as failure:
+            flight.drop()
+            if (isinstance(failure, Timeout) and cold
+                    and not self._liveness.live_counts([served.card.name]).get(served.card.name)):
                 raise Unavailable(f"No worker is serving model '{served.card.name}' yet and none came up within "
                                   f"{self._cold_start:g} seconds (EMBED_COLD_START_TIMEOUT); retry shortly.",
                                   code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S) from None
-            raise
-        except BaseException:
-            self._redis.delete(reply_key, redis_keys.reply_claims(reply_key))  # a late push expires (REPLY_TTL_S)
             raise
         # The reply list emptied itself; the claims hash expires with REPLY_TTL_S.
         for result in results:  # the first failing chunk, in input order, speaks for the request
@@ -183,20 +153,20 @@ class Dispatcher:
                 raise ServiceError.from_payload(result.error, result.status)
         return Dispatched(results, sum(r.tokens for r in results))
 
-    def _collect(self, reply_key: str, expected: int, deadline: float, flight: InFlight) -> list[ChunkResult]:
+    def _collect(self, flight: ChunksInFlight) -> list[ChunkResult]:
         """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""
         by_chunk: dict[int, ChunkResult] = {}
-        next_check = time.monotonic() + self._check_every
-        while len(by_chunk) < expected:
-            remaining = deadline - time.time()
+        next_check = time.monotonic() + flight.check_every
+        while len(by_chunk) < len(flight):
+            remaining = flight.deadline - time.time()
             if remaining <= 0:
                 raise Timeout(f"The request did not finish within {self._timeout:g} seconds "
                               f"(EMBED_SYNC_TIMEOUT); the workers may be overloaded.")
-            popped = self._redis.blpop([reply_key], timeout=max(0.01, min(remaining, self._check_every)))
+            popped = self._redis.blpop([flight.reply_key], timeout=max(0.01, min(remaining, flight.check_every)))
             if popped is not None:
                 result = ChunkResult.unpack(popped[1])
                 by_chunk.setdefault(result.chunk, result)
-            if time.monotonic() >= next_check and len(by_chunk) < expected:
+            if time.monotonic() >= next_check and len(by_chunk) < len(flight):
                 flight.rescue(set(by_chunk))
-                next_check = time.monotonic() + self._check_every
-        return [by_chunk[i] for i in range(expected)]
+                next_check = time.monotonic() + flight.check_every
+        return [by_chunk[i] for i in range(len(flight))]
