@@ -49,7 +49,7 @@ def reply(request_id: str) -> str:
 
 def reply_claims(reply_key: str) -> str:
     """Hash: chunk number -> id of the worker that took it, for one sync request; the API re-sends
-    a chunk whose worker died (api/dispatch.py)."""
+    a chunk whose worker died (api/inflight.py)."""
     return f"{reply_key}:claims"
 
 

@@ -7,7 +7,7 @@ holds and exits (its supervisor or orchestrator starts a fresh one). Only the ch
 pass keep the attempt it cost them, so a chunk that hangs every worker ends failed after
 EMBED_MAX_ATTEMPTS instead of looping; the others go back as if never taken. Sync chunks need
 nothing here: the worker leaves the fleet at once, and the APIs waiting for its chunks send them
-to another worker (api/dispatch.py).
+to another worker (api/inflight.py).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Whoever notices a dead worker (every worker and API process runs a `Reaper`) han
 chunks back to their jobs in one atomic script (`hand_back` in embedserve/jobs/scripts.py), then
 drops it from the fleet; two reapers racing hand each chunk back once. The attempt its death cost was counted when the chunk was claimed, so a chunk that kills every worker that
 takes it runs out of attempts and fails instead of looping. Sync chunks need no hand-back here:
-the API that waits for them sees their worker die and sends them again (api/dispatch.py).
+the API that waits for them sees their worker die and sends them again (api/inflight.py).
 
 A worker that was only paused (SIGSTOP, a frozen VM) and wakes after being reaped is harmless: its
 late results are counted once (the job scripts count a chunk on its first finish only), and its
