@@ -21,7 +21,6 @@ from embedserve.jobs.records import JobRecords, JobStatus
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.jobs.scheduler import Claim, Scheduler
-from embedserve.vector_types import FLOAT
 from worker.embedding_service import EmbeddingService
 
 log = logging.getLogger(__name__)
@@ -112,11 +111,11 @@ class ChunkRunner:
         native = spec.meta is None
         result = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag)
         if result.error is None:
-            return _output(spec.items, spec.counts, [result], _type(spec))
+            return _output(spec.items, spec.counts, [result], spec.params.embedding_type)
         if result.status != 400:
             raise TransientChunkError(result.error.get("message", "error"))
         if len(spec.items) == 1:
-            return _output(spec.items, spec.counts, [result], _type(spec))
+            return _output(spec.items, spec.counts, [result], spec.params.embedding_type)
         # One item is bad (too long, token id out of range): run each alone to find which.
         results, start = [], 0
         for item, count in zip(spec.items, spec.counts):
@@ -125,7 +124,7 @@ class ChunkRunner:
                 raise TransientChunkError(one.error.get("message", "error"))
             results.append(one)
             start += count
-        return _output(spec.items, spec.counts, results, _type(spec), per_item=True)
+        return _output(spec.items, spec.counts, results, spec.params.embedding_type, per_item=True)
 
     def _embed_with_bad(self, spec: ChunkSpec, tag: str) -> ChunkOutput:
         """Embed the good items of a chunk, then put its pre-failed items back in item order."""
@@ -149,23 +148,19 @@ class ChunkRunner:
                 errors.append(inner.errors[n])
         # Failed items have no rows, so the good items' vectors stay in item order as they are.
         return ChunkOutput(items=spec.items, rows=rows, tokens=tokens, dim=inner.dim if inner else 0,
-                           vectors=inner.vectors if inner else b"", errors=errors, embedding_type=_type(spec))
+                           vectors=inner.vectors if inner else b"", errors=errors,
+                           embedding_type=spec.params.embedding_type)
 
     def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str) -> ChunkResult:
         params = spec.params
         # The request id names the chunk ("job|chunk", as held): a hung pass's chunks are told by it.
         chunk = EmbedChunk(request_id=tag, reply_to="", chunk=0, offset=offset, inputs=inputs,
-                           deadline=time.time() + self.time_limit, input_type=params.get("input_type", "document"),
-                           instruction=params.get("instruction"), truncate=bool(params.get("truncate")),
-                           dimensions=params.get("dimensions"), priority=BULK_PRIORITY,
-                           embedding_types=[_type(spec)],
-                           truncation_direction=params.get("truncation_direction", "right"))
+                           deadline=time.time() + self.time_limit, input_type=params.input_type,
+                           instruction=params.instruction, truncate=params.truncate,
+                           dimensions=params.dimensions, priority=BULK_PRIORITY,
+                           embedding_types=[params.embedding_type],
+                           truncation_direction=params.truncation_direction)
         return self.service.run(chunk)
-
-
-def _type(spec: ChunkSpec) -> str:
-    """The vector type a chunk's job asked for; the job store keeps that form."""
-    return spec.params.get("embedding_type") or FLOAT
 
 
 def _output(items: list[int], item_counts: list[int], results: list[ChunkResult], embedding_type: str, *,
@@ -206,19 +201,11 @@ def failed_output(spec: ChunkSpec, attempts: int) -> ChunkOutput:
     """Every item of a chunk failed: it used up its attempts."""
     error = InternalError(f"This input's chunk failed or stopped its worker {attempts} times "
                           f"(EMBED_MAX_ATTEMPTS); it was given up.", code="max_attempts_exceeded")
-    return _all_failed(spec, error)
+    return spec.all_failed(error)
 
 
 def unrun_output(data: JobData, job_id: str, chunk: int) -> ChunkOutput:
     """The output of a chunk that never ran (a handed-back chunk whose job stopped): every item failed."""
     spec = data.spec(job_id, chunk)
     error = InternalError("This input was not processed.", code="not_processed")
-    return _all_failed(spec, error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])
-
-
-def _all_failed(spec: ChunkSpec, error: InternalError) -> ChunkOutput:
-    payload = {"status": error.status, "error": error.to_payload()}
-    n = len(spec.items)
-    return ChunkOutput(items=spec.items, rows=[0] * n, tokens=[0] * n, dim=0, vectors=b"", errors=[payload] * n,
-                       ids=spec.ids, embedding_type=_type(spec))
-
+    return spec.all_failed(error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])

@@ -20,7 +20,7 @@ from embedserve.errors import InvalidRequest, NotFound, ServiceError
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkSpec
+from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.fleet.registry import ModelKind, Registry
 from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
@@ -88,7 +88,7 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
                                    "error": exc.to_payload()})
             continue
         params = params_of(req)
-        group_key = (served.card.name, json.dumps(params, sort_keys=True))
+        group_key = (served.card.name, params)
         group = groups.setdefault(group_key, [[], [], [], [], 0])
         weight = sum(input_weight(x) for x in req.inputs)
         if group[0] and (len(group[2]) + len(req.inputs) > defaults.JOB_CHUNK_INPUTS
@@ -104,10 +104,10 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         raise LineError(1, "The input file has no requests.", code="empty_file")
     for (model, params), group in groups.items():
         if group[0]:
-            yield _spec(model, json.loads(params), group)
+            yield _spec(model, params, group)
 
 
-def _spec(model: str, params: dict, group: list) -> ChunkSpec:
+def _spec(model: str, params: ChunkParams, group: list) -> ChunkSpec:
     return ChunkSpec(model=model, items=group[0], counts=group[1], inputs=group[2], params=params, meta=group[3])
 
 

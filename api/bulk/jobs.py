@@ -16,7 +16,7 @@ from embedserve.errors import InvalidRequest, NotFound, RateLimited
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkSpec
+from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
 from embedserve.settings import Settings
 
@@ -45,13 +45,11 @@ def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
         yield start, len(inputs)
 
 
-def params_of(req: EmbeddingRequest) -> dict:
+def params_of(req: EmbeddingRequest) -> ChunkParams:
     """The request fields a worker needs for every chunk."""
-    params = {"input_type": req.input_type, "instruction": req.instruction, "truncate": req.truncate,
-              "dimensions": req.dimensions, "truncation_direction": req.truncation_direction}
-    if req.embedding_types != ("float",):  # float jobs keep the params they always had
-        params["embedding_type"] = req.embedding_types[0]
-    return params
+    return ChunkParams(input_type=req.input_type, instruction=req.instruction, truncate=req.truncate,
+                       dimensions=req.dimensions, truncation_direction=req.truncation_direction,
+                       embedding_type=req.embedding_types[0])
 
 
 # The error code of a submission over the key's cap of queued inputs.
@@ -110,7 +108,7 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
     return submit(scheduler, data, job, specs, cap=cap, settings=settings)
 
 
-def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: dict,
+def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: ChunkParams,
                      max_inputs: int = defaults.JOB_CHUNK_INPUTS,
                      max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[ChunkSpec]:
     """Chunks of a user_data file's (text, id, error) items, cut as `chunk_bounds` cuts a list, one
