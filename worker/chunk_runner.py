@@ -4,8 +4,8 @@ same service as sync requests (at bulk priority), write the output part, count i
 A chunk is safe to run twice: its part is replaced whole and the job scripts count a chunk only
 the first time it finishes. Attempts are counted when a chunk is claimed, so a chunk whose worker
 died (SIGKILL, OOM-kill) and was handed back still counts against EMBED_MAX_ATTEMPTS; past that,
-its items are marked failed and the job still ends. The compaction step of a finished native job
-is claimed and run here too.
+its items are marked failed and the job still ends. Counting a native job's last chunk hands this
+worker the job's compaction step, which the slot then runs (embedserve/jobs/compaction.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import logging
 import time
 from dataclasses import replace
 
-from embedserve.jobs import results as result_files
 from embedserve.errors import InternalError
-from embedserve.jobs.data import JobData, job_prefix, part_key
+from embedserve.jobs.data import JobData, part_key
 from embedserve.jobs.records import JobRecords, JobStatus
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.protocol import ChunkResult, EmbedChunk
@@ -45,34 +44,32 @@ class ChunkRunner:
         self.max_attempts = max_attempts
         self.time_limit = time_limit
 
-    def run(self, claim: Claim) -> None:
-        """Process one claimed chunk, whatever state its job is in; the claim is released at the end."""
-        if claim.is_compaction:
-            self.compact(claim.job_id)
-            return
+    def run(self, claim: Claim) -> bool:
+        """Process one claimed chunk, whatever state its job is in; the claim is released at the end.
+
+        True when it was its job's last chunk: this worker now holds the job's compaction step.
+        """
         index = int(claim.chunk)
         job = self.records.get(claim.job_id)
         spec = self.data.spec(claim.job_id, index) if job is not None else None
         if job is None or spec is None or job.stop_as or job.status == JobStatus.CANCELLING:
-            self._finish(claim, None)  # deleted, cancelled or expired meanwhile: nothing to run
-            return
+            return self._finish(claim, None)  # deleted, cancelled or expired meanwhile: nothing to run
         if claim.attempt > self.max_attempts:
             log.warning("job %s chunk %d: attempt %d is over the limit; failing its items", claim.job_id, index,
                         claim.attempt)
-            self._finish(claim, failed_output(spec, claim.attempt - 1))
-            return
+            return self._finish(claim, failed_output(spec, claim.attempt - 1))
         try:
             output = self.embed(spec, f"{claim.job_id}|{claim.chunk}")
         except TransientChunkError as exc:
             log.warning("job %s chunk %d attempt %d failed (%s); handing it back", claim.job_id, index, claim.attempt,
                         exc)
             self.scheduler.hand_back(claim, self.worker_id, refund=False)
-            return
+            return False
         output.ids = spec.ids
-        self._finish(claim, output)
+        return self._finish(claim, output)
 
-    def _finish(self, claim: Claim, output: ChunkOutput | None) -> None:
-        """Write the chunk's part (replacing any earlier run's), then count it once."""
+    def _finish(self, claim: Claim, output: ChunkOutput | None) -> bool:
+        """Write the chunk's part (replacing any earlier run's), then count it once; True when it was the last."""
         if output is not None:
             self.data.put_output(claim.job_id, int(claim.chunk), output)
         if output is None:
@@ -82,26 +79,10 @@ class ChunkRunner:
                       if err is not None][: self.records.sample_size]
             outcome = self.scheduler.finish(claim, self.worker_id, completed=output.completed, failed=output.failed,
                                             tokens=sum(output.tokens), dim=output.dim, errors=errors)
-        if outcome == "compact":  # this was the job's last chunk: its results become Parquet files now
-            self.compact(claim.job_id)
-        elif outcome == "gone" and output is not None:  # deleted while this chunk ran: leave no part behind
+        if outcome == "gone" and output is not None:  # deleted while this chunk ran: leave no part behind
             self.data.store.delete(part_key(claim.job_id, int(claim.chunk)))
-
-    def compact(self, job_id: str) -> None:
-        """Turn a finished native job's parts into Parquet files + manifest, then end the job."""
-        job = self.records.get(job_id)
-        if job is None:
-            self.scheduler.finalize(job_id, self.worker_id)
-            return
-        started = time.monotonic()
-        outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
-                   for chunk, output in self.data.outputs(job_id, job.chunks))
-        manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs,
-                                             embedding_type=job.embedding_type)
-        status = self.scheduler.finalize(job_id, self.worker_id)
-        self.data.drop_parts(job_id)
-        log.info("job %s %s: %d rows compacted into %d files in %.1f s", job_id, status, manifest["rows"],
-                 len(manifest["files"]), time.monotonic() - started)
+        # "compact": this was the job's last chunk; its results become Parquet files now.
+        return outcome == "compact"
 
     def embed(self, spec: ChunkSpec, tag: str = "job") -> ChunkOutput:
         """Embed a chunk; a chunk that the model refuses (400) is split so only the bad items fail."""
@@ -202,10 +183,3 @@ def failed_output(spec: ChunkSpec, attempts: int) -> ChunkOutput:
     error = InternalError(f"This input's chunk failed or stopped its worker {attempts} times "
                           f"(EMBED_MAX_ATTEMPTS); it was given up.", code="max_attempts_exceeded")
     return spec.all_failed(error)
-
-
-def unrun_output(data: JobData, job_id: str, chunk: int) -> ChunkOutput:
-    """The output of a chunk that never ran (a handed-back chunk whose job stopped): every item failed."""
-    spec = data.spec(job_id, chunk)
-    error = InternalError("This input was not processed.", code="not_processed")
-    return spec.all_failed(error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])
