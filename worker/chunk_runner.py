@@ -14,11 +14,11 @@ import logging
 import time
 from dataclasses import replace
 
-from embedserve.errors import InternalError
+from embedserve.errors import InternalError, ServiceError
 from embedserve.jobs.data import JobData, part_key
 from embedserve.jobs.records import JobRecords, JobStatus
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
-from embedserve.protocol import ChunkResult, EmbedChunk
+from embedserve.protocol import ChunkResult
 from embedserve.jobs.scheduler import Claim, Scheduler
 from worker.embedding_service import EmbeddingService
 
@@ -88,24 +88,25 @@ class ChunkRunner:
         """Embed a chunk; a chunk that the model refuses (400) is split so only the bad items fail."""
         if spec.bad:
             return self._embed_with_bad(spec, tag)
+        kind = spec.params.embedding_type
         # Error messages name inputs by index: a native job's own index; within a batch line, the line's.
         native = spec.meta is None
-        result = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag)
-        if result.error is None:
-            return _output(spec.items, spec.counts, [result], spec.params.embedding_type)
-        if result.status != 400:
-            raise TransientChunkError(result.error.get("message", "error"))
-        if len(spec.items) == 1:
-            return _output(spec.items, spec.counts, [result], spec.params.embedding_type)
+        try:
+            whole = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag)
+        except ServiceError as refused:
+            if len(spec.items) == 1:
+                return _output(spec.items, spec.counts, [refused], kind)
+        else:
+            return _output(spec.items, spec.counts, [whole], kind)
         # One item is bad (too long, token id out of range): run each alone to find which.
         results, start = [], 0
         for item, count in zip(spec.items, spec.counts):
-            one = self._call(spec, spec.inputs[start:start + count], item if native else 0, tag)
-            if one.error is not None and one.status != 400:
-                raise TransientChunkError(one.error.get("message", "error"))
-            results.append(one)
+            try:
+                results.append(self._call(spec, spec.inputs[start:start + count], item if native else 0, tag))
+            except ServiceError as refused:
+                results.append(refused)
             start += count
-        return _output(spec.items, spec.counts, results, spec.params.embedding_type, per_item=True)
+        return _output(spec.items, spec.counts, results, kind, per_item=True)
 
     def _embed_with_bad(self, spec: ChunkSpec, tag: str) -> ChunkOutput:
         """Embed the good items of a chunk, then put its pre-failed items back in item order."""
@@ -133,27 +134,31 @@ class ChunkRunner:
                            embedding_type=spec.params.embedding_type)
 
     def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str) -> ChunkResult:
-        params = spec.params
-        # The request id names the chunk ("job|chunk", as held): a hung pass's chunks are told by it.
-        chunk = EmbedChunk(request_id=tag, reply_to="", chunk=0, offset=offset, inputs=inputs,
-                           deadline=time.time() + self.time_limit, input_type=params.input_type,
-                           instruction=params.instruction, truncate=params.truncate,
-                           dimensions=params.dimensions, priority=BULK_PRIORITY,
-                           embedding_types=[params.embedding_type],
-                           truncation_direction=params.truncation_direction)
-        return self.service.run(chunk)
+        """Embed some of a chunk's inputs. The model's refusal of them (a 400 ServiceError) is raised as it is;
+        any other failure as TransientChunkError."""
+        try:
+            # The tag names the chunk ("job|chunk", as held): a hung pass's chunks are told by it.
+            return self.service.embed(inputs, spec.params, offset=offset, deadline=time.time() + self.time_limit,
+                                      priority=BULK_PRIORITY, tag=tag)
+        except ServiceError as exc:
+            if exc.status == 400:
+                raise
+            raise TransientChunkError(exc.message) from exc
+        except Exception as exc:  # noqa: BLE001 - a bug: its traceback is logged, the chunk is handed back
+            log.exception("chunk %s failed", tag)
+            raise TransientChunkError(self.service.FAILURE) from exc
 
 
-def _output(items: list[int], item_counts: list[int], results: list[ChunkResult], embedding_type: str, *,
-            per_item: bool = False) -> ChunkOutput:
-    """Assemble a ChunkOutput: one result for the whole chunk, or (per_item) one per item."""
-    dim = next((r.dim for r in results if r.error is None and r.dim), 0)
+def _output(items: list[int], item_counts: list[int], results: list[ChunkResult | ServiceError], embedding_type: str,
+            *, per_item: bool = False) -> ChunkOutput:
+    """Assemble a ChunkOutput: one result for the whole chunk, or (per_item) one per item; a refusal
+    (ServiceError) in place of a result fails its items."""
+    dim = next((r.dim for r in results if isinstance(r, ChunkResult) and r.dim), 0)
     rows, tokens, errors, parts = [], [], [], []
     if not per_item:
         result = results[0]
-        if result.error is not None:  # a single-item chunk the model refused
-            return ChunkOutput(items=items, rows=[0], tokens=[0], dim=0, vectors=b"",
-                               errors=[{"status": result.status, "error": result.error}],
+        if isinstance(result, ServiceError):  # a single-item chunk the model refused
+            return ChunkOutput(items=items, rows=[0], tokens=[0], dim=0, vectors=b"", errors=[_item_error(result)],
                                embedding_type=embedding_type)
         row_tokens = result.row_tokens or [0] * result.rows
         start = 0
@@ -165,10 +170,10 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult]
         return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=result.data(embedding_type),
                            errors=errors, embedding_type=embedding_type)
     for count, result in zip(item_counts, results):
-        if result.error is not None:
+        if isinstance(result, ServiceError):
             rows.append(0)
             tokens.append(0)
-            errors.append({"status": result.status, "error": result.error})
+            errors.append(_item_error(result))
         else:
             rows.append(count)
             tokens.append(result.tokens)
@@ -176,6 +181,11 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult]
             parts.append(result.data(embedding_type))
     return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=b"".join(parts), errors=errors,
                        embedding_type=embedding_type)
+
+
+def _item_error(refused: ServiceError) -> dict:
+    """An item's error as its chunk's output holds it."""
+    return {"status": refused.status, "error": refused.to_payload()}
 
 
 def failed_output(spec: ChunkSpec, attempts: int) -> ChunkOutput:
