@@ -1,19 +1,19 @@
 """Embed inputs for a sync request's chunk or a job's chunk: tokenize, batch, truncate dimensions, quantize.
 
-`embed` raises refusals (a ServiceError) and failures: a job chunk fails the refused items or is
-handed back (worker/chunk_runner.py); `run`, a sync task's, turns them into the error reply.
+Refusals (a ServiceError) and failures are raised, never turned into a reply here: a sync task
+replies with them (worker/tasks.py), a job chunk fails the refused items or is handed back
+(worker/chunk_runner.py).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
 import numpy as np
 
-from embedserve.errors import InternalError, InvalidRequest, ServiceError, Timeout
+from embedserve.errors import InvalidRequest, Timeout
 from embedserve.jobs.chunks import ChunkParams
 from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.fleet.quant_ranges import RangeBook
@@ -22,8 +22,6 @@ from worker.batcher import Batcher
 from worker.calibration import Calibration
 from worker.engine import EmbeddingEngine
 from worker.quantize import quantize
-
-log = logging.getLogger(__name__)
 
 
 class EmbeddingService:
@@ -41,10 +39,7 @@ class EmbeddingService:
         self.calibration = Calibration(ranges, self._embed_documents, truncate_dimensions) if ranges else None
 
     def run(self, chunk: EmbedChunk) -> ChunkResult:
-        """Embed one sync chunk (a task's message); errors come back as a result, never as an exception."""
-        return run_safely(chunk, self._run, self.FAILURE)
-
-    def _run(self, chunk: EmbedChunk) -> ChunkResult:
+        """Embed one sync chunk (a task's message); a refusal or failure is raised (worker/tasks.py replies with it)."""
         params = ChunkParams(input_type=chunk.input_type, instruction=chunk.instruction, truncate=chunk.truncate,
                              dimensions=chunk.dimensions, truncation_direction=chunk.truncation_direction)
         result = self.embed(chunk.inputs, params, offset=chunk.offset, deadline=chunk.deadline, priority=chunk.priority,
@@ -109,18 +104,6 @@ class EmbeddingService:
             return self.engine.check_ids(inputs, offset=offset, truncate=params.truncate,
                                          direction=params.truncation_direction)
         raise InvalidRequest("input must be all strings or all token-id arrays", param="input")
-
-
-def run_safely(chunk, work, failure: str) -> ChunkResult:
-    """`work(chunk)`, with any error turned into an error result for the caller."""
-    try:
-        return work(chunk)
-    except ServiceError as exc:
-        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
-    except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
-        log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
-        exc = InternalError(failure)
-        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
 
 
 def wait_rows(sub, deadline: float, what: str) -> np.ndarray:
