@@ -2,8 +2,8 @@
 
 All travel as msgpack: a `ChunkSpec` (with its `ChunkParams`) is stored in the job store (inputs)
 and a `ChunkOutput` is a part of a job's result (embedserve/jobs/data.py), read back by compaction
-(embedserve/jobs/results.py). The API writes specs and workers read them, and either may be
-upgraded first, so a spec written by another version must read the same.
+(embedserve/jobs/compaction.py, embedserve/jobs/results.py). The API writes specs and workers
+read them, and either may be upgraded first, so a spec written by another version must read the same.
 """
 
 from __future__ import annotations
