@@ -1,5 +1,8 @@
 """Bulk slots: threads that claim job chunks from the scheduler, never through Celery's task slots.
 
+A slot runs each chunk it claims (worker/chunk_runner.py), and a job's compaction step, claimed or
+handed to it by the finish of the job's last chunk, through embedserve/jobs/compaction.py.
+
 If Celery's consumer took bulk work too, chunks would fill every prefetch slot and a sync
 request's message would wait in Redis until some chunk finished. So Celery consumes only the
 interactive queue, and this module runs EMBED_BULK_SLOTS threads, each claiming one chunk at a
@@ -36,13 +39,16 @@ RECONNECT_S = 1.0
 
 
 class BulkSlots:
-    """`slots` threads that claim chunks of `model` for `worker_id` and run `handle(claim)` on each."""
+    """`slots` threads that claim chunks of `model` for `worker_id`: `run_chunk(claim)` runs a chunk (true when its
+    finish handed this worker the job's compaction step), `compact(job_id)` runs a compaction step."""
 
-    def __init__(self, scheduler: Scheduler, model: str, worker_id: str, handle: Callable[[Claim], None], slots: int):
+    def __init__(self, scheduler: Scheduler, model: str, worker_id: str, run_chunk: Callable[[Claim], bool],
+                 compact: Callable[[str], None], slots: int):
         self._scheduler = scheduler
         self._model = model
         self._worker_id = worker_id
-        self._handle = handle
+        self._run_chunk = run_chunk
+        self._compact = compact
         self._stop = threading.Event()
         self._busy = 0
         self._lock = threading.Lock()
@@ -84,7 +90,8 @@ class BulkSlots:
                 self._stop.wait(RECONNECT_S)
                 continue
             try:
-                self._handle(claim)
+                if claim.is_compaction or self._run_chunk(claim):
+                    self._compact(claim.job_id)
             except Exception:  # noqa: BLE001 - e.g. Redis or the store down mid-chunk: give it back
                 log.exception("job %s chunk %s failed unexpectedly; handing it back", claim.job_id, claim.chunk)
                 self._give_back(claim)

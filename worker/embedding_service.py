@@ -1,14 +1,20 @@
-"""Run one chunk of an embedding request: tokenize, batch, truncate dimensions, quantize, pack the reply."""
+"""Embed inputs for a sync request's chunk or a job's chunk: tokenize, batch, truncate dimensions, quantize.
+
+Refusals (a ServiceError) and failures are raised, never turned into a reply here: a sync task
+replies with them (worker/tasks.py), a job chunk fails the refused items or is handed back
+(worker/chunk_runner.py).
+"""
 
 from __future__ import annotations
 
-import logging
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import replace
 
 import numpy as np
 
-from embedserve.errors import InternalError, InvalidRequest, ServiceError, Timeout
+from embedserve.errors import InvalidRequest, Timeout
+from embedserve.jobs.chunks import ChunkParams
 from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.fleet.quant_ranges import RangeBook
 from embedserve.vector_types import FLOAT, TYPES, vector_type
@@ -17,12 +23,12 @@ from worker.calibration import Calibration
 from worker.engine import EmbeddingEngine
 from worker.quantize import quantize
 
-log = logging.getLogger(__name__)
-
 
 class EmbeddingService:
-    """Glue between tasks and the model: everything a task needs, nothing about Celery."""
+    """Glue between the callers (sync tasks, job chunks) and the model: everything they need, nothing about Celery."""
 
+    # What a sync caller is told when embedding fails for a reason of the worker's own, in place of its internals.
+    FAILURE = "the worker failed to embed this input"
     # Calibration texts are embedded as one interactive request that may wait this long.
     CALIBRATION_TIMEOUT_S = 600.0
 
@@ -33,30 +39,42 @@ class EmbeddingService:
         self.calibration = Calibration(ranges, self._embed_documents, truncate_dimensions) if ranges else None
 
     def run(self, chunk: EmbedChunk) -> ChunkResult:
-        """Embed one chunk; errors come back as a result, never as an exception."""
-        return run_safely(chunk, self._run, "the worker failed to embed this input")
+        """Embed one sync chunk (a task's message); a refusal or failure is raised (worker/tasks.py replies with it)."""
+        params = ChunkParams(input_type=chunk.input_type, instruction=chunk.instruction, truncate=chunk.truncate,
+                             dimensions=chunk.dimensions, truncation_direction=chunk.truncation_direction)
+        result = self.embed(chunk.inputs, params, offset=chunk.offset, deadline=chunk.deadline, priority=chunk.priority,
+                            tag=chunk.request_id if chunk.priority else "", types=chunk.embedding_types,
+                            max_tokens=chunk.max_tokens)
+        return replace(result, chunk=chunk.chunk)
 
-    def _run(self, chunk: EmbedChunk) -> ChunkResult:
+    def embed(self, inputs: list, params: ChunkParams, *, offset: int, deadline: float, priority: int, tag: str = "",
+              types: list[str] | None = None, max_tokens: int | None = None) -> ChunkResult:
+        """Embed `inputs` (all texts or all token-id lists) as `params` say, in one batcher submission.
+
+        `offset` is the first input's index in its request (error messages name inputs by it); `tag`
+        names a bulk chunk ("job|chunk"), so a hung pass's chunks are told by it; `types` are the
+        vector types wanted from the one pass (Cohere's embedding_types), params.embedding_type alone
+        when None; `max_tokens` is a text limit below the model's (Cohere's), or None.
+        """
         # The API checks this against the model card; a model only declared (EMBED_MODELS) has none yet.
-        if chunk.dimensions is not None and chunk.dimensions > self.engine.dim:
+        if params.dimensions is not None and params.dimensions > self.engine.dim:
             raise InvalidRequest(f"'dimensions' must be between 1 and {self.engine.dim} for this model, "
-                                 f"got {chunk.dimensions}.", param="dimensions")
-        types = self._types(chunk)
+                                 f"got {params.dimensions}.", param="dimensions")
+        types = self._types(types or [params.embedding_type])
         with self.batcher.incoming():
-            tokenized = self._tokenize(chunk)
-            sub = self.batcher.submit(tokenized.rows, priority=chunk.priority, deadline=chunk.deadline,
-                                      tag=chunk.request_id if chunk.priority else "")
-        vectors = wait_rows(sub, chunk.deadline, "embedding")
-        if chunk.dimensions is not None:
-            vectors = truncate_dimensions(vectors, chunk.dimensions)
+            tokenized = self._tokenize(inputs, params, offset, max_tokens)
+            sub = self.batcher.submit(tokenized.rows, priority=priority, deadline=deadline, tag=tag)
+        vectors = wait_rows(sub, deadline, "embedding")
+        if params.dimensions is not None:
+            vectors = truncate_dimensions(vectors, params.dimensions)
         matrices = {kind: self._encode(vectors, kind) for kind in types}
-        return ChunkResult(chunk=chunk.chunk, vectors=matrices.pop(FLOAT, b""), rows=vectors.shape[0],
+        return ChunkResult(chunk=0, vectors=matrices.pop(FLOAT, b""), rows=vectors.shape[0],
                            dim=vectors.shape[1], tokens=tokenized.tokens,
                            row_tokens=[len(row) for row in tokenized.rows], typed=matrices or None)
 
-    def _types(self, chunk: EmbedChunk) -> list[str]:
-        """The vector types the chunk asks for (the API checked them; a job's params are checked again)."""
-        types = list(dict.fromkeys(chunk.embedding_types or [FLOAT]))
+    def _types(self, asked: list[str]) -> list[str]:
+        """The vector types asked for, once each (the API checked them; a job's params are checked again)."""
+        types = list(dict.fromkeys(asked))
         for kind in types:
             if kind not in TYPES:
                 raise InvalidRequest(f"'embedding_type' must be one of {', '.join(TYPES)}, got {kind!r}.",
@@ -77,28 +95,15 @@ class EmbeddingService:
         deadline = time.time() + self.CALIBRATION_TIMEOUT_S
         return wait_rows(self.batcher.submit(rows, priority=0, deadline=deadline), deadline, "calibration")
 
-    def _tokenize(self, chunk: EmbedChunk):
-        inputs = chunk.inputs
+    def _tokenize(self, inputs: list, params: ChunkParams, offset: int, max_tokens: int | None):
         if all(isinstance(item, str) for item in inputs):
-            return self.engine.tokenize(inputs, offset=chunk.offset, input_type=chunk.input_type,
-                                        instruction=chunk.instruction, truncate=chunk.truncate,
-                                        direction=chunk.truncation_direction, max_tokens=chunk.max_tokens)
+            return self.engine.tokenize(inputs, offset=offset, input_type=params.input_type,
+                                        instruction=params.instruction, truncate=params.truncate,
+                                        direction=params.truncation_direction, max_tokens=max_tokens)
         if all(isinstance(item, list) for item in inputs):
-            return self.engine.check_ids(inputs, offset=chunk.offset, truncate=chunk.truncate,
-                                         direction=chunk.truncation_direction)
+            return self.engine.check_ids(inputs, offset=offset, truncate=params.truncate,
+                                         direction=params.truncation_direction)
         raise InvalidRequest("input must be all strings or all token-id arrays", param="input")
-
-
-def run_safely(chunk, work, failure: str) -> ChunkResult:
-    """`work(chunk)`, with any error turned into an error result for the caller."""
-    try:
-        return work(chunk)
-    except ServiceError as exc:
-        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
-    except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
-        log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
-        exc = InternalError(failure)
-        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
 
 
 def wait_rows(sub, deadline: float, what: str) -> np.ndarray:

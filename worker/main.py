@@ -193,14 +193,16 @@ def wire(loaded: Loaded) -> Wired:
         from worker.embedding_service import EmbeddingService
 
         from embedserve.fleet.quant_ranges import RangeBook
+        from embedserve.jobs.compaction import Compactor
 
         service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)))
         register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
-        runner = ChunkRunner(JobRecords(client, defaults.JOB_ERROR_SAMPLE), scheduler, JobData(loaded.store), service,
-                             worker_id=worker_id, max_attempts=settings.max_attempts,
-                             time_limit=settings.task_time_limit)
-        bulk = BulkSlots(scheduler, name, worker_id, runner.run, settings.bulk_slots)
+        records, data = JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(loaded.store)
+        runner = ChunkRunner(records, scheduler, data, service, worker_id=worker_id,
+                             max_attempts=settings.max_attempts, time_limit=settings.task_time_limit)
+        compactor = Compactor(records, scheduler, data, worker_id)
+        bulk = BulkSlots(scheduler, name, worker_id, runner.run, compactor.compact, settings.bulk_slots)
         queue = interactive_queue(name)
     from worker.tokenize_service import TokenizeService
 

@@ -1,4 +1,8 @@
-"""Celery task definitions: thin glue from a message to the service and back to the caller."""
+"""Celery task definitions: thin glue from a message to the service and back to the caller.
+
+The services raise their refusals and failures; `answer` is the one place a sync chunk's error
+becomes the reply its caller sees.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import redis
 from celery import Celery
 
 from embedserve import defaults, redis_keys
+from embedserve.errors import InternalError, ServiceError
 from embedserve.logs import request_context
 from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
 
@@ -28,11 +33,22 @@ def register_tasks(app: Celery, service, client: redis.Redis, worker_id: str, *,
                 return  # the caller has gone (timed out): do not spend a forward pass on it
             started = time.monotonic()
             claim(client, chunk.reply_to, chunk.chunk, worker_id)
-            result = service.run(chunk)
+            result = answer(service, chunk)
             send_reply(client, chunk.reply_to, result)
             log.info("chunk %d: %d rows, %d tokens, status %d in %.1f ms", chunk.chunk, result.rows,
                      result.tokens, result.status, (time.monotonic() - started) * 1000)
 
+
+def answer(service, chunk) -> ChunkResult:
+    """`service.run(chunk)`, with any error turned into the error reply for the caller."""
+    try:
+        return service.run(chunk)
+    except ServiceError as exc:
+        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
+    except Exception:  # noqa: BLE001 - report a bug to the caller without its internals
+        log.exception("chunk %s/%d failed", chunk.request_id, chunk.chunk)
+        exc = InternalError(service.FAILURE)
+        return ChunkResult(chunk=chunk.chunk, error=exc.to_payload(), status=exc.status)
 
 
 def claim(client: redis.Redis, reply_to: str, chunk: int, worker_id: str) -> None:

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from embedserve.protocol import ChunkResult, TokenizeChunk
 from embedserve.token_ids import token_out_of_vocabulary
-from worker.embedding_service import run_safely
 
 
 class TokenizeService:
     """Glue between tokenize tasks and a loaded model's tokenizer (an EmbeddingEngine or a Reranker)."""
 
+    # What the caller is told when tokenizing fails for a reason of the worker's own, in place of its internals.
+    FAILURE = "the worker failed to tokenize this input"
+
     def __init__(self, model):
         self.model = model
 
     def run(self, chunk: TokenizeChunk) -> ChunkResult:
-        """Tokenize or detokenize one request; errors come back as a result, never as an exception."""
-        return run_safely(chunk, self._run, "the worker failed to tokenize this input")
-
-    def _run(self, chunk: TokenizeChunk) -> ChunkResult:
+        """Tokenize or detokenize one request; a refusal or failure is raised (worker/tasks.py replies with it)."""
         if chunk.tokens is not None:
             return ChunkResult(chunk=chunk.chunk, answer={"prompt": self.detokenize(chunk.tokens)})
         ids = self.tokenize(chunk.prompt or "", chunk.add_special_tokens)

@@ -20,7 +20,7 @@ from embedserve.errors import InvalidRequest, NotFound, ServiceError
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus
 from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkSpec
+from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.fleet.registry import Registry
 from embedserve.jobs.scheduler import Scheduler
 from embedserve.settings import Settings
@@ -83,7 +83,7 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
                                    "error": exc.to_payload()})
             continue
         params = params_of(req)
-        group_key = (served.card.name, json.dumps(params, sort_keys=True))
+        group_key = (served.card.name, params)
         group = groups.setdefault(group_key, _Group())
         weight = sum(input_weight(x) for x in req.inputs)
         if not group.budget.takes(len(req.inputs), weight):
@@ -98,7 +98,7 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
         raise LineError(1, "The input file has no requests.", code="empty_file")
     for (model, params), group in groups.items():
         if group.items:
-            yield _spec(model, json.loads(params), group)
+            yield _spec(model, params, group)
 
 
 @dataclass
@@ -112,7 +112,7 @@ class _Group:
     budget: ChunkBudget = field(default_factory=ChunkBudget)
 
 
-def _spec(model: str, params: dict, group: _Group) -> ChunkSpec:
+def _spec(model: str, params: ChunkParams, group: _Group) -> ChunkSpec:
     return ChunkSpec(model=model, items=group.items, counts=group.counts, inputs=group.inputs, params=params,
                      meta=group.meta)
 

@@ -15,7 +15,7 @@ from embedserve.errors import NotFound
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus
 from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkSpec
+from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.jobs.scheduler import Scheduler
 from embedserve.settings import Settings
 
@@ -39,13 +39,11 @@ def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
         start += len(run)
 
 
-def params_of(req: EmbeddingRequest) -> dict:
+def params_of(req: EmbeddingRequest) -> ChunkParams:
     """The request fields a worker needs for every chunk."""
-    params = {"input_type": req.input_type, "instruction": req.instruction, "truncate": req.truncate,
-              "dimensions": req.dimensions, "truncation_direction": req.truncation_direction}
-    if req.embedding_types != ("float",):  # float jobs keep the params they always had
-        params["embedding_type"] = req.embedding_types[0]
-    return params
+    return ChunkParams(input_type=req.input_type, instruction=req.instruction, truncate=req.truncate,
+                       dimensions=req.dimensions, truncation_direction=req.truncation_direction,
+                       embedding_type=req.embedding_types[0])
 
 
 def queue_job(svc: Services, identity: Identity, owner: str, cap: int, req: EmbeddingRequest,
@@ -77,7 +75,7 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
     return submit(scheduler, data, job, specs, cap=cap, ttl=settings.job_ttl + settings.job_record_grace)
 
 
-def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: dict,
+def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: ChunkParams,
                      max_inputs: int = defaults.JOB_CHUNK_INPUTS,
                      max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[ChunkSpec]:
     """Chunks of a user_data file's (text, id, error) items, cut by api/bulk/chunking.py's rule, one

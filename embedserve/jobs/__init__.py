@@ -1,1 +1,1 @@
-"""Bulk jobs: their records, Lua transitions, data, scheduling, results, sweeping and store."""
+"""Bulk jobs: their records, Lua transitions, chunks, data, scheduling, compaction, results, sweeping and store."""

@@ -1,17 +1,51 @@
-"""The chunk payloads jobs are made of: what a worker is asked to embed, and what it gives back.
+"""The chunk payloads jobs are made of: what a worker is asked to embed, with which options, and what it gives back.
 
-Both travel as msgpack: a `ChunkSpec` is stored in the job store (inputs) and a `ChunkOutput` is a
-part of a job's result (embedserve/jobs/data.py), read back by compaction (embedserve/jobs/results.py).
+All travel as msgpack: a `ChunkSpec` (with its `ChunkParams`) is stored in the job store (inputs)
+and a `ChunkOutput` is a part of a job's result (embedserve/jobs/data.py), read back by compaction
+(embedserve/jobs/compaction.py, embedserve/jobs/results.py). The API writes specs and workers
+read them, and either may be upgraded first, so a spec written by another version must read the same.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
 
 import msgpack
 
-from embedserve.vector_types import row_bytes
+from embedserve.errors import ServiceError
+from embedserve.vector_types import FLOAT, row_bytes
+
+
+@dataclass(frozen=True)
+class ChunkParams:
+    """The request options a chunk is embedded with: its job's request's, or those every batch line in it shares.
+
+    Each default is what the option means when the request left it out, and what a stored spec
+    means when it has no such key (a spec written before the key existed) or holds nil.
+    """
+
+    input_type: str = "document"
+    instruction: str | None = None
+    truncate: bool = False
+    dimensions: int | None = None
+    truncation_direction: str = "right"  # which end `truncate` cuts: "right" (the end) or "left" (the start)
+    embedding_type: str = FLOAT  # the vector type the job asked for; the job store keeps that form
+
+    def to_wire(self) -> dict:
+        """The params dict a stored spec holds: the five text options always, as every version wrote them;
+        embedding_type only when not float, so float jobs keep the params they always had (a reader from
+        before embedding_type reads them as it always did)."""
+        wire = {"input_type": self.input_type, "instruction": self.instruction, "truncate": self.truncate,
+                "dimensions": self.dimensions, "truncation_direction": self.truncation_direction}
+        if self.embedding_type != FLOAT:
+            wire["embedding_type"] = self.embedding_type
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: dict | None) -> "ChunkParams":
+        """Read a stored params dict: a missing or nil key is its default; keys a newer API may add are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (wire or {}).items() if k in known and v is not None})
 
 
 @dataclass
@@ -22,7 +56,7 @@ class ChunkSpec:
     items: list[int]  # item index (input index, or batch line) of each item
     counts: list[int]  # inputs of each item
     inputs: list  # every item's inputs, concatenated
-    params: dict[str, Any] = field(default_factory=dict)  # input_type, instruction, truncate, dimensions, truncation_direction
+    params: ChunkParams = field(default_factory=ChunkParams)
     meta: list | None = None  # per item: [custom_id, encoding_format] for batch lines
     ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
     # Items failed before running (a line of an input file that is not a text): item index, as a
@@ -30,11 +64,22 @@ class ChunkSpec:
     bad: dict | None = None
 
     def pack(self) -> bytes:
-        return msgpack.packb(asdict(self), use_bin_type=True)
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["params"] = self.params.to_wire()
+        return msgpack.packb(record, use_bin_type=True)
 
     @classmethod
     def unpack(cls, data: bytes) -> "ChunkSpec":
-        return cls(**msgpack.unpackb(data, raw=False))
+        record = msgpack.unpackb(data, raw=False)
+        record["params"] = ChunkParams.from_wire(record.get("params"))
+        return cls(**record)
+
+    def all_failed(self, error: ServiceError) -> "ChunkOutput":
+        """This chunk's output when every item failed with `error` (it was given up, or never ran)."""
+        payload = {"status": error.status, "error": error.to_payload()}
+        n = len(self.items)
+        return ChunkOutput(items=self.items, rows=[0] * n, tokens=[0] * n, dim=0, vectors=b"", errors=[payload] * n,
+                           ids=self.ids, embedding_type=self.params.embedding_type)
 
 
 @dataclass

@@ -228,8 +228,8 @@ def test_a_result_compacted_into_several_files_comes_as_one_parquet_stream(tmp_p
 def test_a_job_stopped_before_its_first_chunk_ran(tmp_path):
     """Every chunk unrun: no dimension known, Parquet with a null embedding column, a stream of errors."""
     data = JobData(open_store(tmp_path.as_uri()))
-    data.put_inputs("job_b", [ChunkSpec(model="m", items=[0, 1], counts=[1, 1], inputs=["a", "b"], params={}),
-                              ChunkSpec(model="m", items=[2], counts=[1], inputs=["c"], params={})])
+    data.put_inputs("job_b", [ChunkSpec(model="m", items=[0, 1], counts=[1, 1], inputs=["a", "b"]),
+                              ChunkSpec(model="m", items=[2], counts=[1], inputs=["c"])])
     job = job_of("job_b", 3, 2, 0, status=JobStatus.CANCELLED, compacted=0)
     listed = json.loads(b"".join(json_list(data, job)))
     assert [d["error"]["code"] for d in listed["data"]] == ["cancelled"] * 3

@@ -15,7 +15,7 @@ CHECKS = [
     ("worker.main, worker.tasks, worker.embedding_service, worker.engine, worker.batcher, worker.rerank.loading, worker.rerank.cross_encoder, "
      "worker.rerank.qwen3, worker.rerank.service, worker.chunk_runner, worker.bulk_slots", ("flask",)),
     ("embedserve.settings, embedserve.protocol, embedserve.fleet.registry, embedserve.celery_app, embedserve.cli.main, "
-     "embedserve.jobs.records",
+     "embedserve.jobs.records, embedserve.jobs.chunks, embedserve.jobs.compaction",
      ("torch", "transformers", "flask")),
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from api.bulk.files import _user_data_line
 from api.bulk.jobs import file_chunk_specs
+from embedserve.jobs.chunks import ChunkParams
 
 
 def test_user_data_lines():
@@ -17,7 +18,7 @@ def test_user_data_lines():
 
 def test_file_chunks_keep_bad_items_in_place():
     items = [("a", "x", None), (None, None, {"code": "invalid_input"}), ("b", None, None)] * 30
-    specs = list(file_chunk_specs(iter(items), "m", {}, max_inputs=32))
+    specs = list(file_chunk_specs(iter(items), "m", ChunkParams(), max_inputs=32))
     assert [s.items for s in specs] == [list(range(0, 32)), list(range(32, 64)), list(range(64, 90))]
     first = specs[0]
     assert first.counts[:3] == [1, 0, 1] and first.inputs[:2] == ["a", "b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
@@ -11,7 +12,7 @@ from api.bulk.result_formats import JSON, MSGPACK, NDJSON, pick_format
 from embedserve.errors import NotAcceptable
 from embedserve.jobs.records import Job, JobStatus
 from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
+from embedserve.jobs.chunks import ChunkOutput, ChunkParams, ChunkSpec
 from embedserve.settings import ConfigError, Settings
 
 
@@ -52,7 +53,7 @@ def test_ids_carry_122_random_bits():
 
 
 def test_records_round_trip():
-    spec = ChunkSpec(model="m", items=[3, 4], counts=[1, 2], inputs=["a", "b", "c"], params={"truncate": True},
+    spec = ChunkSpec(model="m", items=[3, 4], counts=[1, 2], inputs=["a", "b", "c"], params=ChunkParams(truncate=True),
                      meta=[["c1", "float"], ["c2", "base64"]])
     assert ChunkSpec.unpack(spec.pack()) == spec
     out = ChunkOutput(items=[3, 4], rows=[1, 0], tokens=[5, 0], dim=2, vectors=b"\0" * 8,
@@ -62,6 +63,26 @@ def test_records_round_trip():
                          b"created_at": b"5", b"total": b"3", b"chunks": b"1", b"skipped": b"0"})
     assert job.status is JobStatus.QUEUED and job.total == 3 and job.started_at is None
     assert not job.status.finished and JobStatus.CANCELLED.finished
+
+
+def test_chunk_params_keep_the_wire_form_every_version_reads():
+    """API and workers are upgraded in either order, and specs already stored were written by older code."""
+    assert ChunkParams().to_wire() == {"input_type": "document", "instruction": None, "truncate": False,
+                                       "dimensions": None, "truncation_direction": "right"}  # float: no embedding_type
+    typed = ChunkParams(input_type="query", instruction="Find:", truncate=True, dimensions=64,
+                        truncation_direction="left", embedding_type="int8")
+    assert typed.to_wire() == {"input_type": "query", "instruction": "Find:", "truncate": True, "dimensions": 64,
+                               "truncation_direction": "left", "embedding_type": "int8"}
+    assert ChunkParams.from_wire(typed.to_wire()) == typed
+    # Missing or nil keys are their defaults, as an older spec (params {}) or an older reader means them;
+    # keys a newer API may add are ignored.
+    assert ChunkParams.from_wire({}) == ChunkParams.from_wire(None) == ChunkParams()
+    assert ChunkParams.from_wire({"truncate": None, "embedding_type": None, "input_type": "query",
+                                  "from_the_future": 1}) == ChunkParams(input_type="query")
+    # A spec stored with a params dict reads back typed, and packs to the same dict.
+    old = msgpack.packb({"model": "m", "items": [0], "counts": [1], "inputs": ["a"], "params": typed.to_wire(),
+                         "meta": None, "ids": None, "bad": None}, use_bin_type=True)
+    assert ChunkSpec.unpack(old).params == typed and ChunkSpec.unpack(old).pack() == old
 
 
 def test_job_settings_defaults_and_errors():

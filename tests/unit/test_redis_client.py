@@ -155,7 +155,7 @@ def test_a_chunk_claimed_on_the_server_but_lost_to_a_timeout_is_handed_back_and_
         ran.append(claim.chunk)
         scheduler.finish(claim)
 
-    slots = BulkSlots(scheduler, "m", "w1", handle, slots=1)
+    slots = BulkSlots(scheduler, "m", "w1", handle, lambda job_id: None, slots=1)
     slots.start()
     try:
         deadline = time.monotonic() + 10
@@ -170,7 +170,7 @@ def test_a_chunk_claimed_on_the_server_but_lost_to_a_timeout_is_handed_back_and_
 
 def test_stray_release_leaves_running_chunks_and_a_running_jobs_compaction_alone():
     scheduler = FakeScheduler([])
-    slots = BulkSlots(scheduler, "m", "w1", lambda claim: None, slots=1)
+    slots = BulkSlots(scheduler, "m", "w1", lambda claim: False, lambda job_id: None, slots=1)
     slots._running = {"a|3"}  # a slot runs job a's chunk 3 (and its finish may just have handed it a|c)
     scheduler.held_set = {"a|3", "a|c", "b|7"}
     slots._unsure.set()

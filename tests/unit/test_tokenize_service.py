@@ -9,6 +9,7 @@ import torch
 
 from embedserve.protocol import TokenizeChunk
 from worker.engine import EmbeddingEngine, resolve_model_source
+from worker.tasks import answer
 from worker.tokenize_service import TokenizeService
 
 
@@ -30,7 +31,7 @@ def test_a_prompt_is_never_truncated_by_the_models_own_truncating_calls(engine):
 
 def test_ids_outside_the_vocabulary_are_refused_by_the_worker(engine):
     """A model only declared has no vocabulary on its card: the API cannot check, the worker does."""
-    result = TokenizeService(engine).run(chunk(tokens=[101, engine.vocab_size]))
+    result = answer(TokenizeService(engine), chunk(tokens=[101, engine.vocab_size]))
     assert result.status == 400 and result.answer is None
     assert result.error["param"] == "tokens" and result.error["code"] == "invalid_token_id"
     assert f"tokens[1] is {engine.vocab_size}" in result.error["message"]

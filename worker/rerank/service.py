@@ -7,21 +7,21 @@ import numpy as np
 from embedserve.protocol import ChunkResult, RerankChunk
 from worker.batcher import Batcher
 from worker.rerank.base import Reranker
-from worker.embedding_service import run_safely, wait_rows
+from worker.embedding_service import wait_rows
 
 
 class RerankService:
     """Glue between rerank tasks and the reranker: pairs in, one float32 score per document out."""
+
+    # What the caller is told when scoring fails for a reason of the worker's own, in place of its internals.
+    FAILURE = "the worker failed to score these documents"
 
     def __init__(self, reranker: Reranker, batcher: Batcher):
         self.reranker = reranker
         self.batcher = batcher
 
     def run(self, chunk: RerankChunk) -> ChunkResult:
-        """Score one chunk; errors come back as a result, never as an exception."""
-        return run_safely(chunk, self._run, "the worker failed to score these documents")
-
-    def _run(self, chunk: RerankChunk) -> ChunkResult:
+        """Score one chunk; a refusal or failure is raised (worker/tasks.py replies with it)."""
         # Tokenized here, on the task thread, so the forward thread only runs the model.
         tokenized = self.reranker.tokenize(chunk.query, chunk.documents, offset=chunk.offset,
                                            instruction=chunk.instruction, truncate=chunk.truncate,

@@ -1,0 +1,55 @@
+"""Compaction: a finished native job's chunk parts become its Parquet result, then the job ends.
+
+The worker that counts a job's last chunk compacts it at once; a compaction step handed back (its
+worker died or drained) is claimed like a chunk ("job|c", embedserve/jobs/scripts.py) and run by
+whichever worker claims it. Parts are read in chunk order, the Parquet files and manifest written
+(embedserve/jobs/results.py), the job finalized, and only then are the parts deleted: a step
+whose worker died before the end is handed back and run again from the same parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from embedserve.errors import InternalError
+from embedserve.jobs import results as result_files
+from embedserve.jobs.chunks import ChunkOutput
+from embedserve.jobs.data import JobData, job_prefix
+from embedserve.jobs.records import JobRecords
+from embedserve.jobs.scheduler import Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class Compactor:
+    """Compacts the jobs a worker (`worker_id`) holds the compaction step of."""
+
+    def __init__(self, records: JobRecords, scheduler: Scheduler, data: JobData, worker_id: str):
+        self.records = records
+        self.scheduler = scheduler
+        self.data = data
+        self.worker_id = worker_id
+
+    def compact(self, job_id: str) -> None:
+        """Turn a finished native job's parts into Parquet files + manifest, then end the job."""
+        job = self.records.get(job_id)
+        if job is None:
+            self.scheduler.finalize(job_id, self.worker_id)
+            return
+        started = time.monotonic()
+        outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
+                   for chunk, output in self.data.outputs(job_id, job.chunks))
+        manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs,
+                                             embedding_type=job.embedding_type)
+        status = self.scheduler.finalize(job_id, self.worker_id)
+        self.data.drop_parts(job_id)
+        log.info("job %s %s: %d rows compacted into %d files in %.1f s", job_id, status, manifest["rows"],
+                 len(manifest["files"]), time.monotonic() - started)
+
+
+def unrun_output(data: JobData, job_id: str, chunk: int) -> ChunkOutput:
+    """The output of a chunk that never ran (a handed-back chunk whose job stopped): every item failed."""
+    spec = data.spec(job_id, chunk)
+    error = InternalError("This input was not processed.", code="not_processed")
+    return spec.all_failed(error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])
