@@ -100,6 +100,9 @@ class ChunkRunner:
         manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs,
                                              embedding_type=job.embedding_type)
         status = self.scheduler.finalize(job_id, self.worker_id)
+        if status == "lost":  # reaped while compacting: the step's new holder ends the job and drops the parts
+            log.warning("job %s: compaction was handed to another worker meanwhile; leaving the parts", job_id)
+            return
         self.data.drop_parts(job_id)
         log.info("job %s %s: %d rows compacted into %d files in %.1f s", job_id, status, manifest["rows"],
                  len(manifest["files"]), time.monotonic() - started)
