@@ -70,6 +70,7 @@ def test_a_chunk_finished_by_its_reaped_worker_is_not_handed_out_again(client, k
     scheduler = Scheduler(client)
     job_id = submit(scheduler, chunks=2, kind=kind)
     first = scheduler.claim(MODEL, "w-a")
+    assert first.job_id == job_id and first.chunk == "0"
     scheduler.hand_back(first, "w-a", refund=False)  # w-a reaped while paused: chunk 0 queued again
     outcome = finish(scheduler, first, "w-a")  # ... and w-a wakes up and finishes it anyway
     assert outcome == ""
