@@ -111,7 +111,8 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
 
     def note_pending(self, job_id: str) -> None:
         """Mark a submission whose inputs are being written; the sweeper removes what a dead API left."""
-        self.redis.zadd(redis_keys.jobs_pending(), {job_id: time.time()})
+        # Redis's clock, which the sweeper reads too.
+        self.redis.zadd(redis_keys.jobs_pending(), {job_id: self.redis.time()[0]})
 
     def submit(self, record: dict, *, cap: int, ttl: int, listed: bool = True) -> None:
         """Create the job and put it in rotation, in one step; QuotaExceeded when over `cap` (0 = none).

@@ -1,4 +1,4 @@
-"""Races of the job store's scripts, driven through the Scheduler and Liveness classes on a real Redis.
+"""Races of the job store's scripts, driven through the Scheduler and Sweeper classes on a real Redis.
 
 Each test plays one interleaving that a worker fleet can produce (a worker reaped while it is only
 paused, a reply lost and the command retried, a compactor that wakes up late) and checks that the
@@ -14,7 +14,10 @@ import pytest
 from embedserve import redis_keys
 from embedserve.ids import new_id
 from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
+from embedserve.jobs.data import JobData
 from embedserve.jobs.scheduler import Claim, Scheduler
+from embedserve.jobs.store.local import LocalStore
+from embedserve.jobs.sweeper import Sweeper
 
 MODEL = "race-model"
 
@@ -144,3 +147,25 @@ def test_a_leaked_quota_entry_does_not_block_the_key(client):
     assert scheduler.queued_inputs("owner-a") == 0
     submit(scheduler, chunks=2, cap=5)  # 4 inputs under a cap of 5: room, whatever the leaked entry said
     assert scheduler.queued_inputs("owner-a") == 4
+
+
+class LockTakingStore(LocalStore):
+    """A store whose deletes take long enough that the sweeper's lock expired and another process took it."""
+
+    def __init__(self, root, client):
+        super().__init__(root)
+        self.client = client
+
+    def delete_prefix(self, prefix: str) -> None:
+        super().delete_prefix(prefix)
+        self.client.set(redis_keys.sweeper_lock(), "another-process")
+
+
+def test_a_sweep_that_outlived_its_lock_leaves_the_next_holders_lock(client, tmp_path):
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    client.zadd(redis_keys.jobs_expiry(), {job_id: 1})  # due long ago
+    sweeper = Sweeper(JobRecords(client), JobData(LockTakingStore(tmp_path, client)), client)
+    assert sweeper.sweep() == 1
+    assert client.get(redis_keys.sweeper_lock()) == b"another-process"
+    assert sweeper.sweep() == 0  # and that lock is respected
