@@ -19,7 +19,6 @@ worker dead (embedserve/fleet/liveness.py) can hand it back; `finish` releases i
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 
