@@ -12,7 +12,7 @@ from api.context import owner, queued_inputs_cap, require_key, resolve_model, se
 from api.bulk.files import find_file
 from api.bulk.listing import list_page
 from api.bulk.jobs import find_job, job_object, submit_file_job, submit_job
-from api.bulk.result_formats import STREAMS, check_fits, pick_format
+from api.bulk.result_formats import STREAMS, check_available, check_fits, pick_format
 from api.validation.embeddings import (EmbeddingRequest, check_against_model, check_token_ids_accepted, parse_embedding_request,
                             parse_job_request, parse_json_body)
 
@@ -123,4 +123,5 @@ def job_result(job_id: str) -> Response:
         response.status_code = 202
         response.headers["Retry-After"] = str(defaults.JOB_RETRY_AFTER_S)
         return response
+    check_available(svc.job_data, job)
     return Response(stream_with_context(STREAMS[fmt](svc.job_data, job)), mimetype=fmt)
