@@ -58,6 +58,11 @@ class Sweeper(Periodic):
             for job_id in due:
                 self._data.delete(job_id)  # data first: a crash now leaves the id due, swept again
             self._records.expire(due)
+            # Once more after the records say expired: a chunk that wrote its part between the first
+            # delete and the mark was counted (its job still ran) and its worker keeps the part; one
+            # that finishes after the mark is told 'expired' and deletes its own part.
+            for job_id in due:
+                self._data.delete(job_id)
             stale = [i.decode() for i in self._redis.zrangebyscore(redis_keys.jobs_pending(), "-inf",
                                                                     now - PENDING_GIVE_UP_S, 0, SWEEP_BATCH)]
             for job_id in stale:
