@@ -86,6 +86,14 @@ class NotAcceptable(ServiceError):
     code = "not_acceptable"
 
 
+class Gone(ServiceError):
+    """410: the object is known but its data is no more (a job's result past its expiry)."""
+
+    status = 410
+    type = "invalid_request_error"
+    code = "gone"
+
+
 class PayloadTooLarge(ServiceError):
     """413: the body is over the configured limit."""
 
@@ -136,5 +144,5 @@ class Timeout(ServiceError):
 
 _BY_STATUS = {cls.status: cls for cls in (
     InvalidRequest, AuthenticationFailed, PermissionDenied, NotFound, MethodNotAllowed, NotAcceptable,
-    PayloadTooLarge, UnsupportedMediaType, RateLimited, InternalError, Unavailable, Timeout,
+    Gone, PayloadTooLarge, UnsupportedMediaType, RateLimited, InternalError, Unavailable, Timeout,
 )}

@@ -39,7 +39,7 @@ import msgpack
 
 from embedserve import defaults
 from embedserve.jobs import results as result_files
-from embedserve.errors import NotAcceptable
+from embedserve.errors import Gone, NotAcceptable
 from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
 from embedserve.jobs.chunks import ChunkOutput
@@ -84,6 +84,21 @@ def pick_format(accept_header: str | None, accept_mimetypes) -> str:
     if best is None:
         raise NotAcceptable(f"Cannot produce {accept_header!r}; results come as {', '.join(FORMATS)}.")
     return MSGPACK if best == "application/x-msgpack" else best
+
+
+# The error code of a result asked for after the job's data expired.
+JOB_EXPIRED = "job_expired"
+
+
+def check_available(data: JobData, job: Job) -> None:
+    """410 job_expired before any byte is sent when the job's data is gone: its status says expired, or
+    the sweeper deleted a compacted result a moment before marking the job (it deletes data first).
+    A 200 cannot be taken back, and rows skipped for missing data would pass for a whole result."""
+    gone = job.status == JobStatus.EXPIRED or (
+        job.compacted and result_files.read_manifest(data.store, job_prefix(job.id)) is None)
+    if gone:
+        raise Gone(f"The data of job {job.id} expired (EMBED_JOB_TTL after it was submitted) and was deleted; "
+                   "submit the inputs again.", code=JOB_EXPIRED)
 
 
 def check_fits(job: Job, fmt: str) -> None:

@@ -10,7 +10,7 @@ from api.context import json_body, owner, queued_inputs_cap, require_key, servic
 from api.bulk.files import find_input_file
 from api.bulk.listing import list_page
 from api.bulk.jobs import find_job, job_accepted, job_object, queue_job
-from api.bulk.result_formats import STREAMS, check_fits, pick_format
+from api.bulk.result_formats import STREAMS, check_available, check_fits, pick_format
 from api.validation.embeddings import parse_job_request
 
 bp = Blueprint("jobs", __name__)
@@ -81,4 +81,5 @@ def job_result(job_id: str) -> Response:
         response.status_code = 202
         response.headers["Retry-After"] = str(defaults.JOB_RETRY_AFTER_S)
         return response
+    check_available(svc.job_data, job)
     return Response(stream_with_context(STREAMS[fmt](svc.job_data, job)), mimetype=fmt)

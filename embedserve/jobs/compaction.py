@@ -34,8 +34,9 @@ class Compactor:
     def compact(self, job_id: str) -> None:
         """Turn a finished native job's parts into Parquet files + manifest, then end the job."""
         job = self.records.get(job_id)
-        if job is None:
+        if job is None:  # deleted meanwhile: release the step, leave nothing behind
             self.scheduler.finalize(job_id, self.worker_id)
+            self.data.delete(job_id)
             return
         started = time.monotonic()
         outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
@@ -43,6 +44,13 @@ class Compactor:
         manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs,
                                              embedding_type=job.embedding_type)
         status = self.scheduler.finalize(job_id, self.worker_id)
+        if status == "lost":  # reaped while compacting: the step's new holder ends the job and drops the parts
+            log.warning("job %s: compaction was handed to another worker meanwhile; leaving the parts", job_id)
+            return
+        if status in ("gone", "expired"):
+            # Deleted, or its data swept, while this ran: the files just written must not outlive the job.
+            self.data.delete(job_id)
+            return
         self.data.drop_parts(job_id)
         log.info("job %s %s: %d rows compacted into %d files in %.1f s", job_id, status, manifest["rows"],
                  len(manifest["files"]), time.monotonic() - started)

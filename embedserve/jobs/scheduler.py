@@ -19,7 +19,7 @@ worker dead (embedserve/fleet/liveness.py) can hand it back; `finish` releases i
 from __future__ import annotations
 
 import json
-import time
+import uuid
 from dataclasses import dataclass
 
 import redis
@@ -82,6 +82,11 @@ return {waiting, running}
 """
 
 
+def request_token() -> str:
+    """A token per call: a retried command sends the same one, and the script answers it from memory."""
+    return uuid.uuid4().hex
+
+
 class Scheduler:
     """The rotation of one Redis: submit (API), claim / finish / finalize (workers)."""
 
@@ -92,9 +97,12 @@ class Scheduler:
         self._finish = client.register_script(job_scripts.FINISH)
         self._finalize = client.register_script(job_scripts.FINALIZE)
         self._backlog = client.register_script(_BACKLOG)
+        self._queued_inputs = client.register_script(job_scripts.QUEUED_INPUTS)
         self._hand_back = client.register_script(job_scripts.HAND_BACK_ALL + """
 local p, worker, id, chunk = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk)
+-- Only what the worker still holds: a repeated call, or one after a reaper handed the chunk back
+-- already, must not queue a second copy.
+if redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk) == 0 then return 0 end
 return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
 """)
 
@@ -102,10 +110,14 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
 
     def note_pending(self, job_id: str) -> None:
         """Mark a submission whose inputs are being written; the sweeper removes what a dead API left."""
-        self.redis.zadd(redis_keys.jobs_pending(), {job_id: time.time()})
+        # Redis's clock, which the sweeper reads too.
+        self.redis.zadd(redis_keys.jobs_pending(), {job_id: self.redis.time()[0]})
 
     def submit(self, record: dict, *, cap: int, ttl: int, listed: bool = True) -> None:
-        """Create the job and put it in rotation, in one step; QuotaExceeded when over `cap` (0 = none)."""
+        """Create the job and put it in rotation, in one step; QuotaExceeded when over `cap` (0 = none).
+
+        A repeated call for one record id (a retry after a lost reply) does nothing: the first one made it.
+        """
         fields: list = []
         for name, value in record.items():
             if value is not None:
@@ -114,16 +126,20 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
                                                1 if listed else 0, *fields]))
         if used >= 0:
             raise QuotaExceeded(used)
+        # -1: created; -2: this id exists already, so an earlier run of this same call created it
 
     def queued_inputs(self, owner: str) -> int:
-        """Inputs of the owner's jobs that have not ended (what the quota counts)."""
-        return sum(int(v) for v in self.redis.hvals(redis_keys.quota(owner)))
+        """Inputs of the owner's jobs that have not ended (what the quota counts; entries of gone jobs pruned)."""
+        return int(self._queued_inputs(keys=[], args=[redis_keys.PREFIX, owner]))
 
     # -- workers -------------------------------------------------------------------------------
 
-    def claim(self, model: str, worker_id: str) -> Claim | None:
-        """The next chunk for a worker of `model`, now held by it; None when there is no work."""
-        got = self._claim(keys=[], args=[redis_keys.PREFIX, model, worker_id])
+    def claim(self, model: str, worker_id: str, *, token: str | None = None) -> Claim | None:
+        """The next chunk for a worker of `model`, now held by it; None when there is no work.
+
+        `token` names the call (a new one when None): a second call with the same token answers what the
+        first did, as a client's retry after a lost reply must."""
+        got = self._claim(keys=[], args=[redis_keys.PREFIX, model, worker_id, token or request_token()])
         if not got:
             return None
         return Claim(got[0].decode(), got[1].decode(), int(got[2]))
@@ -133,16 +149,18 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         self.redis.blpop([redis_keys.sched_wake(model)], timeout=timeout)
 
     def finish(self, claim: Claim, worker_id: str, *, completed: int, failed: int, tokens: int, dim: int,
-               errors: list[dict]) -> str:
-        """Count a chunk's outcome once; returns the job's final status, 'compact', '' or 'gone'."""
+               errors: list[dict], token: str | None = None) -> str:
+        """Count a chunk's outcome once; returns the job's final status, 'compact', '' or 'gone' (the same
+        for a repeated `token`)."""
         samples = [json.dumps(e) for e in errors]
         result = self._finish(keys=[], args=[redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed, failed,
-                                             tokens, dim, *samples])
+                                             tokens, dim, token or request_token(), *samples])
         return result.decode() if isinstance(result, bytes) else str(result or "")
 
-    def finalize(self, job_id: str, worker_id: str) -> str:
-        """End a native job whose results are compacted; returns its status."""
-        result = self._finalize(keys=[], args=[redis_keys.PREFIX, job_id, worker_id])
+    def finalize(self, job_id: str, worker_id: str, *, token: str | None = None) -> str:
+        """End a native job whose results are compacted; returns its status, 'gone', or 'lost' when this
+        worker no longer holds the compaction (it was reaped; the worker that took the step over ends it)."""
+        result = self._finalize(keys=[], args=[redis_keys.PREFIX, job_id, worker_id, token or request_token()])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def hand_back(self, claim: Claim, worker_id: str, *, refund: bool) -> None:

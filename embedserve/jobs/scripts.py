@@ -9,6 +9,13 @@ embedserve/redis_keys.py, mirrored here), because which keys a step touches (the
 model's rotation) is only known inside the step. That is fine on one Redis, which is what the
 service uses (Redis Cluster would need hash tags).
 
+A worker's Redis client retries a command whose reply was lost (a timeout, a dropped connection),
+so a script may run twice for one call. Each step is safe to run twice: CLAIM, FINISH and FINALIZE
+take a request token and answer a repeated token with the first run's reply (kept for ONCE_TTL_S);
+a hand-back acts only if the chunk was still held; SUBMIT does nothing for an id that exists.
+Only the holder of the compaction step may end a job: a compactor that was reaped (paused past
+dead-after) and wakes up gets 'lost' and must leave the parts alone.
+
 A job's chunks are counted in two ways: `done` (a set of chunk numbers that finished or will
 never run again) and `settled` (how many chunks were never handed out when the job stopped:
 cancel or expiry set `next` to `chunks`, so those can never be claimed). The job ends when
@@ -25,10 +32,29 @@ STATUS_ORDER = ("queued", "in_progress", "completed", "failed", "cancelling", "c
 # The pseudo-chunk that stands for compacting a finished job's results.
 COMPACT_CHUNK = "c"
 
+# Seconds a script's reply is kept under its request token, so a client's retry of a call whose
+# reply was lost gets the same answer. Well above the worker client's longest retry sequence
+# (embedserve/redis_client.py: about 45 s), and short enough that the replies of a busy fleet
+# stay a few thousand small keys.
+ONCE_TTL_S = 120
+
 # Functions shared by every script. `p` is the key prefix, `id` a job id, `now` unix seconds.
-LIB = """
+LIB = f"local ONCE_TTL = {ONCE_TTL_S}\n" + """
 local function now_s()
   return tonumber(redis.call('TIME')[1])
+end
+
+-- The reply an earlier run of this request token gave, wrapped in a table ({} for nil), or nil.
+local function replayed(p, token)
+  local prev = redis.call('GET', p .. 'once:' .. token)
+  if prev then return cjson.decode(prev) end
+  return nil
+end
+
+-- Keep `reply` under the request token, and return it.
+local function remember(p, token, reply, ttl)
+  redis.call('SET', p .. 'once:' .. token, cjson.encode({r = reply}), 'EX', ttl)
+  return reply
 end
 
 local function set_status(p, id, new, now)
@@ -42,6 +68,20 @@ local function set_status(p, id, new, now)
   local expires = now + (ttl > 0 and math.ceil(ttl / 1000) or 0)
   redis.call('ZREM', p .. 'jobs:status:' .. old, id)
   redis.call('ZADD', p .. 'jobs:status:' .. new, expires, id)
+end
+
+-- Inputs the owner's live jobs hold against its cap. An entry whose job record is gone (a submission
+-- cleaned up after its SUBMIT, a record past its life) holds nothing and is pruned here, so a leaked
+-- entry can never block a key.
+local function quota_used(p, owner)
+  local quota = p .. 'quota:' .. owner
+  local used = 0
+  local all = redis.call('HGETALL', quota)
+  for i = 1, #all, 2 do
+    if redis.call('EXISTS', p .. 'job:' .. all[i]) == 1 then used = used + tonumber(all[i + 1])
+    else redis.call('HDEL', quota, all[i]) end
+  end
+  return used
 end
 
 local function release_quota(p, id)
@@ -104,7 +144,7 @@ local function hand_back(p, id, chunk, refund, now)
   if redis.call('EXISTS', job) == 0 then return 0 end
   if refund == 1 then redis.call('HINCRBY', job .. ':attempts', chunk, -1) end
   if chunk == 'c' then
-    if redis.call('HGET', job, 'compacted') then return 0 end
+    if redis.call('HGET', job, 'compacted') == '1' then return 0 end  -- "0" is true in Lua
     redis.call('LPUSH', job .. ':retry', 'c')
     activate(p, id)
     return 1
@@ -119,6 +159,22 @@ local function hand_back(p, id, chunk, refund, now)
   redis.call('LPUSH', job .. ':retry', chunk)  -- first in line when its job comes round
   activate(p, id)
   return 1
+end
+
+-- The next handed-back chunk of a running job that still needs running, or nil. A copy whose
+-- chunk was finished meanwhile (its reaped worker woke up and finished it) is dropped, and so is a
+-- compaction step that is done or was never due: running either again would redo finished work.
+local function next_retry(p, id)
+  local job = p .. 'job:' .. id
+  while true do
+    local chunk = redis.call('LPOP', job .. ':retry')
+    if not chunk then return nil end
+    if chunk == 'c' then
+      if redis.call('HGET', job, 'compacting') and redis.call('HGET', job, 'compacted') ~= '1' then return chunk end
+    elseif redis.call('SISMEMBER', job .. ':done', chunk) == 0 then
+      return chunk
+    end
+  end
 end
 """
 
@@ -139,18 +195,17 @@ end
 
 # Create a job whole: quota check, record, indexes, rotation; or nothing. ARGV: prefix, id,
 # owner, cap (0 = none), total, record TTL (s), listed (1/0), then record field/value pairs.
-# Returns -1 when created, else the inputs the owner already has queued (over the cap).
+# Returns -1 when created, -2 when the id exists already (nothing done), else the inputs the owner
+# already has queued (over the cap).
 SUBMIT = LIB + """
 local p, id, owner = ARGV[1], ARGV[2], ARGV[3]
 local cap, total, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+-- A second run for one id (a retried call) must not reset the record it made, nor count it twice
+-- against the quota: the id is new per submission (122 random bits), so it exists only if we made it.
+if redis.call('EXISTS', p .. 'job:' .. id) == 1 then return -2 end
 local quota = p .. 'quota:' .. owner
 if cap > 0 then
-  local used = 0
-  local all = redis.call('HGETALL', quota)
-  for i = 1, #all, 2 do
-    if redis.call('EXISTS', p .. 'job:' .. all[i]) == 1 then used = used + tonumber(all[i + 1])
-    else redis.call('HDEL', quota, all[i]) end  -- a job whose record is gone holds nothing
-  end
+  local used = quota_used(p, owner)
   if used + total > cap then return used end
 end
 redis.call('HSET', quota, id, total)
@@ -175,10 +230,18 @@ if tonumber(redis.call('HGET', job, 'chunks')) > 0 then activate(p, id) else set
 return -1
 """
 
+# The inputs an owner's live jobs hold against its cap (what SUBMIT checks). ARGV: prefix, owner.
+QUEUED_INPUTS = LIB + """
+return quota_used(ARGV[1], ARGV[2])
+"""
+
 # Take the next chunk for a worker of a model: owners with work take turns (fair share), each
-# owner's oldest job first. ARGV: prefix, model, worker id. Returns {job id, chunk, attempt} or nil.
+# owner's oldest job first. ARGV: prefix, model, worker id, request token. Returns {job id, chunk,
+# attempt} or nil.
 CLAIM = LIB + """
-local p, model, worker = ARGV[1], ARGV[2], ARGV[3]
+local p, model, worker, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local again = replayed(p, token)
+if again then return again.r end
 local base = p .. 'sched:' .. model
 local ring = base .. ':ring'
 local now = now_s()
@@ -194,8 +257,8 @@ for _ = 1, redis.call('LLEN', ring) do
     local chunk = nil
     if f[1] and not f[2] and tonumber(f[5]) > 0 and now >= tonumber(f[5]) then
       stop_job(p, id, 'expired', now)
-    elseif f[1] then
-      chunk = redis.call('LPOP', job .. ':retry')
+    elseif f[1] == 'queued' or f[1] == 'in_progress' then
+      chunk = next_retry(p, id)
       if not chunk and not f[2] and (f[1] == 'queued' or f[1] == 'in_progress')
           and tonumber(f[3]) < tonumber(f[4]) then
         chunk = tostring(redis.call('HINCRBY', job, 'next', 1) - 1)
@@ -209,26 +272,30 @@ for _ = 1, redis.call('LLEN', ring) do
       if ttl > 0 then redis.call('PEXPIRE', job .. ':attempts', ttl) end
       redis.call('HSET', p .. 'held:' .. worker, id .. '|' .. chunk, model)
       if redis.call('LLEN', ring) > 0 then redis.call('LPUSH', base .. ':wake', '1'); redis.call('LTRIM', base .. ':wake', 0, 63) end
-      return {id, chunk, attempts}
+      return remember(p, token, {id, chunk, attempts}, ONCE_TTL)
     end
     redis.call('ZREM', owned, id)  -- nothing left to hand out (or gone, or stopped)
   end
   redis.call('LREM', ring, 0, owner)
 end
-return nil
+return remember(p, token, nil, ONCE_TTL)
 """
 
 # Record a chunk's outcome once and release it from its worker. ARGV: prefix, id, chunk, worker,
-# completed, failed, tokens, dim, then error-sample JSON strings. Returns the job's final status,
-# 'compact' (the caller now holds the compaction step), '' (still running) or 'gone'.
+# completed, failed, tokens, dim, request token, then error-sample JSON strings. Returns the job's
+# final status, 'compact' (the caller now holds the compaction step), '' (still running) or 'gone'.
 FINISH = LIB + """
-local p, id, chunk, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local p, id, chunk, worker, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[9]
+local again = replayed(p, token)
+if again then return again.r end
 local job = p .. 'job:' .. id
 redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk)
 local status = redis.call('HGET', job, 'status')
-if not status then return 'gone' end
+if not status then return remember(p, token, 'gone', ONCE_TTL) end
 -- An ended job counts nothing more (its done set may be gone: a late finish must not count again).
-if status ~= 'queued' and status ~= 'in_progress' and status ~= 'cancelling' then return status end
+if status ~= 'queued' and status ~= 'in_progress' and status ~= 'cancelling' then
+  return remember(p, token, status, ONCE_TTL)
+end
 local now = now_s()
 if redis.call('SADD', job .. ':done', chunk) == 1 then
   local ttl = redis.call('PTTL', job)
@@ -237,9 +304,9 @@ if redis.call('SADD', job .. ':done', chunk) == 1 then
   redis.call('HINCRBY', job, 'failed', ARGV[6])
   redis.call('HINCRBY', job, 'tokens', ARGV[7])
   if tonumber(ARGV[8]) > 0 then redis.call('HSET', job, 'dim', ARGV[8]) end
-  if #ARGV >= 9 then
+  if #ARGV >= 10 then
     local errors = job .. ':errors'
-    for i = 9, #ARGV do redis.call('RPUSH', errors, ARGV[i]) end
+    for i = 10, #ARGV do redis.call('RPUSH', errors, ARGV[i]) end
     redis.call('LTRIM', errors, 0, tonumber(redis.call('HGET', job, 'error_sample') or '10') - 1)
     if ttl > 0 then redis.call('PEXPIRE', errors, ttl) end
   end
@@ -248,24 +315,28 @@ local result = settle_check(p, id, now)
 if result == 'compact' then
   redis.call('HSET', p .. 'held:' .. worker, id .. '|c', redis.call('HGET', job, 'model'))
 end
-return result or ''
+return remember(p, token, result or '', ONCE_TTL)
 """
 
-# A native job's results were compacted: end it. ARGV: prefix, id, worker. Returns its status.
+# A native job's results were compacted: end it. ARGV: prefix, id, worker, request token. Returns its
+# status, 'gone', or 'lost' when the worker no longer holds the step (it was reaped and the step
+# handed to another worker, whose compaction ends the job): the caller must then leave the parts.
 FINALIZE = LIB + """
-local p, id, worker = ARGV[1], ARGV[2], ARGV[3]
+local p, id, worker, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local again = replayed(p, token)
+if again then return again.r end
 local job = p .. 'job:' .. id
-redis.call('HDEL', p .. 'held:' .. worker, id .. '|c')
+if redis.call('HDEL', p .. 'held:' .. worker, id .. '|c') == 0 then return remember(p, token, 'lost', ONCE_TTL) end
 local f = redis.call('HMGET', job, 'status', 'stop_as', 'completed', 'failed')
-if not f[1] then return 'gone' end
+if not f[1] then return remember(p, token, 'gone', ONCE_TTL) end
 redis.call('HSET', job, 'compacted', '1')
-if f[1] ~= 'queued' and f[1] ~= 'in_progress' and f[1] ~= 'cancelling' then return f[1] end
+if f[1] ~= 'queued' and f[1] ~= 'in_progress' and f[1] ~= 'cancelling' then return remember(p, token, f[1], ONCE_TTL) end
 local final = f[2] or ((tonumber(f[3]) == 0 and tonumber(f[4]) > 0) and 'failed' or 'completed')
 set_status(p, id, final, now_s())
 release_quota(p, id)
 -- Per-chunk bookkeeping is done with: Redis keeps a few small keys per finished job, whatever its size.
 redis.call('DEL', job .. ':done', job .. ':attempts', job .. ':retry')
-return final
+return remember(p, token, final, ONCE_TTL)
 """
 
 # Cancel: queued/in_progress -> cancelling, nothing more handed out; cancelled at once when no

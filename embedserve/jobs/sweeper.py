@@ -10,7 +10,7 @@ line (see docs/deployment.md, "An S3 lifecycle rule").
 
 from __future__ import annotations
 
-import time
+import uuid
 
 import redis
 
@@ -26,6 +26,13 @@ PENDING_GIVE_UP_S = 3600
 # Jobs handled per sweep (the rest wait for the next one).
 SWEEP_BATCH = 100
 
+# Delete the lock only if it is still ours: a sweep that outlived the lock's expiry must not
+# delete the lock another process took since.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class Sweeper(Periodic):
     """`sweep` every SWEEP_INTERVAL_S, on a thread of its own once started."""
@@ -35,18 +42,27 @@ class Sweeper(Periodic):
         self._records = records
         self._data = data
         self._redis = client
+        self._release = client.register_script(_RELEASE)
 
     def sweep(self) -> int:
         """Expire what is due now; returns how many jobs were handled (0 when another process holds the lock)."""
         # The lock expires by itself, so a process killed mid-sweep holds it up no longer than that.
-        if not self._redis.set(redis_keys.sweeper_lock(), "1", nx=True, ex=int(self.interval * 2)):
+        token = uuid.uuid4().hex
+        if not self._redis.set(redis_keys.sweeper_lock(), token, nx=True, ex=max(1, int(self.interval * 2))):
             return 0
         try:
-            now = time.time()
+            # Redis's clock, as the job scripts use (they stamp expiry and pending times with TIME):
+            # a host whose clock runs ahead must not expire jobs early.
+            now = self._redis.time()[0]
             due = [i.decode() for i in self._redis.zrangebyscore(redis_keys.jobs_expiry(), "-inf", now, 0, SWEEP_BATCH)]
             for job_id in due:
                 self._data.delete(job_id)  # data first: a crash now leaves the id due, swept again
             self._records.expire(due)
+            # Once more after the records say expired: a chunk that wrote its part between the first
+            # delete and the mark was counted (its job still ran) and its worker keeps the part; one
+            # that finishes after the mark is told 'expired' and deletes its own part.
+            for job_id in due:
+                self._data.delete(job_id)
             stale = [i.decode() for i in self._redis.zrangebyscore(redis_keys.jobs_pending(), "-inf",
                                                                     now - PENDING_GIVE_UP_S, 0, SWEEP_BATCH)]
             for job_id in stale:
@@ -60,4 +76,4 @@ class Sweeper(Periodic):
                 self._redis.zrem(redis_keys.files_expiry(), *files)
             return len(due) + len(stale) + len(files)
         finally:
-            self._redis.delete(redis_keys.sweeper_lock())
+            self._release(keys=[redis_keys.sweeper_lock()], args=[token])

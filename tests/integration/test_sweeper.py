@@ -8,13 +8,15 @@ import time
 
 import pytest
 
-from embedserve import defaults
+from embedserve import defaults, redis_keys
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.jobs.chunks import ChunkSpec
 from embedserve.jobs.scheduler import Scheduler
 from embedserve.jobs.store import open_store
 from embedserve.jobs.sweeper import SWEEP_INTERVAL_S, Sweeper
+from tests.integration.helpers import API_KEY, session_for
+from tests.integration.jobs_helpers import submit, wait_finished
 from tests.stack import RedisServer, private_stack, wait_until
 
 MODEL = "sweep-model"
@@ -77,3 +79,30 @@ def test_a_worker_sweeps_with_no_api_up(tmp_path):
         wait_until(lambda: not data.store.list("jobs/job_due/"), SWEEP_INTERVAL_S * 2 + 10,
                    "the worker's sweeper to delete the expired job's data", interval=1)
         assert JobRecords(client).get("job_due").status == JobStatus.EXPIRED
+
+
+@pytest.mark.slow
+def test_an_expired_jobs_result_is_410_job_expired_before_any_byte(tmp_path):
+    """A completed job whose data the sweeper deleted, and a job that expired before running: 410, not a
+    200 that breaks mid-stream or an empty list. Expiry is brought forward by moving the job's place in
+    the expiry index, as the clock would; the sweep is the real Sweeper on the stack's Redis and store."""
+    with private_stack(tmp_path) as stack:
+        _, url = stack.start_api(EMBED_API_KEYS=API_KEY)
+        stack.start_worker(MODEL, EMBED_MODEL_NAME=MODEL)
+        http = session_for(url)
+        done = submit(http, model=MODEL, input=["one", "two", "three"])
+        assert wait_finished(http, done["id"])["status"] == "completed"
+        client = stack.redis.client()
+        data = JobData(open_store((stack.log_dir / "store").resolve().as_uri()))
+        # The sweeper deletes the data first and marks the record a moment later: between the two,
+        # the record still says completed.
+        data.delete(done["id"])
+        for accept in ("application/json", "application/x-ndjson", "application/vnd.apache.parquet"):
+            response = http.get(f"{url}/v1/jobs/{done['id']}/result", headers={"Accept": accept}, timeout=30)
+            assert response.status_code == 410, (accept, response.status_code, response.text[:200])
+            assert response.json()["error"]["code"] == "job_expired"
+        client.zadd(redis_keys.jobs_expiry(), {done["id"]: 1})
+        assert Sweeper(JobRecords(client), data, client).sweep() >= 1
+        assert http.get(f"{url}/v1/jobs/{done['id']}", timeout=30).json()["status"] == "expired"
+        response = http.get(f"{url}/v1/jobs/{done['id']}/result", timeout=30)
+        assert response.status_code == 410 and response.json()["error"]["code"] == "job_expired"

@@ -1,0 +1,171 @@
+"""Races of the job store's scripts, driven through the Scheduler and Sweeper classes on a real Redis.
+
+Each test plays one interleaving that a worker fleet can produce (a worker reaped while it is only
+paused, a reply lost and the command retried, a compactor that wakes up late) and checks that the
+job still ends once, with every chunk counted once and nothing handed out twice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from embedserve import redis_keys
+from embedserve.ids import new_id
+from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
+from embedserve.jobs.data import JobData
+from embedserve.jobs.scheduler import Claim, Scheduler
+from embedserve.jobs.store.local import LocalStore
+from embedserve.jobs.sweeper import Sweeper
+
+MODEL = "race-model"
+
+
+@pytest.fixture
+def client(redis_server):
+    client = redis_server.client()
+    client.flushdb()
+    return client
+
+
+def submit(scheduler: Scheduler, *, chunks: int, kind: str = "job", owner: str = "owner-a", cap: int = 0,
+           job_id: str | None = None) -> str:
+    job = Job(id=job_id or new_id("job_"), owner=owner, kind=kind, model=MODEL, status=JobStatus.QUEUED,
+              created_at=int(time.time()), total=chunks * 2, chunks=chunks, expires_at=int(time.time()) + 3600)
+    scheduler.submit(job_record(job, 10), cap=cap, ttl=3600)
+    return job.id
+
+
+def finish(scheduler: Scheduler, claim: Claim, worker: str, **kwargs) -> str:
+    return scheduler.finish(claim, worker, completed=2, failed=0, tokens=10, dim=8, errors=[], **kwargs)
+
+
+def test_a_compactor_that_dies_gives_the_compaction_back(client):
+    """A new record holds compacted "0", which Lua takes for true: the step was never handed back."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    claim = scheduler.claim(MODEL, "w-a")
+    assert finish(scheduler, claim, "w-a") == "compact"  # w-a now holds the compaction step
+    scheduler.hand_back(Claim(job_id, "c", 0), "w-a", refund=False)  # ... and dies: the reaper hands it back
+    again = scheduler.claim(MODEL, "w-b")
+    assert again is not None and again.job_id == job_id and again.is_compaction
+    assert scheduler.finalize(job_id, "w-b") == "completed"
+    assert JobRecords(client).get(job_id).status == JobStatus.COMPLETED
+
+
+def test_only_the_holder_of_the_compaction_ends_the_job(client):
+    """A compactor reaped while paused, waking after the step went to another worker, must not finalize."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    assert finish(scheduler, scheduler.claim(MODEL, "w-a"), "w-a") == "compact"
+    scheduler.hand_back(Claim(job_id, "c", 0), "w-a", refund=False)  # w-a paused past dead-after: reaped
+    taken = scheduler.claim(MODEL, "w-b")
+    assert taken is not None and taken.is_compaction
+    assert scheduler.finalize(job_id, "w-a") == "lost"  # w-a wakes up: not its step any more
+    assert JobRecords(client).get(job_id).status == JobStatus.IN_PROGRESS
+    assert scheduler.finalize(job_id, "w-b") == "completed"
+
+
+@pytest.mark.parametrize("kind", ["job", "batch"])
+def test_a_chunk_finished_by_its_reaped_worker_is_not_handed_out_again(client, kind):
+    """The handed-back copy of a chunk that its paused worker then finished must not run again."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=2, kind=kind)
+    first = scheduler.claim(MODEL, "w-a")
+    assert first.job_id == job_id and first.chunk == "0"
+    scheduler.hand_back(first, "w-a", refund=False)  # w-a reaped while paused: chunk 0 queued again
+    outcome = finish(scheduler, first, "w-a")  # ... and w-a wakes up and finishes it anyway
+    assert outcome == ""
+    second = scheduler.claim(MODEL, "w-b")
+    assert second is not None and second.chunk == "1", "the finished chunk 0 was handed out again"
+    assert finish(scheduler, second, "w-b") == ("compact" if kind == "job" else "completed")
+    leftover = scheduler.claim(MODEL, "w-c")
+    assert leftover is None, f"handed out {leftover} of a job whose every chunk is done"
+
+
+def test_a_batch_that_completed_hands_out_nothing_more(client):
+    """A batch whose last chunk was finished by its reaped worker is completed: its retry copy is dropped."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1, kind="batch")
+    claim = scheduler.claim(MODEL, "w-a")
+    scheduler.hand_back(claim, "w-a", refund=False)
+    assert finish(scheduler, claim, "w-a") == "completed"
+    assert scheduler.claim(MODEL, "w-b") is None
+    assert JobRecords(client).get(job_id).completed == 2
+
+
+def test_a_retried_claim_holds_one_chunk(client):
+    """CLAIM run twice for one call (its reply lost, the client retries) answers the same chunk."""
+    scheduler = Scheduler(client)
+    submit(scheduler, chunks=3)
+    first = scheduler.claim(MODEL, "w-a", token="t-1")
+    again = scheduler.claim(MODEL, "w-a", token="t-1")
+    assert again == first
+    assert scheduler.held("w-a") == [f"{first.job_id}|{first.chunk}"]
+    other = scheduler.claim(MODEL, "w-a", token="t-2")
+    assert other.chunk != first.chunk and other.attempt == 1
+
+
+def test_a_retried_finish_of_the_last_chunk_still_says_compact(client):
+    """FINISH run twice: the retry must answer 'compact' too, or nobody compacts the job."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    claim = scheduler.claim(MODEL, "w-a")
+    assert finish(scheduler, claim, "w-a", token="f-1") == "compact"
+    assert finish(scheduler, claim, "w-a", token="f-1") == "compact"
+    assert JobRecords(client).get(job_id).completed == 2  # counted once
+    assert scheduler.finalize(job_id, "w-a", token="z-1") == "completed"
+    assert scheduler.finalize(job_id, "w-a", token="z-1") == "completed"
+
+
+def test_a_repeated_hand_back_queues_one_copy(client):
+    """Handing one chunk back twice (a retried call, or the reaper and the worker both) queues it once."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    claim = scheduler.claim(MODEL, "w-a")
+    scheduler.hand_back(claim, "w-a", refund=False)
+    scheduler.hand_back(claim, "w-a", refund=False)
+    assert client.lrange(redis_keys.job(job_id) + ":retry", 0, -1) == [b"0"]
+
+
+def test_a_repeated_submit_leaves_the_job_it_made_alone(client):
+    """SUBMIT twice for one id: no reset counters, no second quota entry, no over-cap answer."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=2, cap=4)
+    finish(scheduler, scheduler.claim(MODEL, "w-a"), "w-a")
+    submit(scheduler, chunks=2, cap=4, job_id=job_id)  # would be over the cap of 4 if counted again
+    job = JobRecords(client).get(job_id)
+    assert job.completed == 2 and job.status == JobStatus.IN_PROGRESS
+    assert scheduler.queued_inputs("owner-a") == 4
+
+
+def test_a_leaked_quota_entry_does_not_block_the_key(client):
+    """A quota entry whose job record is gone (a clean-up that missed it) holds nothing against the cap."""
+    scheduler = Scheduler(client)
+    client.hset(redis_keys.quota("owner-a"), "job_gone", 5)
+    assert scheduler.queued_inputs("owner-a") == 0
+    submit(scheduler, chunks=2, cap=5)  # 4 inputs under a cap of 5: room, whatever the leaked entry said
+    assert scheduler.queued_inputs("owner-a") == 4
+
+
+class LockTakingStore(LocalStore):
+    """A store whose deletes take long enough that the sweeper's lock expired and another process took it."""
+
+    def __init__(self, root, client):
+        super().__init__(root)
+        self.client = client
+
+    def delete_prefix(self, prefix: str) -> None:
+        super().delete_prefix(prefix)
+        self.client.set(redis_keys.sweeper_lock(), "another-process")
+
+
+def test_a_sweep_that_outlived_its_lock_leaves_the_next_holders_lock(client, tmp_path):
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    client.zadd(redis_keys.jobs_expiry(), {job_id: 1})  # due long ago
+    sweeper = Sweeper(JobRecords(client), JobData(LockTakingStore(tmp_path, client)), client)
+    assert sweeper.sweep() == 1
+    assert client.get(redis_keys.sweeper_lock()) == b"another-process"
+    assert sweeper.sweep() == 0  # and that lock is respected
