@@ -81,6 +81,8 @@ def paths(settings: Settings) -> dict:
                         "404": NO_JOB,
                         "406": error("The Accept header names no format the result comes in, or asks for "
                                      "application/msgpack for a result over 4 GiB."),
+                        "410": error("The job's data expired (EMBED_JOB_TTL after submission) and was deleted: "
+                                     "code job_expired."),
                         **AUTH_ERRORS}}},
     }
 
