@@ -91,11 +91,15 @@ JOB_EXPIRED = "job_expired"
 
 
 def check_available(data: JobData, job: Job) -> None:
-    """410 job_expired before any byte is sent when the job's data is gone: its status says expired, or
-    the sweeper deleted a compacted result a moment before marking the job (it deletes data first).
-    A 200 cannot be taken back, and rows skipped for missing data would pass for a whole result."""
-    gone = job.status == JobStatus.EXPIRED or (
-        job.compacted and result_files.read_manifest(data.store, job_prefix(job.id)) is None)
+    """410 job_expired before any byte is sent when the job's data is gone from the store (the sweeper
+    deletes it EMBED_JOB_TTL after submission, before it marks the record expired). A 200 cannot be
+    taken back, and rows skipped for missing data would pass for a whole result. A job that ended
+    `expired` while its data is still there (its window passed before it ran) is a result: each
+    input says it expired."""
+    if job.compacted:
+        gone = result_files.read_manifest(data.store, job_prefix(job.id)) is None
+    else:
+        gone = job.chunks > 0 and data.spec(job.id, 0) is None
     if gone:
         raise Gone(f"The data of job {job.id} expired (EMBED_JOB_TTL after it was submitted) and was deleted; "
                    "submit the inputs again.", code=JOB_EXPIRED)

@@ -8,7 +8,8 @@ API itself dies first, the sweeper removes them (the submission was noted as pen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, RateLimited
@@ -21,6 +22,10 @@ from embedserve.jobs.scheduler import QuotaExceeded, Scheduler
 QUEUE_LIMIT_EXCEEDED = "queue_limit_exceeded"
 # Seconds a key over its bulk quota is told to wait: about when a chunk or two of its jobs finish.
 QUOTA_RETRY_AFTER_S = 10
+# Seconds between renewals of a submission's pending mark while its inputs are written: well under
+# the sweeper's give-up time (embedserve/jobs/sweeper.py: PENDING_GIVE_UP_S), so a long upload
+# (a big file to a slow S3) is never taken for one a dead API left.
+PENDING_RENEW_S = 300.0
 
 
 def check_quota(scheduler: Scheduler, owner: str, inputs: int, cap: int) -> None:
@@ -54,7 +59,7 @@ def submit(scheduler: Scheduler, data: JobData, job: Job, specs: Iterable[ChunkS
     """
     check_quota(scheduler, job.owner, job.total, cap)
     scheduler.note_pending(job.id)
-    job.chunks = data.put_inputs(job.id, specs)  # removes what it wrote if it fails
+    job.chunks = data.put_inputs(job.id, renewing_pending(specs, scheduler, job.id))  # removes what it wrote if it fails
     try:
         extra = stored(job) if stored is not None else {}
         scheduler.submit({**job_record(job, defaults.JOB_ERROR_SAMPLE), **extra}, cap=cap, listed=listed, ttl=ttl)
@@ -65,7 +70,19 @@ def submit(scheduler: Scheduler, data: JobData, job: Job, specs: Iterable[ChunkS
         raise over_quota(over.used, job.total, cap) from None
     except BaseException:
         data.delete(job.id)
-        if then is not None:  # with a follow-up, the record SUBMIT wrote may be there: it goes too (not its quota entry)
+        if then is not None:  # with a follow-up, the record SUBMIT wrote may be there: it goes, and its quota entry
             scheduler.redis.unlink(redis_keys.job(job.id))
+            scheduler.redis.hdel(redis_keys.quota(job.owner), job.id)
         raise
     return job
+
+
+def renewing_pending(specs: Iterable[ChunkSpec], scheduler: Scheduler, job_id: str,
+                     every: float = PENDING_RENEW_S) -> Iterator[ChunkSpec]:
+    """`specs`, renewing the submission's pending mark every `every` seconds while they are written."""
+    last = time.monotonic()
+    for spec in specs:
+        if time.monotonic() - last >= every:
+            scheduler.note_pending(job_id)
+            last = time.monotonic()
+        yield spec
