@@ -5,13 +5,14 @@ from __future__ import annotations
 from celery import Celery
 
 from embedserve import defaults
-from embedserve.redis_client import broker_socket_options
+from embedserve.redis_client import broker_sentinel_options, broker_socket_options, broker_url
 from embedserve.settings import Settings
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the settings' Redis, configured for at-least-once, idempotent tasks."""
-    app = Celery("embedserve", broker=settings.redis_url, set_as_current=False)
+    # A sentinel:// EMBED_REDIS_URL becomes kombu's sentinel transport (the master's name in the options).
+    app = Celery("embedserve", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_serializer="msgpack",
         accept_content=["msgpack"],
@@ -42,6 +43,7 @@ def make_celery(settings: Settings) -> Celery:
             # a half-open broker connection must not hang the consumer; kombu then reconnects it.
             # No retry_on_timeout: kombu's own reconnection handles it.
             **broker_socket_options(),
+            **broker_sentinel_options(settings),
         },
         broker_connection_retry_on_startup=True,
         broker_pool_limit=settings.api_threads + 4,

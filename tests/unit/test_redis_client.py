@@ -9,8 +9,9 @@ import time
 
 import pytest
 import redis
-from kombu.transport.redis import Channel
+from kombu.transport.redis import Channel, SentinelChannel
 from redis.backoff import ExponentialBackoff
+from redis.sentinel import SentinelConnectionPool
 
 from embedserve import redis_client
 from embedserve.celery_app import make_celery
@@ -102,6 +103,51 @@ def test_celery_broker_gets_socket_timeouts_keepalive_and_health_checks_that_kom
     assert set(expected) <= set(Channel.from_transport_options)
     # No retry on timeout: kombu reconnects the consumer itself, and a retried pipeline could replay.
     assert "retry_on_timeout" not in options
+
+
+SENTINEL_URL = "sentinel://:master%3Apw@127.0.0.1:1,localhost:2,[::1]:3/mymaster/4"
+
+
+def test_a_sentinel_url_gives_a_client_of_the_named_master_with_the_workers_options():
+    client = redis_client.worker_client(SENTINEL_URL, sentinel_password="sentinel-pw")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "mymaster" and pool.is_master
+    conn = pool.make_connection()  # asks the sentinels only when it connects
+    assert conn.db == 4 and conn.password == "master:pw"
+    assert conn.socket_timeout == redis_client.SOCKET_TIMEOUT_S and conn.socket_keepalive is True
+    assert conn.health_check_interval == redis_client.HEALTH_CHECK_INTERVAL_S
+    assert conn.retry._retries == redis_client.RETRIES
+    sentinels = pool.sentinel_manager.sentinels
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in sentinels] == [("127.0.0.1", 1), ("localhost", 2), ("::1", 3)]
+    # The sentinels get their own password and short timeouts, not the master's password.
+    assert {s.connection_pool.connection_kwargs["password"] for s in sentinels} == {"sentinel-pw"}
+    assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == redis_client.SENTINEL_TIMEOUT_S
+
+
+def test_every_client_comes_from_the_settings_through_one_factory():
+    plain = redis_client.client_for(Settings(), socket_connect_timeout=1)
+    assert type(plain.connection_pool) is redis.ConnectionPool
+    sentinel = redis_client.client_for(Settings.from_env({"EMBED_REDIS_URL": SENTINEL_URL}))
+    assert isinstance(sentinel.connection_pool, SentinelConnectionPool)
+
+
+def test_a_sentinel_url_gives_celery_kombus_sentinel_transport_with_the_master_name():
+    settings = Settings.from_env({"EMBED_REDIS_URL": SENTINEL_URL, "EMBED_REDIS_SENTINEL_PASSWORD": "sentinel-pw"})
+    app = make_celery(settings)
+    options = app.conf.broker_transport_options
+    assert options["master_name"] == "mymaster"
+    assert options["sentinel_kwargs"]["password"] == "sentinel-pw"
+    assert options["socket_timeout"] == redis_client.SOCKET_TIMEOUT_S  # the master's connections, as before
+    connection = app.connection_for_write()
+    assert connection.transport_cls == "sentinel"
+    assert connection.alt == ["sentinel://:master%3Apw@127.0.0.1:1/4", "sentinel://:master%3Apw@localhost:2/4",
+                              "sentinel://:master%3Apw@[::1]:3/4"]
+    assert (connection.password, connection.virtual_host) == ("master:pw", "4")  # kombu decodes them
+    assert {"master_name", "sentinel_kwargs"} <= set(SentinelChannel.from_transport_options)
+    # A plain URL stays as it was: no sentinel options.
+    assert "master_name" not in make_celery(Settings()).conf.broker_transport_options
+    assert make_celery(Settings()).conf.broker_url == Settings().redis_url
 
 
 # -- bulk slots: a claim whose reply was lost ------------------------------------------------------
