@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import redis
 from flask import Flask
 
 from embedserve.apikeys import KeyStore
@@ -16,6 +15,7 @@ from embedserve.jobs.store import open_store
 from embedserve.jobs.store.identity import claim_identity
 from embedserve.jobs.sweeper import Sweeper
 from embedserve.publish import TaskPublisher
+from embedserve.redis_client import client_for
 from embedserve.fleet.registry import Registry
 from embedserve.settings import Settings
 
@@ -35,20 +35,22 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     # Socket timeout above the longest BLPOP a request makes, so a slow reply is a 504, not an error.
-    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30,
-                                  socket_timeout=settings.sync_timeout + 10, socket_connect_timeout=5,
-                                  max_connections=settings.api_threads * 2 + 8)
-    publisher = TaskPublisher(make_celery(settings), client)
+    client = client_for(settings, health_check_interval=30, socket_timeout=settings.sync_timeout + 10,
+                        socket_connect_timeout=5, max_connections=settings.api_threads * 2 + 8)
+    publisher = TaskPublisher(make_celery(settings), client)  # publishes with `client`, not through kombu
     store = open_store(settings.job_store)
     claim_identity(store, client)  # workers check they write where this API reads
     liveness = Liveness(client, settings.worker_dead_after)
     records = JobRecords(client, defaults.JOB_ERROR_SAMPLE)
+    # After a submission, a WAIT for replicas when configured: a 202 outlives a primary failover.
+    scheduler = Scheduler(client, wait_replicas=settings.redis_wait_replicas,
+                          wait_timeout_ms=settings.redis_wait_timeout_ms)
     key_checker = KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
                              static_tpm=settings.static_key_tpm)
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, publisher=publisher, registry=Registry.from_settings(client, settings),
         keys=key_checker, dispatcher=Dispatcher(publisher, client, liveness, settings),
-        jobs=records, job_data=JobData(store), scheduler=Scheduler(client), liveness=liveness)
+        jobs=records, job_data=JobData(store), scheduler=scheduler, liveness=liveness)
     # Every API process also hands back dead workers' chunks and deletes expired jobs' data, so
     # both happen with no worker up.
     Reaper(liveness).start()

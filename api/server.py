@@ -13,6 +13,7 @@ from gunicorn.app.base import BaseApplication
 
 from embedserve.apikeys import KeyStore
 from embedserve.logs import configure_logging
+from embedserve.redis_client import client_for
 from embedserve.settings import ConfigError, Settings
 from embedserve.redis_policy import check_eviction_policy
 
@@ -72,7 +73,7 @@ def prepare_metrics_dir() -> str:
 
 def check_startup(settings: Settings) -> str | None:
     """Why the API cannot start with these settings, or None."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    client = client_for(settings, socket_connect_timeout=2)
     deadline = time.monotonic() + REDIS_WAIT_S
     while True:
         try:

@@ -2,16 +2,71 @@
 
 from __future__ import annotations
 
+import redis
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from embedserve import defaults
-from embedserve.redis_client import broker_socket_options
+from embedserve.redis_client import broker_sentinel_options, broker_socket_options, broker_url
 from embedserve.settings import Settings
+
+
+class _RestoreSafeChannel(kombu_redis.Channel):
+    """kombu's Redis channel, made to survive losing Redis with unacknowledged messages in hand.
+
+    When Celery's consumer loses the broker (Redis restarted, or failed over under Sentinel) it
+    `collect()`s the connection, which detaches the transport from it, then closes the connection,
+    which closes the channel, which restores the unacknowledged messages it had delivered (our
+    acks_late tasks running then) through a new connection pool built from the transport's
+    connection details, now None: an AttributeError that is not a connection error, so Celery
+    calls it unrecoverable and the worker shuts down. Raising a connection error instead lets
+    Celery reconnect; the messages stay in kombu's unacked set on Redis, restored by its sweep
+    once the visibility timeout passes (a sync request waiting for one has timed out by then).
+    """
+
+    def _connparams(self, asynchronous=False):
+        _check_attached(self)
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class _RestoreSafeSentinelChannel(kombu_redis.SentinelChannel):
+    """kombu's sentinel channel with `_RestoreSafeChannel`'s repair."""
+
+    def _connparams(self, asynchronous=False):
+        _check_attached(self)
+        return super()._connparams(asynchronous=asynchronous)
+
+
+def _check_attached(channel) -> None:
+    if channel.connection.client is None:
+        raise redis.ConnectionError("the broker connection is closed already; its messages stay unacked in Redis")
+
+
+class _NamedTransport(type):
+    """Transport classes that print as their URL scheme (kombu writes the class into `as_uri()`, Celery logs it)."""
+
+    def __str__(cls) -> str:
+        return cls.scheme
+
+
+class RedisTransport(kombu_redis.Transport, metaclass=_NamedTransport):
+    """kombu's redis:// transport with `_RestoreSafeChannel`."""
+
+    scheme = "redis"
+    Channel = _RestoreSafeChannel
+
+
+class SentinelTransport(kombu_redis.SentinelTransport, metaclass=_NamedTransport):
+    """kombu's sentinel:// transport (the master's address from the sentinels) with the same repair."""
+
+    scheme = "sentinel"
+    Channel = _RestoreSafeSentinelChannel
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the settings' Redis, configured for at-least-once, idempotent tasks."""
-    app = Celery("embedserve", broker=settings.redis_url, set_as_current=False)
+    # A sentinel:// EMBED_REDIS_URL becomes kombu's sentinel transport (the master's name in the options).
+    app = Celery("embedserve", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_serializer="msgpack",
         accept_content=["msgpack"],
@@ -42,7 +97,10 @@ def make_celery(settings: Settings) -> Celery:
             # a half-open broker connection must not hang the consumer; kombu then reconnects it.
             # No retry_on_timeout: kombu's own reconnection handles it.
             **broker_socket_options(),
+            **broker_sentinel_options(settings),
         },
+        # kombu's transport for the URL's scheme, less a shutdown on losing Redis (see _RestoreSafeChannel).
+        broker_transport=SentinelTransport if settings.redis_url.startswith("sentinel://") else RedisTransport,
         broker_connection_retry_on_startup=True,
         broker_pool_limit=settings.api_threads + 4,
         worker_hijack_root_logger=False,

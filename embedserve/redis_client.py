@@ -1,4 +1,14 @@
-"""Redis connections that cannot hang: the worker's client and the Celery broker's options.
+"""Redis connections: one factory for every client (plain or through Sentinel), hang-proof options
+for the worker's client, and the Celery broker's URL and options.
+
+`connect` (or `client_for(settings)`) turns EMBED_REDIS_URL into a client, for the API, the
+workers and the CLI alike. A redis://, rediss:// or unix:// URL gives `redis.Redis.from_url`'s
+client, as before. A sentinel:// URL (embedserve/settings.py: `parse_sentinel_url`) gives a client
+of the master that redis-py's Sentinel support finds: each new connection asks the sentinels for
+the current master, and a connection that finds its server demoted (READONLY) is dropped, so after
+a failover the next command (a retry included) goes to the new master. The URL's user and password
+are the master's; the sentinels' own password is EMBED_REDIS_SENTINEL_PASSWORD. Celery's consumer
+gets the same through kombu's sentinel:// transport (`broker_url`, `broker_sentinel_options`).
 
 A worker shares one Redis client between its heartbeat thread, its reaper, its bulk slots (a
 claim script, then a BLPOP of `scheduler.IDLE_WAIT_S`), the sync reply path and its batch
@@ -21,19 +31,23 @@ first), job chunks count once, and a bulk slot whose claim failed hands back wha
 without running it (worker/bulk_slots.py).
 
 The broker connection (kombu's Redis transport, used only by a worker's Celery consumer; the API
-publishes with its own client) gets the same socket settings through `broker_transport_options`,
-but no retry: kombu reconnects the consumer itself.
+publishes with its own client, embedserve/publish.py) gets the same socket settings through
+`broker_transport_options`, but no retry: kombu reconnects the consumer itself.
 """
 
 from __future__ import annotations
 
 import socket
 
+from urllib.parse import quote
+
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from embedserve.jobs.scheduler import IDLE_WAIT_S
+from embedserve.settings import Settings, parse_sentinel_url
 
 # Seconds any one Redis read or write may take: the longest blocking command plus 4 s.
 SOCKET_TIMEOUT_S = IDLE_WAIT_S + 4
@@ -81,9 +95,66 @@ def connection_options() -> dict:
     }
 
 
-def worker_client(url: str, **overrides) -> redis.Redis:
+# Seconds one question to one sentinel may take (which is the master?); the next sentinel is asked after.
+SENTINEL_TIMEOUT_S = 2.0
+
+
+def connect(url: str, *, sentinel_password: str = "", **options) -> redis.Redis:
+    """A client of the Redis `url` names: redis://, rediss://, unix:// or sentinel:// (the current master).
+
+    `options` are redis-py's connection keywords (timeouts, retry, pool size...); they apply to the
+    master's connections. The sentinels are asked with short timeouts, `sentinel_password` if set."""
+    if not url.startswith("sentinel://"):
+        return redis.Redis.from_url(url, **options)
+    where = parse_sentinel_url(url)
+    sentinels = Sentinel(list(where.sentinels), sentinel_kwargs=sentinel_options(sentinel_password))
+    login = {k: v for k, v in (("username", where.username), ("password", where.password)) if v is not None}
+    return sentinels.master_for(where.master, db=where.db, **login, **options)
+
+
+def client_for(settings: Settings, **options) -> redis.Redis:
+    """`connect` for EMBED_REDIS_URL and EMBED_REDIS_SENTINEL_PASSWORD: how every process gets its client."""
+    return connect(settings.redis_url, sentinel_password=settings.redis_sentinel_password, **options)
+
+
+def sentinel_options(password: str = "") -> dict:
+    """Connection keywords for the sentinels themselves (not the master): short timeouts, their password."""
+    options = {"socket_timeout": SENTINEL_TIMEOUT_S, "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+               "socket_keepalive": True}
+    if password:
+        options["password"] = password
+    return options
+
+
+def worker_client(url: str, *, sentinel_password: str = "", **overrides) -> redis.Redis:
     """The client a worker process shares between its threads (see the module docstring)."""
-    return redis.Redis.from_url(url, **{**connection_options(), **overrides})
+    return connect(url, sentinel_password=sentinel_password, **{**connection_options(), **overrides})
+
+
+def broker_url(settings: Settings) -> str:
+    """Celery's broker URL: EMBED_REDIS_URL, or for a sentinel:// one kombu's form of it (one URL per
+    sentinel, joined by ';', each with the master's login and database; the master's name goes in
+    `broker_sentinel_options`)."""
+    if not settings.redis_url.startswith("sentinel://"):
+        return settings.redis_url
+    where = parse_sentinel_url(settings.redis_url)
+    login = ""
+    if where.username is not None or where.password is not None:
+        login = quote(where.username or "", safe="")
+        if where.password is not None:
+            login += ":" + quote(where.password, safe="")
+        login += "@"
+    hosts = [f"[{host}]" if ":" in host else host for host, _ in where.sentinels]
+    return ";".join(f"sentinel://{login}{host}:{port}/{where.db}" for host, (_, port) in zip(hosts, where.sentinels))
+
+
+def broker_sentinel_options(settings: Settings) -> dict:
+    """kombu's sentinel transport options (`broker_transport_options`): the master's name and how to
+    talk to the sentinels; empty for a plain Redis URL."""
+    if not settings.redis_url.startswith("sentinel://"):
+        return {}
+    return {"master_name": parse_sentinel_url(settings.redis_url).master,
+            "sentinel_kwargs": sentinel_options(settings.redis_sentinel_password)}
 
 
 def broker_socket_options() -> dict:

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from enum import Enum
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from embedserve import defaults
 
@@ -16,6 +16,8 @@ DEFAULT_MODEL_HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # EMBED_ATTENTION's values (worker/packed/decoder.py implements them).
 ATTENTION_KERNELS = ("auto", "sdpa_groups", "flex", "flash_varlen")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+SENTINEL_DEFAULT_PORT = 26379
+_SENTINEL_FORM = "sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[/db]"
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,14 @@ class Settings:
 
     # Redis: Celery broker plus the registry, reply and job store.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The sentinels' own password (their `requirepass`), when EMBED_REDIS_URL is a sentinel:// URL;
+    # the URL's password is the master's (and its replicas'). "" = the sentinels ask for none.
+    redis_sentinel_password: str = ""
+    # Replicas that must hold a job's submission (and each chunk's count) before the API answers 202
+    # (and a worker moves on): a WAIT after each such write. Unset: 1 for a sentinel:// URL, else 0 (off).
+    redis_wait_replicas: int = 0
+    # Milliseconds that WAIT blocks at most; a write no replica acknowledged by then is logged and goes on.
+    redis_wait_timeout_ms: int = 1000
     # API keys accepted as `Authorization: Bearer KEY` (or a bare KEY).
     api_keys: tuple[str, ...] = ()
     # Bearer token GET /metrics asks for ("" = /metrics is open; keep it off the clients' network then).
@@ -130,8 +140,13 @@ class Settings:
         """Read EMBED_* variables (os.environ by default) and validate them."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)
+        redis_url = reader.str("EMBED_REDIS_URL", cls.redis_url)
         settings = cls(
-            redis_url=reader.str("EMBED_REDIS_URL", cls.redis_url),
+            redis_url=redis_url,
+            redis_sentinel_password=reader.str("EMBED_REDIS_SENTINEL_PASSWORD", cls.redis_sentinel_password),
+            redis_wait_replicas=reader.int("EMBED_REDIS_WAIT_REPLICAS", 1 if redis_url.startswith("sentinel://") else 0,
+                                           0, 16),
+            redis_wait_timeout_ms=reader.int("EMBED_REDIS_WAIT_TIMEOUT_MS", cls.redis_wait_timeout_ms, 10, 3000),
             api_keys=reader.list("EMBED_API_KEYS"),
             metrics_token=reader.str("EMBED_METRICS_TOKEN", cls.metrics_token),
             host=reader.str("EMBED_HOST", cls.host),
@@ -187,8 +202,11 @@ class Settings:
     def validate(self) -> None:
         """Raise ConfigError for values that parse but cannot work together."""
         parts = urlsplit(self.redis_url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"EMBED_REDIS_URL must be a redis://, rediss:// or unix:// URL, got {parts.scheme!r}")
+        if parts.scheme == "sentinel":
+            parse_sentinel_url(self.redis_url)
+        elif parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("EMBED_REDIS_URL must be a redis://, rediss://, unix:// or sentinel:// URL, "
+                              f"got {parts.scheme!r}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError(f"EMBED_DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -266,7 +284,61 @@ class Settings:
         fields["api_keys"] = f"<{len(self.api_keys)} redacted>"
         fields["metrics_token"] = "<redacted>" if self.metrics_token else ""
         fields["redis_url"] = redact_url(self.redis_url)
+        fields["redis_sentinel_password"] = "<redacted>" if self.redis_sentinel_password else ""
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
+
+
+@dataclasses.dataclass(frozen=True)
+class SentinelURL:
+    """What a sentinel:// EMBED_REDIS_URL names: the sentinels, the master's name, and how to log in to the master."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse `sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[/db]`, or raise ConfigError.
+
+    The sentinels are asked for the current master of `master_name`; the user and password are the
+    master's (and its replicas'): a password of the sentinels themselves is EMBED_REDIS_SENTINEL_PASSWORD.
+    """
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"EMBED_REDIS_URL: {why}; the sentinel form is {_SENTINEL_FORM}")
+
+    scheme, _, rest = url.partition("://")
+    if scheme != "sentinel":
+        raise bad(f"scheme {scheme!r} is not sentinel")
+    if "?" in rest or "#" in rest:
+        raise bad("query strings and fragments are not supported")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if userinfo:
+        user, has_password, secret = userinfo.partition(":")  # as redis-py reads a redis:// URL's
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    sentinels = []
+    for entry in hosts.split(","):
+        entry = entry.strip()
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?", entry)
+        if not match:
+            raise bad(f"{entry!r} is not a host or host:port" if entry else "a sentinel address is empty")
+        port = int(match.group(2)) if match.group(2) else SENTINEL_DEFAULT_PORT
+        if not 1 <= port <= 65535:
+            raise bad(f"port {port} of {entry!r} is out of range")
+        sentinels.append((match.group(1).strip("[]"), port))
+    parts = path.split("/") if path else []
+    if parts and parts[-1] == "":
+        parts.pop()  # a trailing slash
+    if not parts or not re.fullmatch(r"[A-Za-z0-9._-]{1,128}", parts[0]):
+        raise bad("the path must name the master (letters, digits, '.', '_', '-')")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise bad(f"after the master's name only a database number may follow, got {'/'.join(parts[1:])!r}")
+    return SentinelURL(sentinels=tuple(sentinels), master=parts[0], db=int(parts[1]) if len(parts) == 2 else 0,
+                       username=username, password=password)
 
 
 def redact_url(url: str) -> str:

@@ -1,4 +1,5 @@
-"""Start real parts of the stack as subprocesses for tests: redis-server, workers, API servers."""
+"""Start real parts of the stack as subprocesses for tests: redis-server (alone, or a primary, a replica
+and sentinels), workers, API servers."""
 
 from __future__ import annotations
 
@@ -101,9 +102,10 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
     @classmethod
-    def start(cls, *extra_args: str) -> "RedisServer":
+    def start(cls, *extra_args: str, private: bool = False) -> "RedisServer":
+        """A redis-server on a free port (`private`, or with `extra_args`: never EMBED_TEST_REDIS_URL's)."""
         external = os.environ.get("EMBED_TEST_REDIS_URL")
-        if external and not extra_args:
+        if external and not extra_args and not private:
             return cls(url=external)
         binary = shutil.which("redis-server")
         if binary is None:
@@ -139,12 +141,134 @@ class RedisServer:
         if self.process:
             self.process.stop()
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+
+@dataclass
+class SentinelGroup:
+    """A primary, its replicas and sentinels watching them, all on 127.0.0.1: a Redis that fails over.
+
+    Stands in for a RedisServer in a Stack: `url` is the sentinel:// URL the stack's processes get,
+    `client()` a client of whichever server is the master now. `stop` stops everything it started.
+    """
+
+    primary: RedisServer
+    replicas: list[RedisServer]
+    sentinels: list[Process]
+    sentinel_ports: list[int]
+    master_name: str
+    work_dir: Path
+
+    # Sentinel timing: a master that does not answer for DOWN_AFTER_MS is down (once a quorum agrees);
+    # a failover that has not finished in FAILOVER_TIMEOUT_MS is tried again.
+    DOWN_AFTER_MS = 1000
+    FAILOVER_TIMEOUT_MS = 5000
+
+    @classmethod
+    def start(cls, replicas: int = 1, sentinels: int = 3, quorum: int = 2,
+              master_name: str = "mymaster") -> "SentinelGroup":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("tests need redis-server on PATH (apt-get install redis-server)")
+        work_dir = Path(tempfile.mkdtemp(prefix="embed-sentinel-"))
+        group = cls(primary=RedisServer.start(private=True), replicas=[], sentinels=[], sentinel_ports=[],
+                    master_name=master_name, work_dir=work_dir)
+        try:
+            for _ in range(replicas):
+                group.replicas.append(RedisServer.start("--replicaof", "127.0.0.1", str(group.primary.port)))
+            primary = group.primary.client()
+            wait_until(lambda: primary.info("replication").get("connected_slaves", 0) >= replicas and all(
+                r.client().info("replication").get("master_link_status") == "up" for r in group.replicas),
+                20, "the replicas to sync")
+            for number in range(sentinels):
+                port = free_port()
+                config = work_dir / f"sentinel-{number}.conf"  # a sentinel rewrites its own config file
+                config.write_text("\n".join([
+                    f"port {port}", "bind 127.0.0.1", f"dir {work_dir}",
+                    f"sentinel monitor {master_name} 127.0.0.1 {group.primary.port} {quorum}",
+                    f"sentinel down-after-milliseconds {master_name} {cls.DOWN_AFTER_MS}",
+                    f"sentinel failover-timeout {master_name} {cls.FAILOVER_TIMEOUT_MS}",
+                    f"sentinel parallel-syncs {master_name} 1", ""]))
+                log_path = work_dir / f"sentinel-{number}.log"
+                with log_path.open("w") as log:
+                    popen = subprocess.Popen([binary, str(config), "--sentinel"], stdout=log, stderr=subprocess.STDOUT)
+                group.sentinels.append(Process(f"sentinel-{number}", popen, log_path))
+                group.sentinel_ports.append(port)
+            # Every sentinel knows the master, its replicas and the other sentinels (found over hello messages).
+            wait_until(group._sentinels_agree, 30, "the sentinels to discover each other and the replicas")
+        except BaseException:
+            group.stop()
+            raise
+        return group
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"sentinel://{hosts}/{self.master_name}/0"
+
+    def sentinel(self, number: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_ports[number], socket_timeout=2)
+
+    def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers sees it."""
+        for number in range(len(self.sentinels)):
+            try:
+                host, port = self.sentinel(number).sentinel_get_master_addr_by_name(self.master_name)
+                return int(port)
+            except (redis.RedisError, TypeError):
+                continue
+        return None
+
+    def client(self) -> redis.Redis:
+        """A client of the current master: a plain one to the port a sentinel names now."""
+        return redis.Redis(host="127.0.0.1", port=self.master_port())
+
+    def _sentinels_agree(self) -> bool:
+        try:
+            for number in range(len(self.sentinels)):
+                state = self.sentinel(number).sentinel_master(self.master_name)
+                if int(state["num-slaves"]) < len(self.replicas) or \
+                        int(state["num-other-sentinels"]) < len(self.sentinels) - 1:
+                    return False
+            return True
+        except redis.RedisError:
+            return False
+
+    def wait_failover(self, old_port: int, timeout: float) -> int:
+        """Wait until every sentinel names a new master (other than `old_port`) that answers as one; its port."""
+        def promoted():
+            ports = set()
+            for number in range(len(self.sentinels)):
+                try:
+                    _, port = self.sentinel(number).sentinel_get_master_addr_by_name(self.master_name)
+                except redis.RedisError:
+                    return None
+                ports.add(int(port))
+            if len(ports) != 1 or old_port in ports:
+                return None
+            port = ports.pop()
+            try:
+                role = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2).role()[0]
+            except redis.RedisError:
+                return None
+            return port if role in (b"master", "master") else None
+
+        return wait_until(promoted, timeout, "the sentinels to promote a replica", interval=0.1)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.stop()
+        for server in [*self.replicas, self.primary]:
+            server.stop()
+
 
 @dataclass
 class Stack:
     """Workers and API servers started against one Redis; everything is stopped by `close`."""
 
-    redis: RedisServer
+    redis: RedisServer  # or a SentinelGroup: anything with `url` and `client()`
     log_dir: Path
     base_env: dict = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)

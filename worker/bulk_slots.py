@@ -89,16 +89,21 @@ class BulkSlots:
                 log.warning("bulk slot lost Redis; trying again", exc_info=True)
                 self._stop.wait(RECONNECT_S)
                 continue
+            left_held = False
             try:
                 if claim.is_compaction or self._run_chunk(claim):
                     self._compact(claim.job_id)
             except Exception:  # noqa: BLE001 - e.g. Redis or the store down mid-chunk: give it back
                 log.exception("job %s chunk %s failed unexpectedly; handing it back", claim.job_id, claim.chunk)
-                self._give_back(claim)
+                left_held = not self._give_back(claim)
             finally:
                 with self._lock:
                     self._busy -= 1
                     self._running.discard(_entry(claim.job_id, claim.chunk))
+                    if left_held:
+                        # Only now, under the lock and out of _running: a stray check that saw the chunk
+                        # still running (and skipped it) must not clear this afterwards (a failover did).
+                        self._unsure.set()
 
     def _claim(self) -> Claim | None:
         with self._lock:  # no stray check may see the claim in Redis before it is in _running
@@ -133,14 +138,16 @@ class BulkSlots:
                         "(a claim whose reply was lost): %s", len(strays), ", ".join(strays))
         return strays
 
-    def _give_back(self, claim: Claim) -> None:
-        """Hand a chunk back (its attempt stays counted); if Redis is down too, the reaper does it later."""
+    def _give_back(self, claim: Claim) -> bool:
+        """Hand a chunk back (its attempt stays counted); False when Redis is down too (the caller then
+        sets _unsure, so the next slot to reach Redis hands it back)."""
         try:
             self._scheduler.hand_back(claim, self._worker_id, refund=False)
+            return True
         except redis.RedisError:
-            self._unsure.set()  # the next slot to reach Redis hands it back
             log.warning("could not hand back job %s chunk %s now; a slot does once Redis answers",
                         claim.job_id, claim.chunk)
+            return False
 
 
 def _entry(job_id: str, chunk: str) -> str:

@@ -107,7 +107,8 @@ def configure(argv: list[str]) -> tuple[Settings, redis.Redis]:
         raise StartupError(f"configuration error: {exc}") from None
     configure_logging(settings.log_level, json_format=settings.log_json)
     quiet_per_task_logs(settings.log_level)
-    client = worker_client(settings.redis_url)  # timeouts, keepalive, health checks, retries
+    # timeouts, keepalive, health checks, retries; through the sentinels for a sentinel:// URL
+    client = worker_client(settings.redis_url, sentinel_password=settings.redis_sentinel_password)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -179,7 +180,8 @@ def wire(loaded: Loaded) -> Wired:
     forward_stats.start()
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     liveness = Liveness(client, settings.worker_dead_after)
-    scheduler = Scheduler(client)
+    # WAITs for replicas after each chunk's count when configured (EMBED_REDIS_WAIT_REPLICAS)
+    scheduler = Scheduler(client, wait_replicas=settings.redis_wait_replicas, wait_timeout_ms=settings.redis_wait_timeout_ms)
     bulk = None
     if settings.worker_role == WorkerRole.RERANK:
         from worker.rerank.service import RerankService

@@ -7,10 +7,9 @@ import json
 import sys
 import time
 
-import redis
-
 from embedserve.apikeys import KeyStore, KeyStoreError
 from embedserve.cli.errors import guarded
+from embedserve.redis_client import client_for
 from embedserve.settings import Settings
 
 
@@ -36,7 +35,7 @@ def add_keys_parser(sub) -> None:
 
 def _store() -> KeyStore:
     settings = Settings.from_env()
-    return KeyStore(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5))
+    return KeyStore(client_for(settings, socket_connect_timeout=5))
 
 
 _guarded = guarded("keys", lambda: (_store(),), (KeyStoreError,))

@@ -13,10 +13,9 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-import redis
-
 from embedserve.fleet.catalogue import Catalogue, ModelKind
 from embedserve.cli.errors import guarded
+from embedserve.redis_client import client_for
 from embedserve.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def _open() -> tuple[Registry, Catalogue, Liveness]:
     from embedserve.fleet.registry import Registry  # noqa: F811
 
     settings = Settings.from_env()
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=30)
+    client = client_for(settings, socket_connect_timeout=5, socket_timeout=30)
     # The API's own view (catalogue + declared models + live counts), so `list` shows what /v1/models does.
     return (Registry.from_settings(client, settings), Catalogue(client, settings.catalogue_ttl),
             Liveness(client, settings.worker_dead_after))

@@ -14,11 +14,27 @@ first in its job's line. Because nothing but the job id sits in the rotation:
 
 Every claimed chunk is recorded in the worker's held set (`redis_keys.held`), so whoever finds the
 worker dead (embedserve/fleet/liveness.py) can hand it back; `finish` releases it.
+
+Replication is asynchronous: a primary that dies loses its last writes, and the replica Sentinel
+promotes lacks them. With `wait_replicas` set (EMBED_REDIS_WAIT_REPLICAS), SUBMIT, FINISH and
+FINALIZE are each followed by `WAIT wait_replicas wait_timeout_ms` on the same connection (one
+pipeline, one round trip), so the API answers 202 only once a replica holds the job, and a worker
+moves on from a chunk only once a replica holds its count (a count lost in a failover would leave
+the chunk held by a live worker, and its job would never end). WAIT is per connection: it waits
+for that connection's writes, which is why the script and the WAIT share one. A WAIT that times
+out (no replica up) is logged and the call goes on: the write is on the primary, and refusing
+every job while a replica is down would trade availability for nothing. Then the scheduler skips
+WAIT for WAIT_BACKOFF_S before it tries again, so a primary left without replicas (after a failover
+with one replica, until the old primary rejoins) costs a timeout per WAIT_BACKOFF_S, not per
+write. If the connection drops before the reply (the primary died), the client retries the pair
+on the new primary; the scripts are safe to run twice (request tokens, SUBMIT's id check).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -27,8 +43,14 @@ import redis
 from embedserve import redis_keys
 from embedserve.jobs import scripts as job_scripts
 
+log = logging.getLogger(__name__)
+
 # Seconds an idle bulk slot blocks waiting for a wake-up before it looks again anyway.
 IDLE_WAIT_S = 1.0
+# Seconds between two warnings about writes no replica acknowledged in time.
+WAIT_WARNING_INTERVAL_S = 60.0
+# Seconds writes go without WAIT after one timed out (no replica, or one far behind).
+WAIT_BACKOFF_S = 10.0
 
 
 class QuotaExceeded(Exception):
@@ -90,8 +112,12 @@ def request_token() -> str:
 class Scheduler:
     """The rotation of one Redis: submit (API), claim / finish / finalize (workers)."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, *, wait_replicas: int = 0, wait_timeout_ms: int = 1000):
         self.redis = client
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._warned_at = float("-inf")
+        self._skip_wait_until = float("-inf")
         self._submit = client.register_script(job_scripts.SUBMIT)
         self._claim = client.register_script(job_scripts.CLAIM)
         self._finish = client.register_script(job_scripts.FINISH)
@@ -122,8 +148,8 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         for name, value in record.items():
             if value is not None:
                 fields += [name, value]
-        used = int(self._submit(keys=[], args=[redis_keys.PREFIX, record["id"], record["owner"], cap, record["total"], ttl,
-                                               1 if listed else 0, *fields]))
+        used = int(self._replicated(self._submit, [redis_keys.PREFIX, record["id"], record["owner"], cap,
+                                                   record["total"], ttl, 1 if listed else 0, *fields]))
         if used >= 0:
             raise QuotaExceeded(used)
         # -1: created; -2: this id exists already, so an earlier run of this same call created it
@@ -153,14 +179,14 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         """Count a chunk's outcome once; returns the job's final status, 'compact', '' or 'gone' (the same
         for a repeated `token`)."""
         samples = [json.dumps(e) for e in errors]
-        result = self._finish(keys=[], args=[redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed, failed,
-                                             tokens, dim, token or request_token(), *samples])
+        result = self._replicated(self._finish, [redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed,
+                                                 failed, tokens, dim, token or request_token(), *samples])
         return result.decode() if isinstance(result, bytes) else str(result or "")
 
     def finalize(self, job_id: str, worker_id: str, *, token: str | None = None) -> str:
         """End a native job whose results are compacted; returns its status, 'gone', or 'lost' when this
         worker no longer holds the compaction (it was reaped; the worker that took the step over ends it)."""
-        result = self._finalize(keys=[], args=[redis_keys.PREFIX, job_id, worker_id, token or request_token()])
+        result = self._replicated(self._finalize, [redis_keys.PREFIX, job_id, worker_id, token or request_token()])
         return result.decode() if isinstance(result, bytes) else str(result)
 
     def hand_back(self, claim: Claim, worker_id: str, *, refund: bool) -> None:
@@ -171,6 +197,33 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         """Chunks of `model` waiting and running (the autoscaler's signal, with the sync queue's depth)."""
         waiting, running = self._backlog(keys=[], args=[redis_keys.PREFIX, model])
         return Backlog(int(waiting), int(running))
+
+    def _replicated(self, script, args: list):
+        """Run `script`, then (when `wait_replicas`) WAIT on the same connection until that many replicas
+        have its writes or the timeout passes; returns the script's reply."""
+        if not self.wait_replicas or time.monotonic() < self._skip_wait_until:
+            return script(keys=[], args=args)
+        for first_try in (True, False):
+            pipe = self.redis.pipeline(transaction=False)  # one connection: WAIT waits for its own writes
+            script(keys=[], args=args, client=pipe)
+            pipe.wait(self.wait_replicas, self.wait_timeout_ms)
+            try:
+                reply, acked = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                # A new primary (after a failover) lacks the script until loaded: the next execute() loads it.
+                # The scripts are safe to run twice, so whatever ran of this try costs nothing.
+                if not first_try:
+                    raise
+        if acked < self.wait_replicas:
+            now = time.monotonic()
+            self._skip_wait_until = now + WAIT_BACKOFF_S
+            if now - self._warned_at >= WAIT_WARNING_INTERVAL_S:
+                self._warned_at = now
+                log.warning("Redis write acknowledged by %d of %d replicas within %d ms (EMBED_REDIS_WAIT_REPLICAS); "
+                            "a failover now could lose it; writes skip WAIT for %.0f s", acked, self.wait_replicas,
+                            self.wait_timeout_ms, WAIT_BACKOFF_S)
+        return reply
 
     def held(self, worker_id: str) -> list[str]:
         """The "job|chunk" entries a worker holds."""

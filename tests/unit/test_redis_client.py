@@ -9,11 +9,12 @@ import time
 
 import pytest
 import redis
-from kombu.transport.redis import Channel
+from kombu.transport.redis import Channel, SentinelChannel
 from redis.backoff import ExponentialBackoff
+from redis.sentinel import SentinelConnectionPool
 
 from embedserve import redis_client
-from embedserve.celery_app import make_celery
+from embedserve.celery_app import RedisTransport, SentinelTransport, make_celery
 from embedserve.jobs.scheduler import IDLE_WAIT_S, Claim
 from embedserve.settings import Settings
 from worker.bulk_slots import BulkSlots
@@ -104,6 +105,67 @@ def test_celery_broker_gets_socket_timeouts_keepalive_and_health_checks_that_kom
     assert "retry_on_timeout" not in options
 
 
+SENTINEL_URL = "sentinel://:master%3Apw@127.0.0.1:1,localhost:2,[::1]:3/mymaster/4"
+
+
+def test_a_sentinel_url_gives_a_client_of_the_named_master_with_the_workers_options():
+    client = redis_client.worker_client(SENTINEL_URL, sentinel_password="sentinel-pw")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "mymaster" and pool.is_master
+    conn = pool.make_connection()  # asks the sentinels only when it connects
+    assert conn.db == 4 and conn.password == "master:pw"
+    assert conn.socket_timeout == redis_client.SOCKET_TIMEOUT_S and conn.socket_keepalive is True
+    assert conn.health_check_interval == redis_client.HEALTH_CHECK_INTERVAL_S
+    assert conn.retry._retries == redis_client.RETRIES
+    sentinels = pool.sentinel_manager.sentinels
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in sentinels] == [("127.0.0.1", 1), ("localhost", 2), ("::1", 3)]
+    # The sentinels get their own password and short timeouts, not the master's password.
+    assert {s.connection_pool.connection_kwargs["password"] for s in sentinels} == {"sentinel-pw"}
+    assert sentinels[0].connection_pool.connection_kwargs["socket_timeout"] == redis_client.SENTINEL_TIMEOUT_S
+
+
+def test_every_client_comes_from_the_settings_through_one_factory():
+    plain = redis_client.client_for(Settings(), socket_connect_timeout=1)
+    assert type(plain.connection_pool) is redis.ConnectionPool
+    sentinel = redis_client.client_for(Settings.from_env({"EMBED_REDIS_URL": SENTINEL_URL}))
+    assert isinstance(sentinel.connection_pool, SentinelConnectionPool)
+
+
+def test_a_sentinel_url_gives_celery_kombus_sentinel_transport_with_the_master_name():
+    settings = Settings.from_env({"EMBED_REDIS_URL": SENTINEL_URL, "EMBED_REDIS_SENTINEL_PASSWORD": "sentinel-pw"})
+    app = make_celery(settings)
+    options = app.conf.broker_transport_options
+    assert options["master_name"] == "mymaster"
+    assert options["sentinel_kwargs"]["password"] == "sentinel-pw"
+    assert options["socket_timeout"] == redis_client.SOCKET_TIMEOUT_S  # the master's connections, as before
+    connection = app.connection_for_write()
+    assert issubclass(connection.transport_cls, SentinelTransport) and str(connection.transport_cls) == "sentinel"
+    assert connection.alt == ["sentinel://:master%3Apw@127.0.0.1:1/4", "sentinel://:master%3Apw@localhost:2/4",
+                              "sentinel://:master%3Apw@[::1]:3/4"]
+    assert (connection.password, connection.virtual_host) == ("master:pw", "4")  # kombu decodes them
+    assert {"master_name", "sentinel_kwargs"} <= set(SentinelChannel.from_transport_options)
+    # A plain URL stays as it was: no sentinel options, kombu's redis transport.
+    plain = make_celery(Settings())
+    assert "master_name" not in plain.conf.broker_transport_options
+    assert plain.conf.broker_url == Settings().redis_url
+    assert issubclass(plain.connection_for_write().transport_cls, RedisTransport)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "sentinel://127.0.0.1:1/mymaster/0"])
+def test_a_broker_channel_closed_after_its_connection_raises_a_connection_error_not_attribute_error(url):
+    # What Celery's consumer does on losing Redis with unacknowledged messages delivered: collect()
+    # detaches the transport, then closing the channel restores the messages through a new pool.
+    connection = make_celery(Settings.from_env({"EMBED_REDIS_URL": url})).connection_for_write()
+    channel_cls = connection.transport.Channel
+    channel = channel_cls.__new__(channel_cls)  # its __init__ would connect
+    channel.connection = connection.transport
+    connection.transport.client = None
+    with pytest.raises(redis.ConnectionError):
+        channel._connparams()
+    assert redis.ConnectionError in connection.transport.connection_errors  # what Celery retries on
+
+
 # -- bulk slots: a claim whose reply was lost ------------------------------------------------------
 
 
@@ -181,3 +243,49 @@ def test_stray_release_leaves_running_chunks_and_a_running_jobs_compaction_alone
     scheduler.held_set.discard("a|3")
     assert slots.release_strays() == ["a|c"]
     assert not slots._unsure.is_set()
+
+
+def test_a_chunk_whose_hand_back_failed_while_a_stray_check_saw_it_running_is_still_handed_back_later():
+    """The race a Redis failover produced: a stray check (holding the lock, its HKEYS retrying until the
+    new master answered) saw a failed chunk still in _running, skipped it and cleared _unsure, while that
+    chunk's slot, its hand-back refused, waited for the lock. The chunk sat held by a live worker forever."""
+    scheduler = FakeScheduler([("j", "5")])
+    in_held, go_on = threading.Event(), threading.Event()
+    real_held, real_hand_back = scheduler.held, scheduler.hand_back
+    redis_down = threading.Event()
+    redis_down.set()
+    runs: list[str] = []
+
+    def held(worker_id):
+        in_held.set()
+        go_on.wait(10)  # Redis failing over: the stray check holds the lock meanwhile
+        return real_held(worker_id)
+
+    def hand_back(claim, worker_id, *, refund):
+        if redis_down.is_set():
+            raise redis.ConnectionError("no master yet")
+        return real_hand_back(claim, worker_id, refund=refund)
+
+    def handle(claim):
+        runs.append(claim.chunk)
+        if len(runs) > 1:
+            scheduler.finish(claim)  # the second run, once Redis is back
+            return
+        threading.Thread(target=slots.release_strays, daemon=True).start()
+        assert in_held.wait(10)
+        threading.Timer(0.3, go_on.set).start()  # while this slot waits for the lock the check holds
+        raise redis.ConnectionError("the master died mid-chunk")
+
+    scheduler.held, scheduler.hand_back = held, hand_back
+    slots = BulkSlots(scheduler, "m", "w1", handle, lambda job_id: None, slots=1)
+    slots.start()
+    try:
+        assert go_on.wait(10)
+        time.sleep(0.5)  # the check has skipped j|5 as running and ended; the slot left j|5 held
+        redis_down.clear()  # the new master answers
+        deadline = time.monotonic() + 10
+        while len(runs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        slots.drain(5)
+    assert runs == ["5", "5"] and scheduler.held_set == set()  # handed back, then run again

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from embedserve.settings import ConfigError, Settings
+from embedserve.settings import ConfigError, SentinelURL, Settings, parse_sentinel_url
 from tests.stack import ROOT
 
 
@@ -114,3 +114,43 @@ def test_batch_token_budget_by_device(env, device, packed, expected):
 def test_negative_batch_token_budget_is_refused():
     with pytest.raises(ConfigError, match="EMBED_MAX_BATCH_TOKENS"):
         Settings.from_env({"EMBED_MAX_BATCH_TOKENS": "-1"})
+
+
+def test_sentinel_url_names_sentinels_master_db_and_the_masters_login():
+    where = parse_sentinel_url("sentinel://:p%40ss@s1:26379,s2:26380,s3,[::1]:26381/mymaster/2")
+    assert where.sentinels == (("s1", 26379), ("s2", 26380), ("s3", 26379), ("::1", 26381))
+    assert (where.master, where.db, where.username, where.password) == ("mymaster", 2, None, "p@ss")
+    assert parse_sentinel_url("sentinel://app:pw@s1/mymaster") == SentinelURL((("s1", 26379),), "mymaster", 0, "app", "pw")
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("sentinel://s1:26379", "name the master"),
+    ("sentinel:///mymaster/0", "address is empty"),
+    ("sentinel://s1,,s2/mymaster", "address is empty"),
+    ("sentinel://s1:99999/mymaster", "out of range"),
+    ("sentinel://s1:port/mymaster", "not a host"),
+    ("sentinel://s1/mymaster/zero", "database number"),
+    ("sentinel://s1/mymaster/0/extra", "database number"),
+    ("sentinel://s1/mymaster/0?ssl=true", "query"),
+])
+def test_a_malformed_sentinel_url_is_a_config_error_that_shows_the_form(url, needle):
+    with pytest.raises(ConfigError, match="EMBED_REDIS_URL") as error:
+        Settings.from_env({"EMBED_REDIS_URL": url})
+    assert needle in str(error.value) and "sentinel://" in str(error.value)
+
+
+def test_wait_for_replicas_defaults_on_with_sentinel_and_off_without():
+    assert Settings.from_env({}).redis_wait_replicas == 0
+    sentinel = Settings.from_env({"EMBED_REDIS_URL": "sentinel://s1/mymaster"})
+    assert sentinel.redis_wait_replicas == 1 and sentinel.redis_wait_timeout_ms == 1000
+    assert Settings.from_env({"EMBED_REDIS_URL": "sentinel://s1/mymaster",
+                              "EMBED_REDIS_WAIT_REPLICAS": "0"}).redis_wait_replicas == 0
+    assert Settings.from_env({"EMBED_REDIS_WAIT_REPLICAS": "2"}).redis_wait_replicas == 2
+    with pytest.raises(ConfigError, match="EMBED_REDIS_WAIT_TIMEOUT_MS"):
+        Settings.from_env({"EMBED_REDIS_WAIT_TIMEOUT_MS": "60000"})  # must stay under the worker's socket timeout
+
+
+def test_repr_redacts_the_sentinel_passwords():
+    text = repr(Settings.from_env({"EMBED_REDIS_URL": "sentinel://:masterpw@s1,s2/mymaster/0",
+                                   "EMBED_REDIS_SENTINEL_PASSWORD": "sentinelpw"}))
+    assert "masterpw" not in text and "sentinelpw" not in text
