@@ -6,7 +6,7 @@ On a private primary + replica + three sentinels (tests/stack.py: SentinelGroup)
    (no worker: the model is declared, the jobs stay queued).
 Calls alternate between off and on, so both see the same machine load. Median and p99, milliseconds.
 
-    .venv/bin/python scripts/bench_redis_wait.py [submissions]
+    .venv/bin/python -m scripts.bench_redis_wait [submissions]     # from the repository root
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from embedserve.jobs.records import Job, JobStatus, job_record  # noqa: E402
-from embedserve.jobs.scheduler import Scheduler  # noqa: E402
-from embedserve.redis_client import worker_client  # noqa: E402
-from tests.stack import SentinelGroup, Stack  # noqa: E402
+from embedserve.jobs.records import Job, JobStatus, job_record
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.redis_client import worker_client
+from tests.stack import SentinelGroup, Stack
 
 KEY = "bench-wait-key-0001"
 MODEL = "all-MiniLM-L6-v2"
