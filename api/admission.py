@@ -17,13 +17,12 @@ from contextlib import contextmanager
 import redis
 from flask import Flask, Response, current_app, g
 
-from embedserve.errors import InternalError, RateLimited, ServiceError, Timeout
-
 from api.auth import Identity
 from api.dispatch import QUEUE_FULL
 from api.ratelimit import RateLimiter
-from api.validation.rerank import RerankRequest
 from api.validation.embeddings import EmbeddingRequest
+from api.validation.rerank import RerankRequest
+from embedserve.errors import InternalError, RateLimited, ServiceError, Timeout
 
 EXTENSION = "embedserve.admission"
 log = logging.getLogger(__name__)

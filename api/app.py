@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from flask import Flask
 
-from embedserve.apikeys import KeyStore
-from embedserve import defaults
-from embedserve.celery_app import make_celery
-from embedserve.jobs.data import JobData
-from embedserve.jobs.records import JobRecords
-from embedserve.fleet.liveness import Liveness, Reaper
-from embedserve.jobs.scheduler import Scheduler
-from embedserve.jobs.store import open_store
-from embedserve.jobs.store.identity import claim_identity
-from embedserve.jobs.sweeper import Sweeper
-from embedserve.publish import TaskPublisher
-from embedserve.redis_client import client_for
-from embedserve.fleet.registry import Registry
-from embedserve.settings import Settings
-
 from api import admission, observability, openapi
 from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
 from api.errors import register_error_handlers
 from api.routes import batches, cohere, embeddings, files, health, jobs, models, rerank, tokenize
+from embedserve import defaults
+from embedserve.apikeys import KeyStore
+from embedserve.celery_app import make_celery
+from embedserve.fleet.liveness import Liveness, Reaper
+from embedserve.fleet.registry import Registry
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import JobRecords
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.jobs.store import open_store
+from embedserve.jobs.store.identity import claim_identity
+from embedserve.jobs.sweeper import Sweeper
+from embedserve.publish import TaskPublisher
+from embedserve.redis_client import client_for
+from embedserve.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:

@@ -19,7 +19,6 @@ from embedserve.apikeys import KeyStore, key_digest
 from embedserve.errors import AuthenticationFailed
 
 
-
 @dataclass(frozen=True)
 class Identity:
     """Who is calling: the key's digest (its identity everywhere), name and per-minute limits."""

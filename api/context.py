@@ -7,17 +7,16 @@ from dataclasses import dataclass
 import redis
 from flask import current_app, g, request
 
-from embedserve.jobs.data import JobData
-from embedserve.jobs.records import JobRecords
-from embedserve.fleet.liveness import Liveness
-from embedserve.publish import TaskPublisher
-from embedserve.jobs.scheduler import Scheduler
-from embedserve.fleet.registry import Registry
-from embedserve.settings import Settings
-
 from api.auth import KeyChecker
 from api.dispatch import Dispatcher
 from api.validation.embeddings import parse_json_body
+from embedserve.fleet.liveness import Liveness
+from embedserve.fleet.registry import Registry
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import JobRecords
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.publish import TaskPublisher
+from embedserve.settings import Settings
 
 EXTENSION = "embedserve"
 

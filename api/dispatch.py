@@ -20,24 +20,32 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import redis
 
+from api.inflight import ChunksInFlight, Slice
+from api.validation.embeddings import EmbeddingRequest
+from api.validation.rerank import RerankRequest
 from embedserve import defaults
 from embedserve.errors import ServiceError, Timeout, Unavailable
 from embedserve.fleet.liveness import Liveness
+from embedserve.fleet.registry import ModelKind, ServedModel
+from embedserve.protocol import (
+    EMBED_TASK,
+    RERANK_TASK,
+    TOKENIZE_TASK,
+    ChunkResult,
+    EmbedChunk,
+    RerankChunk,
+    TokenizeChunk,
+    interactive_queue,
+    rerank_queue,
+)
 from embedserve.publish import QueueFull, TaskPublisher
 from embedserve.settings import Settings
-from embedserve.protocol import (EMBED_TASK, RERANK_TASK, TOKENIZE_TASK, ChunkResult, EmbedChunk, RerankChunk,
-                                 TokenizeChunk, interactive_queue, rerank_queue)
-from embedserve.fleet.registry import ModelKind, ServedModel
 from embedserve.vector_types import FLOAT
-
-from api.inflight import ChunksInFlight, Slice
-from api.validation.rerank import RerankRequest
-from api.validation.embeddings import EmbeddingRequest
 
 # Seconds a client is told to wait when no worker came up for the model in time.
 NO_WORKER_RETRY_AFTER_S = 5

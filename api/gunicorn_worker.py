@@ -33,7 +33,7 @@ _CLIENT_ERRORS = tuple(getattr(errors, name) for name in (
 
 def refusal(exc: Exception) -> tuple[int, str, dict]:
     """Status, reason phrase and error body for a request gunicorn could not parse or would not take."""
-    for name, status, reason, code in _STATUS:
+    for name, status, reason, code in _STATUS:  # noqa: B007 - read after the loop breaks
         if isinstance(exc, getattr(errors, name, ())):
             break
     else:

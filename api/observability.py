@@ -31,17 +31,16 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from api.context import EXTENSION
+from api.errors import error_response
 from embedserve import defaults, queues
-from embedserve.fleet import forward_stats
 from embedserve.apikeys import key_digest
 from embedserve.errors import AuthenticationFailed
+from embedserve.fleet import forward_stats
+from embedserve.fleet.registry import Registry
 from embedserve.jobs.records import JobRecords
 from embedserve.jobs.scheduler import Scheduler
 from embedserve.logs import reset_request_id, set_request_id
-from embedserve.fleet.registry import Registry
-
-from api.context import EXTENSION
-from api.errors import error_response
 
 REQUEST_ID_HEADER = "x-request-id"
 # A client-sent id is kept when it looks like an id (no spaces or control characters, bounded).

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 
-from embedserve.vector_types import FLOAT, floats, row_encoder
-
 from api.dispatch import Dispatched
 from api.validation.cohere import BASE64, CohereEmbed
 from api.validation.rerank import RerankRequest
+from embedserve.vector_types import FLOAT, floats, row_encoder
 
 
 def embedding_list(result: Dispatched, model: str, encoding_format: str, embedding_type: str = FLOAT) -> str:

@@ -14,8 +14,8 @@ from gunicorn.app.base import BaseApplication
 from embedserve.apikeys import KeyStore
 from embedserve.logs import configure_logging
 from embedserve.redis_client import client_for
-from embedserve.settings import ConfigError, Settings
 from embedserve.redis_policy import check_eviction_policy
+from embedserve.settings import ConfigError, Settings
 
 log = logging.getLogger("embedserve.api")
 

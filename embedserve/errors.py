@@ -33,7 +33,7 @@ class ServiceError(Exception):
         return {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
 
     @staticmethod
-    def from_payload(payload: dict[str, Any], status: int) -> "ServiceError":
+    def from_payload(payload: dict[str, Any], status: int) -> ServiceError:
         """Rebuild an error a worker reported; the status picks the class."""
         cls = _BY_STATUS.get(status, ServiceError)
         return cls(str(payload.get("message", "error")), param=payload.get("param"), code=payload.get("code"))

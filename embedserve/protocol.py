@@ -123,7 +123,7 @@ class ChunkResult:
         return msgpack.packb({k: v for k, v in self.__dict__.items() if v is not None}, use_bin_type=True)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ChunkResult":
+    def unpack(cls, data: bytes) -> ChunkResult:
         """Parse a reply popped from Redis, ignoring fields a newer worker may add."""
         known = cls.__dataclass_fields__.keys()
         return cls(**{k: v for k, v in msgpack.unpackb(data, raw=False).items() if k in known})

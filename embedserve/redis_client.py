@@ -38,7 +38,6 @@ publishes with its own client, embedserve/publish.py) gets the same socket setti
 from __future__ import annotations
 
 import socket
-
 from urllib.parse import quote
 
 import redis

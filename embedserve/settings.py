@@ -136,7 +136,7 @@ class Settings:
     accept_token_ids: bool = True
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read EMBED_* variables (os.environ by default) and validate them."""
         env = os.environ if environ is None else environ
         reader = _Reader(env)

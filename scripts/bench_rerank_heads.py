@@ -23,8 +23,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
 from tests.fixtures import tiny_models
-from worker.rerank.qwen3 import Qwen3Reranker
 from worker.rerank.loading import reranker_class
+from worker.rerank.qwen3 import Qwen3Reranker
 
 QUERY = "what does the cat read?"
 DOCS = ["The cat reads the document quickly.", "A dog ranks many passages.", "",

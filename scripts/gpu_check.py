@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tests.fixtures.tiny_models import build_tiny_qwen3_embedding, build_tiny_qwen3_reranker, \
-    reference_qwen3_embeddings
+from tests.fixtures.tiny_models import build_tiny_qwen3_embedding, build_tiny_qwen3_reranker, reference_qwen3_embeddings
 from worker.batcher import Batcher
 from worker.engine import EmbeddingEngine, pick_dtype
 from worker.packed.decoder import flash_attn_available

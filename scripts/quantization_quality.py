@@ -59,9 +59,9 @@ def main() -> None:
     import torch
 
     from worker.calibration import CALIBRATION_TEXTS
+    from worker.embedding_service import truncate_dimensions
     from worker.engine import EmbeddingEngine, resolve_model_source
     from worker.quantize import quantize, ranges_of
-    from worker.embedding_service import truncate_dimensions
 
     engine = EmbeddingEngine(resolve_model_source(args.model), torch.device("cpu"), torch.float32)
 

@@ -102,7 +102,7 @@ class RedisServer:
         return redis.Redis.from_url(self.url)
 
     @classmethod
-    def start(cls, *extra_args: str, private: bool = False) -> "RedisServer":
+    def start(cls, *extra_args: str, private: bool = False) -> RedisServer:
         """A redis-server on a free port (`private`, or with `extra_args`: never EMBED_TEST_REDIS_URL's)."""
         external = os.environ.get("EMBED_TEST_REDIS_URL")
         if external and not extra_args and not private:
@@ -168,7 +168,7 @@ class SentinelGroup:
 
     @classmethod
     def start(cls, replicas: int = 1, sentinels: int = 3, quorum: int = 2,
-              master_name: str = "mymaster") -> "SentinelGroup":
+              master_name: str = "mymaster") -> SentinelGroup:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("tests need redis-server on PATH (apt-get install redis-server)")

@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
-from embedserve.jobs.scripts import COMPACT_CHUNK
 from embedserve.jobs.scheduler import Claim, Scheduler
+from embedserve.jobs.scripts import COMPACT_CHUNK
 
 log = logging.getLogger(__name__)
 

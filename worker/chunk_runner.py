@@ -15,11 +15,11 @@ import time
 from dataclasses import replace
 
 from embedserve.errors import InternalError, ServiceError
+from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.jobs.data import JobData, part_key
 from embedserve.jobs.records import JobRecords, JobStatus
-from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
-from embedserve.protocol import ChunkResult
 from embedserve.jobs.scheduler import Claim, Scheduler
+from embedserve.protocol import ChunkResult
 from worker.embedding_service import EmbeddingService
 
 log = logging.getLogger(__name__)

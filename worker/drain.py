@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from embedserve.fleet.liveness import Liveness
 

@@ -14,9 +14,9 @@ from dataclasses import replace
 import numpy as np
 
 from embedserve.errors import InvalidRequest, Timeout
+from embedserve.fleet.quant_ranges import RangeBook
 from embedserve.jobs.chunks import ChunkParams
 from embedserve.protocol import ChunkResult, EmbedChunk
-from embedserve.fleet.quant_ranges import RangeBook
 from embedserve.vector_types import FLOAT, TYPES, vector_type
 from worker.batcher import Batcher
 from worker.calibration import Calibration

@@ -14,9 +14,9 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +28,8 @@ from embedserve.fleet.registry import ModelCard
 from embedserve.settings import Settings
 from embedserve.token_ids import out_of_vocabulary
 from worker.model_files import ModelFiles, read_model_files
-from worker.packed.rows import PackedRows, pool_packed
 from worker.packed.choice import choose_packed_forward
+from worker.packed.rows import PackedRows, pool_packed
 from worker.st_modules import SentenceHead
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 # Seconds over which past forward time fades (to 1/e): long enough to hold several passes of a
 # CPU model, short enough that the share tracks the load of the moment.

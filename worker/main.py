@@ -19,22 +19,21 @@ import redis
 from celery import Celery, signals
 
 from embedserve import defaults
-from embedserve.fleet.forward_stats import ForwardStats
 from embedserve.celery_app import make_celery
-from embedserve.logs import configure_logging
+from embedserve.fleet.forward_stats import ForwardStats
+from embedserve.fleet.liveness import Liveness, Reaper
+from embedserve.fleet.registry import CardConflict, Heartbeat
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import JobRecords
-from embedserve.fleet.liveness import Liveness, Reaper
-from embedserve.protocol import (RERANK_TASK, TOKENIZE_TASK, RerankChunk, TokenizeChunk, interactive_queue,
-                                 rerank_queue)
-from embedserve.redis_client import worker_client
-from embedserve.fleet.registry import CardConflict, Heartbeat
 from embedserve.jobs.scheduler import Scheduler
-from embedserve.settings import ConfigError, Settings, WorkerRole
-from embedserve.redis_policy import check_eviction_policy
 from embedserve.jobs.store import Store, StoreError, open_store
-from embedserve.jobs.sweeper import Sweeper
 from embedserve.jobs.store.identity import check_identity
+from embedserve.jobs.sweeper import Sweeper
+from embedserve.logs import configure_logging
+from embedserve.protocol import RERANK_TASK, TOKENIZE_TASK, RerankChunk, TokenizeChunk, interactive_queue, rerank_queue
+from embedserve.redis_client import worker_client
+from embedserve.redis_policy import check_eviction_policy
+from embedserve.settings import ConfigError, Settings, WorkerRole
 from worker.drain import Drain
 from worker.watchdog import TEST_HANG_ENV, Watchdog, hang_on
 
@@ -156,11 +155,12 @@ def load(configured: tuple[Settings, redis.Redis]) -> Loaded:
 
 def wire(loaded: Loaded) -> Wired:
     """Start the batcher, the task handlers, the bulk slots and the housekeeping around the model."""
+    import torch
+
     from worker import memory
     from worker.batcher import Batcher
     from worker.tasks import register_tasks
     from worker.token_budget import gpu_token_budget
-    import torch
 
     settings, client, model, name = loaded.settings, loaded.client, loaded.model, loaded.name
     app = make_celery(settings)
@@ -190,12 +190,11 @@ def wire(loaded: Loaded) -> Wired:
                        payload_type=RerankChunk)
         queue = rerank_queue(name)
     else:
+        from embedserve.fleet.quant_ranges import RangeBook
+        from embedserve.jobs.compaction import Compactor
         from worker.bulk_slots import BulkSlots
         from worker.chunk_runner import ChunkRunner
         from worker.embedding_service import EmbeddingService
-
-        from embedserve.fleet.quant_ranges import RangeBook
-        from embedserve.jobs.compaction import Compactor
 
         service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)))
         register_tasks(app, service, client, worker_id)

@@ -49,7 +49,7 @@ class ModelShape:
     max_length: int = 0
 
     @classmethod
-    def of(cls, config, max_length: int = 0) -> "ModelShape":
+    def of(cls, config, max_length: int = 0) -> ModelShape:
         heads = int(config.num_attention_heads)
         hidden = int(config.hidden_size)
         return cls(hidden=hidden, intermediate=int(getattr(config, "intermediate_size", 0) or 4 * hidden),

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from embedserve.fleet.liveness import Liveness
 from embedserve.jobs.scheduler import Claim, Scheduler

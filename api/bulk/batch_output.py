@@ -15,7 +15,6 @@ from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobStatus
 from embedserve.vector_types import row_encoder
 
-
 # Sizes of generated files already counted by this process: (batch id, role) -> bytes. A finished
 # job's output never changes (ids are derived), so the count is kept here instead of being
 # written back to Redis from a GET; each API process counts a file at most once.

@@ -15,23 +15,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from embedserve import defaults, redis_keys
-from embedserve.errors import InvalidRequest, NotFound, ServiceError
-from embedserve.jobs.data import JobData
-from embedserve.jobs.records import Job, JobRecords, JobStatus
-from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkParams, ChunkSpec
-from embedserve.fleet.registry import Registry
-from embedserve.jobs.scheduler import Scheduler
-from embedserve.settings import Settings
-
 from api.bulk.batch_output import roles
-from api.contract.batch import BatchBody
-from api.bulk.files import FILE_PREFIX, find_input_file, output_record_steps, uploaded_lines
 from api.bulk.chunking import ChunkBudget, input_weight
+from api.bulk.files import FILE_PREFIX, find_input_file, output_record_steps, uploaded_lines
 from api.bulk.jobs import JOB_PREFIX, params_of
 from api.bulk.submission import submit
+from api.contract.batch import BatchBody
 from api.validation.embeddings import check_for_model, parse_embedding_request
+from embedserve import defaults, redis_keys
+from embedserve.errors import InvalidRequest, NotFound, ServiceError
+from embedserve.fleet.registry import Registry
+from embedserve.ids import new_id
+from embedserve.jobs.chunks import ChunkParams, ChunkSpec
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import Job, JobRecords, JobStatus
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.settings import Settings
 
 BATCH_PREFIX = "batch_"
 

@@ -30,8 +30,8 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound
 from embedserve.ids import new_id
-from embedserve.settings import Settings
 from embedserve.jobs.store import Store
+from embedserve.settings import Settings
 
 FILE_PREFIX = "file-"
 UPLOAD_PURPOSES = ("batch", "user_data")

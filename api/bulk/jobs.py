@@ -10,15 +10,6 @@ from collections.abc import Iterable, Iterator
 
 from flask import Response, jsonify
 
-from embedserve import defaults
-from embedserve.errors import NotFound
-from embedserve.jobs.data import JobData
-from embedserve.jobs.records import Job, JobRecords, JobStatus
-from embedserve.ids import new_id
-from embedserve.jobs.chunks import ChunkParams, ChunkSpec
-from embedserve.jobs.scheduler import Scheduler
-from embedserve.settings import Settings
-
 from api.admission import admit
 from api.auth import Identity
 from api.bulk.chunking import input_weight, runs
@@ -26,6 +17,14 @@ from api.bulk.files import user_data_inputs
 from api.bulk.submission import submit
 from api.context import Services
 from api.validation.embeddings import EmbeddingRequest, check_for_model
+from embedserve import defaults
+from embedserve.errors import NotFound
+from embedserve.ids import new_id
+from embedserve.jobs.chunks import ChunkParams, ChunkSpec
+from embedserve.jobs.data import JobData
+from embedserve.jobs.records import Job, JobRecords, JobStatus
+from embedserve.jobs.scheduler import Scheduler
+from embedserve.settings import Settings
 
 JOB_PREFIX = "job_"
 

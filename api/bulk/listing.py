@@ -10,10 +10,9 @@ from collections.abc import Callable
 
 from flask import Response, jsonify, request
 
+from api.context import owner, services
 from embedserve import defaults
 from embedserve.errors import InvalidRequest
-
-from api.context import owner, services
 
 
 def list_params() -> tuple[int, str | None]:

@@ -38,11 +38,11 @@ from dataclasses import dataclass
 import msgpack
 
 from embedserve import defaults
-from embedserve.jobs import results as result_files
 from embedserve.errors import Gone, NotAcceptable
+from embedserve.jobs import results as result_files
+from embedserve.jobs.chunks import ChunkOutput
 from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
-from embedserve.jobs.chunks import ChunkOutput
 from embedserve.vector_types import FLOAT, row_encoder, vector_type
 
 JSON = "application/json"

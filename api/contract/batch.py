@@ -6,10 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from embedserve import defaults
-
 from api.contract.body import Body
 from api.contract.fields import String, Text
+from embedserve import defaults
 
 ENDPOINTS = ("/v1/embeddings",)
 # OpenAI's metadata limits: 16 pairs, keys of at most 64 characters, values of at most 512.

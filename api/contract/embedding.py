@@ -12,10 +12,9 @@ from typing import Annotated, Literal, Union
 from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
-from embedserve.vector_types import EMBEDDING_TYPES
-
 from api.contract.body import Body
 from api.contract.fields import Name, Positive, String, Text, TokenId, TruncationDirection, refused
+from embedserve.vector_types import EMBEDDING_TYPES
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "document")
@@ -46,7 +45,7 @@ def input_shape(value: object) -> str | None:
 
 def input_field(max_inputs: int):
     """The `input` type: one text, texts, one input as token ids, or inputs as token ids; at most `max_inputs`."""
-    return Annotated[Union[
+    return Annotated[Union[  # noqa: UP007 - X | Y of Annotated members is not a type pydantic discriminates
         Annotated[Text, Tag(TEXT)],
         Annotated[list[Text], Field(min_length=1, max_length=max_inputs), Tag(TEXTS)],
         Annotated[list[TokenId], Field(min_length=1), Tag(TOKENS)],  # one input, however many tokens

@@ -9,7 +9,7 @@ maximum is refused unless `truncate` is true.
 from __future__ import annotations
 
 from functools import cache
-from typing import Annotated, Union
+from typing import Annotated
 
 from pydantic import Discriminator, Field, Tag
 
@@ -33,7 +33,7 @@ class DocumentObject(Body):
     text: String
 
 
-Document = Annotated[Union[Annotated[String, Tag(STRING)], Annotated[DocumentObject, Tag(OBJECT)]],
+Document = Annotated[Annotated[String, Tag(STRING)] | Annotated[DocumentObject, Tag(OBJECT)],
                      Discriminator(document_shape, custom_error_type="kind",
                                    custom_error_message="Each of 'documents' must be a string or an object with a "
                                                         "string 'text'.")]

@@ -13,11 +13,10 @@ from __future__ import annotations
 from flask import Blueprint, Flask, current_app, jsonify
 from flask_swagger_ui import get_swaggerui_blueprint
 
-from embedserve.settings import Settings
-
 from api.contract.schema import components
 from api.openapi import batches, cohere, embeddings, files, jobs, models, operations, rerank, tokenize
 from api.openapi.parts import ERROR_SCHEMA
+from embedserve.settings import Settings
 
 # In the document's order.
 RESOURCES = (embeddings, cohere, rerank, tokenize, models, jobs, files, batches, operations)

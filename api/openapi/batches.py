@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from api.contract.batch import BatchBody
+from api.openapi.parts import (
+    AUTH_ERRORS,
+    BAD_LIST,
+    COUNTS,
+    KEYED,
+    LIST_PARAMS,
+    TIME,
+    TIME_OR_NULL,
+    error,
+    json_body,
+    json_response,
+    list_of,
+    path_id,
+    ref,
+)
 from embedserve import defaults
 from embedserve.settings import Settings
-
-from api.contract.batch import BatchBody
-from api.openapi.parts import (AUTH_ERRORS, BAD_LIST, COUNTS, KEYED, LIST_PARAMS, TIME, TIME_OR_NULL, error,
-                               json_body, json_response, list_of, path_id, ref)
 
 BATCH_ID = path_id("batch_id", "batch_0123456789abcdef0123456789abcdef")
 NO_BATCH = error("No such batch (unknown, expired, or another key's).")

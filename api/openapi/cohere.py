@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from embedserve import defaults
-from embedserve.settings import DEFAULT_MODEL_NAME, Settings
-
 from api.contract.cohere import cohere_embed_body
 from api.openapi.parts import AUTH_ERRORS, KEYED, RATE_HEADERS, error, json_body, json_response, rate_limited, ref
+from embedserve import defaults
+from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 
 
 def bodies(settings: Settings) -> tuple:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from embedserve import defaults
-from embedserve.settings import DEFAULT_MODEL_NAME, Settings
-
 from api.contract.embedding import embedding_body
 from api.openapi.jobs import JOB_ACCEPTED
-from api.openapi.parts import (AUTH_ERRORS, KEYED, RATE_HEADERS, embedding_list, error, json_body, json_response,
-                               rate_limited, ref)
+from api.openapi.parts import (
+    AUTH_ERRORS,
+    KEYED,
+    RATE_HEADERS,
+    embedding_list,
+    error,
+    json_body,
+    json_response,
+    rate_limited,
+    ref,
+)
+from embedserve import defaults
+from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 
 PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
           "description": "`respond-async` (RFC 7240): answer 202 with a bulk job (job limits apply) instead of "

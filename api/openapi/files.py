@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import json
 
-from embedserve.settings import DEFAULT_MODEL_NAME, Settings
-
 from api.contract.upload import UploadForm
-from api.openapi.parts import (AUTH_ERRORS, BAD_LIST, KEYED, LIST_PARAMS, REQUEST_ID, TIME, deleted, error,
-                               json_response, list_of, path_id, ref)
+from api.openapi.parts import (
+    AUTH_ERRORS,
+    BAD_LIST,
+    KEYED,
+    LIST_PARAMS,
+    REQUEST_ID,
+    TIME,
+    deleted,
+    error,
+    json_response,
+    list_of,
+    path_id,
+    ref,
+)
+from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 
 FILE_ID = path_id("file_id", "file-0123456789abcdef0123456789abcdef")
 NO_FILE = error("No such file (unknown, expired, deleted, or another key's).")

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from api.contract.embedding import ENCODING_FORMATS, job_body
+from api.openapi.parts import (
+    AUTH_ERRORS,
+    BAD_LIST,
+    COUNTS,
+    ITEM_ERROR,
+    KEYED,
+    LIST_PARAMS,
+    REQUEST_ID,
+    RETRY_AFTER,
+    TIME,
+    TIME_OR_NULL,
+    deleted,
+    embedding_list,
+    error,
+    json_body,
+    json_response,
+    list_of,
+    path_id,
+    rate_limited,
+    ref,
+)
 from embedserve.jobs.records import JobStatus
 from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 from embedserve.vector_types import EMBEDDING_TYPES
-
-from api.contract.embedding import ENCODING_FORMATS, job_body
-from api.openapi.parts import (AUTH_ERRORS, BAD_LIST, COUNTS, ITEM_ERROR, KEYED, LIST_PARAMS, REQUEST_ID, RETRY_AFTER,
-                               TIME, TIME_OR_NULL, deleted, embedding_list, error, json_body, json_response, list_of, path_id,
-                               rate_limited, ref)
 
 JOB = ref("Job")
 JOB_ACCEPTED = json_response("With `Prefer: respond-async`, or on POST /v1/jobs: the job, queued; poll Location.", JOB,
@@ -106,7 +123,8 @@ RESULT_FORMATS = {
     "application/vnd.apache.parquet": {"schema": {
         "type": "string", "contentMediaType": "application/vnd.apache.parquet",
         "description": "One Parquet file, columns index (int64), id (string), embedding (fixed-size list of "
-                       "float32, or int8/uint8 for the job's embedding_type; null when failed), error (JSON of the error object with its HTTP status), "
+                       "float32, or int8/uint8 for the job's embedding_type; null when failed), error (JSON of "
+                       "the error object with its HTTP status), "
                        "tokens (int32)."}},
 }
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from embedserve.settings import Settings
-
 from api.openapi.parts import AUTH_ERRORS, KEYED, error, json_response, ref
+from embedserve.settings import Settings
 
 MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 

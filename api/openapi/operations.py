@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from embedserve.settings import Settings
-
 from api.openapi.parts import REQUEST_ID, RETRY_AFTER, error, json_response, ref
+from embedserve.settings import Settings
 
 
 def bodies(settings: Settings) -> tuple:

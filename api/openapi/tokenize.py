@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from embedserve.settings import Settings
-
 from api.contract.tokenize import DetokenizeBody, TokenizeBody
 from api.openapi.parts import AUTH_ERRORS, KEYED, RATE_HEADERS, error, json_body, json_response, rate_limited, ref
+from embedserve.settings import Settings
 
 _SHARED_ERRORS = {
     "401": AUTH_ERRORS["401"],

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify
 
-from embedserve.errors import NotFound
-
-from api.bulk.batches import batch_object, create_batch, find_batch
 from api.admission import admit
-from api.context import json_body, owner, queued_inputs_cap, require_key, services
+from api.bulk.batches import batch_object, create_batch, find_batch
 from api.bulk.listing import list_page
+from api.context import json_body, owner, queued_inputs_cap, require_key, services
+from embedserve.errors import NotFound
 
 bp = Blueprint("batches", __name__)
 bp.before_request(require_key)

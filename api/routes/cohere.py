@@ -10,13 +10,12 @@ import json
 
 from flask import Blueprint, Response, g
 
-from embedserve.errors import ServiceError
-
 from api.admission import admit, estimate_tokens
+from api.context import json_body, require_key, services
 from api.responses import cohere_embed_response
 from api.validation.cohere import cohere_error, parse_cohere_embed, within_model
-from api.context import json_body, require_key, services
 from api.validation.embeddings import check_for_model
+from embedserve.errors import ServiceError
 
 bp = Blueprint("cohere", __name__)
 bp.before_request(require_key)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
-
 from api.admission import admit, estimate_tokens
 from api.bulk.jobs import job_accepted, queue_job
 from api.context import json_body, owner, queued_inputs_cap, require_key, services

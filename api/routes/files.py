@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request, stream_with_context
 
-from embedserve.errors import InvalidRequest, NotFound
-
 from api.bulk.batch_output import output_lines, output_size, roles
-from api.context import owner, require_key, services
-from api.bulk.listing import list_page
 from api.bulk.files import delete_file, file_object, find_file, receive_upload, uploaded_content
+from api.bulk.listing import list_page
+from api.context import owner, require_key, services
+from embedserve.errors import InvalidRequest, NotFound
 
 bp = Blueprint("files", __name__)
 # Room for the multipart envelope (boundaries, headers, the purpose field) around the file.

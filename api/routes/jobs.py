@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request, stream_with_context
 
-from embedserve import defaults
-
-from api.context import json_body, owner, queued_inputs_cap, require_key, services
 from api.bulk.files import find_input_file
-from api.bulk.listing import list_page
 from api.bulk.jobs import find_job, job_accepted, job_object, queue_job
+from api.bulk.listing import list_page
 from api.bulk.result_formats import STREAMS, check_available, check_fits, pick_format
+from api.context import json_body, owner, queued_inputs_cap, require_key, services
 from api.validation.embeddings import parse_job_request
+from embedserve import defaults
 
 bp = Blueprint("jobs", __name__)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from embedserve.fleet.registry import ModelKind, ServedModel
-
 from api.context import require_key, services
 from api.validation.models import resolve_model
+from embedserve.fleet.registry import ModelKind, ServedModel
 
 bp = Blueprint("models", __name__)
 bp.before_request(require_key)

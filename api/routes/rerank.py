@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g
 
-from embedserve.fleet.registry import ModelKind
-
 from api.admission import admit, estimate_rerank_tokens
 from api.context import json_body, require_key, services
-from api.validation.rerank import parse_rerank_request
 from api.responses import rerank_response
 from api.validation.models import resolve_model
+from api.validation.rerank import parse_rerank_request
+from embedserve.fleet.registry import ModelKind
 
 bp = Blueprint("rerank", __name__)
 bp.before_request(require_key)

@@ -11,13 +11,12 @@ import json
 
 from flask import Blueprint, Response, g
 
-from embedserve.fleet.registry import ServedModel
-
 from api.admission import admit
 from api.context import json_body, require_key, services
 from api.contract.tokenize import DetokenizeBody, TokenizeBody
-from api.validation.tokenize import check_token_ids
 from api.validation.models import resolve_model
+from api.validation.tokenize import check_token_ids
+from embedserve.fleet.registry import ServedModel
 
 bp = Blueprint("tokenize", __name__)
 bp.before_request(require_key)

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from embedserve import defaults
-from embedserve.errors import InvalidRequest, ServiceError
-
 from api.contract.cohere import cohere_embed_body
 from api.validation.embeddings import EmbeddingRequest
+from embedserve import defaults
+from embedserve.errors import InvalidRequest, ServiceError
 
 INPUT_TYPES = {"search_query": "query", "search_document": "document",
                "classification": "classification", "clustering": "clustering"}

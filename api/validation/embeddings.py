@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from api.contract.embedding import TEXT, TOKENS, embedding_body, input_shape, job_body
+from api.validation.models import resolve_model
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
 from embedserve.fleet.registry import ModelCard, Registry, ServedModel
 from embedserve.token_ids import not_accepted, out_of_vocabulary
-
-from api.contract.embedding import TEXT, TOKENS, embedding_body, input_shape, job_body
-from api.validation.models import resolve_model
 
 __all__ = ["EmbeddingRequest", "check_against_model", "check_for_model", "check_token_ids_accepted",
            "parse_embedding_request", "parse_job_request", "parse_json_body"]

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from embedserve import defaults
-
 from api.contract.rerank import rerank_body
+from embedserve import defaults
 
 
 @dataclass(frozen=True)

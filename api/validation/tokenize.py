@@ -7,8 +7,8 @@ the worker, which has the tokenizer, refuses with the same message and code.
 
 from __future__ import annotations
 
-from embedserve.token_ids import token_out_of_vocabulary
 from embedserve.fleet.registry import ModelCard
+from embedserve.token_ids import token_out_of_vocabulary
 
 
 def check_token_ids(tokens: list[int], card: ModelCard) -> None:

@@ -24,8 +24,16 @@ import urllib.request
 from pathlib import Path
 
 from embedserve import defaults
-from embedserve.cli.embed_files import (IncompleteResult, InputError, Source, check_output, result_format, scan_input,
-                                 upload_blocks, write_output)
+from embedserve.cli.embed_files import (
+    IncompleteResult,
+    InputError,
+    Source,
+    check_output,
+    result_format,
+    scan_input,
+    upload_blocks,
+    write_output,
+)
 from embedserve.vector_types import EMBEDDING_TYPES, FLOAT
 
 FINISHED = {"completed", "failed", "cancelled", "expired"}
@@ -135,7 +143,7 @@ def reattach_command(args: argparse.Namespace, job_id: str) -> str:
     return shlex.join(words)
 
 
-def wait(client: "Client", job_id: str) -> dict:
+def wait(client: Client, job_id: str) -> dict:
     """Poll the job until it ends, drawing progress on stderr; the poll interval grows to a bound."""
     interval, started, first_done = defaults.EMBED_CLI_POLL_MIN_S, time.monotonic(), None
     while True:

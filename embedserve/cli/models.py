@@ -13,8 +13,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from embedserve.fleet.catalogue import Catalogue, ModelKind
 from embedserve.cli.errors import guarded
+from embedserve.fleet.catalogue import Catalogue, ModelKind
 from embedserve.redis_client import client_for
 from embedserve.settings import Settings
 

@@ -52,7 +52,7 @@ class ModelCard:
     last_seen: float = 0.0  # Redis's time of the last announcement; 0 = declared, never announced
 
     @classmethod
-    def declared(cls, name: str, kind: ModelKind | str = ModelKind.EMBEDDING) -> "ModelCard":
+    def declared(cls, name: str, kind: ModelKind | str = ModelKind.EMBEDDING) -> ModelCard:
         """The card of a model named in EMBED_MODELS / EMBED_RERANK_MODELS: its name and kind only."""
         return cls(name=name, kind=ModelKind(kind).value)
 
@@ -65,7 +65,7 @@ class ModelCard:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, raw: str | bytes) -> "ModelCard":
+    def from_json(cls, raw: str | bytes) -> ModelCard:
         data = json.loads(raw)
         data["aliases"] = tuple(data.get("aliases", ()))
         known = cls.__dataclass_fields__.keys()

@@ -7,8 +7,9 @@ and for reaping alike: one meaning of "alive", and no comparison between two hos
 
 Whoever notices a dead worker (every worker and API process runs a `Reaper`) hands its bulk
 chunks back to their jobs in one atomic script (`hand_back` in embedserve/jobs/scripts.py), then
-drops it from the fleet; two reapers racing hand each chunk back once. The attempt its death cost was counted when the chunk was claimed, so a chunk that kills every worker that
-takes it runs out of attempts and fails instead of looping. Sync chunks need no hand-back here:
+drops it from the fleet; two reapers racing hand each chunk back once. The attempt its death cost
+was counted when the chunk was claimed, so a chunk that kills every worker that takes it runs out
+of attempts and fails instead of looping. Sync chunks need no hand-back here:
 the API that waits for them sees their worker die and sends them again (api/inflight.py).
 
 A worker that was only paused (SIGSTOP, a frozen VM) and wakes after being reaped is harmless: its

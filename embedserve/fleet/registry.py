@@ -129,7 +129,7 @@ class Registry:
         self._liveness = Liveness(self.client, self.dead_after)
 
     @classmethod
-    def from_settings(cls, client: redis.Redis, settings, **overrides) -> "Registry":
+    def from_settings(cls, client: redis.Redis, settings, **overrides) -> Registry:
         """A registry with `settings`' declared models, dead-after time and catalogue TTL."""
         declared = tuple([ModelCard.declared(n, ModelKind.EMBEDDING) for n in settings.declared_models]
                          + [ModelCard.declared(n, ModelKind.RERANK) for n in settings.declared_rerank_models])

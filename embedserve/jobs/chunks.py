@@ -42,7 +42,7 @@ class ChunkParams:
         return wire
 
     @classmethod
-    def from_wire(cls, wire: dict | None) -> "ChunkParams":
+    def from_wire(cls, wire: dict | None) -> ChunkParams:
         """Read a stored params dict: a missing or nil key is its default; keys a newer API may add are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (wire or {}).items() if k in known and v is not None})
@@ -69,12 +69,12 @@ class ChunkSpec:
         return msgpack.packb(record, use_bin_type=True)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ChunkSpec":
+    def unpack(cls, data: bytes) -> ChunkSpec:
         record = msgpack.unpackb(data, raw=False)
         record["params"] = ChunkParams.from_wire(record.get("params"))
         return cls(**record)
 
-    def all_failed(self, error: ServiceError) -> "ChunkOutput":
+    def all_failed(self, error: ServiceError) -> ChunkOutput:
         """This chunk's output when every item failed with `error` (it was given up, or never ran)."""
         payload = {"status": error.status, "error": error.to_payload()}
         n = len(self.items)
@@ -104,7 +104,7 @@ class ChunkOutput:
         return msgpack.packb(asdict(self), use_bin_type=True)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "ChunkOutput":
+    def unpack(cls, data: bytes) -> ChunkOutput:
         return cls(**msgpack.unpackb(data, raw=False))
 
     @property

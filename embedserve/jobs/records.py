@@ -66,7 +66,7 @@ class Job:
     compacted: int = 0  # 1 once its results are Parquet files in the store
 
     @classmethod
-    def from_hash(cls, data: dict[bytes, bytes]) -> "Job":
+    def from_hash(cls, data: dict[bytes, bytes]) -> Job:
         raw = {k.decode(): v.decode() for k, v in data.items()}
         ints = {name for name, f in cls.__dataclass_fields__.items() if "int" in str(f.type)}
         known = cls.__dataclass_fields__.keys()

@@ -70,14 +70,14 @@ def _le(data: bytes) -> bytes:
     return values.tobytes()
 
 
-def arrow_element(embedding_type: str) -> "pa.DataType":
+def arrow_element(embedding_type: str) -> pa.DataType:
     """The Arrow type of one element of `embedding_type`'s rows: float32, int8 or uint8."""
     import pyarrow as pa
 
     return {"f": pa.float32(), "b": pa.int8(), "B": pa.uint8()}[vector_type(embedding_type).typecode]
 
 
-def result_schema(dim: int, embedding_type: str = FLOAT) -> "pa.Schema":
+def result_schema(dim: int, embedding_type: str = FLOAT) -> pa.Schema:
     import pyarrow as pa
 
     element = arrow_element(embedding_type)
@@ -88,7 +88,7 @@ def result_schema(dim: int, embedding_type: str = FLOAT) -> "pa.Schema":
                      metadata={"embedserve.embedding_type": embedding_type, "embedserve.dim": str(dim)})
 
 
-def _to_batch(output: ChunkOutput, dim: int, schema: "pa.Schema") -> "pa.RecordBatch":
+def _to_batch(output: ChunkOutput, dim: int, schema: pa.Schema) -> pa.RecordBatch:
     """One chunk's output as Arrow columns; failed inputs get a null vector (zero-filled underneath)."""
     import pyarrow as pa
 
@@ -130,12 +130,12 @@ def _to_batch(output: ChunkOutput, dim: int, schema: "pa.Schema") -> "pa.RecordB
 class _Rows:
     """Record batches handed out as tables of at most n rows: holds one row group's worth at a time."""
 
-    def __init__(self, batches: Iterator["pa.RecordBatch"], schema: "pa.Schema"):
+    def __init__(self, batches: Iterator[pa.RecordBatch], schema: pa.Schema):
         self._batches, self._schema = batches, schema
         self._pending: list = []
         self._count = 0
 
-    def take(self, n: int) -> "pa.Table | None":
+    def take(self, n: int) -> pa.Table | None:
         import pyarrow as pa
 
         while self._count < n:
@@ -202,7 +202,7 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
     return manifest
 
 
-def _rows(outputs: Iterable[ChunkOutput], dim: int | None, embedding_type: str) -> tuple[int, "pa.Schema", _Rows]:
+def _rows(outputs: Iterable[ChunkOutput], dim: int | None, embedding_type: str) -> tuple[int, pa.Schema, _Rows]:
     """The vector size, the result schema and the outputs as record batches to take rows from;
     `dim` None (or 0): from the first output that has vectors."""
     outputs = iter(outputs)
@@ -214,7 +214,7 @@ def _rows(outputs: Iterable[ChunkOutput], dim: int | None, embedding_type: str) 
 
 
 def row_groups(outputs: Iterable[ChunkOutput], dim: int | None = None, embedding_type: str = FLOAT,
-               rows: int = ROW_GROUP_ROWS) -> tuple["pa.Schema", Iterator["pa.Table"]]:
+               rows: int = ROW_GROUP_ROWS) -> tuple[pa.Schema, Iterator[pa.Table]]:
     """The result schema and the outputs (in chunk order) as tables of at most `rows` rows, one row
     group each, streamed: for writing a result as Parquet somewhere other than the store."""
     _, schema, taker = _rows(outputs, dim, embedding_type)
@@ -236,7 +236,7 @@ def read_manifest(store: Store, prefix: str) -> dict | None:
     return json.loads(raw) if raw is not None else None
 
 
-def iter_result_batches(store: Store, prefix: str) -> Iterator["pa.RecordBatch"]:
+def iter_result_batches(store: Store, prefix: str) -> Iterator[pa.RecordBatch]:
     """The result's rows as record batches (one per row group), files in manifest order.
 
     Reads through `store.open`, so memory holds one row group; KeyError when there is no result.
@@ -254,7 +254,7 @@ def iter_result_batches(store: Store, prefix: str) -> Iterator["pa.RecordBatch"]
                 yield from table.to_batches()
 
 
-def to_chunk_output(batch: "pa.RecordBatch") -> ChunkOutput:
+def to_chunk_output(batch: pa.RecordBatch) -> ChunkOutput:
     """A record batch of a result file as a ChunkOutput, so result streamers read files and chunk parts alike."""
     import pyarrow as pa
 

@@ -48,7 +48,7 @@ def mixed_texts(count: int, seed: int = 1234) -> list[str]:
     out = []
     for _ in range(count):
         roll, acc = rng.random(), 0.0
-        for share, low, high in _LENGTH_CLASSES:
+        for share, low, high in _LENGTH_CLASSES:  # noqa: B007 - read after the loop breaks
             acc += share
             if roll <= acc:
                 break

@@ -13,8 +13,17 @@ import pytest
 
 from embedserve import redis_keys
 from tests.fixtures.tiny_models import build_tiny_cross_encoder, build_tiny_qwen3_embedding, build_tiny_qwen3_reranker
-from tests.integration.helpers import (API_KEY, CROSS_ENCODER, MINILM, OTHER_KEY, QWEN, QWEN_ALIAS, QWEN_RERANKER,
-                                       QWEN_RERANKER_ALIAS, session_for)
+from tests.integration.helpers import (
+    API_KEY,
+    CROSS_ENCODER,
+    MINILM,
+    OTHER_KEY,
+    QWEN,
+    QWEN_ALIAS,
+    QWEN_RERANKER,
+    QWEN_RERANKER_ALIAS,
+    session_for,
+)
 from tests.stack import RedisServer, Stack
 
 

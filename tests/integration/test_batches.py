@@ -9,7 +9,6 @@ import openai
 import pytest
 
 from embedserve import redis_keys
-
 from tests.integration.helpers import MINILM, QWEN, assert_openai_error, jsonl, request_line, upload, wait_batch
 from tests.integration.jobs_helpers import sync_vectors, texts
 

@@ -20,9 +20,17 @@ import redis
 
 from embedserve import redis_keys
 from embedserve.jobs.data import job_prefix
-
-from tests.integration.helpers import (API_KEY, MINILM, QWEN, assert_openai_error, embed, jsonl, request_line, upload,
-                                       wait_batch)
+from tests.integration.helpers import (
+    API_KEY,
+    MINILM,
+    QWEN,
+    assert_openai_error,
+    embed,
+    jsonl,
+    request_line,
+    upload,
+    wait_batch,
+)
 from tests.integration.jobs_helpers import result_json, result_msgpack, result_ndjson, submit, texts, wait_finished
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)

@@ -38,7 +38,7 @@ class SyncLoad:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(url, model, i), daemon=True) for i in range(clients)]
 
-    def __enter__(self) -> "SyncLoad":
+    def __enter__(self) -> SyncLoad:
         for thread in self._threads:
             thread.start()
         return self

@@ -18,9 +18,9 @@ import pytest
 
 from api.bulk.result_formats import MSGPACK_STREAM, PARQUET, json_list, msgpack_stream, parquet
 from embedserve.jobs import results as result_files
+from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
-from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.jobs.store import open_store
 from tests.integration.helpers import API_KEY, MINILM, assert_openai_error, session_for
 from tests.integration.jobs_helpers import result_json, result_msgpack, submit, upload, wait_finished

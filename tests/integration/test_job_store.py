@@ -14,8 +14,15 @@ import pytest
 import requests
 
 from tests.integration.helpers import API_KEY, OTHER_KEY, session_for
-from tests.integration.jobs_helpers import (get_job, result_json, result_ndjson, submit, sync_vectors, texts,
-                                            wait_finished)
+from tests.integration.jobs_helpers import (
+    get_job,
+    result_json,
+    result_ndjson,
+    submit,
+    sync_vectors,
+    texts,
+    wait_finished,
+)
 from tests.stack import private_stack, wait_until
 
 pytestmark = pytest.mark.slow  # starts stacks of its own: API and worker processes (tests/stack.py)

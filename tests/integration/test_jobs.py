@@ -7,8 +7,16 @@ import pytest
 
 from embedserve.fleet.catalogue import Catalogue, ModelCard
 from tests.integration.helpers import MINILM, assert_openai_error
-from tests.integration.jobs_helpers import (matrix, result_json, result_msgpack,
-                                            result_ndjson, submit, sync_vectors, texts, wait_finished)
+from tests.integration.jobs_helpers import (
+    matrix,
+    result_json,
+    result_msgpack,
+    result_ndjson,
+    submit,
+    sync_vectors,
+    texts,
+    wait_finished,
+)
 
 
 @pytest.mark.slow

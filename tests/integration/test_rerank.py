@@ -12,8 +12,16 @@ import pytest
 import requests
 
 from tests.fixtures.tiny_models import reference_cross_encoder_scores, reference_qwen3_rerank_scores
-from tests.integration.helpers import (API_KEY, CROSS_ENCODER, MINILM, QUERY, QWEN_RERANKER, QWEN_RERANKER_ALIAS,
-                                       assert_openai_error, rerank)
+from tests.integration.helpers import (
+    API_KEY,
+    CROSS_ENCODER,
+    MINILM,
+    QUERY,
+    QWEN_RERANKER,
+    QWEN_RERANKER_ALIAS,
+    assert_openai_error,
+    rerank,
+)
 from tests.stack import ROOT, wait_until
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)

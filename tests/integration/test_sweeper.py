@@ -9,9 +9,9 @@ import time
 import pytest
 
 from embedserve import defaults, redis_keys
+from embedserve.jobs.chunks import ChunkSpec
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
-from embedserve.jobs.chunks import ChunkSpec
 from embedserve.jobs.scheduler import Scheduler
 from embedserve.jobs.store import open_store
 from embedserve.jobs.sweeper import SWEEP_INTERVAL_S, Sweeper

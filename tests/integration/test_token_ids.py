@@ -9,8 +9,16 @@ import openai
 import pytest
 
 from embedserve import redis_keys
-from tests.integration.helpers import (MINILM, assert_openai_error, embed, jsonl, request_line, session_for, upload,
-                                       wait_batch)
+from tests.integration.helpers import (
+    MINILM,
+    assert_openai_error,
+    embed,
+    jsonl,
+    request_line,
+    session_for,
+    upload,
+    wait_batch,
+)
 from tests.integration.jobs_helpers import submit, wait_finished
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)

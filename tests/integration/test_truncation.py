@@ -15,9 +15,21 @@ import pytest
 from transformers import AutoTokenizer
 
 from tests.fixtures.tiny_models import _corpus
-from tests.integration.helpers import (CROSS_ENCODER, MINILM, QUERY, QWEN_RERANKER, assert_openai_error, embed, jsonl,
-                                       request_line, rerank, session_for, upload, wait_batch)
-from tests.integration.jobs_helpers import result_msgpack, matrix, submit, wait_finished
+from tests.integration.helpers import (
+    CROSS_ENCODER,
+    MINILM,
+    QUERY,
+    QWEN_RERANKER,
+    assert_openai_error,
+    embed,
+    jsonl,
+    request_line,
+    rerank,
+    session_for,
+    upload,
+    wait_batch,
+)
+from tests.integration.jobs_helpers import matrix, result_msgpack, submit, wait_finished
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 

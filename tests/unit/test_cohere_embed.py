@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from embedserve.errors import InvalidRequest, RateLimited
-
 from api.validation.cohere import cohere_error, parse_cohere_embed
+from embedserve.errors import InvalidRequest, RateLimited
 
 OK = {"model": "m", "texts": ["a", "b"], "input_type": "search_document"}
 

@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 
 from api.bulk.files import content_key, user_data_inputs
-from embedserve.cli.embed_files import (IncompleteResult, InputError, check_output, result_format, scan_input, upload_blocks,
-                                 write_output)
+from embedserve.cli.embed_files import (
+    IncompleteResult,
+    InputError,
+    check_output,
+    result_format,
+    scan_input,
+    upload_blocks,
+    write_output,
+)
 from embedserve.jobs.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import pytest
 
 from embedserve import redis_keys
 from embedserve.ids import new_id
-from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.jobs.data import JobData
+from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.jobs.scheduler import Claim, Scheduler
 from embedserve.jobs.store.local import LocalStore
 from embedserve.jobs.sweeper import Sweeper

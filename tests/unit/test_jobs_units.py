@@ -10,9 +10,9 @@ from werkzeug.http import parse_accept_header
 from api.bulk.jobs import chunk_bounds
 from api.bulk.result_formats import JSON, MSGPACK, NDJSON, pick_format
 from embedserve.errors import NotAcceptable
-from embedserve.jobs.records import Job, JobStatus
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkOutput, ChunkParams, ChunkSpec
+from embedserve.jobs.records import Job, JobStatus
 from embedserve.settings import ConfigError, Settings
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from api.validation.models import resolve_model
 from embedserve.errors import InvalidRequest, NotFound
 from embedserve.fleet.registry import ModelCard, ModelKind, ServedModel
-
-from api.validation.models import resolve_model
 
 MINI = ServedModel(card=ModelCard(name="mini", dim=8), live_workers=1)
 RANKER = ServedModel(card=ModelCard(name="ranker", kind=ModelKind.RERANK), live_workers=1)

@@ -11,7 +11,7 @@ from api.admission import estimate_tokens
 from api.ratelimit import Decision, openai_duration
 from api.validation.embeddings import EmbeddingRequest
 from embedserve.fleet.forward_stats import _bucket
-from embedserve.logs import JsonFormatter, request_context, RequestIdFilter
+from embedserve.logs import JsonFormatter, RequestIdFilter, request_context
 from embedserve.queues import queue_lists
 
 

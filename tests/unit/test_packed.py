@@ -6,8 +6,15 @@ import random
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, Qwen3Config, RobertaConfig, RobertaModel, XLMRobertaConfig, \
-    XLMRobertaModel
+from transformers import (
+    BertConfig,
+    BertModel,
+    Qwen3Config,
+    RobertaConfig,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+)
 
 from worker.engine import _pool, pad_rows
 from worker.packed.encoder import PackedEncoder, PackedRows, _AttentionLayout, pool_packed, unsupported_reason

@@ -8,20 +8,35 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoTokenizer, BertConfig, BertModel, LlamaConfig, LlamaModel, Qwen2Config, \
-    Qwen2Model, Qwen3Config, Qwen3Model
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    LlamaConfig,
+    LlamaModel,
+    Qwen2Config,
+    Qwen2Model,
+    Qwen3Config,
+    Qwen3Model,
+)
 
 from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
 from embedserve.settings import ConfigError
 from tests.fixtures import tiny_models
-from worker.engine import EmbeddingEngine, _pool, pad_rows
-from worker.packed.encoder import PackedEncoder
-from worker.packed.decoder import PackedDecoder, decoder_unsupported_reason, flash_attn_available, flex_bucket, \
-    resolve_kernel
-from worker.packed.rows import PackedRows, pool_packed
-from worker.packed.choice import choose_packed_forward
-from worker.rerank.qwen3 import Qwen3Reranker
 from worker.embedding_service import truncate_dimensions
+from worker.engine import EmbeddingEngine, _pool, pad_rows
+from worker.packed.choice import choose_packed_forward
+from worker.packed.decoder import (
+    PackedDecoder,
+    decoder_unsupported_reason,
+    flash_attn_available,
+    flex_bucket,
+    resolve_kernel,
+)
+from worker.packed.encoder import PackedEncoder
+from worker.packed.rows import PackedRows, pool_packed
+from worker.rerank.qwen3 import Qwen3Reranker
 
 CPU = torch.device("cpu")
 VOCAB = 300

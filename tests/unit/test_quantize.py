@@ -7,14 +7,14 @@ import pytest
 import redis
 
 from embedserve.fleet.catalogue import Catalogue, ModelCard
-from embedserve.jobs.chunks import ChunkOutput
 from embedserve.fleet.quant_ranges import RangeBook
+from embedserve.jobs.chunks import ChunkOutput
 from embedserve.jobs.results import iter_result_batches, read_manifest, to_chunk_output, write_result
 from embedserve.jobs.store import open_store
 from embedserve.vector_types import TYPES, row_bytes, row_encoder
 from worker.calibration import CALIBRATION_TEXTS, Calibration
-from worker.quantize import quantize, ranges_of
 from worker.embedding_service import truncate_dimensions
+from worker.quantize import quantize, ranges_of
 
 
 def unit_rows(rows: int, dim: int, seed: int) -> np.ndarray:

@@ -13,9 +13,9 @@ from embedserve.defaults import DEFAULT_RERANK_INSTRUCTION
 from embedserve.errors import InvalidRequest
 from embedserve.settings import ConfigError
 from tests.fixtures import tiny_models
-from worker.rerank.qwen3 import PREFIX, SUFFIX, Qwen3Reranker, prompt_body
 from worker.rerank.cross_encoder import CrossEncoder, cross_encoder_activation
 from worker.rerank.loading import reranker_class
+from worker.rerank.qwen3 import PREFIX, SUFFIX, Qwen3Reranker, prompt_body
 
 
 @pytest.fixture(scope="module")

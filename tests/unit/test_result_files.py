@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedserve.jobs.chunks import ChunkOutput
-from embedserve.jobs.results import (MANIFEST, iter_result_batches, read_manifest, to_chunk_output,
-                                     write_result)
+from embedserve.jobs.results import MANIFEST, iter_result_batches, read_manifest, to_chunk_output, write_result
 from embedserve.jobs.store import open_store
 
 DIM = 8

@@ -10,8 +10,8 @@ import torch
 
 from embedserve.protocol import EmbedChunk
 from worker.batcher import Batcher
-from worker.engine import EmbeddingEngine, resolve_model_source
 from worker.embedding_service import EmbeddingService
+from worker.engine import EmbeddingEngine, resolve_model_source
 from worker.tasks import answer
 
 

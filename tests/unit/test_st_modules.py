@@ -13,8 +13,8 @@ from sentence_transformers import SentenceTransformer
 
 from embedserve.settings import ConfigError
 from tests.fixtures import tiny_models
-from worker.engine import EmbeddingEngine
 from worker.embedding_service import truncate_dimensions
+from worker.engine import EmbeddingEngine
 
 TEXTS = [
     "Hi",

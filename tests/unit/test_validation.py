@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from api.validation.embeddings import (check_against_model, check_token_ids_accepted, parse_embedding_request, parse_job_request,
-                            parse_json_body)
+from api.validation.embeddings import (
+    check_against_model,
+    check_token_ids_accepted,
+    parse_embedding_request,
+    parse_job_request,
+    parse_json_body,
+)
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
 from embedserve.fleet.registry import ModelCard
 

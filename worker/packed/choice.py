@@ -16,9 +16,8 @@ import logging
 import torch
 
 from embedserve.settings import ConfigError
+from worker.packed.decoder import AUTO_PACKS_DECODERS_ON_CUDA, PackedDecoder, decoder_unsupported_reason, resolve_kernel
 from worker.packed.encoder import PackedEncoder, unsupported_reason
-from worker.packed.decoder import AUTO_PACKS_DECODERS_ON_CUDA, PackedDecoder, decoder_unsupported_reason, \
-    resolve_kernel
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -207,7 +207,7 @@ class _QKNorm:
         self.weight = torch.cat([q.expand(heads, -1), k.expand(kv_heads, -1)])  # (heads + kv_heads, head_dim)
 
     @classmethod
-    def of(cls, attn, heads: int, kv_heads: int) -> "_QKNorm | None":
+    def of(cls, attn, heads: int, kv_heads: int) -> _QKNorm | None:
         norms = [getattr(attn, name, None) for name in ("q_norm", "k_norm")]
         if any(n is None for n in norms):
             return None  # Qwen2, Llama: no per-head norms

@@ -16,7 +16,7 @@ into one matrix whose slices become the original parameters, so no weight is sto
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

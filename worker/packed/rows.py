@@ -27,7 +27,7 @@ class PackedRows:
     host_lengths: tuple[int, ...] = ()  # `lengths` on the host: the layout is planned without a device sync
 
     @classmethod
-    def build(cls, rows: list[list[int]], device: torch.device) -> "PackedRows":
+    def build(cls, rows: list[list[int]], device: torch.device) -> PackedRows:
         """Pack `rows` longest first (attention groups runs of similar length; see RowGroups)."""
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         rows = [rows[i] for i in order]

@@ -27,8 +27,8 @@ from transformers import AutoModelForCausalLM
 from embedserve import defaults
 from embedserve.settings import ConfigError
 from worker.engine import Tokenized, cut_left, pad_rows
-from worker.packed.rows import PackedRows
 from worker.packed.choice import choose_packed_forward
+from worker.packed.rows import PackedRows
 from worker.rerank.base import Reranker, load_with_sdpa
 
 SYSTEM_PROMPT = ('Judge whether the Document meets the requirements based on the Query and the Instruct provided. '
@@ -59,7 +59,7 @@ class Qwen3Reranker(Reranker):
         self.yes_id, self.no_id = (_single_token(tokenizer, word) for word in ("yes", "no"))
         self.prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
-        self.pad_id = next((int(t) for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None))
+        self.pad_id = next(int(t) for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None)
         model = load_with_sdpa(AutoModelForCausalLM, source, dtype).to(device).eval()
         self.decoder = model.get_decoder()  # Qwen3Model: embeddings, layers and the final norm
         head = model.get_output_embeddings()

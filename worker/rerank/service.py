@@ -6,8 +6,8 @@ import numpy as np
 
 from embedserve.protocol import ChunkResult, RerankChunk
 from worker.batcher import Batcher
-from worker.rerank.base import Reranker
 from worker.embedding_service import wait_rows
+from worker.rerank.base import Reranker
 
 
 class RerankService:

@@ -124,7 +124,7 @@ class S3Store(Store):
         with response["Body"] as body:
             return body.read()
 
-    def open(self, key: str) -> "S3Reader":
+    def open(self, key: str) -> S3Reader:
         from botocore.exceptions import ClientError
 
         name = self._name(key)
@@ -163,7 +163,7 @@ class S3Store(Store):
         self.client.put_object(Bucket=self.bucket, Key=self._name(key), Body=data)  # S3 PUTs are atomic
 
     @contextmanager
-    def writer(self, key: str) -> Iterator["MultipartWriter"]:
+    def writer(self, key: str) -> Iterator[MultipartWriter]:
         upload = MultipartWriter(self.client, self.bucket, self._name(key), self.part_size)
         try:
             yield upload
