@@ -17,7 +17,8 @@ schedule of faults drawn from the seed is applied:
                  flight if one comes within a few seconds, restart it on the same port
   redis_restart  SIGTERM redis-server and start it again (same port, same AOF)
   redis_kill     SIGKILL redis-server and start it again (appendfsync always: nothing acknowledged is lost)
-  drop_reply     the proxy forwards the next matching command (EVALSHA: the job scripts; or any) to
+  drop_reply     the proxy forwards the next matching command (JOBSCRIPT: a job script, i.e. an EVALSHA
+                 that names no fleet key; EVALSHA: any script; ANY: any command) to
                  Redis and closes the worker's connection before relaying the reply, so the
                  client's retry runs a command that already ran
 
@@ -51,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
 import os
 import random
@@ -150,7 +150,7 @@ def draw_plan(seed: int, opts) -> Plan:
         if kind == "worker_stop":
             params["seconds"] = round(DEAD_AFTER_S + rng.uniform(1, 5), 1)
         if kind == "drop_reply":
-            params["match"] = rng.choice(("EVALSHA", "EVALSHA", "EVALSHA", "ANY"))
+            params["match"] = rng.choice(("JOBSCRIPT", "JOBSCRIPT", "JOBSCRIPT", "EVALSHA", "ANY"))
             params["count"] = rng.randint(1, 3)
         faults.append((round(t, 2), kind, params))
         t += rng.uniform(opts.fault_gap * 0.5, opts.fault_gap * 1.5)
@@ -250,9 +250,11 @@ class DropProxy:
 
     def _take(self, command: list[bytes]) -> bool:
         name = command[0].upper().decode(errors="replace") if command else ""
+        # JOBSCRIPT: a Lua script that is not the heartbeat or the reaper's (those touch the fleet keys).
+        job_script = name == "EVALSHA" and not any(b"embed:fleet" in a or b"embed:workers:" in a for a in command)
         with self.lock:
             for i, match in enumerate(self.armed):
-                if match == "ANY" or match == name:
+                if match == "ANY" or match == name or (match == "JOBSCRIPT" and job_script):
                     del self.armed[i]
                     what = " ".join(a.decode(errors="replace")[:40] for a in command[:5])
                     self.dropped.append((time.monotonic(), what))
@@ -394,6 +396,7 @@ class Tracked:
     texts: list | None = None  # job: pool indices; batch: list of lists
     job_id: str = ""  # a batch's job
     deleted: bool = False
+    deleting: bool = False
     expired_by_us: bool = False
     cancelled: bool = False
     final: dict | None = None
@@ -511,7 +514,7 @@ class Run:
                                        "body": {"model": MODEL, "input": [self.plan.pool[t] for t in line]}}).encode()
                            + b"\n" for i, line in enumerate(lines))
         uploaded = self.call("POST", "/v1/files", what="submit", data={"purpose": "batch"},
-                             files={"file": (f"b{ref}.jsonl", io.BytesIO(content))})
+                             files={"file": (f"b{ref}.jsonl", content)})  # bytes: a retry sends them again
         if uploaded is None or uploaded.status_code != 200:
             self.info.append(f"batch {ref}: upload failed {None if uploaded is None else uploaded.status_code}")
             return
@@ -553,6 +556,7 @@ class Run:
     def act_delete(self, ref: int) -> None:
         item = self.tracked.get(ref)
         if item:
+            item.deleting = True  # from now on a 404 is expected
             response = self.call("DELETE", f"/v1/jobs/{item.id}")
             if response is not None and response.status_code == 200:
                 item.deleted = True
@@ -718,7 +722,7 @@ class Run:
                 if response is None:
                     continue
                 if response.status_code == 404:
-                    if not item.deleted:
+                    if not (item.deleted or item.deleting):
                         self.violate("accepted_lost", f"{item.kind} {item.id} (ref {item.ref}) answers 404")
                         item.final = {"status": "lost"}
                     continue
@@ -742,7 +746,7 @@ class Run:
 
     def check_finished(self, item: Tracked, body: dict) -> None:
         item.final = body
-        if item.deleted:
+        if item.deleted or item.deleting:
             return
         if item.kind == "job":
             self.check_job_result(item, body)
@@ -752,7 +756,7 @@ class Run:
     def check_job_result(self, item: Tracked, body: dict) -> None:
         response = self.call("GET", f"/v1/jobs/{item.id}/result", what="download",
                              headers={"Accept": "application/x-ndjson"}, timeout=120)
-        if item.deleted:
+        if item.deleted or item.deleting:
             return
         if response is None:
             self.violate("result_index", f"job {item.id}: no result answer")
@@ -994,7 +998,7 @@ def run_seed(seed: int, opts, s3=None) -> dict:
     result = {"seed": seed, "store": opts.store, "wall_s": round(wall, 1), "violations": run.violations,
               "faults": run.done_faults, "dropped": [(round(t - run.t0, 1), c) for t, c in cluster.proxy.dropped],
               "sync": dict(run.sync_stats), "vectors": dict(run.exact), "info": run.info, "log_dir": str(log_dir),
-              "jobs": Counter((t.final or {}).get("status", "deleted" if t.deleted else "?") for t in run.tracked.values())}
+              "jobs": Counter("deleted" if t.deleted else (t.final or {}).get("status", "?") for t in run.tracked.values())}
     report(result)
     return result
 
@@ -1005,7 +1009,9 @@ def report(result: dict) -> None:
         f"sync {result['sync']}; vectors {result['vectors']}")
     for line in result["info"]:
         log("  info:", line)
-    if result["violations"]:
+    if not result["violations"]:
+        log(f"  schedule: {'; '.join(result['faults'])}; {len(result['dropped'])} replies dropped")
+    else:
         log(f"  schedule of seed {result['seed']} (replay: scripts/fault_search.py --seed {result['seed']} --store {result['store']}):")
         for fault in result["faults"]:
             log("   ", fault)
