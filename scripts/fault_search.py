@@ -5,7 +5,8 @@
 
 Each seed starts a private redis-server (append-only file, fsync always: a job that got 202 must
 survive a restart), one API, two or three workers of the default model (the first one speaks to
-Redis through a TCP proxy that can drop replies), and, with --store s3, a moto S3 server. It
+Redis through a TCP proxy that can drop replies, and so does the API, through another), and, with
+--store s3, a moto S3 server. It
 computes reference vectors of a pool of texts through /v1/embeddings before any fault, then runs
 a workload (native jobs, OpenAI batches, sync /v1/embeddings, cancels, deletes, expiries) while a
 schedule of faults drawn from the seed is applied:
@@ -17,8 +18,9 @@ schedule of faults drawn from the seed is applied:
                  flight if one comes within a few seconds, restart it on the same port
   redis_restart  SIGTERM redis-server and start it again (same port, same AOF)
   redis_kill     SIGKILL redis-server and start it again (appendfsync always: nothing acknowledged is lost)
-  drop_reply     the proxy forwards the next matching command (JOBSCRIPT: a job script, i.e. an EVALSHA
-                 that names no fleet key; EVALSHA: any script; ANY: any command) to
+  drop_reply     the proxy of worker slot 0 or of the API forwards the next matching command
+                 (JOBSCRIPT: a job script, i.e. an EVALSHA that names no fleet key; EVALSHA: any
+                 script; ANY: any command) to
                  Redis and closes the worker's connection before relaying the reply, so the
                  client's retry runs a command that already ran
 
@@ -84,7 +86,7 @@ COSINE_MIN = 0.9999
 WORDS = ("amber", "basalt", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "iris", "juniper",
          "kelp", "lichen", "meadow", "nectar", "onyx", "prairie", "quartz", "river", "sable", "tundra")
 FAULT_KINDS = ("worker_kill", "worker_stop", "worker_term", "api_kill", "redis_restart", "redis_kill", "drop_reply")
-FAULT_WEIGHTS = (3, 2, 2, 2, 1, 1, 4)
+FAULT_WEIGHTS = (3, 2, 2, 2, 1, 1, 5)
 
 
 def log(*parts) -> None:
@@ -152,6 +154,7 @@ def draw_plan(seed: int, opts) -> Plan:
         if kind == "drop_reply":
             params["match"] = rng.choice(("JOBSCRIPT", "JOBSCRIPT", "JOBSCRIPT", "EVALSHA", "ANY"))
             params["count"] = rng.randint(1, 3)
+            params["target"] = rng.choice(("worker0", "worker0", "api"))
         faults.append((round(t, 2), kind, params))
         t += rng.uniform(opts.fault_gap * 0.5, opts.fault_gap * 1.5)
     return Plan(seed, workers, pool, actions, faults, duration)
@@ -326,7 +329,8 @@ class Cluster:
             os.environ.update(s3.env)  # for this process's own store listing
         env["EMBED_JOB_STORE"] = self.store_url
         self.stack = Stack(redis=self.redis, log_dir=log_dir, base_env=env)
-        self.proxy = DropProxy(int(self.redis.url.rsplit(":", 1)[1].split("/")[0]))
+        redis_port = int(self.redis.url.rsplit(":", 1)[1].split("/")[0])
+        self.proxies = {"worker0": DropProxy(redis_port), "api": DropProxy(redis_port)}
         self.api_port = free_port()
         self.api: Process | None = None
         self.api_down: list[list[float]] = []  # [killed_at, healthy_at]
@@ -339,7 +343,8 @@ class Cluster:
 
     def start_api(self) -> None:
         proc = self.stack.spawn("api", "api", EMBED_PORT=str(self.api_port), EMBED_HOST="127.0.0.1",
-                                EMBED_API_WORKERS="1", EMBED_API_KEYS=API_KEY, EMBED_MODELS=MODEL)
+                                EMBED_API_WORKERS="1", EMBED_API_KEYS=API_KEY, EMBED_MODELS=MODEL,
+                                EMBED_REDIS_URL=self.proxies["api"].url)
 
         def healthy():
             if not proc.alive():
@@ -352,7 +357,7 @@ class Cluster:
         self.api = proc
 
     def worker_env(self, slot: int) -> dict:
-        return {"EMBED_REDIS_URL": self.proxy.url} if slot == 0 else {}
+        return {"EMBED_REDIS_URL": self.proxies["worker0"].url} if slot == 0 else {}
 
     def start_worker(self, slot: int) -> None:
         """Start the worker of `slot` and wait for Celery's "ready." (a start that dies, e.g. while Redis
@@ -380,7 +385,8 @@ class Cluster:
             raise RuntimeError("a worker did not start")
 
     def close(self) -> None:
-        self.proxy.close()
+        for proxy in self.proxies.values():
+            proxy.close()
         self.stack.close()
         self.redis.stop()
 
@@ -706,8 +712,8 @@ class Run:
         self.cluster.redis.process.kill()
         self.cluster.redis._launch()
 
-    def fault_drop_reply(self, match: str, count: int):
-        self.cluster.proxy.arm(match, count)
+    def fault_drop_reply(self, match: str, count: int, target: str = "worker0"):
+        self.cluster.proxies[target].arm(match, count)
 
     # polling and checks -------------------------------------------------------------------------
     def poll_until_ended(self, timeout: float, forever_until: threading.Event | None = None) -> None:
@@ -979,7 +985,8 @@ def run_seed(seed: int, opts, s3=None) -> dict:
         threading.Thread(target=mark, daemon=True).start()
         # Poll while the schedule runs, then until everything ends (bounded).
         run.poll_until_ended(plan.duration + 600, forever_until=faults_done)
-        cluster.proxy.disarm()
+        for proxy in cluster.proxies.values():
+            proxy.disarm()
         run.poll_until_ended(opts.drain)
         run.discover_orphans()
         run.poll_until_ended(opts.drain)
@@ -996,7 +1003,8 @@ def run_seed(seed: int, opts, s3=None) -> dict:
         cluster.close()
     wall = time.monotonic() - started
     result = {"seed": seed, "store": opts.store, "wall_s": round(wall, 1), "violations": run.violations,
-              "faults": run.done_faults, "dropped": [(round(t - run.t0, 1), c) for t, c in cluster.proxy.dropped],
+              "faults": run.done_faults, "dropped": sorted((round(t - run.t0, 1), f"{name}: {c}") for name, proxy in cluster.proxies.items()
+                                for t, c in proxy.dropped),
               "sync": dict(run.sync_stats), "vectors": dict(run.exact), "info": run.info, "log_dir": str(log_dir),
               "jobs": Counter("deleted" if t.deleted else (t.final or {}).get("status", "?") for t in run.tracked.values())}
     report(result)
