@@ -19,8 +19,9 @@ schedule of faults drawn from the seed is applied:
   redis_restart  SIGTERM redis-server and start it again (same port, same AOF)
   redis_kill     SIGKILL redis-server and start it again (appendfsync always: nothing acknowledged is lost)
   drop_reply     the proxy of worker slot 0 or of the API forwards the next matching command
-                 (JOBSCRIPT: a job script, i.e. an EVALSHA that names no fleet key; EVALSHA: any
-                 script; ANY: any command) to
+                 (JOBSCRIPT: a job script, i.e. an EVALSHA that names no fleet key, whose reply is
+                 not empty, e.g. a claim that got a chunk; JOBARG: an EVALSHA naming a job id, e.g.
+                 finish, finalize, hand-back, submit, cancel; EVALSHA: any script; ANY: any command) to
                  Redis and closes the worker's connection before relaying the reply, so the
                  client's retry runs a command that already ran
 
@@ -152,7 +153,7 @@ def draw_plan(seed: int, opts) -> Plan:
         if kind == "worker_stop":
             params["seconds"] = round(DEAD_AFTER_S + rng.uniform(1, 5), 1)
         if kind == "drop_reply":
-            params["match"] = rng.choice(("JOBSCRIPT", "JOBSCRIPT", "JOBSCRIPT", "EVALSHA", "ANY"))
+            params["match"] = rng.choice(("JOBSCRIPT", "JOBSCRIPT", "JOBARG", "JOBARG", "EVALSHA", "ANY"))
             params["count"] = rng.randint(1, 3)
             params["target"] = rng.choice(("worker0", "worker0", "api"))
         faults.append((round(t, 2), kind, params))
@@ -251,29 +252,36 @@ class DropProxy:
             threading.Thread(target=self._up, args=(client, server, state), daemon=True).start()
             threading.Thread(target=self._down, args=(client, server, state), daemon=True).start()
 
-    def _take(self, command: list[bytes]) -> bool:
+    def _take(self, command: list[bytes], state: dict) -> bool:
+        """Whether to drop this command's reply now; a JOBSCRIPT match is only noted (state["maybe"]):
+        its reply is dropped if it carries something (a claim that got a chunk, not an idle one)."""
         name = command[0].upper().decode(errors="replace") if command else ""
-        # JOBSCRIPT: a Lua script that is not the heartbeat or the reaper's (those touch the fleet keys).
+        # A Lua script that is not the heartbeat's or the reaper's (those touch the fleet keys).
         job_script = name == "EVALSHA" and not any(b"embed:fleet" in a or b"embed:workers:" in a for a in command)
+        names_job = name == "EVALSHA" and any(b"job_" in a for a in command[3:])
+        what = " ".join(a.decode(errors="replace")[:40] for a in command[:6])
         with self.lock:
             for i, match in enumerate(self.armed):
-                if match == "ANY" or match == name or (match == "JOBSCRIPT" and job_script):
+                if match == "ANY" or match == name or (match == "JOBARG" and names_job):
                     del self.armed[i]
-                    what = " ".join(a.decode(errors="replace")[:40] for a in command[:5])
                     self.dropped.append((time.monotonic(), what))
                     return True
+                if match == "JOBSCRIPT" and job_script:
+                    state["maybe"] = what
+                    return False
         return False
 
     def _up(self, client, server, state) -> None:
         parser = RespCommands()
         try:
             while data := client.recv(65536):
+                state["maybe"] = None
                 if not state["poisoned"] and self.armed:
                     try:
                         commands = parser.feed(data)
                     except ValueError:
                         parser.buf, commands = b"", []
-                    if any(self._take(c) for c in commands):
+                    if any(self._take(c, state) for c in commands):
                         state["poisoned"] = True  # before it reaches Redis: its reply is never relayed
                 else:
                     parser.buf = b"" if not self.armed else parser.buf
@@ -292,11 +300,26 @@ class DropProxy:
             while data := server.recv(65536):
                 if state["poisoned"]:
                     break
+                what = state.get("maybe")
+                if what and not data.startswith(EMPTY_REPLIES) and self._consume("JOBSCRIPT", what):
+                    break  # the command ran and answered something: the client never hears it
                 client.sendall(data)
         except OSError:
             pass
         _close(client), _close(server)
         self.sockets.discard(client), self.sockets.discard(server)
+
+    def _consume(self, match: str, what: str) -> bool:
+        with self.lock:
+            if match in self.armed:
+                self.armed.remove(match)
+                self.dropped.append((time.monotonic(), what + " (non-empty reply)"))
+                return True
+        return False
+
+
+# Replies that carry nothing: nil, an empty array, RESP3 null, an empty string.
+EMPTY_REPLIES = (b"*-1\r\n", b"$-1\r\n", b"*0\r\n", b"_\r\n", b"$0\r\n")
 
 
 def _close(sock: socket.socket) -> None:
