@@ -19,8 +19,8 @@ schedule of faults drawn from the seed is applied:
   redis_restart  SIGTERM redis-server and start it again (same port, same AOF)
   redis_kill     SIGKILL redis-server and start it again (appendfsync always: nothing acknowledged is lost)
   drop_reply     the proxy of worker slot 0 or of the API forwards the next matching command
-                 (JOBSCRIPT: a job script, i.e. an EVALSHA that names no fleet key, whose reply is
-                 not empty, e.g. a claim that got a chunk; JOBARG: an EVALSHA naming a job id, e.g.
+                 (JOBSCRIPT: a job script, i.e. EVALSHA sha 0 embed: ..., whose reply is not empty,
+                 e.g. a claim that got a chunk; JOBARG: a job script naming a job id, e.g.
                  finish, finalize, hand-back, submit, cancel; EVALSHA: any script; ANY: any command) to
                  Redis and closes the worker's connection before relaying the reply, so the
                  client's retry runs a command that already ran
@@ -256,9 +256,10 @@ class DropProxy:
         """Whether to drop this command's reply now; a JOBSCRIPT match is only noted (state["maybe"]):
         its reply is dropped if it carries something (a claim that got a chunk, not an idle one)."""
         name = command[0].upper().decode(errors="replace") if command else ""
-        # A Lua script that is not the heartbeat's or the reaper's (those touch the fleet keys).
-        job_script = name == "EVALSHA" and not any(b"embed:fleet" in a or b"embed:workers:" in a for a in command)
-        names_job = name == "EVALSHA" and any(b"job_" in a for a in command[3:])
+        # The job scripts (embedserve/jobs/scripts.py, scheduler.py) take no keys and the key prefix first:
+        # EVALSHA sha 0 embed: ...; the heartbeat's, the reaper's, the sweeper lock's and kombu's name keys.
+        job_script = name == "EVALSHA" and command[2:4] == [b"0", b"embed:"]
+        names_job = job_script and any(b"job_" in a for a in command[4:])
         what = " ".join(a.decode(errors="replace")[:40] for a in command[:6])
         with self.lock:
             for i, match in enumerate(self.armed):
@@ -408,9 +409,9 @@ class Cluster:
             raise RuntimeError("a worker did not start")
 
     def close(self) -> None:
+        self.stack.close()  # first: draining workers still reach Redis through the proxy
         for proxy in self.proxies.values():
             proxy.close()
-        self.stack.close()
         self.redis.stop()
 
 
