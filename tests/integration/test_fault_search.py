@@ -19,7 +19,7 @@ from tests.stack import ROOT
 
 # Small: a handful of jobs and batches of up to 120 inputs, faults every ~4 s for 15 s.
 KNOBS = ["--jobs", "5", "--max-inputs", "120", "--pool", "160", "--duration", "15", "--fault-gap", "4"]
-# Between them every fault kind (28: api_kill, redis_restart, drop_reply JOBARG; 12: the four worker faults
+# Between them every fault kind (28: api_kill, redis_restart, drop_reply JOBARG; 12: the three worker faults
 # and redis_restart on S3; 21: worker_kill, redis_kill, drop_reply EVALSHA), batches, cancels, deletes, an expiry.
 SEEDS = [(28, "file"), (12, "s3"), (21, "file")]
 
