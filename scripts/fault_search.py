@@ -45,7 +45,8 @@ Invariants checked after each schedule (violation kinds in brackets):
   [sync_status] a sync request got 200, or 429/503/504 with the OpenAI error shape; a connection
       error outside an API outage also counts;
   [sync_vector] a sync 200's vectors equal the references;
-  [accepted_lost] a job or batch that got its 2xx is not found later (404).
+  [accepted_lost] a job or batch that got its 2xx is not found later (404);
+  [index_left] embed:jobs:expiry, embed:jobs:status:* and embed:sched:*:owner:* name only jobs whose record exists.
 
 A failing seed prints its schedule; `--seed S` replays it (the faults and the workload are the
 same; their timing against the stack's progress is not).
@@ -955,6 +956,17 @@ class Run:
             if item.deleted and r.exists(redis_keys.job(item.id)):
                 self.violate("deleted_left", f"job {item.id}: record {redis_keys.job(item.id)} still in Redis: "
                              f"{r.hgetall(redis_keys.job(item.id))}")
+
+        # The job indexes name only jobs that exist (a record unlinked behind the scripts' back leaves ids here).
+        indexes = [redis_keys.jobs_expiry(), *(k.decode() for k in r.scan_iter(match=redis_keys.jobs_by_status("*"))),
+                   *(k.decode() for k in r.scan_iter(match=redis_keys.sched_owner("*", "*")))]
+        for index in indexes:
+            for raw in r.zrange(index, 0, -1):
+                jid = raw.decode()
+                if jid.startswith("job_") and not r.exists(redis_keys.job(jid)):
+                    item = job_ids.get(jid)
+                    self.violate("index_left", f"{index} names {jid} whose record {redis_keys.job(jid)} is gone "
+                                 f"({'ours: ref %d %s' % (item.ref, item.kind) if item else 'not a job we know'})")
 
         # Quota and held hashes empty once everything ended (a dead worker's held goes at the reaper's pass).
         def small_keys():
