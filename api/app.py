@@ -22,7 +22,7 @@ from embedserve.jobs.store import open_store
 from embedserve.jobs.store.identity import claim_identity
 from embedserve.jobs.sweeper import Sweeper
 from embedserve.publish import TaskPublisher
-from embedserve.redis_client import client_for
+from embedserve.redis_client import client_for, retry_policy
 from embedserve.settings import Settings
 
 
@@ -34,8 +34,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     # Socket timeout above the longest BLPOP a request makes, so a slow reply is a 504, not an error.
+    # A command whose reply was lost (a dropped connection, a Redis restart) is tried again, as the
+    # workers' are: the job scripts answer a repeat as the first run did (SUBMIT of an id that
+    # exists does nothing), so a lost reply does not turn an accepted job into a 503.
     client = client_for(settings, health_check_interval=30, socket_timeout=settings.sync_timeout + 10,
-                        socket_connect_timeout=5, max_connections=settings.api_threads * 2 + 8)
+                        socket_connect_timeout=5, max_connections=settings.api_threads * 2 + 8,
+                        retry=retry_policy())
     publisher = TaskPublisher(make_celery(settings), client)  # publishes with `client`, not through kombu
     store = open_store(settings.job_store)
     claim_identity(store, client)  # workers check they write where this API reads

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 
+import redis
+
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, RateLimited
 from embedserve.jobs.chunks import ChunkSpec
@@ -55,7 +57,8 @@ def submit(scheduler: Scheduler, data: JobData, job: Job, specs: Iterable[ChunkS
 
     `stored(job)` runs once the inputs are written and returns record fields besides the job's (a
     batch learns its model and refused lines from its inputs); `then()` runs once the job is queued
-    (a batch saves its own record). If any step fails, the inputs go.
+    (a batch saves its own record). If any step fails, the inputs go; if SUBMIT's reply was lost but
+    the job exists, the submission stands.
     """
     check_quota(scheduler, job.owner, job.total, cap)
     scheduler.note_pending(job.id)
@@ -63,17 +66,28 @@ def submit(scheduler: Scheduler, data: JobData, job: Job, specs: Iterable[ChunkS
     try:
         extra = stored(job) if stored is not None else {}
         scheduler.submit({**job_record(job, defaults.JOB_ERROR_SAMPLE), **extra}, cap=cap, listed=listed, ttl=ttl)
-        if then is not None:
-            then()
     except QuotaExceeded as over:  # another submission of the key won the race for the last room
         data.delete(job.id)
         raise over_quota(over.used, job.total, cap) from None
+    except redis.RedisError:
+        # The reply was lost: SUBMIT may have run, and the job with it. One that exists is accepted
+        # (its inputs must stay: it runs from them); one that does not is cleaned up. Redis unreachable
+        # even for that: the inputs stay, noted pending, and the sweeper removes them if no job came of it.
+        if not scheduler.redis.exists(redis_keys.job(job.id)):
+            data.delete(job.id)
+            raise
     except BaseException:
         data.delete(job.id)
-        if then is not None:  # with a follow-up, the record SUBMIT wrote may be there: it goes, and its quota entry
+        raise
+    if then is not None:
+        try:
+            then()
+        except BaseException:
+            # The job was queued but its follow-up failed: it goes whole, record and quota entry too.
+            data.delete(job.id)
             scheduler.redis.unlink(redis_keys.job(job.id))
             scheduler.redis.hdel(redis_keys.quota(job.owner), job.id)
-        raise
+            raise
     return job
 
 
