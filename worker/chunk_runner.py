@@ -79,8 +79,9 @@ class ChunkRunner:
                       if err is not None][: self.records.sample_size]
             outcome = self.scheduler.finish(claim, self.worker_id, completed=output.completed, failed=output.failed,
                                             tokens=sum(output.tokens), dim=output.dim, errors=errors)
-        if outcome in ("gone", "expired") and output is not None:
-            # Deleted, or its data swept, while this chunk ran: leave no part behind.
+        if (outcome == "gone" or outcome.startswith("late:")) and output is not None:
+            # Deleted, or ended (cancelled, expired: its data maybe swept already) before this chunk was
+            # counted: the part is no result, so leave none behind.
             self.data.store.delete(part_key(claim.job_id, int(claim.chunk)))
         # "compact": this was the job's last chunk; its results become Parquet files now.
         return outcome == "compact"

@@ -283,7 +283,8 @@ return remember(p, token, nil, ONCE_TTL)
 
 # Record a chunk's outcome once and release it from its worker. ARGV: prefix, id, chunk, worker,
 # completed, failed, tokens, dim, request token, then error-sample JSON strings. Returns the job's
-# final status, 'compact' (the caller now holds the compaction step), '' (still running) or 'gone'.
+# final status, 'compact' (the caller now holds the compaction step), '' (still running), 'gone', or
+# 'late:<status>' when the job had ended before this finish, which then counted nothing.
 FINISH = LIB + """
 local p, id, chunk, worker, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[9]
 local again = replayed(p, token)
@@ -293,8 +294,9 @@ redis.call('HDEL', p .. 'held:' .. worker, id .. '|' .. chunk)
 local status = redis.call('HGET', job, 'status')
 if not status then return remember(p, token, 'gone', ONCE_TTL) end
 -- An ended job counts nothing more (its done set may be gone: a late finish must not count again).
+-- 'late:' says this chunk was not counted, so its part is no result and its worker deletes it.
 if status ~= 'queued' and status ~= 'in_progress' and status ~= 'cancelling' then
-  return remember(p, token, status, ONCE_TTL)
+  return remember(p, token, 'late:' .. status, ONCE_TTL)
 end
 local now = now_s()
 if redis.call('SADD', job .. ':done', chunk) == 1 then

@@ -169,3 +169,27 @@ def test_a_sweep_that_outlived_its_lock_leaves_the_next_holders_lock(client, tmp
     assert sweeper.sweep() == 1
     assert client.get(redis_keys.sweeper_lock()) == b"another-process"
     assert sweeper.sweep() == 0  # and that lock is respected
+
+
+def test_a_finish_after_its_job_ended_says_it_counted_nothing(client):
+    """A chunk finished after its job ended (cancelled here) is not counted, and FINISH says so, so its
+    worker deletes the part instead of leaving rows in the result that the counts do not have."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=2, kind="batch")
+    first = scheduler.claim(MODEL, "w-a")
+    scheduler.hand_back(first, "w-a", refund=False)  # reaped: chunk 0 queued again
+    JobRecords(client).cancel(job_id)  # nothing is running now: the job ends cancelled at once
+    assert JobRecords(client).get(job_id).status == JobStatus.CANCELLED
+    assert finish(scheduler, first, "w-a") == "late:cancelled"
+    assert JobRecords(client).get(job_id).completed == 0
+
+
+def test_the_chunk_that_ends_a_stopped_job_is_counted(client):
+    """The last running chunk of a job whose window passed is counted: FINISH answers the final status."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=2)
+    first = scheduler.claim(MODEL, "w-a")
+    client.hset(redis_keys.job(job_id), "expires_at", 1)
+    assert scheduler.claim(MODEL, "w-b") is None  # the window passed: nothing more handed out
+    assert finish(scheduler, first, "w-a") == "expired"
+    assert JobRecords(client).get(job_id).completed == 2
