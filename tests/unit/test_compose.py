@@ -28,6 +28,7 @@ import yaml
 
 from embedserve.cli.main import build_parser
 from embedserve.settings import Settings
+from tests.unit.helpers import RecordingEnv
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -43,21 +44,9 @@ THIRD_PARTY = ("redis", "s3")
 REQUIRED_VARS = {"REDIS_PASSWORD": "redis-secret", "S3_SECRET_KEY": "s3-secret"}
 
 
-class _RecordingEnv(dict):
-    """An environment mapping that remembers every name asked for."""
-
-    def __init__(self):
-        super().__init__()
-        self.asked: set[str] = set()
-
-    def get(self, name, default=None):
-        self.asked.add(name)
-        return super().get(name, default)
-
-
 def settings_names() -> set[str]:
     """Every EMBED_* variable Settings.from_env reads (observed, not parsed from source)."""
-    env = _RecordingEnv()
+    env = RecordingEnv()
     Settings.from_env(env)
     return {name for name in env.asked if name.startswith("EMBED_")}
 

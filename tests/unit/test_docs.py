@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from embedserve.settings import Settings
+from tests.unit.helpers import RecordingEnv
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -110,24 +111,7 @@ def named_paths(path: Path) -> list[str]:
 def settings_read() -> set[str]:
     """EMBED_* variables embedserve/settings.py reads: observed, and parsed from its source."""
 
-    class Recording(dict):
-        def __init__(self):
-            super().__init__()
-            self.asked: set[str] = set()
-
-        def get(self, name, default=None):
-            self.asked.add(name)
-            return super().get(name, default)
-
-        def __getitem__(self, name):
-            self.asked.add(name)
-            return super().__getitem__(name)
-
-        def __contains__(self, name):
-            self.asked.add(name)
-            return super().__contains__(name)
-
-    env = Recording()
+    env = RecordingEnv()
     Settings.from_env(env)
     observed = {name for name in env.asked if name.startswith("EMBED_")}
     source = (ROOT / "embedserve" / "settings.py").read_text()
