@@ -18,7 +18,7 @@ from api.bulk.submission import submit
 from api.context import Services
 from api.validation.embeddings import EmbeddingRequest, check_for_model
 from embedserve import defaults
-from embedserve.errors import NotFound
+from embedserve.errors import InvalidRequest, NotFound
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.jobs.data import JobData
@@ -66,12 +66,23 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
                            inputs=req.inputs[start:end], params=params) for start, end in chunk_bounds(req.inputs))
         total = len(req.inputs)
     else:
+        total = file_inputs(record, settings.max_job_inputs)
         specs = file_chunk_specs(user_data_inputs(data.store, record), model, params)
-        total = int(record["lines"])
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
               embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)
     return submit(scheduler, data, job, specs, cap=cap, ttl=settings.job_ttl + settings.job_record_grace)
+
+
+def file_inputs(record: dict, max_inputs: int) -> int:
+    """The inputs of a job over the user_data file `record` (one a non-blank line), within the same
+    EMBED_MAX_JOB_INPUTS as a job's `input` list: 400 too_many_inputs before anything is stored."""
+    lines = int(record["lines"])
+    if lines > max_inputs:
+        raise InvalidRequest(f"The file {record['id']} has {lines} lines, more than a job takes ({max_inputs}, "
+                             "EMBED_MAX_JOB_INPUTS); split it into several files and jobs.", param="input_file_id",
+                             code="too_many_inputs")
+    return lines
 
 
 def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: ChunkParams,

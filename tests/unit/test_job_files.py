@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from api.bulk.files import _user_data_line
-from api.bulk.jobs import file_chunk_specs
+from api.bulk.jobs import file_chunk_specs, file_inputs
+from embedserve.errors import InvalidRequest
 from embedserve.jobs.chunks import ChunkParams
 
 
@@ -25,3 +28,11 @@ def test_file_chunks_keep_bad_items_in_place():
     assert first.bad["1"] == {"status": 400, "error": {"code": "invalid_input"}}
     assert first.ids[:3] == ["x", None, None]
     assert sum(first.counts) == len(first.inputs)
+
+
+def test_a_file_job_is_held_to_the_job_input_limit():
+    """A user_data file's lines count against EMBED_MAX_JOB_INPUTS as a job's `input` list does."""
+    assert file_inputs({"id": "file-a", "lines": "5"}, max_inputs=5) == 5
+    with pytest.raises(InvalidRequest) as refused:
+        file_inputs({"id": "file-a", "lines": "6"}, max_inputs=5)
+    assert refused.value.code == "too_many_inputs" and refused.value.param == "input_file_id"
