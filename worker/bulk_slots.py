@@ -90,12 +90,16 @@ class BulkSlots:
                 self._stop.wait(RECONNECT_S)
                 continue
             left_held = False
+            step = claim  # what this slot holds now: the chunk, then the compaction its finish handed over
             try:
                 if claim.is_compaction or self._run_chunk(claim):
+                    step = Claim(claim.job_id, COMPACT_CHUNK, 0)
                     self._compact(claim.job_id)
             except Exception:  # noqa: BLE001 - e.g. Redis or the store down mid-chunk: give it back
-                log.exception("job %s chunk %s failed unexpectedly; handing it back", claim.job_id, claim.chunk)
-                left_held = not self._give_back(claim)
+                log.exception("job %s chunk %s failed unexpectedly; handing it back", step.job_id, step.chunk)
+                # The step, not the finished chunk: handing that back does nothing, and a compaction
+                # left held would hold its job in_progress until this worker dies or drains.
+                left_held = not self._give_back(step)
             finally:
                 with self._lock:
                     self._busy -= 1

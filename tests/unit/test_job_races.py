@@ -1,4 +1,4 @@
-"""Races of the job store's scripts, driven through the Scheduler and Sweeper classes on a real Redis.
+"""Races of the job store's scripts, driven through the Scheduler, Sweeper and BulkSlots classes on a real Redis.
 
 Each test plays one interleaving that a worker fleet can produce (a worker reaped while it is only
 paused, a reply lost and the command retried, a compactor that wakes up late) and checks that the
@@ -18,6 +18,7 @@ from embedserve.jobs.records import Job, JobRecords, JobStatus, job_record
 from embedserve.jobs.scheduler import Claim, Scheduler
 from embedserve.jobs.store.local import LocalStore
 from embedserve.jobs.sweeper import Sweeper
+from worker.bulk_slots import BulkSlots
 
 MODEL = "race-model"
 
@@ -193,3 +194,33 @@ def test_the_chunk_that_ends_a_stopped_job_is_counted(client):
     assert scheduler.claim(MODEL, "w-b") is None  # the window passed: nothing more handed out
     assert finish(scheduler, first, "w-a") == "expired"
     assert JobRecords(client).get(job_id).completed == 2
+
+
+def test_a_compaction_that_fails_in_a_slot_is_handed_back(client):
+    """A slot whose chunk's finish handed it the compaction, which then failed (the store away), gives
+    the compaction step back, not the finished chunk: otherwise the job stays in_progress while the
+    worker lives."""
+    scheduler = Scheduler(client)
+    job_id = submit(scheduler, chunks=1)
+    compactions: list[str] = []
+
+    def run_chunk(claim):
+        return finish(scheduler, claim, "w-a") == "compact"
+
+    def compact(job):
+        compactions.append(job)
+        raise OSError("the job store is away")
+
+    slots = BulkSlots(scheduler, MODEL, "w-a", run_chunk, compact, slots=1)
+    slots.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(compactions) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        slots.drain(5)
+    # Handed back and claimed again (by the same slot: the only one); a step left held runs only once.
+    assert len(compactions) >= 2 and set(compactions) == {job_id}
+    assert scheduler.held("w-a") == []
+    again = scheduler.claim(MODEL, "w-b")
+    assert again is not None and again.job_id == job_id and again.is_compaction
