@@ -100,6 +100,9 @@ class BulkSlots:
                 # The step, not the finished chunk: handing that back does nothing, and a compaction
                 # left held would hold its job in_progress until this worker dies or drains.
                 left_held = not self._give_back(step)
+                # A pause before the next claim: what failed (the store, Redis) is likely still away, and
+                # the step just handed back is first in its job's line, so this slot would take it again.
+                self._stop.wait(RECONNECT_S)
             finally:
                 with self._lock:
                     self._busy -= 1
