@@ -521,23 +521,31 @@ class Run:
 
     def act_job(self, ref: int, texts: list[int]) -> None:
         body = {"model": MODEL, "input": [self.plan.pool[i] for i in texts]}
+        accepted = self.submit_until_accepted("job", ref, "/v1/jobs", body, 202, {"texts": texts})
+        if accepted is not None:
+            self.tracked[ref] = Tracked("job", ref, accepted["id"], texts)
+
+    def submit_until_accepted(self, kind: str, ref: int, path: str, body: dict, ok: int, lost: dict) -> dict | None:
+        """POST `body` until it gets `ok` (its JSON returned) or a status no retry helps (a violation); a
+        submission whose reply never came is noted in lost_submits (`lost` says what it was), since it
+        may have been accepted all the same."""
         for attempt in range(30):
             self.busy("submit", 1)
             try:
-                response = self.http.post(self.cluster.url + "/v1/jobs", json=body, timeout=60)
+                response = self.http.post(self.cluster.url + path, json=body, timeout=60)
             except requests.RequestException as exc:
                 response = None
-                self.lost_submits.append({"kind": "job", "ref": ref, "texts": texts, "error": type(exc).__name__})
+                self.lost_submits.append({"kind": kind, "ref": ref, **lost, "error": type(exc).__name__})
             finally:
                 self.busy("submit", -1)
-            if response is not None and response.status_code == 202:
-                self.tracked[ref] = Tracked("job", ref, response.json()["id"], texts)
-                return
+            if response is not None and response.status_code == ok:
+                return response.json()
             if response is not None and response.status_code not in (429, 500, 502, 503, 504):
-                self.violate("submit", f"job {ref}: {response.status_code} {response.text[:200]}")
-                return
+                self.violate("submit", f"{kind} {ref}: {response.status_code} {response.text[:200]}")
+                return None
             time.sleep(min(2.0, 0.2 * (attempt + 1)))
-        self.info.append(f"job {ref}: never accepted")
+        self.info.append(f"{kind} {ref}: never accepted")
+        return None
 
     def act_batch(self, ref: int, lines: list[list[int]], cancel_at=None) -> None:
         content = b"".join(json.dumps({"custom_id": f"r{ref}-{i}", "method": "POST", "url": "/v1/embeddings",
@@ -549,25 +557,10 @@ class Run:
             self.info.append(f"batch {ref}: upload failed {None if uploaded is None else uploaded.status_code}")
             return
         file_id = uploaded.json()["id"]
-        for attempt in range(30):
-            self.busy("submit", 1)
-            try:
-                response = self.http.post(self.cluster.url + "/v1/batches", timeout=60, json={
-                    "input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"})
-            except requests.RequestException as exc:
-                response = None
-                self.lost_submits.append({"kind": "batch", "ref": ref, "lines": lines, "error": type(exc).__name__})
-            finally:
-                self.busy("submit", -1)
-            if response is not None and response.status_code == 200:
-                batch = response.json()
-                self.tracked[ref] = Tracked("batch", ref, batch["id"], lines)
-                return
-            if response is not None and response.status_code not in (429, 500, 502, 503, 504):
-                self.violate("submit", f"batch {ref}: {response.status_code} {response.text[:200]}")
-                return
-            time.sleep(min(2.0, 0.2 * (attempt + 1)))
-        self.info.append(f"batch {ref}: never accepted")
+        body = {"input_file_id": file_id, "endpoint": "/v1/embeddings", "completion_window": "24h"}
+        batch = self.submit_until_accepted("batch", ref, "/v1/batches", body, 200, {"lines": lines})
+        if batch is not None:
+            self.tracked[ref] = Tracked("batch", ref, batch["id"], lines)
 
     def act_batch_cancel(self, ref: int) -> None:
         item = self.tracked.get(ref)
