@@ -36,7 +36,7 @@ from api.errors import error_response
 from embedserve import defaults, queues
 from embedserve.apikeys import key_digest
 from embedserve.errors import AuthenticationFailed
-from embedserve.fleet import forward_stats
+from embedserve.fleet import forward_stats, stage_times
 from embedserve.fleet.registry import Registry
 from embedserve.jobs.records import JobRecords
 from embedserve.jobs.scheduler import Scheduler
@@ -101,6 +101,12 @@ class RedisStateCollector:
         # What an autoscaler should watch: chunks waiting plus chunks held, so it never scales in under a job.
         bulk = GaugeMetricFamily("embedserve_bulk_chunks", "Bulk-job chunks of a model: waiting, or held by a worker.",
                                  labels=["model", "state"])
+        # Where a path's time goes, stage by stage (embedserve/fleet/stage_times.py): with items, seconds per input.
+        stages = HistogramMetricFamily("embedserve_stage_seconds", "Seconds per stage of a path through the "
+                                       "workers (bulk: claim, read, tokenize, forward, write, finish, compact).",
+                                       labels=["model", "path", "stage"])
+        stage_items = CounterMetricFamily("embedserve_stage_items", "Inputs that went through a path.",
+                                          labels=["model", "path"])
         for served in self._registry.models():
             name = served.card.name
             workers.add_metric([name], served.live_workers)
@@ -115,15 +121,21 @@ class RedisStateCollector:
             tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
             for priority in ("interactive", "bulk"):
                 seconds.add_metric([name, priority], stats.seconds.get(priority, 0.0))
+            histograms, items = stage_times.read(self._redis, name)
+            for (path, stage), histogram in sorted(histograms.items()):
+                stages.add_metric([name, path, stage], _cumulative(histogram.buckets, stage_times.BUCKETS),
+                                  histogram.sum)
+            for path, count in sorted(items.items()):
+                stage_items.add_metric([name, path], count)
         # Per-status sorted sets kept by the job store's scripts: one ZCOUNT each, not a scan of jobs.
         jobs = GaugeMetricFamily("embedserve_jobs", "Live jobs (native and batch-backed) by status.",
                                  labels=["status"])
         for status, count in self._jobs.count_by_status().items():
             jobs.add_metric([status], count)
-        yield from (depth, workers, rows, tokens, seconds, bulk, jobs)
+        yield from (depth, workers, rows, tokens, seconds, bulk, stages, stage_items, jobs)
 
 
-def _cumulative(counts: dict[str, int], bounds: tuple[int, ...]) -> list[tuple[str, int]]:
+def _cumulative(counts: dict[str, int], bounds: tuple) -> list[tuple[str, int]]:
     total, out = 0, []
     for bound in (*map(str, bounds), "+Inf"):
         total += counts.get(bound, 0)

@@ -82,6 +82,11 @@ def forward_seconds(model: str) -> str:
     return f"{PREFIX}metrics:forward_seconds:{model}"
 
 
+def stage_seconds(model: str) -> str:
+    """Hash: seconds `model`'s workers spent per stage of a path, and items per path (embedserve/fleet/stage_times.py)."""
+    return f"{PREFIX}metrics:stages:{model}"
+
+
 def job(job_id: str) -> str:
     """Hash: one job's record (status, owner, counters, timestamps); see embedserve/jobs/records.py."""
     return f"{PREFIX}job:{job_id}"

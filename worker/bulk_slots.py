@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import redis
 
+from embedserve.fleet.stage_times import BULK, StageTimes
 from embedserve.jobs.scheduler import Claim, Scheduler
 from embedserve.jobs.scripts import COMPACT_CHUNK
 
@@ -43,12 +44,13 @@ class BulkSlots:
     finish handed this worker the job's compaction step), `compact(job_id)` runs a compaction step."""
 
     def __init__(self, scheduler: Scheduler, model: str, worker_id: str, run_chunk: Callable[[Claim], bool],
-                 compact: Callable[[str], None], slots: int):
+                 compact: Callable[[str], None], slots: int, stages: StageTimes | None = None):
         self._scheduler = scheduler
         self._model = model
         self._worker_id = worker_id
         self._run_chunk = run_chunk
         self._compact = compact
+        self._stages = stages or StageTimes()  # "claim" and "compact" seconds of the bulk path's account
         self._stop = threading.Event()
         self._busy = 0
         self._lock = threading.Lock()
@@ -80,8 +82,11 @@ class BulkSlots:
             try:
                 if self._unsure.is_set():
                     self.release_strays()
+                started = time.perf_counter()
                 claim = self._claim()
-                if claim is None:
+                if claim is not None:
+                    self._stages.record(BULK, "claim", time.perf_counter() - started)
+                else:
                     self._scheduler.wait_for_work(self._model)
                     continue
             except redis.RedisError:
@@ -94,7 +99,8 @@ class BulkSlots:
             try:
                 if claim.is_compaction or self._run_chunk(claim):
                     step = Claim(claim.job_id, COMPACT_CHUNK, 0)
-                    self._compact(claim.job_id)
+                    with self._stages.timed(BULK, "compact"):
+                        self._compact(claim.job_id)
             except Exception:  # noqa: BLE001 - e.g. Redis or the store down mid-chunk: give it back
                 log.exception("job %s chunk %s failed unexpectedly; handing it back", step.job_id, step.chunk)
                 # The step, not the finished chunk: handing that back does nothing, and a compaction

@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 from embedserve.errors import InternalError, ServiceError
+from embedserve.fleet.stage_times import BULK, StageTimes
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
 from embedserve.jobs.data import JobData, part_key
 from embedserve.jobs.records import JobRecords, JobStatus
@@ -35,7 +36,7 @@ class ChunkRunner:
     """Everything a bulk slot needs to run the chunks it claims, for one worker."""
 
     def __init__(self, records: JobRecords, scheduler: Scheduler, data: JobData, service: EmbeddingService, *,
-                 worker_id: str, max_attempts: int, time_limit: float):
+                 worker_id: str, max_attempts: int, time_limit: float, stages: StageTimes | None = None):
         self.records = records
         self.scheduler = scheduler
         self.data = data
@@ -43,6 +44,8 @@ class ChunkRunner:
         self.worker_id = worker_id
         self.max_attempts = max_attempts
         self.time_limit = time_limit
+        # Where each stage's seconds go (the bulk path's account in /metrics); a private one when none is given.
+        self.stages = stages or StageTimes()
 
     def run(self, claim: Claim) -> bool:
         """Process one claimed chunk, whatever state its job is in; the claim is released at the end.
@@ -50,8 +53,9 @@ class ChunkRunner:
         True when it was its job's last chunk: this worker now holds the job's compaction step.
         """
         index = int(claim.chunk)
-        job = self.records.get(claim.job_id)
-        spec = self.data.spec(claim.job_id, index) if job is not None else None
+        with self.stages.timed(BULK, "read"):
+            job = self.records.get(claim.job_id)
+            spec = self.data.spec(claim.job_id, index) if job is not None else None
         if job is None or spec is None or job.stop_as or job.status == JobStatus.CANCELLING:
             return self._finish(claim, None)  # deleted, cancelled or expired meanwhile: nothing to run
         if claim.attempt > self.max_attempts:
@@ -66,19 +70,24 @@ class ChunkRunner:
             self.scheduler.hand_back(claim, self.worker_id, refund=False)
             return False
         output.ids = spec.ids
+        self.stages.items(BULK, len(spec.inputs))
         return self._finish(claim, output)
 
     def _finish(self, claim: Claim, output: ChunkOutput | None) -> bool:
         """Write the chunk's part (replacing any earlier run's), then count it once; True when it was the last."""
         if output is not None:
-            self.data.put_output(claim.job_id, int(claim.chunk), output)
-        if output is None:
-            outcome = self.scheduler.finish(claim, self.worker_id, completed=0, failed=0, tokens=0, dim=0, errors=[])
-        else:
-            errors = [{"index": item, **err["error"]} for item, err in zip(output.items, output.errors)
-                      if err is not None][: self.records.sample_size]
-            outcome = self.scheduler.finish(claim, self.worker_id, completed=output.completed, failed=output.failed,
-                                            tokens=sum(output.tokens), dim=output.dim, errors=errors)
+            with self.stages.timed(BULK, "write"):
+                self.data.put_output(claim.job_id, int(claim.chunk), output)
+        with self.stages.timed(BULK, "finish"):
+            if output is None:
+                outcome = self.scheduler.finish(claim, self.worker_id, completed=0, failed=0, tokens=0, dim=0,
+                                                errors=[])
+            else:
+                errors = [{"index": item, **err["error"]} for item, err in zip(output.items, output.errors)
+                          if err is not None][: self.records.sample_size]
+                outcome = self.scheduler.finish(claim, self.worker_id, completed=output.completed,
+                                                failed=output.failed, tokens=sum(output.tokens), dim=output.dim,
+                                                errors=errors)
         if (outcome == "gone" or outcome.startswith("late:")) and output is not None:
             # Deleted, or ended (cancelled, expired: its data maybe swept already) before this chunk was
             # counted: the part is no result, so leave none behind.
@@ -141,7 +150,8 @@ class ChunkRunner:
         try:
             # The tag names the chunk ("job|chunk", as held): a hung pass's chunks are told by it.
             return self.service.embed(inputs, spec.params, offset=offset, deadline=time.time() + self.time_limit,
-                                      priority=BULK_PRIORITY, tag=tag)
+                                      priority=BULK_PRIORITY, tag=tag,
+                                      stage=lambda name, seconds: self.stages.record(BULK, name, seconds))
         except ServiceError as exc:
             if exc.status == 400:
                 raise

@@ -8,6 +8,7 @@ replies with them (worker/tasks.py), a job chunk fails the refused items or is h
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 
@@ -48,23 +49,30 @@ class EmbeddingService:
         return replace(result, chunk=chunk.chunk)
 
     def embed(self, inputs: list, params: ChunkParams, *, offset: int, deadline: float, priority: int, tag: str = "",
-              types: list[str] | None = None, max_tokens: int | None = None) -> ChunkResult:
+              types: list[str] | None = None, max_tokens: int | None = None,
+              stage: Callable[[str, float], None] | None = None) -> ChunkResult:
         """Embed `inputs` (all texts or all token-id lists) as `params` say, in one batcher submission.
 
         `offset` is the first input's index in its request (error messages name inputs by it); `tag`
         names a bulk chunk ("job|chunk"), so a hung pass's chunks are told by it; `types` are the
         vector types wanted from the one pass (Cohere's embedding_types), params.embedding_type alone
-        when None; `max_tokens` is a text limit below the model's (Cohere's), or None.
+        when None; `max_tokens` is a text limit below the model's (Cohere's), or None; `stage(name,
+        seconds)`, when given, is told the seconds of "tokenize" and of "forward" (queued and run).
         """
         # The API checks this against the model card; a model only declared (EMBED_MODELS) has none yet.
         if params.dimensions is not None and params.dimensions > self.engine.dim:
             raise InvalidRequest(f"'dimensions' must be between 1 and {self.engine.dim} for this model, "
                                  f"got {params.dimensions}.", param="dimensions")
         types = self._types(types or [params.embedding_type])
+        started = time.perf_counter()
         with self.batcher.incoming():
             tokenized = self._tokenize(inputs, params, offset, max_tokens)
+            submitted = time.perf_counter()
             sub = self.batcher.submit(tokenized.rows, priority=priority, deadline=deadline, tag=tag)
         vectors = wait_rows(sub, deadline, "embedding")
+        if stage is not None:
+            stage("tokenize", submitted - started)
+            stage("forward", time.perf_counter() - submitted)
         if params.dimensions is not None:
             vectors = truncate_dimensions(vectors, params.dimensions)
         matrices = {kind: self._encode(vectors, kind) for kind in types}

@@ -201,9 +201,11 @@ def wire(loaded: Loaded) -> Wired:
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
         records, data = JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(loaded.store)
         runner = ChunkRunner(records, scheduler, data, service, worker_id=worker_id,
-                             max_attempts=settings.max_attempts, time_limit=settings.task_time_limit)
+                             max_attempts=settings.max_attempts, time_limit=settings.task_time_limit,
+                             stages=forward_stats.stages)
         compactor = Compactor(records, scheduler, data, worker_id)
-        bulk = BulkSlots(scheduler, name, worker_id, runner.run, compactor.compact, settings.bulk_slots)
+        bulk = BulkSlots(scheduler, name, worker_id, runner.run, compactor.compact, settings.bulk_slots,
+                         stages=forward_stats.stages)
         queue = interactive_queue(name)
     from worker.tokenize_service import TokenizeService
 

@@ -2,6 +2,10 @@
 
 A chunk is what a worker's bulk slot claims at a time; a small one finishes in a fraction of a
 second on a small model, so it soon frees its slot for interactive work (embedserve/defaults.py).
+A big job's chunks are bigger (`limits_for`): every chunk costs the same claim, finish, input
+object and part object whatever it holds, so a job keeps about JOB_CHUNK_TARGET chunks, enough to
+spread over every slot of many workers, and only past that do its chunks grow, up to
+JOB_CHUNK_GROWTH times the small budgets (a million inputs: 3,907 chunks of 256, not 31,250 of 32).
 Items go into a chunk in order until the next would take it past the budget of inputs or of
 characters (a token id counts as 4). An item is never split, so one over the budget alone gets a
 chunk of its own (a batch request's inputs stay together: its one response needs them all).
@@ -20,6 +24,13 @@ T = TypeVar("T")
 def input_weight(item: object) -> int:
     """Rough cost of one input for chunking: characters, or 4 per token id."""
     return len(item) * (4 if isinstance(item, list) else 1)
+
+
+def limits_for(total: int) -> tuple[int, int]:
+    """(inputs, characters) budget of each chunk of a job of `total` inputs: the small budgets until the
+    job has JOB_CHUNK_TARGET chunks of them, then just big enough for that many, within JOB_CHUNK_GROWTH times."""
+    growth = min(defaults.JOB_CHUNK_GROWTH, max(1, total // (defaults.JOB_CHUNK_TARGET * defaults.JOB_CHUNK_INPUTS)))
+    return defaults.JOB_CHUNK_INPUTS * growth, defaults.JOB_CHUNK_CHARS * growth
 
 
 class ChunkBudget:

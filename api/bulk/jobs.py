@@ -12,7 +12,7 @@ from flask import Response, jsonify
 
 from api.admission import admit
 from api.auth import Identity
-from api.bulk.chunking import input_weight, runs
+from api.bulk.chunking import input_weight, limits_for, runs
 from api.bulk.files import user_data_inputs
 from api.bulk.submission import submit
 from api.context import Services
@@ -29,9 +29,11 @@ from embedserve.settings import Settings
 JOB_PREFIX = "job_"
 
 
-def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
-                 max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[tuple[int, int]]:
-    """(start, end) slices of `inputs`, one per chunk (api/bulk/chunking.py's rule)."""
+def chunk_bounds(inputs: list, max_inputs: int | None = None, max_chars: int | None = None) -> Iterator[tuple[int, int]]:
+    """(start, end) slices of `inputs`, one per chunk (api/bulk/chunking.py's rule; its budgets by the job's size
+    unless given)."""
+    sized_inputs, sized_chars = limits_for(len(inputs))
+    max_inputs, max_chars = max_inputs or sized_inputs, max_chars or sized_chars
     start = 0
     for run in runs(inputs, lambda item: (1, input_weight(item)), max_inputs, max_chars):
         yield start, start + len(run)
@@ -67,7 +69,7 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
         total = len(req.inputs)
     else:
         total = file_inputs(record, settings.max_job_inputs)
-        specs = file_chunk_specs(user_data_inputs(data.store, record), model, params)
+        specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits_for(total))
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
               embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)

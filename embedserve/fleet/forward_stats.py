@@ -1,5 +1,5 @@
-"""Forward-pass statistics (rows and padded tokens per batch, forward seconds by priority), added up in
-Redis by every worker.
+"""Forward-pass statistics (rows and padded tokens per batch, forward seconds by priority) and stage
+times (embedserve/fleet/stage_times.py), added up in Redis by every worker.
 
 Workers push their counts to Redis instead of serving their own metrics port: scaled compose
 workers have no stable addresses for Prometheus to find, counts in Redis survive worker
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import redis
 
 from embedserve import defaults, redis_keys
+from embedserve.fleet.stage_times import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class ForwardStats:
         self._redis = client
         self._key = redis_keys.batch_stats(model)
         self._seconds_key = redis_keys.forward_seconds(model)
+        self._stages_key = redis_keys.stage_seconds(model)
+        self.stages = StageTimes()  # the stages' timers record here; flushed with the rest
         self._flush_s = flush_s
         self._pending: Counter[str] = Counter()
         self._seconds: Counter[str] = Counter()  # forward seconds by priority name: floats, HINCRBYFLOAT
@@ -70,7 +73,8 @@ class ForwardStats:
         with self._lock:
             pending, self._pending = self._pending, Counter()
             seconds, self._seconds = self._seconds, Counter()
-        if not pending and not seconds:
+        stage_counts, stage_sums = self.stages.drain()
+        if not pending and not seconds and not stage_counts and not stage_sums:
             return
         try:
             pipe = self._redis.pipeline(transaction=True)
@@ -78,12 +82,17 @@ class ForwardStats:
                 pipe.hincrby(self._key, field, amount)
             for priority, amount in seconds.items():
                 pipe.hincrbyfloat(self._seconds_key, priority, amount)
+            for field, amount in stage_counts.items():
+                pipe.hincrby(self._stages_key, field, amount)
+            for field, amount in stage_sums.items():
+                pipe.hincrbyfloat(self._stages_key, field, amount)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not push batch statistics: %s", exc)
             with self._lock:
                 self._pending.update(pending)
                 self._seconds.update(seconds)
+            self.stages.restore(stage_counts, stage_sums)
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_s):

@@ -81,6 +81,25 @@ def test_forward_seconds_count_a_jobs_passes_as_bulk(http, api_url):
                "the job's forward seconds in /metrics", interval=0.5)
 
 
+def test_a_jobs_chunks_are_accounted_stage_by_stage(http, api_url):
+    from tests.integration.jobs_helpers import submit, wait_finished
+
+    stages = ("claim", "read", "tokenize", "forward", "write", "finish")
+    before = scrape(api_url)
+    counts = {stage: value(before, "embedserve_stage_seconds_count", model=MINILM, path="bulk", stage=stage)
+              for stage in stages}
+    items = value(before, "embedserve_stage_items_total", model=MINILM, path="bulk")
+    wait_finished(http, submit(http, model=MINILM, input=[f"stage account {i}" for i in range(40)])["id"])
+
+    def accounted() -> bool:
+        now = scrape(api_url)
+        return value(now, "embedserve_stage_items_total", model=MINILM, path="bulk") >= items + 40 and all(
+            value(now, "embedserve_stage_seconds_count", model=MINILM, path="bulk", stage=stage) > counts[stage]
+            for stage in stages)
+
+    wait_until(accounted, 15, "every stage of the job's chunks in /metrics", interval=0.5)
+
+
 def test_unknown_paths_share_one_route_label(api_url):
     requests.get(api_url + "/no/such/path/42", timeout=30)
     samples = scrape(api_url)
