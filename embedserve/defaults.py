@@ -98,12 +98,17 @@ JOB_CHUNK_INPUTS = 32
 # ... and at most this many characters (token ids count 4 each): a fraction of a second of CPU
 # work for a small model, so chunks finish (and free a task slot for interactive work) often.
 JOB_CHUNK_CHARS = 8 * 1024
-# A big job's chunks grow up to this many times those budgets (api/bulk/chunking.py), so that it
-# keeps at least JOB_CHUNK_TARGET chunks: each chunk costs a claim, a finish, an input object and
-# a part object whatever its size, and on a fast model those costs, paid 31,250 times for a
-# million 32-input chunks, outweighed the forward itself (docs/benchmarks.md, "Bulk at scale").
-JOB_CHUNK_GROWTH = 8
+# A big job's chunks on a fast model grow up to this many times those budgets (api/bulk/chunking.py):
+# each chunk costs a claim, a finish, an input object and a part object whatever its size, and on
+# a fast model those costs, paid 31,250 times for a million 32-input chunks, outweighed the
+# forward itself (docs/benchmarks.md, "Bulk at scale") ...
+JOB_CHUNK_GROWTH = 32
+# ... as long as the job keeps at least this many chunks (to spread over every slot of many workers) ...
 JOB_CHUNK_TARGET = 256
+# ... and a chunk stays within this many seconds of one worker's forward at the model's measured
+# bulk rate, so the work a crash redoes and the wait a small job has for a free slot stay short on
+# a slow CPU as on a fast GPU. A model with no measured rate yet gets the small budgets.
+JOB_CHUNK_SECONDS = 0.5
 # Padded tokens in a forward pass of bulk rows only, on CPU (EMBED_BULK_BATCH_TOKENS; on CUDA
 # the default is EMBED_MAX_BATCH_TOKENS): an interactive row waits for at most one such pass.
 CPU_BULK_BATCH_TOKENS = 256

@@ -2,10 +2,14 @@
 
 A chunk is what a worker's bulk slot claims at a time; a small one finishes in a fraction of a
 second on a small model, so it soon frees its slot for interactive work (embedserve/defaults.py).
-A big job's chunks are bigger (`limits_for`): every chunk costs the same claim, finish, input
-object and part object whatever it holds, so a job keeps about JOB_CHUNK_TARGET chunks, enough to
-spread over every slot of many workers, and only past that do its chunks grow, up to
-JOB_CHUNK_GROWTH times the small budgets (a million inputs: 3,907 chunks of 256, not 31,250 of 32).
+A big job's chunks on a fast model are bigger (`limits_for`): every chunk costs the same claim,
+finish, input object and part object whatever it holds. They grow with the job past
+JOB_CHUNK_TARGET chunks (enough to spread over every slot of many workers) and with the model's
+measured bulk rate (embedserve/fleet/stage_times.py) up to JOB_CHUNK_SECONDS of one worker's
+forward, within JOB_CHUNK_GROWTH times the small budgets: a million inputs on a model that embeds
+thousands a second are ~1,000 chunks of 1,024, not 31,250 of 32, while on a slow CPU model a
+chunk stays a fraction of a second of work, so fair share and the work a crash redoes stay
+bounded in seconds, not in inputs.
 Items go into a chunk in order until the next would take it past the budget of inputs or of
 characters (a token id counts as 4). An item is never split, so one over the budget alone gets a
 chunk of its own (a batch request's inputs stay together: its one response needs them all).
@@ -26,10 +30,14 @@ def input_weight(item: object) -> int:
     return len(item) * (4 if isinstance(item, list) else 1)
 
 
-def limits_for(total: int) -> tuple[int, int]:
-    """(inputs, characters) budget of each chunk of a job of `total` inputs: the small budgets until the
-    job has JOB_CHUNK_TARGET chunks of them, then just big enough for that many, within JOB_CHUNK_GROWTH times."""
-    growth = min(defaults.JOB_CHUNK_GROWTH, max(1, total // (defaults.JOB_CHUNK_TARGET * defaults.JOB_CHUNK_INPUTS)))
+def limits_for(total: int, rate: float | None) -> tuple[int, int]:
+    """(inputs, characters) budget of each chunk of a job of `total` inputs on a model that embeds `rate`
+    inputs per second of a worker's forward (None: not measured yet): the small budgets times the growth
+    that both the job's size (JOB_CHUNK_TARGET chunks at least) and the rate (JOB_CHUNK_SECONDS of work at
+    most) allow, within JOB_CHUNK_GROWTH."""
+    by_size = total // (defaults.JOB_CHUNK_TARGET * defaults.JOB_CHUNK_INPUTS)
+    by_rate = int((rate or 0) * defaults.JOB_CHUNK_SECONDS) // defaults.JOB_CHUNK_INPUTS
+    growth = max(1, min(defaults.JOB_CHUNK_GROWTH, by_size, by_rate))
     return defaults.JOB_CHUNK_INPUTS * growth, defaults.JOB_CHUNK_CHARS * growth
 
 

@@ -19,6 +19,7 @@ from api.context import Services
 from api.validation.embeddings import EmbeddingRequest, check_for_model
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, NotFound
+from embedserve.fleet import stage_times
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.jobs.data import JobData
@@ -29,11 +30,9 @@ from embedserve.settings import Settings
 JOB_PREFIX = "job_"
 
 
-def chunk_bounds(inputs: list, max_inputs: int | None = None, max_chars: int | None = None) -> Iterator[tuple[int, int]]:
-    """(start, end) slices of `inputs`, one per chunk (api/bulk/chunking.py's rule; its budgets by the job's size
-    unless given)."""
-    sized_inputs, sized_chars = limits_for(len(inputs))
-    max_inputs, max_chars = max_inputs or sized_inputs, max_chars or sized_chars
+def chunk_bounds(inputs: list, max_inputs: int = defaults.JOB_CHUNK_INPUTS,
+                 max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[tuple[int, int]]:
+    """(start, end) slices of `inputs`, one per chunk (api/bulk/chunking.py's rule)."""
     start = 0
     for run in runs(inputs, lambda item: (1, input_weight(item)), max_inputs, max_chars):
         yield start, start + len(run)
@@ -63,13 +62,14 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
     `record` (streamed from the store); returns the queued job."""
     now = int(time.time())
     params = params_of(req)
+    total = len(req.inputs) if record is None else file_inputs(record, settings.max_job_inputs)
+    limits = limits_for(total, stage_times.bulk_rate(scheduler.redis, model))
     if record is None:
         specs = (ChunkSpec(model=model, items=list(range(start, end)), counts=[1] * (end - start),
-                           inputs=req.inputs[start:end], params=params) for start, end in chunk_bounds(req.inputs))
-        total = len(req.inputs)
+                           inputs=req.inputs[start:end], params=params)
+                 for start, end in chunk_bounds(req.inputs, *limits))
     else:
-        total = file_inputs(record, settings.max_job_inputs)
-        specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits_for(total))
+        specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits)
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
               embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)

@@ -99,3 +99,15 @@ def read(client: redis.Redis, model: str) -> tuple[dict[tuple[str, str], StageHi
     histograms = {key: StageHistogram(counts, sums.get(key, 0.0), sum(counts.values()))
                   for key, counts in buckets.items()}
     return histograms, items
+
+
+def bulk_rate(client: redis.Redis, model: str) -> float | None:
+    """Inputs per second of a worker's forward on job chunks of `model`, over everything its workers have
+    accounted (None before any job ran): what sizes a new job's chunks (api/bulk/chunking.py)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(redis_keys.stage_seconds(model), f"{BULK}|items")
+    pipe.hget(redis_keys.forward_seconds(model), BULK)
+    items, seconds = pipe.execute()
+    if items is None or not seconds or float(seconds) <= 0:
+        return None
+    return float(items) / float(seconds)

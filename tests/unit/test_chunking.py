@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from api.bulk.chunking import ChunkBudget, input_weight, limits_for, runs
-from api.bulk.jobs import chunk_bounds
 from embedserve import defaults
 
 
@@ -26,16 +25,14 @@ def test_runs_keep_items_whole_and_in_order():
     assert list(runs([], lambda item: item)) == []
 
 
-def test_a_small_job_keeps_small_chunks_and_a_big_one_grows_them_to_a_bound():
+def test_chunks_grow_with_the_job_and_the_models_rate_within_a_bound():
     small = (defaults.JOB_CHUNK_INPUTS, defaults.JOB_CHUNK_CHARS)
     enough = defaults.JOB_CHUNK_TARGET * defaults.JOB_CHUNK_INPUTS  # inputs that fill the target in small chunks
-    assert limits_for(0) == small and limits_for(enough - 1) == small
-    assert limits_for(2 * enough) == (2 * small[0], 2 * small[1])
+    fast = 10**6  # inputs/s: the rate allows any growth
+    assert limits_for(0, fast) == small and limits_for(enough - 1, fast) == small
+    assert limits_for(2 * enough, fast) == (2 * small[0], 2 * small[1])
     biggest = (defaults.JOB_CHUNK_GROWTH * small[0], defaults.JOB_CHUNK_GROWTH * small[1])
-    assert limits_for(1_000_000) == biggest and limits_for(10**9) == biggest
-
-
-def test_a_million_input_job_is_cut_into_a_few_thousand_chunks():
-    bounds = list(chunk_bounds(["text"] * 1_000_000))
-    assert len(bounds) == -(-1_000_000 // (defaults.JOB_CHUNK_INPUTS * defaults.JOB_CHUNK_GROWTH))
-    assert bounds[0] == (0, defaults.JOB_CHUNK_INPUTS * defaults.JOB_CHUNK_GROWTH) and bounds[-1][1] == 1_000_000
+    assert limits_for(10**9, fast) == biggest
+    # A slow model keeps chunks of about JOB_CHUNK_SECONDS of work; an unmeasured one the small budgets.
+    assert limits_for(10**9, 4 * defaults.JOB_CHUNK_INPUTS / defaults.JOB_CHUNK_SECONDS) == (4 * small[0], 4 * small[1])
+    assert limits_for(10**9, 1.0) == small and limits_for(10**9, None) == small
