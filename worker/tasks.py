@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import redis
 from celery import Celery
@@ -16,6 +17,7 @@ from embedserve import defaults, redis_keys
 from embedserve.errors import InternalError, ServiceError
 from embedserve.logs import request_context
 from embedserve.protocol import EMBED_TASK, ChunkResult, EmbedChunk
+from worker import stage_clock
 
 log = logging.getLogger("embedserve.worker.tasks")
 
@@ -31,12 +33,14 @@ def register_tasks(app: Celery, service, client: redis.Redis, worker_id: str, *,
             if time.time() > chunk.deadline:
                 log.info("chunk %d skipped: its caller stopped waiting", chunk.chunk)
                 return  # the caller has gone (timed out): do not spend a forward pass on it
-            started = time.monotonic()
-            claim(client, chunk.reply_to, chunk.chunk, worker_id)
-            result = answer(service, chunk)
+            with stage_clock.timing() as clock:
+                claim(client, chunk.reply_to, chunk.chunk, worker_id)
+                clock.claim_done()
+                result = answer(service, chunk)
+                result = replace(result, stages=clock.stages())
             send_reply(client, chunk.reply_to, result)
             log.info("chunk %d: %d rows, %d tokens, status %d in %.1f ms", chunk.chunk, result.rows,
-                     result.tokens, result.status, (time.monotonic() - started) * 1000)
+                     result.tokens, result.status, (time.time() - clock.picked_wall) * 1000)
 
 
 def answer(service, chunk) -> ChunkResult:
