@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import redis
 
+from api import stage_account
 from api.inflight import ChunksInFlight, Slice
 from api.validation.embeddings import EmbeddingRequest
 from api.validation.rerank import RerankRequest
@@ -139,14 +140,16 @@ class Dispatcher:
         flight = ChunksInFlight(self._redis, self._liveness, self._publisher, task=task, queue=queue,
                                 slices=sync_slices(total, served.live_workers), payload=payload,
                                 deadline=time.time() + wait, request_id=request_id)
+        publish_started = time.perf_counter()
         try:
             flight.send(max_depth=self._max_queue)
         except QueueFull as full:
             raise Unavailable(f"Model '{served.card.name}' has {full.depth} chunks queued (limit {self._max_queue}, "
                               f"EMBED_MAX_QUEUE); retry shortly.", code=QUEUE_FULL,
                               retry_after=defaults.QUEUE_FULL_RETRY_AFTER_S) from None
+        published = time.perf_counter()
         try:
-            results = self._collect(flight)
+            results, last, popped_wall = self._collect(flight)
         except BaseException as failure:
             flight.drop()
             if (isinstance(failure, Timeout) and cold
@@ -155,15 +158,20 @@ class Dispatcher:
                                   f"{self._cold_start:g} seconds (EMBED_COLD_START_TIMEOUT); retry shortly.",
                                   code="no_worker", retry_after=NO_WORKER_RETRY_AFTER_S) from None
             raise
+        stage_account.note(publish_started, published, flight.sent_at(last.chunk), last, popped_wall)
         # The reply list emptied itself; the claims hash expires with REPLY_TTL_S.
         for result in results:  # the first failing chunk, in input order, speaks for the request
             if result.error is not None:
                 raise ServiceError.from_payload(result.error, result.status)
         return Dispatched(results, sum(r.tokens for r in results))
 
-    def _collect(self, flight: ChunksInFlight) -> list[ChunkResult]:
-        """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers."""
+    def _collect(self, flight: ChunksInFlight) -> tuple[list[ChunkResult], ChunkResult, float]:
+        """Pop replies until every chunk answered; every `check_every` s, rescue chunks of dead workers.
+
+        Returns the results in chunk order, and the one that came last with when it was popped (wall clock).
+        """
         by_chunk: dict[int, ChunkResult] = {}
+        last, popped_wall = None, 0.0
         next_check = time.monotonic() + flight.check_every
         while len(by_chunk) < len(flight):
             remaining = flight.deadline - time.time()
@@ -172,9 +180,12 @@ class Dispatcher:
                               f"(EMBED_SYNC_TIMEOUT); the workers may be overloaded.")
             popped = self._redis.blpop([flight.reply_key], timeout=max(0.01, min(remaining, flight.check_every)))
             if popped is not None:
+                popped_at = time.time()
                 result = ChunkResult.unpack(popped[1])
-                by_chunk.setdefault(result.chunk, result)
+                if result.chunk not in by_chunk:
+                    by_chunk[result.chunk] = last = result
+                    popped_wall = popped_at
             if time.monotonic() >= next_check and len(by_chunk) < len(flight):
                 flight.rescue(set(by_chunk))
                 next_check = time.monotonic() + flight.check_every
-        return [by_chunk[i] for i in range(len(flight))]
+        return [by_chunk[i] for i in range(len(flight))], last, popped_wall

@@ -66,6 +66,7 @@ class ChunksInFlight:
         self._claims_key = redis_keys.reply_claims(self.reply_key)
         self._sent: dict[int, str] = {}  # chunk -> its latest message, to find it in the queue
         self._sends = dict.fromkeys(range(len(slices)), 0)  # chunk -> times sent; the next send's attempt number
+        self._sent_wall: dict[int, float] = {}  # chunk -> when its latest send was pushed (wall clock)
         self._unseen_since: dict[int, float] = {}  # chunk -> when it was first found neither queued nor claimed
         # A few looks per dead-after time: a dead holder is found within about that time.
         self.check_every = max(0.5, liveness.dead_after / 5)
@@ -101,6 +102,10 @@ class ChunksInFlight:
             self._send(lost)  # no depth check: this work was admitted
         return len(lost)
 
+    def sent_at(self, chunk: int) -> float:
+        """When the chunk's latest send was pushed (wall clock): its round trip starts there."""
+        return self._sent_wall[chunk]
+
     def drop(self) -> None:
         """Delete the reply list and the claims hash once nobody waits on them; a late reply expires (REPLY_TTL_S)."""
         self._redis.delete(self.reply_key, self._claims_key)
@@ -109,7 +114,9 @@ class ChunksInFlight:
         """Push the next message of each of `chunks` in one round trip; a send counts once it was pushed."""
         messages = {chunk: self._message(chunk) for chunk in chunks}
         self._publisher.publish(self._queue, list(messages.values()), max_depth=max_depth)
+        pushed = time.time()
         self._sent.update(messages)
+        self._sent_wall.update(dict.fromkeys(messages, pushed))
         for chunk in messages:
             self._sends[chunk] += 1
 

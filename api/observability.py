@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from api import stage_account
 from api.context import EXTENSION
 from api.errors import error_response
 from embedserve import defaults, queues
@@ -171,6 +172,7 @@ def init_app(app: Flask, client: redis.Redis) -> None:
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         REQUESTS.labels(route, request.method, str(response.status_code)).inc()
         if "request_started" in g:
+            stage_account.observe(g.request_started)
             elapsed = time.perf_counter() - g.request_started
             LATENCY.labels(route, request.method).observe(elapsed)
             access_log.info("%s %s %d %.1fms", request.method, request.path, response.status_code, elapsed * 1000)
@@ -201,6 +203,7 @@ def metrics() -> Response:
     else:  # a single process (e.g. the app built outside gunicorn): its own in-memory values
         registry.register(REQUESTS)
         registry.register(LATENCY)
+        registry.register(stage_account.STAGE_SECONDS)
     registry.register(current_app.extensions["embedserve.metrics"])
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 

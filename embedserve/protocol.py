@@ -116,6 +116,9 @@ class ChunkResult:
     status: int = 200
     typed: dict[str, bytes] | None = None  # the matrix of each other type asked for, by type name
     answer: dict[str, Any] | None = None  # a reply that is no vectors: /tokenize's ids, /detokenize's text
+    # A sync chunk's time on the worker (worker/stage_clock.py): seconds per stage, and the wall-clock
+    # marks picked_at / replied_at; the API turns them into its stage account (api/stage_account.py).
+    stages: dict[str, float] | None = None
 
     def pack(self) -> bytes:
         """Serialize for the reply list. Fields left at None are left out: an API from before a field was

@@ -65,6 +65,10 @@ class Submission:
     priority: int = 0  # INTERACTIVE or BULK
     out: np.ndarray | None = None
     tag: str = ""  # who asked: a bulk chunk's "job|chunk", so a hung pass can name its chunks
+    # Monotonic marks for the sync path's stage account (worker/stage_clock.py): queued, first in a pass, done.
+    submitted: float = field(default_factory=time.monotonic)
+    pass_started: float | None = None
+    done: float | None = None
 
     def expired(self, now: float) -> bool:
         return now > self.deadline
@@ -315,6 +319,9 @@ class Batcher:
         bulk = batch[0].submission.priority == BULK
         outer = self.pass_started is None  # interactive passes run inside a paused bulk pass
         started = time.monotonic()
+        for row in batch:
+            if row.submission.pass_started is None:
+                row.submission.pass_started = started
         if outer:
             self.pass_tags = frozenset(r.submission.tag for r in batch if r.submission.tag)
             self.pass_started = self._segment_started = started
@@ -359,6 +366,7 @@ class Batcher:
                 sub.out[first:first + end - start] = vectors[start:end]
                 sub.remaining -= end - start
                 if sub.remaining == 0:
+                    sub.done = time.monotonic()
                     sub.future.set_result(sub.out)
             start = end
 

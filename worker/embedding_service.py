@@ -19,6 +19,7 @@ from embedserve.fleet.quant_ranges import RangeBook
 from embedserve.jobs.chunks import ChunkParams
 from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.vector_types import FLOAT, TYPES, vector_type
+from worker import stage_clock
 from worker.batcher import Batcher
 from worker.calibration import Calibration
 from worker.engine import EmbeddingEngine
@@ -117,9 +118,11 @@ class EmbeddingService:
 def wait_rows(sub, deadline: float, what: str) -> np.ndarray:
     """The batcher's result for one submission, or Timeout once the request's deadline passed."""
     try:
-        return sub.future.result(timeout=max(0.0, deadline - time.time()) + 1.0)
+        rows = sub.future.result(timeout=max(0.0, deadline - time.time()) + 1.0)
     except FutureTimeout:
         raise Timeout(f"the {what} did not finish within the request's deadline") from None
+    stage_clock.waited(sub)
+    return rows
 
 
 def truncate_dimensions(vectors: np.ndarray, dimensions: int) -> np.ndarray:

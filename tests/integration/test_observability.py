@@ -71,6 +71,23 @@ def test_metrics_change_after_traffic(http, api_url):
         value(before, "embedserve_forward_seconds_total", **sync_seconds)
 
 
+def test_a_sync_request_is_accounted_stage_by_stage(http, api_url):
+    from api.stage_account import STAGES
+
+    before = scrape(api_url)
+    started = time.perf_counter()
+    assert embed(http, model=MINILM, input=["stage account"]).status_code == 200
+    elapsed = time.perf_counter() - started
+    after = scrape(api_url)
+    name = "embedserve_sync_stage_seconds"
+    for stage in STAGES:  # every stage, once for the one request
+        assert value(after, f"{name}_count", stage=stage) == value(before, f"{name}_count", stage=stage) + 1, stage
+    spent = {stage: value(after, f"{name}_sum", stage=stage) - value(before, f"{name}_sum", stage=stage)
+             for stage in STAGES}
+    assert spent["forward"] > 0
+    assert sum(spent.values()) <= elapsed  # the stages add up to the request's time on the server, no more
+
+
 def test_forward_seconds_count_a_jobs_passes_as_bulk(http, api_url):
     from tests.integration.jobs_helpers import submit, wait_finished
 
