@@ -28,27 +28,19 @@ def register_tasks(app: Celery, service, client: redis.Redis, worker_id: str, *,
 
     @app.task(name=name, ignore_result=True)
     def run_chunk(payload: dict) -> None:
-        run_sync_chunk(service, client, worker_id, payload_type.from_wire(payload))
-
-
-def run_sync_chunk(service, client: redis.Redis, worker_id: str, chunk) -> None:
-    """Claim the chunk, have `service` answer it and push the answer to its caller's reply list."""
-    with request_context(chunk.request_id):  # every log line about this chunk carries the API's id
-        if time.time() > chunk.deadline:
-            log.info("chunk %d skipped: its caller stopped waiting", chunk.chunk)
-            return  # the caller has gone (timed out): do not spend a forward pass on it
-        with stage_clock.timing() as clock:
-            # The claim's round trip overlaps the work: sent now, its answer read once the chunk is done.
-            claimed = PendingClaim(client, chunk.reply_to, chunk.chunk, worker_id)
-            clock.claim_done()
-            try:
+        chunk = payload_type.from_wire(payload)
+        with request_context(chunk.request_id):  # every log line about this chunk carries the API's id
+            if time.time() > chunk.deadline:
+                log.info("chunk %d skipped: its caller stopped waiting", chunk.chunk)
+                return  # the caller has gone (timed out): do not spend a forward pass on it
+            with stage_clock.timing() as clock:
+                claim(client, chunk.reply_to, chunk.chunk, worker_id)
+                clock.claim_done()
                 result = answer(service, chunk)
-            finally:
-                claimed.confirm()
-            result = replace(result, stages=clock.stages())
-        send_reply(client, chunk.reply_to, result)
-        log.info("chunk %d: %d rows, %d tokens, status %d in %.1f ms", chunk.chunk, result.rows,
-                 result.tokens, result.status, (time.time() - clock.picked_wall) * 1000)
+                result = replace(result, stages=clock.stages())
+            send_reply(client, chunk.reply_to, result)
+            log.info("chunk %d: %d rows, %d tokens, status %d in %.1f ms", chunk.chunk, result.rows,
+                     result.tokens, result.status, (time.time() - clock.picked_wall) * 1000)
 
 
 def answer(service, chunk) -> ChunkResult:
@@ -69,47 +61,6 @@ def claim(client: redis.Redis, reply_to: str, chunk: int, worker_id: str) -> Non
     pipe.hset(redis_keys.reply_claims(reply_to), str(chunk), worker_id)
     pipe.expire(redis_keys.reply_claims(reply_to), defaults.REPLY_TTL_S)
     pipe.execute()
-
-
-class PendingClaim:
-    """`claim`, sent without waiting for Redis's answer, so the round trip overlaps tokenizing and the forward.
-
-    The API looks at claims only every few seconds (api/inflight.py), so a claim that lands a few
-    milliseconds later changes nothing; `confirm` still reads the answer before the reply is sent,
-    so a claim Redis refused fails the task as a blocking claim would. If the command cannot even
-    be written, the blocking `claim` (with the client's retries) runs at once instead.
-    """
-
-    def __init__(self, client: redis.Redis, reply_to: str, chunk: int, worker_id: str):
-        key = redis_keys.reply_claims(reply_to)
-        self._pool = client.connection_pool
-        self._conn = self._pool.get_connection()
-        try:
-            self._conn.send_packed_command(self._conn.pack_commands(
-                [("HSET", key, str(chunk), worker_id), ("EXPIRE", key, defaults.REPLY_TTL_S)]))
-        except (redis.ConnectionError, redis.TimeoutError, OSError):
-            self._release(broken=True)
-            claim(client, reply_to, chunk, worker_id)
-
-    def confirm(self) -> None:
-        """Read Redis's two answers (raising its error, if any) and give the connection back."""
-        if self._conn is None:
-            return
-        try:
-            for _ in range(2):
-                reply = self._conn.read_response()
-                if isinstance(reply, redis.ResponseError):
-                    raise reply
-        except BaseException:
-            self._release(broken=True)
-            raise
-        self._release(broken=False)
-
-    def _release(self, broken: bool) -> None:
-        if broken:
-            self._conn.disconnect()  # half-read answers must not reach the connection's next user
-        self._pool.release(self._conn)
-        self._conn = None
 
 
 def send_reply(client: redis.Redis, key: str, result: ChunkResult) -> None:
