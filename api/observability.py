@@ -103,11 +103,11 @@ class RedisStateCollector:
         bulk = GaugeMetricFamily("embedserve_bulk_chunks", "Bulk-job chunks of a model: waiting, or held by a worker.",
                                  labels=["model", "state"])
         # Where a path's time goes, stage by stage (embedserve/fleet/stage_times.py): with items, seconds per input.
-        stages = HistogramMetricFamily("embedserve_stage_seconds", "Seconds per stage of a path through the "
-                                       "workers (bulk: claim, read, tokenize, forward, write, finish, compact).",
-                                       labels=["model", "path", "stage"])
-        stage_items = CounterMetricFamily("embedserve_stage_items", "Inputs that went through a path.",
-                                          labels=["model", "path"])
+        stages = HistogramMetricFamily("embedserve_bulk_stage_seconds", "Seconds per stage of a job chunk in the "
+                                       "workers (claim, read, tokenize, forward, write, finish, compact).",
+                                       labels=["model", "stage"])
+        stage_items = CounterMetricFamily("embedserve_bulk_inputs", "Job inputs the workers embedded.",
+                                          labels=["model"])
         for served in self._registry.models():
             name = served.card.name
             workers.add_metric([name], served.live_workers)
@@ -124,10 +124,10 @@ class RedisStateCollector:
                 seconds.add_metric([name, priority], stats.seconds.get(priority, 0.0))
             histograms, items = stage_times.read(self._redis, name)
             for (path, stage), histogram in sorted(histograms.items()):
-                stages.add_metric([name, path, stage], _cumulative(histogram.buckets, stage_times.BUCKETS),
-                                  histogram.sum)
-            for path, count in sorted(items.items()):
-                stage_items.add_metric([name, path], count)
+                if path == stage_times.BULK:
+                    stages.add_metric([name, stage], _cumulative(histogram.buckets, stage_times.BUCKETS),
+                                      histogram.sum)
+            stage_items.add_metric([name], items.get(stage_times.BULK, 0.0))
         # Per-status sorted sets kept by the job store's scripts: one ZCOUNT each, not a scan of jobs.
         jobs = GaugeMetricFamily("embedserve_jobs", "Live jobs (native and batch-backed) by status.",
                                  labels=["status"])

@@ -3,7 +3,7 @@
 Prints: Redis peak memory (and per input), API and CLI peak RSS, end-to-end texts/s against the
 engine alone on the same texts, result download MB/s, the Parquet result read straight from the
 store, the fair-share delay of a second key's small job submitted while the big one runs, and the
-bulk path's stage account (embedserve_stage_seconds): seconds per 1,000 inputs of each stage,
+bulk path's stage account (embedserve_bulk_stage_seconds): seconds per 1,000 inputs of each stage,
 how busy the forward thread was, and the stage that limits the run.
 
     .venv/bin/python -m scripts.bench_scale                      # 1,000,000 texts, tiny Qwen3-shaped model

@@ -4,8 +4,8 @@ write, finish), as Prometheus histograms that every worker of a model adds up in
 Without a stage account, "the service is slower than the model" says nothing about where the time
 goes. A stage is timed by whoever runs it and recorded here in memory (no I/O on the hot path);
 the worker's statistics flusher (embedserve/fleet/forward_stats.py) sends the counts with its own
-pipeline, and the API's /metrics reads them back as `embedserve_stage_seconds{model,path,stage}`.
-The items a path moved are counted too (`embedserve_stage_items_total`): seconds per input is what
+pipeline, and the API's /metrics reads the bulk path's back as `embedserve_bulk_stage_seconds{model,stage}`.
+The items a path moved are counted too (`embedserve_bulk_inputs_total`): seconds per input is what
 compares a machinery stage with the model's own cost per input.
 
 Fields of the hash `redis_keys.stage_seconds(model)`: "<path>|<stage>|<le>" bucket counts (integers,

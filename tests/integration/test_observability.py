@@ -103,15 +103,15 @@ def test_a_jobs_chunks_are_accounted_stage_by_stage(http, api_url):
 
     stages = ("claim", "read", "tokenize", "forward", "write", "finish")
     before = scrape(api_url)
-    counts = {stage: value(before, "embedserve_stage_seconds_count", model=MINILM, path="bulk", stage=stage)
+    counts = {stage: value(before, "embedserve_bulk_stage_seconds_count", model=MINILM, stage=stage)
               for stage in stages}
-    items = value(before, "embedserve_stage_items_total", model=MINILM, path="bulk")
+    items = value(before, "embedserve_bulk_inputs_total", model=MINILM)
     wait_finished(http, submit(http, model=MINILM, input=[f"stage account {i}" for i in range(40)])["id"])
 
     def accounted() -> bool:
         now = scrape(api_url)
-        return value(now, "embedserve_stage_items_total", model=MINILM, path="bulk") >= items + 40 and all(
-            value(now, "embedserve_stage_seconds_count", model=MINILM, path="bulk", stage=stage) > counts[stage]
+        return value(now, "embedserve_bulk_inputs_total", model=MINILM) >= items + 40 and all(
+            value(now, "embedserve_bulk_stage_seconds_count", model=MINILM, stage=stage) > counts[stage]
             for stage in stages)
 
     wait_until(accounted, 15, "every stage of the job's chunks in /metrics", interval=0.5)
