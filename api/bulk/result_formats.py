@@ -28,14 +28,16 @@ row group at a time.
 from __future__ import annotations
 
 import array
+import functools
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import msgpack
 import orjson
 
+from api import memory
 from api.bulk import result_json
 from embedserve import defaults
 from embedserve.errors import Gone, NotAcceptable
@@ -372,5 +374,19 @@ def _parquet_bytes(groups: Iterator, schema=None) -> Iterator[bytes]:
     yield spool.take()
 
 
-STREAMS = {JSON: json_list, NDJSON: ndjson, MSGPACK: msgpack_matrix, MSGPACK_STREAM: msgpack_stream,
-           PARQUET: parquet}
+def _then_release(stream: Callable[[JobData, Job], Iterator[bytes]]) -> Callable[[JobData, Job], Iterator[bytes]]:
+    """`stream`, giving the memory it freed back to the system when it ends or is cut (api/memory.py)."""
+
+    @functools.wraps(stream)
+    def released(data: JobData, job: Job) -> Iterator[bytes]:
+        try:
+            yield from stream(data, job)
+        finally:
+            memory.release()
+
+    return released
+
+
+STREAMS = {fmt: _then_release(stream) for fmt, stream in (
+    (JSON, json_list), (NDJSON, ndjson), (MSGPACK, msgpack_matrix), (MSGPACK_STREAM, msgpack_stream),
+    (PARQUET, parquet))}
