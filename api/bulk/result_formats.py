@@ -210,10 +210,15 @@ def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
     yield packer.pack("usage") + packer.pack({"prompt_tokens": tokens, "total_tokens": tokens})
 
 
-def _bin_header(length: int) -> bytes:
-    """msgpack bin32 header: the matrix is written after it in pieces (check_fits refused bigger ones)."""
+def _bin_header(length: int, smallest: bool = False) -> bytes:
+    """A msgpack binary's header, its bytes written after it in pieces: bin32, or (`smallest`) the
+    smallest that holds `length`, as msgpack.Packer writes it (check_fits refused bigger ones)."""
     if length >= 2**32:  # not reached: the route calls check_fits before the first byte
         raise ValueError(f"a msgpack binary holds at most 2**32 - 1 bytes, not {length}")
+    if smallest and length < 2**8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if smallest and length < 2**16:
+        return b"\xc5" + length.to_bytes(2, "big")
     return b"\xc6" + length.to_bytes(4, "big")
 
 
@@ -244,9 +249,9 @@ def msgpack_stream(data: JobData, job: Job) -> Iterator[bytes]:
     for output in chunk_outputs(data, job):
         tokens += _tokens(output)
         for frame in block.add(output):
-            yield packer.pack(frame)
+            yield from frame
     if block.count:
-        yield packer.pack(block.frame())
+        yield from block.frame()
     yield packer.pack({"usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
@@ -261,8 +266,8 @@ class _Block:
         self.errors: list = []
         self.ids: list = []
 
-    def add(self, output: ChunkOutput) -> Iterator[dict]:
-        """Take in the output's rows; yields each block that fills."""
+    def add(self, output: ChunkOutput) -> Iterator[list[bytes]]:
+        """Take in the output's rows; yields each block that fills, as frame() does."""
         ids = output.ids or [None] * len(output.items)
         for first, rows, offset in _runs(output):
             if not rows:  # a failed row
@@ -278,7 +283,7 @@ class _Block:
             while rows:
                 take = min(rows, self._room())
                 self._open(output.items[first])
-                self.pieces.append(memoryview(output.vectors)[offset:offset + take * self.width])
+                self.pieces.append(output.vectors[offset:offset + take * self.width])
                 self.ids += ids[first:first + take]
                 self.count += take
                 self.weight += take * self.width
@@ -299,11 +304,18 @@ class _Block:
     def _full(self) -> bool:
         return self.weight + max(self.width, 1) > self.limit
 
-    def frame(self) -> dict:
-        """The block as a stream frame; the next rows start a new one."""
-        frame = {"start": self.start, "count": self.count, "data": b"".join(self.pieces), "errors": self.errors}
-        if any(i is not None for i in self.ids):
-            frame["ids"] = self.ids
+    def frame(self) -> list[bytes]:
+        """The block as a stream frame, in pieces: the map {start, count, data, errors, ids?} as msgpack
+        packs it, with the matrix's runs sent as they are rather than copied into one binary first."""
+        packer = msgpack.Packer(use_bin_type=True)
+        with_ids = any(i is not None for i in self.ids)
+        size = sum(len(piece) for piece in self.pieces)
+        head = (packer.pack_map_header(5 if with_ids else 4) + packer.pack("start") + packer.pack(self.start)
+                + packer.pack("count") + packer.pack(self.count) + packer.pack("data") + _bin_header(size, smallest=True))
+        tail = packer.pack("errors") + packer.pack(self.errors)
+        if with_ids:
+            tail += packer.pack("ids") + packer.pack(self.ids)
+        frame = [head, *self.pieces, tail]
         self.count, self.weight, self.pieces, self.errors, self.ids = 0, 0, [], [], []
         return frame
 

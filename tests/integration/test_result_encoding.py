@@ -9,6 +9,7 @@ stay floats, -0.0 that stays -0.0), ids and errors included.
 
 from __future__ import annotations
 
+import io
 import json
 
 import msgpack
@@ -133,3 +134,16 @@ def test_a_large_result_streams_in_pieces_of_many_rows(tmp_path, stream):
         unpacker.feed(b"".join(pieces))
         frames = list(unpacker)
         assert sum(f.get("count", 0) for f in frames[1:-1]) == 20_000
+
+
+@pytest.mark.parametrize("part_bytes,dim,rows", [("100", 16, 300), ("5000", 16, 300), ("100000", 64, 1200)],
+                         ids=["bin8", "bin16", "bin32"])
+def test_msgpack_stream_frames_are_packed_as_msgpack_packs_them(tmp_path, monkeypatch, part_bytes, dim, rows):
+    """The blocks are written in pieces (header, the matrix's runs, errors and ids): each frame must be the
+    bytes msgpack.packb writes for the same map, so any msgpack reader reads it as before."""
+    monkeypatch.setenv("EMBED_RESULT_PART_BYTES", part_bytes)
+    data, job = stored_job(tmp_path, chunk_outputs(rows, dim, 40, fail={0, 7, 150, 299}))
+    content = b"".join(msgpack_stream(data, job))
+    frames = list(msgpack.Unpacker(io.BytesIO(content), raw=False))
+    assert len(frames) > 3 and any("ids" in f for f in frames[1:-1]) and any(f["errors"] for f in frames[1:-1])
+    assert b"".join(msgpack.packb(frame, use_bin_type=True) for frame in frames) == content
