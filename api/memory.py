@@ -1,54 +1,50 @@
 """Keep an API process from staying as big as the results it served (issue 21: idle RSS <= 150 MiB each).
 
-Streaming a 200,000-row result in every format left a gunicorn worker at 272 MiB (scripts/bench_results.py;
-docs/benchmarks.md, "Result downloads"). Each of these kept tens of MiB, measured one at a time:
+The RSS of a gunicorn worker after streaming a 200,000 x 64 result in every format twice (2026-12-07,
+scripts/bench_results.py's job, the API restarted per setting): 265 MiB as it was; 142 MiB with both
+of these:
 
-- numpy. pyarrow imports it when it is installed (a development venv with the worker's extra; the API
-  image has none): ~16 MiB of libraries, and more of heap once pyarrow converts through it. The API
-  never uses numpy (tests/unit/test_boundaries.py), so `prepare` marks it absent and pyarrow takes the
-  path it takes in the API image.
-- pyarrow's default pool (mimalloc) keeps the pages it freed: the system allocator is used instead.
-- glibc raises its mmap threshold to the largest block freed (up to 32 MiB); after that a result's
-  pieces come from the heap instead of their own mappings. The threshold is pinned at its default, 128 KiB.
-- What a result's stream freed on the heap stays resident until trimmed: `release` after each result.
+- `release` after each result: the C heap keeps what a stream freed resident (glibc keeps freed
+  blocks for reuse; its mmap threshold grows to the largest block freed, up to 32 MiB, so a result's
+  pieces come from the heap), and so does pyarrow's pool. Without it: 256-290 MiB.
+- numpy marked absent. pyarrow imports it when it is installed (a development venv with the worker's
+  extra; the API image has none): ~16 MiB of libraries and heap. The API never uses numpy
+  (tests/unit/test_boundaries.py); without it pyarrow takes the path it takes in the API image.
+
+Pinning glibc's mmap threshold (mallopt M_MMAP_THRESHOLD 128 KiB) gave 132 MiB but cost 25-35 % of the
+msgpack rates (every large buffer a fresh mapping); pyarrow's system pool, 128 MiB and half the
+msgpack rate. Neither is done. embedserve/jobs/results.py reads row groups on the calling thread, so
+pyarrow's allocations are in the heap that `release` collects.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 128 * 1024  # glibc's default; setting it turns off its growth
 
-
-def _libc():
-    """glibc's mallopt and malloc_trim, or None for either where the C library lacks it (musl, macOS)."""
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), "malloc_trim", None)
     except OSError:
-        return None, None
-    return getattr(libc, "mallopt", None), getattr(libc, "malloc_trim", None)
+        return None
 
 
-_MALLOPT, _MALLOC_TRIM = _libc()
+_MALLOC_TRIM = _malloc_trim()
 
 
 def prepare() -> None:
     """At a server process's start, before anything imports pyarrow."""
     if "numpy" not in sys.modules:
         sys.modules["numpy"] = None  # `import numpy` raises ImportError: pyarrow goes without it
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # read when pyarrow makes its pool
-    if _MALLOPT is not None:
-        _MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def release() -> None:
-    """Give the C heap's free memory back to the system (after a result was streamed; a few ms)."""
+    """Give the heap's free memory back to the system (after a result was streamed; a few ms)."""
     arrow = sys.modules.get("pyarrow")
     if arrow is not None:
-        arrow.default_memory_pool().release_unused()
+        arrow.default_memory_pool().release_unused()  # this thread's pages of pyarrow's pool (mimalloc)
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)

@@ -250,7 +250,9 @@ def iter_result_batches(store: Store, prefix: str) -> Iterator[pa.RecordBatch]:
         with store.open(prefix + entry["path"]) as source:
             parquet = pq.ParquetFile(source)
             for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group).combine_chunks()
+                # One thread: pyarrow's allocations stay in the caller's heap, which the API gives back after a
+                # result (api/memory.py); one column (the vectors) holds nearly all the bytes anyway.
+                table = parquet.read_row_group(group, use_threads=False).combine_chunks()
                 yield from table.to_batches()
 
 
