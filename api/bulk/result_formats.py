@@ -167,6 +167,8 @@ def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
 
 def _tokens(output: ChunkOutput) -> int:
     """Tokens of the output's inputs that succeeded (a failed input counts none)."""
+    if output.errors.count(None) == len(output.errors):  # the usual output: no row to leave out
+        return sum(output.tokens)
     return sum(tokens for tokens, error in zip(output.tokens, output.errors) if error is None)
 
 
@@ -308,7 +310,7 @@ class _Block:
         """The block as a stream frame, in pieces: the map {start, count, data, errors, ids?} as msgpack
         packs it, with the matrix's runs sent as they are rather than copied into one binary first."""
         packer = msgpack.Packer(use_bin_type=True)
-        with_ids = any(i is not None for i in self.ids)
+        with_ids = self.ids.count(None) < len(self.ids)
         size = sum(len(piece) for piece in self.pieces)
         head = (packer.pack_map_header(5 if with_ids else 4) + packer.pack("start") + packer.pack(self.start)
                 + packer.pack("count") + packer.pack(self.count) + packer.pack("data") + _bin_header(size, smallest=True))
