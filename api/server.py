@@ -45,6 +45,9 @@ class _Server(BaseApplication):
         self.cfg.set("child_exit", _child_exit)
 
     def load(self):
+        from api import memory
+
+        memory.prepare()  # in each server process, before anything there imports pyarrow
         from api.app import create_app  # after fork: each server process gets its own connections
 
         return create_app(self.settings)

@@ -28,22 +28,24 @@ row group at a time.
 from __future__ import annotations
 
 import array
-import json
+import functools
 import math
 import os
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 
 import msgpack
+import orjson
 
+from api import memory
+from api.bulk import result_json
 from embedserve import defaults
 from embedserve.errors import Gone, NotAcceptable
 from embedserve.jobs import results as result_files
 from embedserve.jobs.chunks import ChunkOutput
 from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
-from embedserve.vector_types import FLOAT, row_encoder, vector_type
+from embedserve.vector_types import FLOAT, vector_type
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -116,17 +118,6 @@ def check_fits(job: Job, fmt: str) -> None:
                             f"msgpack stream, no size limit), {NDJSON} or {PARQUET}.")
 
 
-@dataclass
-class Item:
-    """One input's outcome."""
-
-    index: int
-    vector: bytes | None
-    tokens: int
-    error: dict | None
-    id: str | None = None  # the caller's id, when the input came with one
-
-
 def chunk_outputs(data: JobData, job: Job) -> Iterator[ChunkOutput]:
     """The job's outputs in input order: Parquet batches once compacted, else per-chunk parts."""
     if job.compacted:
@@ -143,20 +134,6 @@ def chunk_outputs(data: JobData, job: Job) -> Iterator[ChunkOutput]:
         yield output
 
 
-def items(data: JobData, job: Job) -> Iterator[Item]:
-    """Every input of a native job in order, one chunk (or record batch) in memory at a time."""
-    for output in chunk_outputs(data, job):
-        width = output.row_width
-        offset = 0
-        ids = output.ids or [None] * len(output.items)
-        for index, rows, tokens, err, caller_id in zip(output.items, output.rows, output.tokens, output.errors, ids):
-            if err is not None:
-                yield Item(index, None, 0, err["error"], caller_id)
-                continue
-            yield Item(index, output.vectors[offset:offset + width], tokens, None, caller_id)
-            offset += width * rows
-
-
 def not_processed(job: Job) -> dict:
     """The error of an input whose chunk never ran."""
     why = "expired before it ran" if job.status == JobStatus.EXPIRED else "was cancelled before it ran"
@@ -166,34 +143,47 @@ def not_processed(job: Job) -> dict:
 
 def json_list(data: JobData, job: Job) -> Iterator[bytes]:
     """OpenAI's embeddings list; an input that failed appears with `embedding: null` and its `error`."""
-    encode = row_encoder(job.encoding_format, job.embedding_type)
+    kind = vector_type(job.embedding_type)
     yield b'{"object":"list","data":['
     tokens, first = 0, True
-    for item in items(data, job):
-        entry = {"object": "embedding", "index": item.index}
-        if item.id is not None:
-            entry["id"] = item.id
-        if item.error is None:
-            entry["embedding"] = encode(item.vector)
-        else:
-            entry.update(embedding=None, error=item.error)
-        tokens += item.tokens
-        yield (b"" if first else b",") + json.dumps(entry).encode()
-        first = False
+    for output in chunk_outputs(data, job):
+        tokens += _tokens(output)
+        for piece in result_json.entries(output, kind, job.encoding_format, result_json.LIST_ENTRY):
+            if piece:
+                yield (b"" if first else b",") + b",".join(piece)
+                first = False
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-    yield f'],"model":{json.dumps(job.model)},"usage":{json.dumps(usage)}}}'.encode()
+    yield b'],"model":' + orjson.dumps(job.model) + b',"usage":' + orjson.dumps(usage) + b"}"
 
 
 def ndjson(data: JobData, job: Job) -> Iterator[bytes]:
     """One JSON line per input: {"index", "embedding"} or {"index", "error"}."""
-    encode = row_encoder(job.encoding_format, job.embedding_type)
-    for item in items(data, job):
-        line = {"index": item.index} if item.id is None else {"index": item.index, "id": item.id}
-        if item.error is None:
-            line["embedding"] = encode(item.vector)
-        else:
-            line["error"] = item.error
-        yield json.dumps(line).encode() + b"\n"
+    kind = vector_type(job.embedding_type)
+    for output in chunk_outputs(data, job):
+        for piece in result_json.entries(output, kind, job.encoding_format, result_json.NDJSON_ENTRY):
+            if piece:
+                yield b"\n".join(piece) + b"\n"
+
+
+def _tokens(output: ChunkOutput) -> int:
+    """Tokens of the output's inputs that succeeded (a failed input counts none)."""
+    if output.errors.count(None) == len(output.errors):  # the usual output: no row to leave out
+        return sum(output.tokens)
+    return sum(tokens for tokens, error in zip(output.tokens, output.errors) if error is None)
+
+
+def _runs(output: ChunkOutput) -> Iterator[tuple[int, int, int]]:
+    """(first row, rows, offset in output.vectors) of each run of succeeded rows, in order, and
+    (row, 0, -1) for each failed row between them: a matrix is copied a run at a time, not a row."""
+    width, first, offset = output.row_width, 0, 0
+    failed = [row for row, error in enumerate(output.errors) if error is not None]
+    for stop in [*failed, len(output.items)]:
+        if stop > first:
+            yield first, stop - first, offset
+            offset += (stop - first) * width
+        if stop < len(output.items):
+            yield stop, 0, -1
+        first = stop + 1
 
 
 def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
@@ -209,21 +199,28 @@ def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
     yield packer.pack("embedding_type") + packer.pack(kind.name)
     yield packer.pack("data") + _bin_header(job.total * kind.row_bytes(job.dim))
     errors, tokens = [], 0
-    for item in items(data, job):
-        tokens += item.tokens
-        if item.error is None:
-            yield item.vector
-        else:
-            errors.append({"index": item.index, "error": item.error})
-            yield nan_row
+    for output in chunk_outputs(data, job):
+        tokens += _tokens(output)
+        width = output.row_width
+        for first, rows, offset in _runs(output):
+            if rows:
+                yield output.vectors[offset:offset + rows * width]
+            else:
+                errors.append({"index": output.items[first], "error": output.errors[first]["error"]})
+                yield nan_row
     yield packer.pack("errors") + packer.pack(errors)
     yield packer.pack("usage") + packer.pack({"prompt_tokens": tokens, "total_tokens": tokens})
 
 
-def _bin_header(length: int) -> bytes:
-    """msgpack bin32 header: the matrix is written after it in pieces (check_fits refused bigger ones)."""
+def _bin_header(length: int, smallest: bool = False) -> bytes:
+    """A msgpack binary's header, its bytes written after it in pieces: bin32, or (`smallest`) the
+    smallest that holds `length`, as msgpack.Packer writes it (check_fits refused bigger ones)."""
     if length >= 2**32:  # not reached: the route calls check_fits before the first byte
         raise ValueError(f"a msgpack binary holds at most 2**32 - 1 bytes, not {length}")
+    if smallest and length < 2**8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if smallest and length < 2**16:
+        return b"\xc5" + length.to_bytes(2, "big")
     return b"\xc6" + length.to_bytes(4, "big")
 
 
@@ -246,39 +243,83 @@ ERROR_WEIGHT = 256
 def msgpack_stream(data: JobData, job: Job) -> Iterator[bytes]:
     """The framed msgpack stream: header, blocks of at most part_bytes() of matrix, trailer (module doc)."""
     kind = vector_type(job.embedding_type)
-    width = kind.row_bytes(job.dim)
-    limit = part_bytes()
-    nan_row = _failed_row(job)
     packer = msgpack.Packer(use_bin_type=True)
     yield packer.pack({"model": job.model, "dim": job.dim, "dtype": kind.dtype, "embedding_type": kind.name,
                        "total": job.total})
     tokens = 0
-    start, weight, rows, errors, ids = 0, 0, [], [], []
-    for item in items(data, job):
-        if not rows:
-            start = item.index
-        tokens += item.tokens
-        if item.error is None:
-            rows.append(item.vector)
-        else:
-            rows.append(nan_row)
-            errors.append({"index": item.index, "error": item.error})
-            weight += ERROR_WEIGHT
-        ids.append(item.id)
-        weight += width
-        if weight + max(width, 1) > limit:  # the next row would not fit: this block is full
-            yield _block(packer, start, rows, errors, ids)
-            weight, rows, errors, ids = 0, [], [], []
-    if rows:
-        yield _block(packer, start, rows, errors, ids)
+    block = _Block(kind.row_bytes(job.dim), part_bytes(), _failed_row(job))
+    for output in chunk_outputs(data, job):
+        tokens += _tokens(output)
+        for frame in block.add(output):
+            yield from frame
+    if block.count:
+        yield from block.frame()
     yield packer.pack({"usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
-def _block(packer: msgpack.Packer, start: int, rows: list[bytes], errors: list, ids: list) -> bytes:
-    frame = {"start": start, "count": len(rows), "data": b"".join(rows), "errors": errors}
-    if any(i is not None for i in ids):
-        frame["ids"] = ids
-    return packer.pack(frame)
+class _Block:
+    """The stream's block being filled: rows go in a run at a time; a block is full when after a row
+    `weight + max(width, 1) > limit` (weight: width per row, ERROR_WEIGHT more per failed one)."""
+
+    def __init__(self, width: int, limit: int, failed_row: bytes):
+        self.width, self.limit, self.failed_row = width, limit, failed_row
+        self.start, self.count, self.weight = 0, 0, 0
+        self.pieces: list = []
+        self.errors: list = []
+        self.ids: list = []
+
+    def add(self, output: ChunkOutput) -> Iterator[list[bytes]]:
+        """Take in the output's rows; yields each block that fills, as frame() does."""
+        ids = output.ids or [None] * len(output.items)
+        for first, rows, offset in _runs(output):
+            if not rows:  # a failed row
+                self._open(output.items[first])
+                self.pieces.append(self.failed_row)
+                self.errors.append({"index": output.items[first], "error": output.errors[first]["error"]})
+                self.ids.append(ids[first])
+                self.count += 1
+                self.weight += self.width + ERROR_WEIGHT
+                if self._full():
+                    yield self.frame()
+                continue
+            while rows:
+                take = min(rows, self._room())
+                self._open(output.items[first])
+                self.pieces.append(output.vectors[offset:offset + take * self.width])
+                self.ids += ids[first:first + take]
+                self.count += take
+                self.weight += take * self.width
+                first, rows, offset = first + take, rows - take, offset + take * self.width
+                if self._full():
+                    yield self.frame()
+
+    def _open(self, index: int) -> None:
+        if not self.count:
+            self.start = index
+
+    def _room(self) -> int:
+        """Succeeded rows that go in before this block is full (at least one)."""
+        if self.width == 0:
+            return 1
+        return max(1, (self.limit - self.width - self.weight) // self.width + 1)
+
+    def _full(self) -> bool:
+        return self.weight + max(self.width, 1) > self.limit
+
+    def frame(self) -> list[bytes]:
+        """The block as a stream frame, in pieces: the map {start, count, data, errors, ids?} as msgpack
+        packs it, with the matrix's runs sent as they are rather than copied into one binary first."""
+        packer = msgpack.Packer(use_bin_type=True)
+        with_ids = self.ids.count(None) < len(self.ids)
+        size = sum(len(piece) for piece in self.pieces)
+        head = (packer.pack_map_header(5 if with_ids else 4) + packer.pack("start") + packer.pack(self.start)
+                + packer.pack("count") + packer.pack(self.count) + packer.pack("data") + _bin_header(size, smallest=True))
+        tail = packer.pack("errors") + packer.pack(self.errors)
+        if with_ids:
+            tail += packer.pack("ids") + packer.pack(self.ids)
+        frame = [head, *self.pieces, tail]
+        self.count, self.weight, self.pieces, self.errors, self.ids = 0, 0, [], [], []
+        return frame
 
 
 def parquet(data: JobData, job: Job) -> Iterator[bytes]:
@@ -347,5 +388,19 @@ def _parquet_bytes(groups: Iterator, schema=None) -> Iterator[bytes]:
     yield spool.take()
 
 
-STREAMS = {JSON: json_list, NDJSON: ndjson, MSGPACK: msgpack_matrix, MSGPACK_STREAM: msgpack_stream,
-           PARQUET: parquet}
+def _then_release(stream: Callable[[JobData, Job], Iterator[bytes]]) -> Callable[[JobData, Job], Iterator[bytes]]:
+    """`stream`, giving the memory it freed back to the system when it ends or is cut (api/memory.py)."""
+
+    @functools.wraps(stream)
+    def released(data: JobData, job: Job) -> Iterator[bytes]:
+        try:
+            yield from stream(data, job)
+        finally:
+            memory.release()
+
+    return released
+
+
+STREAMS = {fmt: _then_release(stream) for fmt, stream in (
+    (JSON, json_list), (NDJSON, ndjson), (MSGPACK, msgpack_matrix), (MSGPACK_STREAM, msgpack_stream),
+    (PARQUET, parquet))}

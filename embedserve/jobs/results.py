@@ -250,7 +250,9 @@ def iter_result_batches(store: Store, prefix: str) -> Iterator[pa.RecordBatch]:
         with store.open(prefix + entry["path"]) as source:
             parquet = pq.ParquetFile(source)
             for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group).combine_chunks()
+                # One thread: pyarrow's allocations stay in the caller's heap, which the API gives back after a
+                # result (api/memory.py); one column (the vectors) holds nearly all the bytes anyway.
+                table = parquet.read_row_group(group, use_threads=False).combine_chunks()
                 yield from table.to_batches()
 
 
@@ -263,7 +265,9 @@ def to_chunk_output(batch: pa.RecordBatch) -> ChunkOutput:
     kind = vector_type(meta.get(b"embedserve.embedding_type", FLOAT.encode()).decode())
     size = embedding.type.list_size if pa.types.is_fixed_size_list(embedding.type) else 0
     dim = int(meta[b"embedserve.dim"]) if size and b"embedserve.dim" in meta else size
-    rows = [int(ok) for ok in embedding.is_valid().to_pylist()]
+    n = batch.num_rows
+    # Columns with no nulls (vectors) or only nulls (errors, ids), the usual result, skip a Python object per row.
+    rows = [1] * n if not embedding.null_count else [int(ok) for ok in embedding.is_valid().to_pylist()]
     if dim and sum(rows):
         # flatten() skips null entries and honours the array's offset; copy its element bytes out whole.
         values = (embedding.drop_null() if embedding.null_count else embedding).flatten()
@@ -272,14 +276,14 @@ def to_chunk_output(batch: pa.RecordBatch) -> ChunkOutput:
         vectors = _le(raw) if kind.name == FLOAT else raw
     else:
         vectors = b""
-    errors = []
-    for text in batch.column("error").to_pylist():
-        if text is None:
-            errors.append(None)
-        else:
-            error = json.loads(text)
-            errors.append({"status": error.pop("status"), "error": error})
-    ids = batch.column("id").to_pylist()
+    errors = [None] * n
+    if batch.column("error").null_count < n:
+        for row, text in enumerate(batch.column("error").to_pylist()):
+            if text is not None:
+                error = json.loads(text)
+                errors[row] = {"status": error.pop("status"), "error": error}
+    ids = batch.column("id").to_pylist() if batch.column("id").null_count < n else None
     return ChunkOutput(items=batch.column("index").to_pylist(), rows=rows,
                        tokens=batch.column("tokens").to_pylist(), dim=dim, vectors=vectors, errors=errors,
-                       ids=ids if any(i is not None for i in ids) else None, embedding_type=kind.name)
+                       ids=ids if ids is not None and any(i is not None for i in ids) else None,
+                       embedding_type=kind.name)
