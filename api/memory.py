@@ -1,4 +1,4 @@
-"""Keep an API process from staying as big as the results it served (issue 21: idle RSS <= 150 MiB each).
+"""Keep an API process from staying as big as the results it served (the goal: an idle RSS of at most 150 MiB each).
 
 The RSS of a gunicorn worker after streaming a 200,000 x 64 result in every format twice (2026-12-07,
 scripts/bench_results.py's job, the API restarted per setting, same stack): 265 MiB as it was; 143-146
