@@ -124,6 +124,8 @@ def main() -> int:
     parser.add_argument("--model", choices=("tiny-qwen3", "near-free", "minilm"), default="tiny-qwen3")
     parser.add_argument("--store", choices=("file", "s3"), default="file",
                         help="the job store: a directory, or moto's S3 server (started here)")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for the worker (e.g. EMBED_MAX_BATCH_TOKENS=8192); repeatable")
     parser.add_argument("--format", choices=("txt", "jsonl"), default="txt",
                         help="the input file: one text a line, or {\"text\", \"id\"} objects (ids travel to the result)")
     args = parser.parse_args()
@@ -155,7 +157,8 @@ def main() -> int:
     else:
         store_env = {}
     try:
-        worker = stack.start_worker(name, timeout=600, **env, **store_env)
+        tuning = dict(item.split("=", 1) for item in args.worker_env)
+        worker = stack.start_worker(name, timeout=600, **{**env, **store_env, **tuning})
         api, url = stack.start_api(timeout=120, EMBED_API_KEYS=f"{KEY_A},{KEY_B}", **store_env)
         client = redis.client()
         idle_small = small_job_delay(url, texts)

@@ -101,7 +101,7 @@ def test_forward_seconds_count_a_jobs_passes_as_bulk(http, api_url):
 def test_a_jobs_chunks_are_accounted_stage_by_stage(http, api_url):
     from tests.integration.jobs_helpers import submit, wait_finished
 
-    stages = ("claim", "read", "tokenize", "forward", "write", "finish")
+    stages = ("claim", "read", "tokenize", "forward", "write", "finish", "compact")
     before = scrape(api_url)
     counts = {stage: value(before, "embedserve_bulk_stage_seconds_count", model=MINILM, stage=stage)
               for stage in stages}
