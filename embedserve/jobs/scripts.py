@@ -278,7 +278,9 @@ for _ = 1, redis.call('LLEN', ring) do
   end
   redis.call('LREM', ring, 0, owner)
 end
-return remember(p, token, nil, ONCE_TTL)
+-- Nothing claimed, so nothing to answer a retry with: it may look again (it holds nothing either
+-- way). Not remembered: idle slots claim every second, and each answer kept for ONCE_TTL was a key.
+return nil
 """
 
 # Record a chunk's outcome once and release it from its worker. ARGV: prefix, id, chunk, worker,

@@ -108,6 +108,17 @@ def test_a_retried_claim_holds_one_chunk(client):
     assert other.chunk != first.chunk and other.attempt == 1
 
 
+def test_a_claim_that_found_nothing_keeps_no_reply(client):
+    """An idle slot claims every second: remembering each empty answer for ONCE_TTL_S kept ~960 keys per idle
+    worker in Redis. An empty claim changed nothing, so its retry may simply look again."""
+    scheduler = Scheduler(client)
+    assert scheduler.claim(MODEL, "w-a", token="t-empty") is None
+    assert list(client.scan_iter(redis_keys.PREFIX + "once:*")) == []
+    job_id = submit(scheduler, chunks=1)
+    again = scheduler.claim(MODEL, "w-a", token="t-empty")  # the retry finds the work that came meanwhile
+    assert again is not None and again.job_id == job_id and scheduler.held("w-a") == [f"{job_id}|0"]
+
+
 def test_a_retried_finish_of_the_last_chunk_still_says_compact(client):
     """FINISH run twice: the retry must answer 'compact' too, or nobody compacts the job."""
     scheduler = Scheduler(client)
