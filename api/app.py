@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import admission, observability, openapi
+from api import admission, body_budget, observability, openapi
 from api.auth import KeyChecker
 from api.context import EXTENSION, Services
 from api.dispatch import Dispatcher
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                       batches.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
+    body_budget.init_app(app, settings.max_job_body_bytes)
     admission.init_app(app, client)
     observability.init_app(app, client)
     openapi.init_app(app, settings)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import redis
 from flask import current_app, g, request
 
+from api import body_budget
 from api.auth import KeyChecker
 from api.dispatch import Dispatcher
 from api.validation.embeddings import parse_json_body
@@ -60,5 +61,10 @@ def queued_inputs_cap() -> int:
 
 
 def json_body() -> object:
-    """The request's body, decoded as JSON (strictly: see parse_json_body)."""
+    """The request's body, decoded as JSON (strictly: see parse_json_body). A body over the sync limit
+    first takes its share of the process's budget for large bodies (api/body_budget.py)."""
+    settings = services().settings
+    length, limit = request.content_length, request.max_content_length or settings.max_body_bytes
+    if length is None or settings.max_body_bytes < length <= limit:  # over the limit: get_data answers 413
+        body_budget.reserve(length if length is not None else limit)  # chunked: as large as the limit allows
     return parse_json_body(request.get_data(), request.content_type)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import socket
+
 import pytest
 import requests
 
 from tests.integration.helpers import MINILM, assert_openai_error
+from tests.stack import wait_until
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
@@ -51,6 +55,33 @@ def test_each_route_family_has_its_own_body_limit(small):
     async_job = small.post(small.base + "/v1/embeddings", json=body, headers={"Prefer": "respond-async"}, timeout=30)
     assert async_job.status_code == 202, async_job.text
     assert small.post(small.base + "/v1/jobs", json=body, timeout=30).status_code == 202
+
+
+def test_a_second_large_body_while_one_is_read_is_503_server_busy(small):
+    """One process reads and holds at most EMBED_MAX_JOB_BODY_BYTES of large bodies at once (api/body_budget.py):
+    a second large body while the first is still arriving is refused before it is read; small ones are not."""
+    host, port = small.base.removeprefix("http://").split(":")
+    body = json.dumps({"model": MINILM, "input": ["w" * 100] * 30}).encode()  # ~3.3 kB: over the sync limit
+    head = (f"POST /v1/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {SMALL_KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    no_model_large = {"input": ["v" * 100] * 30}  # 400 once read: a probe that never makes a job
+    with socket.create_connection((host, int(port)), timeout=30) as held:
+        held.sendall(head + body[:100])  # the first large body, still arriving
+
+        def refused() -> bool:
+            return small.post(small.base + "/v1/jobs", json=no_model_large, timeout=30).status_code == 503
+
+        wait_until(refused, 15, "a second large body refused while the first is read", interval=0.2)
+        busy = small.post(small.base + "/v1/jobs", json=no_model_large, timeout=30)
+        assert_openai_error(busy, 503, "server_busy")
+        assert int(busy.headers["Retry-After"]) >= 1
+        # A body within the sync limit takes no share: read, and refused for what it says.
+        assert small.post(small.base + "/v1/jobs", json={"input": ["s"]}, timeout=30).status_code == 400
+        held.sendall(body[100:])
+        answer = held.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 202"), answer[:300]
+    # The first body's request ended: its share is back.
+    assert small.post(small.base + "/v1/jobs", json=no_model_large, timeout=30).status_code == 400
 
 
 def test_file_over_its_limit_is_refused(small):
