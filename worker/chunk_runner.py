@@ -57,6 +57,9 @@ class ChunkRunner:
             job = self.records.get(claim.job_id)
             spec = self.data.spec(claim.job_id, index) if job is not None else None
         if job is None or spec is None or job.stop_as or job.status == JobStatus.CANCELLING:
+            if job is not None and spec is None and not job.stop_as:
+                # Lost from the store under a live job: counted as nothing here, its rows fail at compaction.
+                log.error("job %s chunk %d: its inputs are missing from the job store", claim.job_id, index)
             return self._finish(claim, None)  # deleted, cancelled or expired meanwhile: nothing to run
         if claim.attempt > self.max_attempts:
             log.warning("job %s chunk %d: attempt %d is over the limit; failing its items", claim.job_id, index,

@@ -5,12 +5,18 @@ worker died or drained) is claimed like a chunk ("job|c", embedserve/jobs/script
 whichever worker claims it. Parts are read in chunk order, the Parquet files and manifest written
 (embedserve/jobs/results.py), the job finalized, and only then are the parts deleted: a step
 whose worker died before the end is handed back and run again from the same parts.
+
+A native job's chunks hold runs of consecutive indices, in order. An index no chunk holds is one
+whose chunk's inputs were gone from the store when it ran (the runner counts nothing for it): it
+gets a failed row, `input_lost`, and the job's failed count includes it, so a result always has
+every index from 0 to total - 1 and its counts add up.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 
 from embedserve.errors import InternalError
 from embedserve.jobs import results as result_files
@@ -41,8 +47,14 @@ class Compactor:
         started = time.monotonic()
         outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
                    for chunk, output in self.data.outputs(job_id, job.chunks))
-        manifest = result_files.write_result(self.data.store, job_prefix(job_id), outputs,
+        gaps = Gaps(job.total)
+        manifest = result_files.write_result(self.data.store, job_prefix(job_id), gaps.filled(outputs),
                                              embedding_type=job.embedding_type)
+        if gaps.lost and not job.stop_as:
+            # Absolute, from counts that are final by now: a second compaction of the job sets the same.
+            self.records.set_failed(job_id, job.failed + gaps.lost)
+            log.error("job %s: %d inputs were missing from the job store; their rows failed (input_lost)", job_id,
+                      gaps.lost)
         status = self.scheduler.finalize(job_id, self.worker_id)
         if status == "lost":  # reaped while compacting: the step's new holder ends the job and drops the parts
             log.warning("job %s: compaction was handed to another worker meanwhile; leaving the parts", job_id)
@@ -61,3 +73,31 @@ def unrun_output(data: JobData, job_id: str, chunk: int) -> ChunkOutput:
     spec = data.spec(job_id, chunk)
     error = InternalError("This input was not processed.", code="not_processed")
     return spec.all_failed(error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])
+
+
+class Gaps:
+    """Fills the indices that no output holds, below `total`, with failed rows; counts them in `lost`."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.lost = 0
+
+    def filled(self, outputs: Iterable[ChunkOutput]) -> Iterator[ChunkOutput]:
+        expected = 0
+        for output in outputs:
+            if output.items:
+                if output.items[0] > expected:
+                    yield self._lost(expected, output.items[0])
+                expected = output.items[-1] + 1
+            yield output
+        if expected < self.total:
+            yield self._lost(expected, self.total)
+
+    def _lost(self, start: int, end: int) -> ChunkOutput:
+        self.lost += end - start
+        error = {"status": 500, "error": InternalError(
+            "This input was missing from the job store when its chunk ran; it was not embedded.",
+            code="input_lost").to_payload()}
+        n = end - start
+        return ChunkOutput(items=list(range(start, end)), rows=[0] * n, tokens=[0] * n, dim=0, vectors=b"",
+                           errors=[error] * n)

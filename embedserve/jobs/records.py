@@ -98,6 +98,9 @@ class JobRecords:
         self.sample_size = error_sample
         self._cancel = client.register_script(job_scripts.CANCEL)
         self._expire = client.register_script(job_scripts.EXPIRE)
+        # Only on a record that still exists: a job deleted meanwhile must not come back as a bare hash.
+        self._set_failed = client.register_script(
+            "if redis.call('HEXISTS', KEYS[1], 'status') == 1 then redis.call('HSET', KEYS[1], 'failed', ARGV[1]) end")
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown, past its record's life, or (given `owner`) someone else's."""
@@ -142,6 +145,10 @@ class JobRecords:
         """Stop handing out the job's chunks; the status after, or None if the job is gone."""
         status = self._cancel(keys=[], args=[redis_keys.PREFIX, job_id])
         return JobStatus(status.decode()) if status is not None else None
+
+    def set_failed(self, job_id: str, failed: int) -> None:
+        """Set a job's failed count (compaction, for inputs no chunk could run: embedserve/jobs/compaction.py)."""
+        self._set_failed(keys=[redis_keys.job(job_id)], args=[failed])
 
     def expire(self, job_ids: list[str]) -> None:
         """Mark jobs whose data was deleted as expired (stopping any that still run)."""

@@ -55,6 +55,38 @@ def test_a_compactor_that_dies_gives_the_compaction_back(client):
     assert JobRecords(client).get(job_id).status == JobStatus.COMPLETED
 
 
+def test_a_chunk_whose_inputs_were_lost_fails_its_rows_and_is_counted(client, tmp_path):
+    """A live job's chunk whose input object is gone (lost from the store) finishes with nothing counted, so the
+    job would complete with rows missing from its result: compaction fails those indices, `input_lost`, and
+    counts them."""
+    import pyarrow.dataset as ds
+
+    from embedserve.jobs.chunks import ChunkOutput
+    from embedserve.jobs.compaction import Compactor
+    from embedserve.jobs.data import job_prefix
+
+    scheduler, data = Scheduler(client), JobData(LocalStore(tmp_path))
+    job_id = submit(scheduler, chunks=3)  # 6 inputs: items 0-1, 2-3, 4-5
+    for chunk in range(3):
+        claim = scheduler.claim(MODEL, "w-a")
+        if chunk == 1:  # its inputs were gone: the runner finishes it with no part and nothing counted
+            outcome = scheduler.finish(claim, "w-a", completed=0, failed=0, tokens=0, dim=0, errors=[])
+        else:
+            items = [2 * chunk, 2 * chunk + 1]
+            data.put_output(job_id, chunk, ChunkOutput(items=items, rows=[1, 1], tokens=[3, 3], dim=2,
+                                                       vectors=b"\0" * 16, errors=[None, None]))
+            outcome = finish(scheduler, claim, "w-a")
+    assert outcome == "compact"
+    Compactor(JobRecords(client), scheduler, data, "w-a").compact(job_id)
+
+    rows = ds.dataset(str(tmp_path / job_prefix(job_id) / "result"), format="parquet").to_table().to_pylist()
+    assert [row["index"] for row in rows] == [0, 1, 2, 3, 4, 5]
+    assert [row["error"] is not None and "input_lost" in row["error"] for row in rows] == [
+        False, False, True, True, False, False]
+    job = JobRecords(client).get(job_id)
+    assert job.status == JobStatus.COMPLETED and (job.completed, job.failed) == (4, 2)
+
+
 def test_only_the_holder_of_the_compaction_ends_the_job(client):
     """A compactor reaped while paused, waking after the step went to another worker, must not finalize."""
     scheduler = Scheduler(client)
