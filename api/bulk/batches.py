@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from api.bulk.batch_output import roles
-from api.bulk.chunking import ChunkBudget, input_weight
+from api.bulk.chunking import ChunkBudget, input_weight, limits_for
 from api.bulk.files import FILE_PREFIX, find_input_file, output_record_steps, uploaded_lines
 from api.bulk.jobs import JOB_PREFIX, params_of
 from api.bulk.submission import submit
@@ -24,6 +24,7 @@ from api.contract.batch import BatchBody
 from api.validation.embeddings import check_for_model, parse_embedding_request
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
+from embedserve.fleet import stage_times
 from embedserve.fleet.registry import Registry
 from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkParams, ChunkSpec
@@ -59,8 +60,13 @@ def check_create_body(body: object) -> tuple[str, str, dict | None]:
 
 
 def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan: Plan,
-                accept_token_ids: bool = True) -> Iterator[ChunkSpec]:
-    """Validate every line; yield chunks of valid lines, grouped by model and options."""
+                accept_token_ids: bool = True,
+                limits: Callable[[str], tuple[int, int]] | None = None) -> Iterator[ChunkSpec]:
+    """Validate every line; yield chunks of valid lines, grouped by model and options; `limits(model)` is the
+    (inputs, characters) budget of a chunk for that model (api/bulk/chunking.py), the small one when None."""
+    def new_group(model: str) -> _Group:
+        return _Group(budget=ChunkBudget(*limits(model))) if limits is not None else _Group()
+
     groups: dict[tuple, _Group] = {}  # (model, options) -> its chunk being filled
     seen: set[str] = set()
     for number, raw in enumerate(lines, start=1):
@@ -83,11 +89,13 @@ def plan_chunks(lines: Iterator[bytes], registry: Registry, endpoint: str, plan:
             continue
         params = params_of(req)
         group_key = (served.card.name, params)
-        group = groups.setdefault(group_key, _Group())
+        group = groups.get(group_key)
+        if group is None:
+            group = groups[group_key] = new_group(served.card.name)
         weight = sum(input_weight(x) for x in req.inputs)
         if not group.budget.takes(len(req.inputs), weight):
             yield _spec(served.card.name, params, group)
-            groups[group_key] = group = _Group()
+            groups[group_key] = group = new_group(served.card.name)
         group.budget.add(len(req.inputs), weight)
         group.items.append(index)
         group.counts.append(len(req.inputs))
@@ -171,8 +179,16 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
     try:
         # A batch of nothing but refused lines still goes through the rotation: its one worker
         # step ends it at once (chunks == 0 ends on the first look).
+        # A batch's chunks are sized as a job's of as many inputs (its lines; a line may hold more).
+        rates: dict[str, float | None] = {}
+
+        def limits(model: str) -> tuple[int, int]:
+            if model not in rates:
+                rates[model] = stage_times.bulk_rate(scheduler.redis, model)
+            return limits_for(job.total, rates[model])
+
         submit(scheduler, data, job, plan_chunks(uploaded_lines(data.store, file_id), registry, endpoint, plan,
-                                                 settings.accept_token_ids),
+                                                 settings.accept_token_ids, limits),
                cap=cap, ttl=ttl, listed=False, stored=stored, then=lambda: _save_batch(records, batch, ttl))
     except LineError as exc:
         data.delete(job_id)

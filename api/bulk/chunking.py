@@ -9,7 +9,8 @@ measured bulk rate (embedserve/fleet/stage_times.py) up to JOB_CHUNK_SECONDS of 
 forward, within JOB_CHUNK_GROWTH times the small budgets: a million inputs on a model that embeds
 thousands a second are ~1,000 chunks of 1,024, not 31,250 of 32, while on a slow CPU model a
 chunk stays a fraction of a second of work, so fair share and the work a crash redoes stay
-bounded in seconds, not in inputs.
+bounded in seconds, not in inputs. An OpenAI batch's chunks are sized as a job's of as many inputs
+as it has lines (api/bulk/batches.py).
 Items go into a chunk in order until the next would take it past the budget of inputs or of
 characters (a token id counts as 4). An item is never split, so one over the budget alone gets a
 chunk of its own (a batch request's inputs stay together: its one response needs them all).

@@ -36,3 +36,21 @@ def test_chunks_grow_with_the_job_and_the_models_rate_within_a_bound():
     # A slow model keeps chunks of about JOB_CHUNK_SECONDS of work; an unmeasured one the small budgets.
     assert limits_for(10**9, 4 * defaults.JOB_CHUNK_INPUTS / defaults.JOB_CHUNK_SECONDS) == (4 * small[0], 4 * small[1])
     assert limits_for(10**9, 1.0) == small and limits_for(10**9, None) == small
+
+
+def test_a_batchs_chunks_take_the_budget_given_for_its_model(redis_server):
+    """An OpenAI batch is cut by the same sizing as a job: `limits(model)` sets its chunks' budget."""
+    import json
+
+    from api.bulk.batches import Plan, plan_chunks
+    from embedserve.fleet.registry import ModelCard, ModelKind, Registry
+
+    registry = Registry(redis_server.client(), declared=(ModelCard.declared("m", ModelKind.EMBEDDING),))
+    lines = [json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/embeddings",
+                         "body": {"model": "m", "input": [f"text {i}"] * 3}}).encode() for i in range(100)]
+    small = list(plan_chunks(iter(lines), registry, "/v1/embeddings", Plan()))
+    assert [len(spec.items) for spec in small][:2] == [10, 10]  # 32 inputs a chunk: 10 lines of 3
+    asked = []
+    grown = list(plan_chunks(iter(lines), registry, "/v1/embeddings", Plan(),
+                             limits=lambda model: asked.append(model) or (150, 10**6)))
+    assert [len(spec.items) for spec in grown] == [50, 50] and set(asked) == {"m"}
