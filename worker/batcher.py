@@ -226,7 +226,7 @@ class Batcher:
         """Pick the next batch (caller holds the lock): interactive first, similar lengths together."""
         now = time.time()
         batch: list[_Row] = []
-        longest = total = 0
+        longest = 0
         if interactive_only:
             order = (INTERACTIVE,)
         elif self._bulk_owed() and self._queues[BULK]:
@@ -249,11 +249,11 @@ class Batcher:
                 if not self._live(row.submission, now):
                     continue
                 width = max(longest, row.length)
-                cost = width * (len(batch) + 1) if self.padded else total + row.length
+                cost = width * (len(batch) + 1)
                 # A single row longer than the whole budget still runs, alone.
                 if not batch or (len(batch) < self.max_rows and cost <= budget):
                     batch.append(row)
-                    longest, total = width, total + row.length
+                    longest = width
                 else:
                     kept.add(id(row))
             # What did not fit goes back to the front, in arrival order, ahead of newer rows.
