@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import threading
 
 import pytest
@@ -57,36 +56,41 @@ def test_tokens_per_minute_limit_charges_an_estimate_and_settles_the_real_usage(
     assert small.status_code == 200
 
 
+UNSERVED = "queue-limit-unserved"  # declared, served by no worker: nothing consumes its sync queue
+
+
 @pytest.fixture
-def slow_api(stack, workers):
-    """An API with EMBED_MAX_QUEUE=1 on the shared stack; its key may send 5 requests a minute."""
-    process, url = stack.start_api(EMBED_API_KEYS=OTHER_KEY, EMBED_MAX_QUEUE="1", EMBED_SYNC_TIMEOUT="8",
+def slow_api(stack):
+    """An API with EMBED_MAX_QUEUE=1 on the shared stack; its key may send 5 requests a minute.
+
+    Its requests go to a declared model that no worker serves, so the queue's depth depends only on
+    what the test sends (a stopped worker's pending BRPOP could still take a message, and did).
+    """
+    process, url = stack.start_api(EMBED_API_KEYS=OTHER_KEY, EMBED_MODELS=UNSERVED, EMBED_MAX_QUEUE="1",
+                                   EMBED_SYNC_TIMEOUT="2", EMBED_COLD_START_TIMEOUT="3",
                                    EMBED_STATIC_KEY_RPM="5")
     yield url
     process.stop()
 
 
-def test_a_deep_queue_answers_503_at_once(stack, workers, slow_api):
-    worker = workers[QWEN].popen
+def test_a_deep_queue_answers_503_at_once(stack, slow_api):
     client = stack.redis.client()
-    threads = []
-    worker.send_signal(signal.SIGSTOP)  # a real worker that stops consuming: its queue grows
-    try:
-        for _ in range(3):
-            thread = threading.Thread(target=post, args=(slow_api, OTHER_KEY, "x", QWEN))
-            thread.start()
-            threads.append(thread)
-        wait_until(lambda: client.llen(f"embed.{QWEN}") >= 2, 10, "two chunks to wait in the queue")
-        refused = post(slow_api, OTHER_KEY, "x", QWEN)
-        assert refused.status_code == 503
-        assert refused.json()["error"]["code"] == "queue_full"
-        assert refused.headers["Retry-After"] == "2"
-        # Three requests taken of five; the refused one was given back (it would read 1 otherwise).
-        assert refused.headers["x-ratelimit-remaining-requests"] == "2"
-    finally:
-        worker.send_signal(signal.SIGCONT)
-    for thread in threads:  # they end with 200 or 504 (EMBED_SYNC_TIMEOUT=8) once the worker runs again
+    outcomes: list[requests.Response] = []
+    threads = [threading.Thread(target=lambda: outcomes.append(post(slow_api, OTHER_KEY, "x", UNSERVED)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: client.llen(f"embed.{UNSERVED}") >= 2, 10, "two chunks to wait in the queue")
+    refused = post(slow_api, OTHER_KEY, "x", UNSERVED)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "queue_full"
+    assert refused.headers["Retry-After"] == "2"
+    # Two requests taken of five; the refused one was given back (it would read 2 otherwise).
+    assert refused.headers["x-ratelimit-remaining-requests"] == "3"
+    for thread in threads:  # the queued two end with 503 no_worker after the cold-start wait
         thread.join(30)
+    assert [r.json()["error"]["code"] for r in outcomes] == ["no_worker", "no_worker"]
+    client.delete(f"embed.{UNSERVED}")  # their expired messages wait for a worker that would skip them
 
 
 def test_static_keys_get_the_static_limits(stack, workers):
