@@ -61,6 +61,12 @@ class Dispatched:
     chunks: list[ChunkResult]
     tokens: int
 
+    @property
+    def cached(self) -> int | None:
+        """Inputs served from the embedding cache; None when no chunk's worker has one."""
+        counts = [chunk.cached for chunk in self.chunks if chunk.cached is not None]
+        return sum(counts) if counts else None
+
 
 def sync_slices(total: int, workers: int) -> list[tuple[int, int]]:
     """(start, end) slices, about one per worker (none live: as for one), each within MIN/MAX_SYNC_CHUNK inputs."""
@@ -83,15 +89,19 @@ class Dispatcher:
         self._cold_start = settings.cold_start_timeout
         self._max_queue = settings.max_queue
 
-    def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:
-        """Embed every input of `req` with `served`; raises ServiceError on any failure."""
+    def embed(self, req: EmbeddingRequest, served: ServedModel, request_id: str | None = None,
+              cache_scope: str = "") -> Dispatched:
+        """Embed every input of `req` with `served`; raises ServiceError on any failure.
+
+        `cache_scope` (embedserve/cache_scope.py) names the caller's embedding-cache entries."""
         def payload(s: Slice) -> dict:
             return EmbedChunk(
                 request_id=s.request_id, reply_to=s.reply_to, chunk=s.index, offset=s.start,
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
                 embedding_types=list(req.embedding_types),
-                truncation_direction=req.truncation_direction, max_tokens=req.max_tokens).to_wire()
+                truncation_direction=req.truncation_direction, max_tokens=req.max_tokens,
+                cache_scope=cache_scope).to_wire()
 
         result = self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
                                request_id)

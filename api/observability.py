@@ -106,6 +106,12 @@ class RedisStateCollector:
         stages = HistogramMetricFamily("embedserve_bulk_stage_seconds", "Seconds per stage of a job chunk in the "
                                        "workers (claim, read, tokenize, forward, write, finish, compact).",
                                        labels=["model", "stage"])
+        # The embedding cache (EMBED_CACHE_URL): inputs served from it, inputs computed, cache calls that failed.
+        cache = {outcome: CounterMetricFamily(f"embedserve_cache_{outcome}", text, labels=["model"])
+                 for outcome, text in (("hits", "Inputs whose vector came from the embedding cache."),
+                                       ("misses", "Inputs looked for in the embedding cache and computed."),
+                                       ("errors", "Embedding-cache calls that failed (down, timeout, full); "
+                                                  "their inputs were computed."))}
         stage_items = CounterMetricFamily("embedserve_bulk_inputs", "Job inputs the workers embedded.",
                                           labels=["model"])
         for served in self._registry.models():
@@ -122,6 +128,8 @@ class RedisStateCollector:
             tokens.add_metric([name], _cumulative(stats.tokens, defaults.BATCH_TOKENS_BUCKETS), stats.tokens_sum)
             for priority in ("interactive", "bulk"):
                 seconds.add_metric([name, priority], stats.seconds.get(priority, 0.0))
+            for outcome, family in cache.items():
+                family.add_metric([name], stats.cache.get(outcome, 0))
             histograms, items = stage_times.read(self._redis, name)
             for (path, stage), histogram in sorted(histograms.items()):
                 if path == stage_times.BULK:
@@ -133,7 +141,7 @@ class RedisStateCollector:
                                  labels=["status"])
         for status, count in self._jobs.count_by_status().items():
             jobs.add_metric([status], count)
-        yield from (depth, workers, rows, tokens, seconds, bulk, stages, stage_items, jobs)
+        yield from (depth, workers, rows, tokens, seconds, *cache.values(), bulk, stages, stage_items, jobs)
 
 
 def _cumulative(counts: dict[str, int], bounds: tuple) -> list[tuple[str, int]]:

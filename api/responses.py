@@ -22,6 +22,8 @@ def embedding_list(result: Dispatched, model: str, encoding_format: str, embeddi
                          "embedding": encode(chunk.row(row, embedding_type))})
             index += 1
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
+    if result.cached is not None:  # the model's workers have an embedding cache (EMBED_CACHE_URL)
+        usage["cached_inputs"] = result.cached
     return json.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 

@@ -150,3 +150,11 @@ EMBED_CLI_POLL_MAX_S = 2.0
 EMBED_CLI_HTTP_TIMEOUT_S = 300
 # ...bytes read from the result stream at a time.
 EMBED_CLI_READ_BYTES = 1 << 20
+
+# The embedding cache (EMBED_CACHE_URL, worker/cache/): seconds an entry lives. Entries carry a TTL so
+# that volatile-lru/lfu (which evict only keys with one) can evict them too; LRU drops them sooner when full.
+CACHE_TTL_S = 30 * 24 * 3600
+# ...seconds one cache call (connect, MGET, SET pipeline) may take: a slow cache costs a request this much, once.
+CACHE_SOCKET_TIMEOUT_S = 0.25
+# ...seconds the cache is left alone after a failed call (down, timing out, out of memory): requests compute meanwhile.
+CACHE_RETRY_AFTER_S = 5.0

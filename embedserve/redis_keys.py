@@ -82,6 +82,18 @@ def forward_seconds(model: str) -> str:
     return f"{PREFIX}metrics:forward_seconds:{model}"
 
 
+def cache_stats(model: str) -> str:
+    """Hash: embedding-cache outcomes `model`'s workers add up: inputs found (hits), not found (misses),
+    and failed cache calls (errors). In the broker's Redis, like the other metrics."""
+    return f"{PREFIX}metrics:cache:{model}"
+
+
+def cache_entry(model_fingerprint: str, scope: str, digest: str) -> str:
+    """String in the cache Redis (EMBED_CACHE_URL), not the broker's: one input's vector under one model
+    identity, one scope (a hashed API key, or "global") and one digest of the input and its options."""
+    return f"embedcache:v1:{model_fingerprint}:{scope}:{digest}"
+
+
 def stage_seconds(model: str) -> str:
     """Hash: seconds `model`'s workers spent per stage of a path, and items per path (embedserve/fleet/stage_times.py)."""
     return f"{PREFIX}metrics:stages:{model}"

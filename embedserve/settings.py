@@ -17,6 +17,8 @@ DEFAULT_MODEL_HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ATTENTION_KERNELS = ("auto", "sdpa_groups", "flex", "flash_varlen")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 SENTINEL_DEFAULT_PORT = 26379
+# EMBED_CACHE_SCOPE's values: cache entries per API key, or shared by all keys.
+CACHE_SCOPES = ("key", "global")
 _SENTINEL_FORM = "sentinel://[[user]:password@]host[:port][,host[:port]...]/master_name[/db]"
 
 
@@ -134,6 +136,12 @@ class Settings:
     drain_timeout: float = defaults.DRAIN_TIMEOUT_S
     # Whether /v1/embeddings, jobs and batch lines take token ids as input (false: 400 token_ids_not_accepted).
     accept_token_ids: bool = True
+    # The embedding cache's own Redis (redis://, rediss:// or unix://; an LRU/LFU maxmemory-policy, never the
+    # broker's): vectors already computed are returned without a forward pass. "" = no cache.
+    cache_url: str = ""
+    # Who shares cache entries: "key" (each API key its own; no key learns by timing what another embedded)
+    # or "global" (every key: more hits, and that timing side channel).
+    cache_scope: str = "key"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +203,8 @@ class Settings:
             cold_start_timeout=reader.float("EMBED_COLD_START_TIMEOUT", cls.cold_start_timeout, 0, 86400),
             drain_timeout=reader.float("EMBED_DRAIN_TIMEOUT", cls.drain_timeout, 0, 86400),
             accept_token_ids=reader.bool("EMBED_ACCEPT_TOKEN_IDS", cls.accept_token_ids),
+            cache_url=reader.str("EMBED_CACHE_URL", cls.cache_url),
+            cache_scope=reader.str("EMBED_CACHE_SCOPE", cls.cache_scope).lower(),
         )
         settings.validate()
         return settings
@@ -207,6 +217,7 @@ class Settings:
         elif parts.scheme not in ("redis", "rediss", "unix"):
             raise ConfigError("EMBED_REDIS_URL must be a redis://, rediss://, unix:// or sentinel:// URL, "
                               f"got {parts.scheme!r}")
+        self._validate_cache()
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError(f"EMBED_DEVICE must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -241,6 +252,19 @@ class Settings:
         for key in self.api_keys:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")
+
+    def _validate_cache(self) -> None:
+        if self.cache_scope not in CACHE_SCOPES:
+            raise ConfigError(f"EMBED_CACHE_SCOPE must be key or global, got {self.cache_scope!r}")
+        if not self.cache_url:
+            return
+        if urlsplit(self.cache_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError("EMBED_CACHE_URL must be a redis://, rediss:// or unix:// URL, "
+                              f"got {redact_url(self.cache_url)!r}")
+        if self.cache_url.rstrip("/") == self.redis_url.rstrip("/"):
+            # The broker must keep noeviction; a cache needs eviction: one Redis cannot be both.
+            raise ConfigError("EMBED_CACHE_URL must name a Redis of its own, not EMBED_REDIS_URL's: the cache "
+                              "needs an LRU/LFU eviction policy, the broker's Redis must keep noeviction")
 
     def batch_tokens(self, device_type: str, packed: bool = False, gpu_budget: int | None = None) -> int:
         """The forward pass's token budget: the setting, or the default for `device_type` and packing.
@@ -285,6 +309,7 @@ class Settings:
         fields["metrics_token"] = "<redacted>" if self.metrics_token else ""
         fields["redis_url"] = redact_url(self.redis_url)
         fields["redis_sentinel_password"] = "<redacted>" if self.redis_sentinel_password else ""
+        fields["cache_url"] = redact_url(self.cache_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 

@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from embedserve.cache_scope import GLOBAL
 from embedserve.errors import InvalidRequest, Timeout
 from embedserve.fleet.quant_ranges import RangeBook
 from embedserve.jobs.chunks import ChunkParams
@@ -21,6 +22,8 @@ from embedserve.protocol import ChunkResult, EmbedChunk
 from embedserve.vector_types import FLOAT, TYPES, vector_type
 from worker import stage_clock
 from worker.batcher import Batcher
+from worker.cache.digests import ids_options, input_digests, text_options
+from worker.cache.vector_cache import VectorCache
 from worker.calibration import Calibration
 from worker.engine import EmbeddingEngine
 from worker.quantize import quantize
@@ -34,11 +37,14 @@ class EmbeddingService:
     # Calibration texts are embedded as one interactive request that may wait this long.
     CALIBRATION_TIMEOUT_S = 600.0
 
-    def __init__(self, engine: EmbeddingEngine, batcher: Batcher, ranges: RangeBook | None = None):
+    def __init__(self, engine: EmbeddingEngine, batcher: Batcher, ranges: RangeBook | None = None,
+                 cache: VectorCache | None = None, cache_scope: str = "key"):
         self.engine = engine
         self.batcher = batcher
         # int8/uint8 need the model's shared calibration ranges; without a RangeBook they are refused.
         self.calibration = Calibration(ranges, self._embed_documents, truncate_dimensions) if ranges else None
+        self.cache = cache  # the embedding cache (EMBED_CACHE_URL), or None
+        self.shared_scope = cache_scope == GLOBAL  # EMBED_CACHE_SCOPE=global: every key's scope is one
 
     def run(self, chunk: EmbedChunk) -> ChunkResult:
         """Embed one sync chunk (a task's message); a refusal or failure is raised (worker/tasks.py replies with it)."""
@@ -46,12 +52,13 @@ class EmbeddingService:
                              dimensions=chunk.dimensions, truncation_direction=chunk.truncation_direction)
         result = self.embed(chunk.inputs, params, offset=chunk.offset, deadline=chunk.deadline, priority=chunk.priority,
                             tag=chunk.request_id if chunk.priority else "", types=chunk.embedding_types,
-                            max_tokens=chunk.max_tokens)
+                            max_tokens=chunk.max_tokens, scope=chunk.cache_scope)
         return replace(result, chunk=chunk.chunk)
 
     def embed(self, inputs: list, params: ChunkParams, *, offset: int, deadline: float, priority: int, tag: str = "",
               types: list[str] | None = None, max_tokens: int | None = None,
-              stage: Callable[[str, float], None] | None = None) -> ChunkResult:
+              stage: Callable[[str, float], None] | None = None, scope: str = "",
+              placeholders: frozenset[int] = frozenset()) -> ChunkResult:
         """Embed `inputs` (all texts or all token-id lists) as `params` say, in one batcher submission.
 
         `offset` is the first input's index in its request (error messages name inputs by it); `tag`
@@ -59,6 +66,11 @@ class EmbeddingService:
         vector types wanted from the one pass (Cohere's embedding_types), params.embedding_type alone
         when None; `max_tokens` is a text limit below the model's (Cohere's), or None; `stage(name,
         seconds)`, when given, is told the seconds of "tokenize" and of "forward" (queued and run).
+
+        Each distinct input is forwarded once, and, with a cache and a `scope` (embedserve/cache_scope.py),
+        only when the cache does not hold it. `placeholders` are positions whose vectors the caller fills
+        in itself (a job's repeats of an earlier chunk's text): tokenized and counted, never forwarded,
+        their rows left zero.
         """
         # The API checks this against the model card; a model only declared (EMBED_MODELS) has none yet.
         if params.dimensions is not None and params.dimensions > self.engine.dim:
@@ -66,11 +78,35 @@ class EmbeddingService:
                                  f"got {params.dimensions}.", param="dimensions")
         types = self._types(types or [params.embedding_type])
         started = time.perf_counter()
+        scope = GLOBAL if self.shared_scope else scope
+        digests = self._digests(inputs, params, max_tokens) if self.cache is not None and scope else None
+        found = self.cache.get(scope, digests) if digests else [None] * len(inputs)
+        todo = [i for i, entry in enumerate(found) if entry is None]
+        vectors = np.zeros((len(inputs), self.engine.dim), dtype=np.float32)
+        row_tokens = [0] * len(inputs)
+        for i, entry in enumerate(found):
+            if entry is not None:
+                row_tokens[i], vectors[i] = entry
+        sub = None
         with self.batcher.incoming():
-            tokenized = self._tokenize(inputs, params, offset, max_tokens)
+            rows = self._tokenize_some(inputs, todo, params, offset, max_tokens)
             submitted = time.perf_counter()
-            sub = self.batcher.submit(tokenized.rows, priority=priority, deadline=deadline, tag=tag)
-        vectors = wait_rows(sub, deadline, "embedding")
+            # One forward per distinct row: the same ids make the same vector.
+            unique: dict[tuple, int] = {}
+            forward_at = []
+            for i, row in zip(todo, rows):
+                row_tokens[i] = len(row)
+                if i not in placeholders:
+                    forward_at.append((i, unique.setdefault(tuple(row), len(unique))))
+            if unique:
+                sub = self.batcher.submit([list(row) for row in unique], priority=priority, deadline=deadline, tag=tag)
+        if sub is not None:
+            computed = wait_rows(sub, deadline, "embedding")
+            for i, n in forward_at:
+                vectors[i] = computed[n]
+            if digests:
+                self.cache.put(scope, [(digests[i], row_tokens[i], vectors[i]) for i in
+                                       dict.fromkeys(i for i, _ in forward_at)])
         if stage is not None:
             stage("tokenize", submitted - started)
             stage("forward", time.perf_counter() - submitted)
@@ -78,8 +114,33 @@ class EmbeddingService:
             vectors = truncate_dimensions(vectors, params.dimensions)
         matrices = {kind: self._encode(vectors, kind) for kind in types}
         return ChunkResult(chunk=0, vectors=matrices.pop(FLOAT, b""), rows=vectors.shape[0],
-                           dim=vectors.shape[1], tokens=tokenized.tokens,
-                           row_tokens=[len(row) for row in tokenized.rows], typed=matrices or None)
+                           dim=vectors.shape[1], tokens=sum(row_tokens), row_tokens=row_tokens,
+                           typed=matrices or None,
+                           cached=None if self.cache is None else len(inputs) - len(todo))
+
+    def _digests(self, inputs: list, params: ChunkParams, max_tokens: int | None) -> list[str] | None:
+        """Each input's cache digest (worker/cache/digests.py); None for a mix the tokenizer will refuse."""
+        if all(isinstance(item, str) for item in inputs):
+            prefix = self.engine.files.prefix(params.input_type, params.instruction)
+            options = text_options(prefix, params.truncate, params.truncation_direction, max_tokens)
+        elif all(isinstance(item, list) for item in inputs):
+            options = ids_options(params.truncate, params.truncation_direction)
+        else:
+            return None
+        return input_digests(inputs, options)
+
+    def _tokenize_some(self, inputs: list, todo: list[int], params: ChunkParams, offset: int,
+                       max_tokens: int | None) -> list[list[int]]:
+        """Token rows of the inputs at `todo`; a refusal names its input by its place among all of `inputs`."""
+        if len(todo) == len(inputs):
+            return self._tokenize(inputs, params, offset, max_tokens).rows
+        if not todo:
+            return []
+        try:
+            return self._tokenize([inputs[i] for i in todo], params, offset, max_tokens).rows
+        except InvalidRequest as refused:
+            self._tokenize(inputs, params, offset, max_tokens)  # raises the same refusal, naming the right index
+            raise refused from None
 
     def _types(self, asked: list[str]) -> list[str]:
         """The vector types asked for, once each (the API checked them; a job's params are checked again)."""

@@ -32,14 +32,16 @@ from embedserve.jobs.sweeper import Sweeper
 from embedserve.logs import configure_logging
 from embedserve.protocol import RERANK_TASK, TOKENIZE_TASK, RerankChunk, TokenizeChunk, interactive_queue, rerank_queue
 from embedserve.redis_client import worker_client
-from embedserve.redis_policy import check_eviction_policy
-from embedserve.settings import ConfigError, Settings, WorkerRole
+from embedserve.redis_policy import check_cache_policy, check_eviction_policy
+from embedserve.settings import ConfigError, Settings, WorkerRole, redact_url
 from worker.drain import Drain
 from worker.watchdog import TEST_HANG_ENV, Watchdog, hang_on
 
 log = logging.getLogger("embedserve.worker")
 
 
+# Seconds the start-up check of the cache Redis waits for its answers (longer than a request's lookups).
+CACHE_CHECK_TIMEOUT_S = 5.0
 # Celery loggers that write a line for every task received and finished, at INFO.
 PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def configure(argv: list[str]) -> tuple[Settings, redis.Redis]:
-    """Settings from the environment and a checked Redis connection."""
+    """Settings from the environment and a checked Redis connection (and cache Redis, when one is set)."""
     try:
         settings = Settings.from_env()
         if "--rerank" in argv:
@@ -115,7 +117,27 @@ def configure(argv: list[str]) -> tuple[Settings, redis.Redis]:
     problem = check_eviction_policy(client)
     if problem:
         raise StartupError(problem)
+    if settings.cache_url and settings.worker_role == WorkerRole.EMBED:
+        check_cache(settings, client)
     return settings, client
+
+
+def check_cache(settings: Settings, client: redis.Redis) -> None:
+    """Refuse a cache Redis that would not evict or that is the broker's; one that does not answer is only
+    warned about: a cache that is down means computing, at start as later (worker/cache/vector_cache.py)."""
+    from worker.cache.vector_cache import cache_client
+
+    cache = cache_client(settings.cache_url, timeout=CACHE_CHECK_TIMEOUT_S)
+    try:
+        problem = check_cache_policy(cache, client)
+    except redis.RedisError as exc:
+        log.warning("the embedding cache's Redis (EMBED_CACHE_URL=%s) does not answer (%s); computing every input "
+                    "until it does", redact_url(settings.cache_url), exc)
+        return
+    finally:
+        cache.close()
+    if problem:
+        raise StartupError(problem)
 
 
 def load(configured: tuple[Settings, redis.Redis]) -> Loaded:
@@ -196,7 +218,8 @@ def wire(loaded: Loaded) -> Wired:
         from worker.chunk_runner import ChunkRunner
         from worker.embedding_service import EmbeddingService
 
-        service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)))
+        service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)),
+                                   cache=open_cache(settings, model, forward_stats), cache_scope=settings.cache_scope)
         register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
         records, data = JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(loaded.store)
@@ -232,6 +255,19 @@ def wire(loaded: Loaded) -> Wired:
     log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(loaded.aliases) or "none",
              worker_id)
     return Wired(app, queue, worker_id, batcher, forward_stats, reaper, sweeper, drain, bulk)
+
+
+def open_cache(settings: Settings, model, forward_stats: ForwardStats):
+    """The embedding cache for `model` (a VectorCache), or None without EMBED_CACHE_URL."""
+    if not settings.cache_url:
+        return None
+    from worker.cache.fingerprint import model_fingerprint
+    from worker.cache.vector_cache import VectorCache, cache_client
+
+    fingerprint = model_fingerprint(model.source, dtype=str(model.dtype), device_type=model.device.type,
+                                    deterministic=getattr(settings, "deterministic", None))
+    log.info("embedding cache on (scope: %s), model fingerprint %s", settings.cache_scope, fingerprint)
+    return VectorCache(cache_client(settings.cache_url), fingerprint, model.dim, count=forward_stats.record_cache)
 
 
 def run(settings: Settings, wired: Wired) -> None:

@@ -97,7 +97,10 @@ def embedding_list(*, failed_items: bool = False) -> dict:
                                                     "properties": item}},
                 "model": {"type": "string"},
                 "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
-                          "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}}}}}
+                          "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"},
+                                         "cached_inputs": {"type": "integer", "minimum": 0, "description":
+                                                           "Inputs whose vector came from the embedding cache "
+                                                           "(present only when the model's workers have one)."}}}}}
 
 
 def deleted(kind: str) -> dict:

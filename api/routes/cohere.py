@@ -11,10 +11,11 @@ import json
 from flask import Blueprint, Response, g
 
 from api.admission import admit, estimate_tokens
-from api.context import json_body, require_key, services
+from api.context import json_body, owner, require_key, services
 from api.responses import cohere_embed_response
 from api.validation.cohere import cohere_error, parse_cohere_embed, within_model
 from api.validation.embeddings import check_for_model
+from embedserve.cache_scope import scope_of
 from embedserve.errors import ServiceError
 
 bp = Blueprint("cohere", __name__)
@@ -30,7 +31,7 @@ def embed() -> Response:
         served = check_for_model(embed.request, svc.registry, accept_token_ids=svc.settings.accept_token_ids)
         req = within_model(embed.request, served.card.max_length)
         with admit(estimate_tokens(req, served.card.max_length), g.identity) as ticket:
-            result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
+            result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"), cache_scope=scope_of(owner()))
             ticket.record_usage(result.tokens)
     except ServiceError as exc:
         raise cohere_error(exc) from None

@@ -9,6 +9,7 @@ from api.bulk.jobs import job_accepted, queue_job
 from api.context import json_body, owner, queued_inputs_cap, require_key, services
 from api.responses import embedding_list
 from api.validation.embeddings import check_for_model, parse_embedding_request
+from embedserve.cache_scope import scope_of
 
 bp = Blueprint("embeddings", __name__)
 
@@ -38,7 +39,7 @@ def create_embeddings() -> Response:
     served = check_for_model(req, svc.registry, accept_token_ids=svc.settings.accept_token_ids)
     estimate = estimate_tokens(req, served.card.max_length)
     with admit(estimate, g.identity) as ticket:
-        result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"))
+        result = svc.dispatcher.embed(req, served, request_id=g.get("request_id"), cache_scope=scope_of(owner()))
         ticket.record_usage(result.tokens)
     body = embedding_list(result, served.card.name, req.encoding_format, req.embedding_types[0])
     return Response(body, mimetype="application/json")

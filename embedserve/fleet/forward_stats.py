@@ -1,5 +1,5 @@
-"""Forward-pass statistics (rows and padded tokens per batch, forward seconds by priority) and stage
-times (embedserve/fleet/stage_times.py), added up in Redis by every worker.
+"""Forward-pass statistics (rows and padded tokens per batch, forward seconds by priority), embedding-cache
+outcomes and stage times (embedserve/fleet/stage_times.py), added up in Redis by every worker.
 
 Workers push their counts to Redis instead of serving their own metrics port: scaled compose
 workers have no stable addresses for Prometheus to find, counts in Redis survive worker
@@ -37,10 +37,12 @@ class ForwardStats:
         self._key = redis_keys.batch_stats(model)
         self._seconds_key = redis_keys.forward_seconds(model)
         self._stages_key = redis_keys.stage_seconds(model)
+        self._cache_key = redis_keys.cache_stats(model)
         self.stages = StageTimes()  # the stages' timers record here; flushed with the rest
         self._flush_s = flush_s
         self._pending: Counter[str] = Counter()
         self._seconds: Counter[str] = Counter()  # forward seconds by priority name: floats, HINCRBYFLOAT
+        self._cache: Counter[str] = Counter()  # embedding-cache outcomes: hits, misses, errors
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="batch-stats", daemon=True)
@@ -59,6 +61,12 @@ class ForwardStats:
         with self._lock:
             self._seconds[priority] += seconds
 
+    def record_cache(self, outcome: str, inputs: int) -> None:
+        """Inputs found in or missing from the embedding cache, or failed cache calls (worker/cache/); no I/O."""
+        if inputs:
+            with self._lock:
+                self._cache[outcome] += inputs
+
     def start(self) -> None:
         self._thread.start()
 
@@ -73,8 +81,9 @@ class ForwardStats:
         with self._lock:
             pending, self._pending = self._pending, Counter()
             seconds, self._seconds = self._seconds, Counter()
+            cache, self._cache = self._cache, Counter()
         stage_counts, stage_sums = self.stages.drain()
-        if not pending and not seconds and not stage_counts and not stage_sums:
+        if not pending and not seconds and not stage_counts and not stage_sums and not cache:
             return
         try:
             pipe = self._redis.pipeline(transaction=True)
@@ -86,12 +95,15 @@ class ForwardStats:
                 pipe.hincrby(self._stages_key, field, amount)
             for field, amount in stage_sums.items():
                 pipe.hincrbyfloat(self._stages_key, field, amount)
+            for field, amount in cache.items():
+                pipe.hincrby(self._cache_key, field, amount)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("could not push batch statistics: %s", exc)
             with self._lock:
                 self._pending.update(pending)
                 self._seconds.update(seconds)
+                self._cache.update(cache)
             self.stages.restore(stage_counts, stage_sums)
 
     def _run(self) -> None:
@@ -109,6 +121,7 @@ class ForwardHistograms:
     tokens_sum: int
     count: int
     seconds: dict[str, float]  # forward seconds by priority ("interactive", "bulk")
+    cache: dict[str, int]  # embedding-cache outcomes: hits, misses, errors (absent: none yet)
 
 
 def read(client: redis.Redis, model: str) -> ForwardHistograms:
@@ -116,10 +129,11 @@ def read(client: redis.Redis, model: str) -> ForwardHistograms:
     pipe = client.pipeline(transaction=False)  # one round trip for both hashes
     pipe.hgetall(redis_keys.batch_stats(model))
     pipe.hgetall(redis_keys.forward_seconds(model))
-    counts, times = pipe.execute()
+    pipe.hgetall(redis_keys.cache_stats(model))
+    counts, times, cache = pipe.execute()
     raw = {k.decode(): int(v) for k, v in counts.items()}
     seconds = {k.decode(): float(v) for k, v in times.items()}
     rows = {f.split(":", 1)[1]: n for f, n in raw.items() if f.startswith("rows:")}
     tokens = {f.split(":", 1)[1]: n for f, n in raw.items() if f.startswith("tokens:")}
     return ForwardHistograms(rows, tokens, raw.get("rows_sum", 0), raw.get("tokens_sum", 0), raw.get("count", 0),
-                           seconds)
+                             seconds, {k.decode(): int(v) for k, v in cache.items()})

@@ -1,0 +1,86 @@
+"""The loaded model's identity for cache entries: what was loaded, not what it is called.
+
+A served name can be given to other weights (a new revision, a fine-tune copied over the old
+directory); entries keyed by the name alone would then hand back the old model's vectors. The
+fingerprint digests the model's files as loaded: every small file's contents (configs, tokenizer,
+sentence-transformers modules), each safetensors file's header (names, shapes, dtypes, offsets)
+and every other weight file's size and mtime, plus the Hugging Face commit when the model came
+from the hub cache. Also in it: what changes the arithmetic (dtype, device type, the batch-invariant
+forward's setting), so a CPU worker never serves a GPU worker's bf16 vectors as its own.
+Computed once at worker start: reading a few headers and stats, not the weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import struct
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Files up to this size are digested whole (configs, tokenizers); larger ones by header or size+mtime.
+SMALL_FILE_BYTES = 4 * 1024 * 1024
+# A safetensors header longer than this is not read (a damaged file); its size and mtime stand in.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+def model_fingerprint(source: str, *, dtype: str, device_type: str, deterministic: object = None) -> str:
+    """32 hex characters naming the model loaded from `source` (a directory or a hub id) and how it runs."""
+    digest = hashlib.blake2b(digest_size=16)
+    _feed(digest, "runtime", json.dumps({"dtype": dtype, "device": device_type,
+                                         "deterministic": str(deterministic)}, sort_keys=True).encode())
+    directory = _local_directory(source)
+    if directory is None:
+        # Nothing on disk to read: an identity of this process only, so nothing it stores is ever
+        # served for another model (nor shared with other workers).
+        log.warning("cannot find %s's files on disk; its cache entries are this worker's alone", source)
+        _feed(digest, "unknown", f"{source}:{uuid.uuid4()}".encode())
+        return digest.hexdigest()
+    commit = _hub_commit(directory)
+    if commit:
+        _feed(digest, "commit", commit.encode())
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and ".cache" not in p.parts):
+        _feed(digest, "file", path.relative_to(directory).as_posix().encode())
+        _feed(digest, "content", _file_identity(path))
+    return digest.hexdigest()
+
+
+def _feed(digest, label: str, data: bytes) -> None:
+    # Length-prefixed, so no two sequences of parts digest alike.
+    digest.update(label.encode() + b"\0" + struct.pack("<Q", len(data)) + data)
+
+
+def _file_identity(path: Path) -> bytes:
+    """A small file's bytes; a safetensors file's header; else its size and modification time."""
+    stat = path.stat()  # follows the hub cache's symlinks to the blobs
+    if stat.st_size <= SMALL_FILE_BYTES:
+        return path.read_bytes()
+    if path.suffix == ".safetensors":
+        with path.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length <= MAX_HEADER_BYTES:
+                return b"safetensors:" + handle.read(length)
+    return f"size={stat.st_size} mtime={stat.st_mtime_ns}".encode()
+
+
+def _local_directory(source: str) -> Path | None:
+    """The directory the model was loaded from: `source` itself, or the hub cache's snapshot of it."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(source, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not in the local hub cache, or no hub support: no files to read
+        return None
+
+
+def _hub_commit(directory: Path) -> str | None:
+    """The commit of a hub-cache snapshot (`.../snapshots/<commit>`), or None for a plain directory."""
+    if directory.parent.name == "snapshots" and len(directory.name) == 40:
+        return directory.name
+    return None
