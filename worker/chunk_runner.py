@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import replace
 
+from embedserve.cache_scope import scope_of
 from embedserve.errors import InternalError, ServiceError
 from embedserve.fleet.stage_times import BULK, StageTimes
 from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
@@ -66,7 +67,7 @@ class ChunkRunner:
                         claim.attempt)
             return self._finish(claim, failed_output(spec, claim.attempt - 1))
         try:
-            output = self.embed(spec, f"{claim.job_id}|{claim.chunk}")
+            output = self.embed(spec, f"{claim.job_id}|{claim.chunk}", scope_of(job.owner))
         except TransientChunkError as exc:
             log.warning("job %s chunk %d attempt %d failed (%s); handing it back", claim.job_id, index, claim.attempt,
                         exc)
@@ -98,38 +99,45 @@ class ChunkRunner:
         # "compact": this was the job's last chunk; its results become Parquet files now.
         return outcome == "compact"
 
-    def embed(self, spec: ChunkSpec, tag: str = "job") -> ChunkOutput:
-        """Embed a chunk; a chunk that the model refuses (400) is split so only the bad items fail."""
+    def embed(self, spec: ChunkSpec, tag: str = "job", scope: str = "") -> ChunkOutput:
+        """Embed a chunk; a chunk that the model refuses (400) is split so only the bad items fail.
+
+        `scope` names the job owner's embedding-cache entries (embedserve/cache_scope.py). Items that
+        repeat an earlier chunk's (spec.repeats) are tokenized, not embedded: compaction fills their rows.
+        """
         if spec.bad:
-            return self._embed_with_bad(spec, tag)
+            return self._embed_with_bad(spec, tag, scope)
         kind = spec.params.embedding_type
         # Error messages name inputs by index: a native job's own index; within a batch line, the line's.
         native = spec.meta is None
+        repeated = _repeated_positions(spec)
         try:
-            whole = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag)
+            whole = self._call(spec, spec.inputs, spec.items[0] if native else 0, tag, scope, repeated)
         except ServiceError as refused:
             if len(spec.items) == 1:
                 return _output(spec.items, spec.counts, [refused], kind)
         else:
-            return _output(spec.items, spec.counts, [whole], kind)
+            return _with_repeats(_output(spec.items, spec.counts, [whole], kind), spec)
         # One item is bad (too long, token id out of range): run each alone to find which.
         results, start = [], 0
         for item, count in zip(spec.items, spec.counts):
+            alone = frozenset(p - start for p in repeated if start <= p < start + count)
             try:
-                results.append(self._call(spec, spec.inputs[start:start + count], item if native else 0, tag))
+                results.append(self._call(spec, spec.inputs[start:start + count], item if native else 0, tag, scope,
+                                          alone))
             except ServiceError as refused:
                 results.append(refused)
             start += count
-        return _output(spec.items, spec.counts, results, kind, per_item=True)
+        return _with_repeats(_output(spec.items, spec.counts, results, kind, per_item=True), spec)
 
-    def _embed_with_bad(self, spec: ChunkSpec, tag: str) -> ChunkOutput:
+    def _embed_with_bad(self, spec: ChunkSpec, tag: str, scope: str) -> ChunkOutput:
         """Embed the good items of a chunk, then put its pre-failed items back in item order."""
         bad = {int(k): v for k, v in spec.bad.items()}
         good = [(item, count) for item, count in zip(spec.items, spec.counts) if item not in bad]
         inner = None
         if good:
             inner = self.embed(replace(spec, items=[i for i, _ in good], counts=[c for _, c in good], bad=None,
-                                       ids=None), tag)
+                                       ids=None), tag, scope)
         done = {item: n for n, item in enumerate(inner.items)} if inner else {}
         rows, tokens, errors = [], [], []
         for item in spec.items:
@@ -145,16 +153,19 @@ class ChunkRunner:
         # Failed items have no rows, so the good items' vectors stay in item order as they are.
         return ChunkOutput(items=spec.items, rows=rows, tokens=tokens, dim=inner.dim if inner else 0,
                            vectors=inner.vectors if inner else b"", errors=errors,
-                           embedding_type=spec.params.embedding_type)
+                           embedding_type=spec.params.embedding_type, repeats=inner.repeats if inner else None,
+                           cached=inner.cached if inner else 0)
 
-    def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str) -> ChunkResult:
-        """Embed some of a chunk's inputs. The model's refusal of them (a 400 ServiceError) is raised as it is;
-        any other failure as TransientChunkError."""
+    def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str, scope: str = "",
+              repeated: frozenset[int] = frozenset()) -> ChunkResult:
+        """Embed some of a chunk's inputs (not forwarding those at `repeated`). The model's refusal of them (a
+        400 ServiceError) is raised as it is; any other failure as TransientChunkError."""
         try:
             # The tag names the chunk ("job|chunk", as held): a hung pass's chunks are told by it.
             return self.service.embed(inputs, spec.params, offset=offset, deadline=time.time() + self.time_limit,
                                       priority=BULK_PRIORITY, tag=tag,
-                                      stage=lambda name, seconds: self.stages.record(BULK, name, seconds))
+                                      stage=lambda name, seconds: self.stages.record(BULK, name, seconds),
+                                      scope=scope, placeholders=repeated)
         except ServiceError as exc:
             if exc.status == 400:
                 raise
@@ -183,7 +194,7 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult 
             errors.append(None)
             start += count
         return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=result.data(embedding_type),
-                           errors=errors, embedding_type=embedding_type)
+                           errors=errors, embedding_type=embedding_type, cached=result.cached or 0)
     for count, result in zip(item_counts, results):
         if isinstance(result, ServiceError):
             rows.append(0)
@@ -195,7 +206,28 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult 
             errors.append(None)
             parts.append(result.data(embedding_type))
     return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=b"".join(parts), errors=errors,
-                       embedding_type=embedding_type)
+                       embedding_type=embedding_type,
+                       cached=sum(r.cached or 0 for r in results if isinstance(r, ChunkResult)))
+
+
+def _repeated_positions(spec: ChunkSpec) -> frozenset[int]:
+    """Positions in spec.inputs of the items that repeat an earlier chunk's (single-input items only)."""
+    if not spec.repeats:
+        return frozenset()
+    positions, start = set(), 0
+    for item, count in zip(spec.items, spec.counts):
+        if count == 1 and str(item) in spec.repeats:
+            positions.add(start)
+        start += count
+    return frozenset(positions)
+
+
+def _with_repeats(output: ChunkOutput, spec: ChunkSpec) -> ChunkOutput:
+    """`output`, naming the items whose rows are placeholders for compaction to fill: the repeats that succeeded."""
+    if spec.repeats:
+        ok = {str(item) for item, error in zip(output.items, output.errors) if error is None}
+        output.repeats = {item: first for item, first in spec.repeats.items() if item in ok} or None
+    return output
 
 
 def _item_error(refused: ServiceError) -> dict:

@@ -24,6 +24,7 @@ from embedserve.ids import new_id
 from embedserve.jobs.chunks import ChunkParams, ChunkSpec
 from embedserve.jobs.data import JobData
 from embedserve.jobs.records import Job, JobRecords, JobStatus
+from embedserve.jobs.repeats import RepeatFinder
 from embedserve.jobs.scheduler import Scheduler
 from embedserve.settings import Settings
 
@@ -64,12 +65,14 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
     params = params_of(req)
     total = len(req.inputs) if record is None else file_inputs(record, settings.max_job_inputs)
     limits = limits_for(total, stage_times.bulk_rate(scheduler.redis, model))
+    repeats = RepeatFinder()  # an input an earlier chunk holds is embedded once (embedserve/jobs/repeats.py)
     if record is None:
         specs = (ChunkSpec(model=model, items=list(range(start, end)), counts=[1] * (end - start),
-                           inputs=req.inputs[start:end], params=params)
+                           inputs=req.inputs[start:end], params=params,
+                           repeats=repeats.mark(list(range(start, end)), [1] * (end - start), req.inputs[start:end]))
                  for start, end in chunk_bounds(req.inputs, *limits))
     else:
-        specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits)
+        specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits, repeats=repeats)
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
               embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)
@@ -89,10 +92,11 @@ def file_inputs(record: dict, max_inputs: int) -> int:
 
 def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]], model: str, params: ChunkParams,
                      max_inputs: int = defaults.JOB_CHUNK_INPUTS,
-                     max_chars: int = defaults.JOB_CHUNK_CHARS) -> Iterator[ChunkSpec]:
+                     max_chars: int = defaults.JOB_CHUNK_CHARS, repeats: RepeatFinder | None = None) -> Iterator[ChunkSpec]:
     """Chunks of a user_data file's (text, id, error) items, cut by api/bulk/chunking.py's rule, one
     chunk in memory at a time. An item with an error has no input: it is failed by the worker alone,
-    and weighs nothing, but counts as one of the chunk's inputs."""
+    and weighs nothing, but counts as one of the chunk's inputs. `repeats`, when given, marks the items
+    whose text an earlier chunk holds."""
     def size(entry: tuple[int, tuple]) -> tuple[int, int]:
         text, _, error = entry[1]
         return 1, 0 if error is not None else len(text)
@@ -112,7 +116,10 @@ def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]
             else:
                 counts.append(1)
                 texts.append(text)
-        yield _file_spec(model, params, items, counts, texts, ids, bad)
+        spec = _file_spec(model, params, items, counts, texts, ids, bad)
+        if repeats is not None:
+            spec.repeats = repeats.mark(items, counts, texts)
+        yield spec
 
 
 def _file_spec(model, params, items, counts, texts, ids, bad) -> ChunkSpec:
@@ -135,6 +142,7 @@ def job_object(store: JobRecords, job: Job) -> dict:
         "created_at": job.created_at, "started_at": job.started_at, "completed_at": job.completed_at,
         "cancelled_at": job.cancelled_at, "expires_at": job.expires_at, "encoding_format": job.encoding_format,
         "embedding_type": job.embedding_type, "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
+        "cached_inputs": job.cached,
     }
     if job.failed:
         body["errors"] = {"object": "list", "data": store.error_sample(job.id)}

@@ -144,6 +144,8 @@ def schemas(settings: Settings) -> dict:
                 "encoding_format": {"enum": list(ENCODING_FORMATS)},
                 "embedding_type": {"enum": list(EMBEDDING_TYPES)},
                 "request_counts": COUNTS,
+                "cached_inputs": {"type": "integer", "minimum": 0, "description": "Inputs whose vector came from "
+                                  "the embedding cache (EMBED_CACHE_URL); counted when the job's result is written."},
                 "errors": {"type": "object", "required": ["object", "data"], "description": "Present when inputs "
                            "failed: the first few item errors, each naming its input `index`.",
                            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {

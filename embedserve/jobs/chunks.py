@@ -62,17 +62,23 @@ class ChunkSpec:
     # Items failed before running (a line of an input file that is not a text): item index, as a
     # string, -> {"status": int, "error": {OpenAI error object}}. Such items have count 0 and no inputs.
     bad: dict | None = None
+    # Items whose input repeats an item of an earlier chunk of the same job: item index, as a string, ->
+    # that earlier item's index. Such an item is tokenized but not embedded; compaction gives it the
+    # earlier item's vector (embedserve/jobs/repeats.py). Left out of the stored spec when None.
+    repeats: dict | None = None
 
     def pack(self) -> bytes:
         record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["params"] = self.params.to_wire()
+        if record["repeats"] is None:  # as every spec without repeats was always written
+            del record["repeats"]
         return msgpack.packb(record, use_bin_type=True)
 
     @classmethod
     def unpack(cls, data: bytes) -> ChunkSpec:
         record = msgpack.unpackb(data, raw=False)
         record["params"] = ChunkParams.from_wire(record.get("params"))
-        return cls(**record)
+        return cls(**_known(cls, record))
 
     def all_failed(self, error: ServiceError) -> ChunkOutput:
         """This chunk's output when every item failed with `error` (it was given up, or never ran)."""
@@ -94,6 +100,10 @@ class ChunkOutput:
     errors: list  # per item: None or {"status": int, "error": {OpenAI error object}}
     ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
     embedding_type: str = "float"  # the job store keeps the asked-for type's small form
+    # Items whose row is a placeholder that compaction fills with an earlier item's vector (ChunkSpec.repeats):
+    # item index, as a string, -> the earlier item's index. Left out of the stored part when None.
+    repeats: dict | None = None
+    cached: int = 0  # inputs whose vector came from the embedding cache; left out of the stored part when 0
 
     @property
     def row_width(self) -> int:
@@ -101,11 +111,15 @@ class ChunkOutput:
         return row_bytes(self.embedding_type, self.dim)
 
     def pack(self) -> bytes:
-        return msgpack.packb(asdict(self), use_bin_type=True)
+        record = asdict(self)
+        for name, empty in (("repeats", None), ("cached", 0)):  # parts without them read as they always did
+            if record[name] == empty:
+                del record[name]
+        return msgpack.packb(record, use_bin_type=True)
 
     @classmethod
     def unpack(cls, data: bytes) -> ChunkOutput:
-        return cls(**msgpack.unpackb(data, raw=False))
+        return cls(**_known(cls, msgpack.unpackb(data, raw=False)))
 
     @property
     def completed(self) -> int:
@@ -114,3 +128,9 @@ class ChunkOutput:
     @property
     def failed(self) -> int:
         return len(self.errors) - self.completed
+
+
+def _known(cls, record: dict) -> dict:
+    """The fields of `record` that `cls` has: a field a newer version adds is ignored by this one."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in record.items() if k in names}

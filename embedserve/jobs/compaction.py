@@ -10,6 +10,8 @@ A native job's chunks hold runs of consecutive indices, in order. An index no ch
 whose chunk's inputs were gone from the store when it ran (the runner counts nothing for it): it
 gets a failed row, `input_lost`, and the job's failed count includes it, so a result always has
 every index from 0 to total - 1 and its counts add up.
+
+An input that repeats an earlier chunk's gets that input's row here (embedserve/jobs/repeats.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from embedserve.jobs import results as result_files
 from embedserve.jobs.chunks import ChunkOutput
 from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import JobRecords
+from embedserve.jobs.repeats import RepeatFiller
 from embedserve.jobs.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -45,16 +48,28 @@ class Compactor:
             self.data.delete(job_id)
             return
         started = time.monotonic()
-        outputs = (output if output is not None else unrun_output(self.data, job_id, chunk)
+
+        def part(chunk: int) -> ChunkOutput:
+            output = self.data.output(job_id, chunk)
+            return output if output is not None else unrun_output(self.data, job_id, chunk)
+
+        outputs = ((chunk, output if output is not None else unrun_output(self.data, job_id, chunk))
                    for chunk, output in self.data.outputs(job_id, job.chunks))
-        gaps = Gaps(job.total)
-        manifest = result_files.write_result(self.data.store, job_prefix(job_id), gaps.filled(outputs),
+        gaps, repeats, tally = Gaps(job.total), RepeatFiller(part), Tally()
+        manifest = result_files.write_result(self.data.store, job_prefix(job_id),
+                                             tally.counted(gaps.filled(repeats.filled(outputs))),
                                              embedding_type=job.embedding_type)
-        if gaps.lost and not job.stop_as:
-            # Absolute, from counts that are final by now: a second compaction of the job sets the same.
-            self.records.set_failed(job_id, job.failed + gaps.lost)
-            log.error("job %s: %d inputs were missing from the job store; their rows failed (input_lost)", job_id,
-                      gaps.lost)
+        counts = {"cached": tally.cached} if tally.cached else {}
+        if (gaps.lost or repeats.failed) and not job.stop_as:
+            # Absolute, from the results as written: a second compaction of the job sets the same.
+            counts.update(completed=tally.completed, failed=tally.failed)
+            if gaps.lost:
+                log.error("job %s: %d inputs were missing from the job store; their rows failed (input_lost)",
+                          job_id, gaps.lost)
+            if repeats.failed:
+                log.error("job %s: %d inputs repeat ones that failed; they failed too", job_id, repeats.failed)
+        if counts:
+            self.records.set_counts(job_id, **counts)
         status = self.scheduler.finalize(job_id, self.worker_id)
         if status == "lost":  # reaped while compacting: the step's new holder ends the job and drops the parts
             log.warning("job %s: compaction was handed to another worker meanwhile; leaving the parts", job_id)
@@ -73,6 +88,20 @@ def unrun_output(data: JobData, job_id: str, chunk: int) -> ChunkOutput:
     spec = data.spec(job_id, chunk)
     error = InternalError("This input was not processed.", code="not_processed")
     return spec.all_failed(error) if spec is not None else ChunkOutput([], [], [], 0, b"", [])
+
+
+class Tally:
+    """Adds up a job's results as they pass: items completed and failed, inputs from the embedding cache."""
+
+    def __init__(self):
+        self.completed = self.failed = self.cached = 0
+
+    def counted(self, outputs: Iterable[ChunkOutput]) -> Iterator[ChunkOutput]:
+        for output in outputs:
+            self.completed += output.completed
+            self.failed += output.failed
+            self.cached += output.cached
+            yield output
 
 
 class Gaps:

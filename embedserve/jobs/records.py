@@ -64,6 +64,7 @@ class Job:
     expired_at: int | None = None
     stop_as: str | None = None  # set when the job stops early: "cancelled" or "expired"
     compacted: int = 0  # 1 once its results are Parquet files in the store
+    cached: int = 0  # inputs whose vector came from the embedding cache (set at compaction)
 
     @classmethod
     def from_hash(cls, data: dict[bytes, bytes]) -> Job:
@@ -99,8 +100,8 @@ class JobRecords:
         self._cancel = client.register_script(job_scripts.CANCEL)
         self._expire = client.register_script(job_scripts.EXPIRE)
         # Only on a record that still exists: a job deleted meanwhile must not come back as a bare hash.
-        self._set_failed = client.register_script(
-            "if redis.call('HEXISTS', KEYS[1], 'status') == 1 then redis.call('HSET', KEYS[1], 'failed', ARGV[1]) end")
+        self._set_fields = client.register_script(
+            "if redis.call('HEXISTS', KEYS[1], 'status') == 1 then redis.call('HSET', KEYS[1], unpack(ARGV)) end")
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown, past its record's life, or (given `owner`) someone else's."""
@@ -146,9 +147,11 @@ class JobRecords:
         status = self._cancel(keys=[], args=[redis_keys.PREFIX, job_id])
         return JobStatus(status.decode()) if status is not None else None
 
-    def set_failed(self, job_id: str, failed: int) -> None:
-        """Set a job's failed count (compaction, for inputs no chunk could run: embedserve/jobs/compaction.py)."""
-        self._set_failed(keys=[redis_keys.job(job_id)], args=[failed])
+    def set_counts(self, job_id: str, **counts: int) -> None:
+        """Set some of a job's counts (`completed`, `failed`, `cached`) to the values compaction found in its
+        results (embedserve/jobs/compaction.py): absolute, so a compaction run twice sets the same."""
+        args = [value for pair in counts.items() for value in pair]
+        self._set_fields(keys=[redis_keys.job(job_id)], args=args)
 
     def expire(self, job_ids: list[str]) -> None:
         """Mark jobs whose data was deleted as expired (stopping any that still run)."""

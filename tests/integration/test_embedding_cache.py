@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from embedserve import defaults
 from tests.fixtures.tiny_models import build_tiny_qwen3_embedding
 from tests.integration.helpers import API_KEY, OTHER_KEY, embed, session_for, vectors
+from tests.integration.jobs_helpers import result_json, submit, wait_finished
 from tests.stack import RedisServer, Stack, wait_until
 
 pytestmark = pytest.mark.slow  # a stack of its own: two Redis servers, workers, an API
@@ -201,3 +202,16 @@ def test_a_model_swapped_under_the_same_name_never_returns_the_old_vectors(cache
     assert swapped.json()["usage"]["cached_inputs"] == 0
     assert not np.allclose(vectors(swapped), old_vectors, atol=1e-3)
     assert np.array_equal(vectors(embed(first, model=name, input=texts)), vectors(swapped))
+
+
+def test_jobs_use_the_cache_and_say_how_much(cache_stack, first):
+    texts = [f"job {t} {n}" for n in range(20) for t in TEXTS]
+    assert embed(first, model=KEYED, input=texts).json()["usage"]["cached_inputs"] == 0
+    before = settled_forwards(cache_stack.url, KEYED, 0)
+    job = submit(first, model=KEYED, input=texts + ["job and one new text"])
+    done = wait_finished(first, job["id"])
+    assert done["status"] == "completed" and done["cached_inputs"] == len(texts), done
+    assert settled_forwards(cache_stack.url, KEYED, before + 1) == before + 1  # only the new text
+    listed = result_json(first, job["id"])
+    assert np.allclose(np.asarray([d["embedding"] for d in listed["data"][:-1]], dtype=np.float32),
+                       vectors(embed(first, model=KEYED, input=texts)), atol=0)
