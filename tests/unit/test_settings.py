@@ -154,3 +154,19 @@ def test_repr_redacts_the_sentinel_passwords():
     text = repr(Settings.from_env({"EMBED_REDIS_URL": "sentinel://:masterpw@s1,s2/mymaster/0",
                                    "EMBED_REDIS_SENTINEL_PASSWORD": "sentinelpw"}))
     assert "masterpw" not in text and "sentinelpw" not in text
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"EMBED_CACHE_SCOPE": "team"}, "EMBED_CACHE_SCOPE must be key or global"),
+    ({"EMBED_CACHE_URL": "http://cache:6379"}, "EMBED_CACHE_URL must be a redis://"),
+    ({"EMBED_CACHE_URL": "redis://127.0.0.1:6379/0"}, "not EMBED_REDIS_URL's"),
+])
+def test_bad_cache_settings_are_refused(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_cache_settings():
+    settings = Settings.from_env({"EMBED_CACHE_URL": "redis://:secret@cache:6380/0", "EMBED_CACHE_SCOPE": "GLOBAL"})
+    assert settings.cache_scope == "global" and "secret" not in repr(settings)
+    assert Settings.from_env({}).cache_url == "" and Settings.from_env({}).cache_scope == "key"

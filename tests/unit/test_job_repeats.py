@@ -1,0 +1,45 @@
+"""A job's repeats (embedserve/jobs/repeats.py): marked across chunks at submission, filled at compaction."""
+
+from __future__ import annotations
+
+import struct
+
+from embedserve.jobs.chunks import ChunkOutput, ChunkSpec
+from embedserve.jobs.repeats import RepeatFiller, RepeatFinder
+
+
+def row(value: float, dim: int = 2) -> bytes:
+    return struct.pack(f"<{dim}f", *([value] * dim))
+
+
+def test_only_repeats_of_an_earlier_chunk_are_marked():
+    finder = RepeatFinder()
+    assert finder.mark([0, 1, 2], [1, 1, 1], ["a", "b", "a"]) is None  # within a chunk: the worker's to dedupe
+    assert finder.mark([3, 4, 5], [1, 0, 1], ["b", "c"]) == {"3": 1}  # item 4 is a refused line: no input
+    assert finder.mark([6, 7], [1, 1], [[1, 2], "c"]) == {"7": 5}
+    assert finder.mark([8], [1], [[1, 2]]) == {"8": 6}  # token ids too
+
+
+def test_a_spec_without_repeats_is_stored_as_before_and_reads_back():
+    spec = ChunkSpec(model="m", items=[0], counts=[1], inputs=["a"])
+    assert b"repeats" not in spec.pack()
+    marked = ChunkSpec(model="m", items=[3], counts=[1], inputs=["a"], repeats={"3": 0})
+    assert ChunkSpec.unpack(marked.pack()).repeats == {"3": 0}
+    output = ChunkOutput(items=[0], rows=[1], tokens=[2], dim=2, vectors=row(1), errors=[None])
+    assert b"cached" not in output.pack() and ChunkOutput.unpack(output.pack()) == output
+
+
+def test_placeholders_get_the_first_occurrence_row_from_an_earlier_part():
+    first = ChunkOutput(items=[0, 1], rows=[1, 0], tokens=[3, 0], dim=2, vectors=row(1),
+                        errors=[None, {"status": 400, "error": {"message": "too long"}}])
+    second = ChunkOutput(items=[2, 3, 4], rows=[1, 1, 1], tokens=[3, 1, 3], dim=2, vectors=row(0) + row(5) + row(0),
+                         errors=[None, None, None], repeats={"2": 0, "4": 1})
+    parts = {0: first, 1: second}
+    filler = RepeatFiller(parts.__getitem__)
+    out = list(filler.filled(parts.items()))
+    assert out[0] is first
+    filled = out[1]
+    # Item 2 gets item 0's row; item 4 repeats a failed input: it fails the same way, its row goes.
+    assert filled.vectors == row(1) + row(5)
+    assert filled.rows == [1, 1, 0] and filled.errors[2] == first.errors[1] and filler.failed == 1
+    assert filled.tokens == [3, 1, 3]
