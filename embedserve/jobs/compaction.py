@@ -60,6 +60,8 @@ class Compactor:
                                              tally.counted(gaps.filled(repeats.filled(outputs))),
                                              embedding_type=job.embedding_type)
         counts = {"cached": tally.cached} if tally.cached else {}
+        if repeats.failed:  # stopped or not, `completed` is the vectors the result holds
+            counts["completed"] = tally.completed
         if (gaps.lost or repeats.failed) and not job.stop_as:
             # Absolute, from the results as written: a second compaction of the job sets the same.
             counts.update(completed=tally.completed, failed=tally.failed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import openai
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -215,3 +216,12 @@ def test_jobs_use_the_cache_and_say_how_much(cache_stack, first):
     listed = result_json(first, job["id"])
     assert np.allclose(np.asarray([d["embedding"] for d in listed["data"][:-1]], dtype=np.float32),
                        vectors(embed(first, model=KEYED, input=texts)), atol=0)
+
+
+def test_the_openai_client_reads_the_cached_count(cache_stack):
+    texts = [f"client {t}" for t in TEXTS]
+    with openai.OpenAI(base_url=cache_stack.url + "/v1", api_key=API_KEY, max_retries=0) as client:
+        client.embeddings.create(model=KEYED, input=texts)
+        again = client.embeddings.create(model=KEYED, input=texts)
+    assert again.usage.cached_inputs == len(texts) and again.usage.prompt_tokens > 0
+    assert len(again.data) == len(texts) and len(again.data[0].embedding) == 384
