@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 # Files up to this size are digested whole (configs, tokenizers); larger ones by header or size+mtime.
 SMALL_FILE_BYTES = 4 * 1024 * 1024
+# Folders that are no part of the model: the hub's download metadata, Python's bytecode (the default model
+# ships inside a Python package, and its .pyc files differ between Python versions).
+IGNORED = frozenset({".cache", "__pycache__", ".git"})
 # A safetensors header longer than this is not read (a damaged file); its size and mtime stand in.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
@@ -42,7 +45,7 @@ def model_fingerprint(source: str, *, dtype: str, device_type: str, deterministi
     commit = _hub_commit(directory)
     if commit:
         _feed(digest, "commit", commit.encode())
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and ".cache" not in p.parts):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not IGNORED.intersection(p.parts)):
         _feed(digest, "file", path.relative_to(directory).as_posix().encode())
         _feed(digest, "content", _file_identity(path))
     return digest.hexdigest()
