@@ -77,6 +77,8 @@ class Settings:
     packed: str = "auto"
     # auto | sdpa_groups | flex | flash_varlen: the packed decoder's attention kernel (worker/packed/decoder.py).
     attention: str = "auto"
+    # auto | on | off: the batch-invariant forward (worker/invariant/); auto = on on the CPU, off on CUDA.
+    deterministic: str = "auto"
     # Tokens in one forward pass (rows x longest row when padded); 0 = by device (see `batch_tokens`; GPU: free memory).
     max_batch_tokens: int = 0
     # /v1/embeddings body limit, bytes.
@@ -164,6 +166,7 @@ class Settings:
             dtype=reader.str("EMBED_DTYPE", cls.dtype).lower(),
             packed=reader.str("EMBED_PACKED", cls.packed).lower(),
             attention=reader.str("EMBED_ATTENTION", cls.attention).lower(),
+            deterministic=reader.str("EMBED_DETERMINISTIC", cls.deterministic).lower(),
             max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 0, 10**8),
             max_body_bytes=reader.int("EMBED_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 2**40),
             sync_timeout=reader.float("EMBED_SYNC_TIMEOUT", cls.sync_timeout, 0.001, 86400),
@@ -213,6 +216,8 @@ class Settings:
             raise ConfigError(f"EMBED_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.packed not in ("auto", "on", "off"):
             raise ConfigError(f"EMBED_PACKED must be auto, on or off, got {self.packed!r}")
+        if self.deterministic not in ("auto", "on", "off"):
+            raise ConfigError(f"EMBED_DETERMINISTIC must be auto, on or off, got {self.deterministic!r}")
         if self.attention not in ATTENTION_KERNELS:
             raise ConfigError(f"EMBED_ATTENTION must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

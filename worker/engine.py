@@ -27,6 +27,9 @@ from embedserve.errors import InvalidRequest
 from embedserve.fleet.registry import ModelCard
 from embedserve.settings import Settings
 from embedserve.token_ids import out_of_vocabulary
+from worker.invariant.choice import invariance, wants_invariance
+from worker.invariant.length_groups import by_length
+from worker.invariant.products import MIN_ROWS
 from worker.model_files import ModelFiles, read_model_files
 from worker.packed.choice import choose_packed_forward
 from worker.packed.rows import PackedRows, pool_packed
@@ -74,7 +77,9 @@ class EmbeddingEngine:
     """One embedding model on one device."""
 
     def __init__(self, source: str, device: torch.device, dtype: torch.dtype, packed: str = "auto",
-                 attention: str = "auto"):
+                 attention: str = "auto", deterministic: bool = False):
+        """`deterministic`: the batch-invariant forward (worker/invariant/): a row's vector, to the bit,
+        does not depend on the other rows of its pass."""
         self.source = source
         self.device = device
         self.dtype = dtype
@@ -103,7 +108,9 @@ class EmbeddingEngine:
         # Special tokens the tokenizer puts around a text (BERT: [CLS] and [SEP]; Qwen3: none and EOS),
         # which cutting a text from the left must keep.
         self.specials_before, self.specials_after = special_layout(self.tokenizer)
-        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention)  # worker/packed/choice.py
+        self.deterministic = deterministic
+        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention,  # worker/packed/choice.py
+                                            invariant=deterministic)
 
     @property
     def pads_batches(self) -> bool:
@@ -214,11 +221,22 @@ class EmbeddingEngine:
         sync rows there); a padded forward runs through without pausing.
         """
         if self.packed is not None:
-            packed = PackedRows.build(rows, self.device)
-            hidden = self.packed.forward(packed, pause)
-            pooled = torch.cat([pool_packed(mode, hidden, packed) for mode in self.files.pooling], dim=-1)
-            pooled = packed.unsort(pooled)
+            return self._packed_batch(rows, pause)
+        if self.deterministic:  # a model that cannot be packed: its own modules, one length at a time
+            with invariance(True):
+                return by_length(rows, self._padded_batch)
+        return self._padded_batch(rows)
+
+    def _packed_batch(self, rows: list[list[int]], pause: Callable[[], None] | None) -> np.ndarray:
+        # Batch-invariant: at least MIN_ROWS tokens, so no product in the layers is a small one.
+        packed = PackedRows.build(rows, self.device, min_tokens=MIN_ROWS if self.deterministic else 0)
+        hidden = self.packed.forward(packed, pause)
+        pooled = torch.cat([pool_packed(mode, hidden, packed) for mode in self.files.pooling], dim=-1)
+        pooled = packed.unsort(pooled)
+        with invariance(self.deterministic):  # the head's Dense layers see one row per text: few rows
             return F.normalize(self.head(pooled), p=2, dim=-1).cpu().numpy()
+
+    def _padded_batch(self, rows: list[list[int]]) -> np.ndarray:
         left = self.files.last_token  # left padding keeps every row's last token at position -1
         ids, mask = (self._to_device(torch.from_numpy(a)) for a in pad_rows(rows, self.pad_id, left=left))
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -283,11 +301,13 @@ def load_engine(settings: Settings) -> EmbeddingEngine:
     dtype = pick_dtype(settings.dtype, device)
     source = resolve_model_source(settings.model)
     started = time.monotonic()
-    engine = EmbeddingEngine(source, device, dtype, packed=settings.packed, attention=settings.attention)
+    engine = EmbeddingEngine(source, device, dtype, packed=settings.packed, attention=settings.attention,
+                             deterministic=wants_invariance(settings.deterministic, device))
     engine.warmup()
-    log.info("loaded %s on %s (%s), dim=%d max_length=%d pooling=%s, %s forward in %.1fs", source, device, dtype,
+    log.info("loaded %s on %s (%s), dim=%d max_length=%d pooling=%s, %s%s forward in %.1fs", source, device, dtype,
              engine.dim, engine.max_length, ",".join(engine.files.pooling),
-             "padded" if engine.pads_batches else "packed", time.monotonic() - started)
+             "batch-invariant " if engine.deterministic else "", "padded" if engine.pads_batches else "packed",
+             time.monotonic() - started)
     return engine
 
 
