@@ -96,6 +96,16 @@ def test_private_url_is_refused_without_the_setting(hooked, receiver):
         assert done.returncode == 2, done.stderr
         assert "EMBED_WEBHOOK_ALLOW_PRIVATE" in done.stderr and "Traceback" not in done.stderr
     assert "private-hook" not in keys_cli(stack, "list").stdout  # nothing was created
+    # Set later: refused alike; allowed with the setting, with a new secret on stdout; then removed.
+    assert keys_cli(stack, "create", "--name", "later").returncode == 0
+    done = subprocess.run([sys.executable, "-m", "embedserve.cli", "keys", "webhook", "later", "--url", receiver.url],
+                          cwd=ROOT, env=refuse, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "loopback" in done.stderr, done.stderr
+    done = keys_cli(stack, "webhook", "later", "--url", receiver.url)
+    assert done.returncode == 0 and signing.secret_bytes(done.stdout.strip())
+    assert json.loads(keys_cli(stack, "list", "--json").stdout.splitlines()[0])["webhook_url"] == receiver.url
+    assert keys_cli(stack, "webhook", "later", "--remove").returncode == 0
+    assert json.loads(keys_cli(stack, "list", "--json").stdout.splitlines()[0])["webhook_url"] is None
     # A static key's endpoint: the API refuses to start with it.
     api = stack.spawn("api-refused", "api", EMBED_PORT=str(free_port()), EMBED_WEBHOOK_ALLOW_PRIVATE="false")
     assert api.popen.wait(60) == 2
