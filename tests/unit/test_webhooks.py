@@ -140,3 +140,37 @@ def test_failures_retry_then_give_up_past_the_window(outbox):
     assert outbox.failed(taken, delay_s=7200, window_s=3600) == "given_up"
     assert outbox.counts() == {"delivered": 0, "failed": 2, "given_up": 1} and outbox.pending() == 0
     assert not outbox.redis.exists(redis_keys.webhook_event("evt_1"))
+
+
+def _job(scheduler, kind: str, webhook: int) -> str:
+    from embedserve.ids import new_id
+    from embedserve.jobs.records import Job, JobStatus, job_record
+
+    now = int(time.time())
+    job = Job(id=new_id("job_"), owner="owner-w", kind=kind, model="hook-model", status=JobStatus.QUEUED,
+              created_at=now, total=2, chunks=1, expires_at=now + 3600, webhook=webhook,
+              batch_id=new_id("batch_") if kind == "batch" else None)
+    scheduler.submit(job_record(job, 10), cap=0, ttl=3600)
+    return job.id
+
+
+@pytest.mark.parametrize("kind, object_prefix, event_type", [("job", "job_", "embedding.job.cancelled"),
+                                                             ("batch", "batch_", "batch.cancelled")])
+def test_a_job_records_one_event_with_its_first_final_status(redis_server, kind, object_prefix, event_type):
+    from embedserve.jobs.records import JobRecords
+    from embedserve.jobs.scheduler import Scheduler
+
+    client = redis_server.client()
+    client.flushdb()
+    records = JobRecords(client)
+    job_id = _job(Scheduler(client), kind, webhook=1)
+    quiet = _job(Scheduler(client), kind, webhook=0)
+    records.cancel(job_id)
+    records.cancel(quiet)
+    records.expire([job_id, quiet])  # later statuses of an ended job send nothing more
+    due = [i.decode() for i in client.zrange(redis_keys.webhooks_due(), 0, -1)]
+    assert len(due) == 1
+    fields = {k.decode(): v.decode() for k, v in client.hgetall(redis_keys.webhook_event(due[0])).items()}
+    assert fields["type"] == event_type and fields["object_id"].startswith(object_prefix)
+    assert due[0] == event.event_id(fields["object_id"]) and fields["owner"] == "owner-w"
+    assert fields["record"] == redis_keys.job(job_id)
