@@ -150,3 +150,14 @@ EMBED_CLI_POLL_MAX_S = 2.0
 EMBED_CLI_HTTP_TIMEOUT_S = 300
 # ...bytes read from the result stream at a time.
 EMBED_CLI_READ_BYTES = 1 << 20
+# Webhooks (embedserve/events/): seconds between a sender thread's looks for due events.
+WEBHOOK_POLL_S = 1.0
+# ...the longest wait between two attempts at one event, however many failed (backoff doubles up to it).
+WEBHOOK_MAX_DELAY_S = 3600.0
+# ...events one sender thread sends per look, so its step ends and the next look comes round.
+WEBHOOK_EVENTS_PER_STEP = 50
+# ...seconds an undelivered event's record lives in Redis at most: above the longest retry window
+# (EMBED_WEBHOOK_RETRY_HOURS is at most 720), so it only bounds a record no sender will ever see.
+WEBHOOK_EVENT_TTL_S = 31 * 24 * 3600
+# ...bytes of a receiver's answer read (its body is not used; reading a little lets the connection close cleanly).
+WEBHOOK_RESPONSE_BYTES = 4096

@@ -10,6 +10,7 @@ from enum import Enum
 from urllib.parse import unquote, urlsplit
 
 from embedserve import defaults
+from embedserve.events import signing, url_safety
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -136,6 +137,17 @@ class Settings:
     drain_timeout: float = defaults.DRAIN_TIMEOUT_S
     # Whether /v1/embeddings, jobs and batch lines take token ids as input (false: 400 token_ids_not_accepted).
     accept_token_ids: bool = True
+    # Where the static keys' job and batch events go ("" = nowhere), and the `whsec_` secret that signs them.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # Hours an event is retried before it is given up.
+    webhook_retry_hours: float = 72.0
+    # Seconds before the first retry; each later one waits twice as long (up to an hour).
+    webhook_retry_delay: float = 5.0
+    # Seconds to connect to an endpoint, and to wait for its answer, each.
+    webhook_timeout: float = 5.0
+    # Whether webhooks may go to loopback, private and link-local addresses (tests, single-host setups).
+    webhook_allow_private: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -198,6 +210,12 @@ class Settings:
             cold_start_timeout=reader.float("EMBED_COLD_START_TIMEOUT", cls.cold_start_timeout, 0, 86400),
             drain_timeout=reader.float("EMBED_DRAIN_TIMEOUT", cls.drain_timeout, 0, 86400),
             accept_token_ids=reader.bool("EMBED_ACCEPT_TOKEN_IDS", cls.accept_token_ids),
+            webhook_url=reader.str("EMBED_WEBHOOK_URL", cls.webhook_url),
+            webhook_secret=reader.str("EMBED_WEBHOOK_SECRET", cls.webhook_secret),
+            webhook_retry_hours=reader.float("EMBED_WEBHOOK_RETRY_HOURS", cls.webhook_retry_hours, 0.0001, 720),
+            webhook_retry_delay=reader.float("EMBED_WEBHOOK_RETRY_DELAY", cls.webhook_retry_delay, 0.01, 3600),
+            webhook_timeout=reader.float("EMBED_WEBHOOK_TIMEOUT", cls.webhook_timeout, 0.1, 60),
+            webhook_allow_private=reader.bool("EMBED_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
         )
         settings.validate()
         return settings
@@ -246,6 +264,14 @@ class Settings:
         for key in self.api_keys:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")
+        if self.webhook_url or self.webhook_secret:
+            # The address is checked where it is used (api/app.py at start, and before every attempt):
+            # resolving a name here would make reading settings depend on DNS.
+            try:
+                url_safety.parse(self.webhook_url)
+                signing.secret_bytes(self.webhook_secret)
+            except (url_safety.UnsafeURL, signing.BadSecret) as exc:
+                raise ConfigError(f"EMBED_WEBHOOK_URL and EMBED_WEBHOOK_SECRET go together: {exc}") from None
 
     def batch_tokens(self, device_type: str, packed: bool = False, gpu_budget: int | None = None) -> int:
         """The forward pass's token budget: the setting, or the default for `device_type` and packing.
@@ -290,6 +316,7 @@ class Settings:
         fields["metrics_token"] = "<redacted>" if self.metrics_token else ""
         fields["redis_url"] = redact_url(self.redis_url)
         fields["redis_sentinel_password"] = "<redacted>" if self.redis_sentinel_password else ""
+        fields["webhook_secret"] = "<redacted>" if self.webhook_secret else ""
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 
 

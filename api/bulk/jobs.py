@@ -53,13 +53,15 @@ def queue_job(svc: Services, identity: Identity, owner: str, cap: int, req: Embe
     /v1/embeddings with `Prefer: respond-async`."""
     served = check_for_model(req, svc.registry, accept_token_ids=svc.settings.accept_token_ids)
     with admit(0, identity):  # a job is a request like any other for the key's requests-per-minute
-        return submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner, cap, record)
+        return submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner, cap, record,
+                          webhook=identity.webhook)
 
 
 def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: EmbeddingRequest, model: str,
-               owner: str, cap: int, record: dict | None = None) -> Job:
+               owner: str, cap: int, record: dict | None = None, webhook: bool = False) -> Job:
     """Store and queue a native job for `req` on `model`, over its inputs or over the user_data file
-    `record` (streamed from the store); returns the queued job."""
+    `record` (streamed from the store); returns the queued job. `webhook`: its end is an event for
+    the key's endpoint."""
     now = int(time.time())
     params = params_of(req)
     total = len(req.inputs) if record is None else file_inputs(record, settings.max_job_inputs)
@@ -72,7 +74,7 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
         specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits)
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
-              embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)
+              embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl, webhook=int(webhook))
     return submit(scheduler, data, job, specs, cap=cap, ttl=settings.job_ttl + settings.job_record_grace)
 
 
@@ -138,6 +140,8 @@ def job_object(store: JobRecords, job: Job) -> dict:
     }
     if job.failed:
         body["errors"] = {"object": "list", "data": store.error_sample(job.id)}
+    if job.webhook:  # an extension: when the job's event reached the key's endpoint (docs/webhooks.md)
+        body["webhook_delivered_at"] = job.webhook_delivered_at
     return body
 
 

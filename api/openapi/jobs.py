@@ -29,6 +29,9 @@ from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 from embedserve.vector_types import EMBEDDING_TYPES
 
 JOB = ref("Job")
+# An extension on jobs and batches of a key with a webhook endpoint (docs/webhooks.md).
+WEBHOOK_DELIVERED_AT = {**TIME_OR_NULL, "description": "Present when the key had a webhook endpoint at submission: "
+                        "when a receiver accepted the event of the job's end (null until then)."}
 JOB_ACCEPTED = json_response("With `Prefer: respond-async`, or on POST /v1/jobs: the job, queued; poll Location.", JOB,
                              {"Location": {"description": "The job's URL, /v1/jobs/{job_id}.", "required": True,
                                            "schema": {"type": "string"}}})
@@ -149,6 +152,7 @@ def schemas(settings: Settings) -> dict:
                            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
                                "allOf": [ITEM_ERROR], "required": ["index"],
                                "properties": {"index": {"type": "integer", "minimum": 0}}}}}},
+                "webhook_delivered_at": WEBHOOK_DELIVERED_AT,
             }},
         "JobList": list_of("Job"),
         "JobResultList": embedding_list(failed_items=True),

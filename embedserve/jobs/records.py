@@ -64,6 +64,10 @@ class Job:
     expired_at: int | None = None
     stop_as: str | None = None  # set when the job stops early: "cancelled" or "expired"
     compacted: int = 0  # 1 once its results are Parquet files in the store
+    # 1 when its key had a webhook endpoint at submission: its end then records an event (embedserve/events/).
+    webhook: int = 0
+    webhook_delivered_at: int | None = None  # when its event was delivered (a receiver answered 2xx)
+    batch_id: str | None = None  # the OpenAI batch a batch-backed job runs, which its event names
 
     @classmethod
     def from_hash(cls, data: dict[bytes, bytes]) -> Job:
