@@ -7,7 +7,7 @@ import threading
 import pytest
 import requests
 
-from tests.integration.helpers import MINILM, OTHER_KEY, QWEN, create_key
+from tests.integration.helpers import MINILM, OTHER_KEY, create_key
 from tests.stack import wait_until
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
