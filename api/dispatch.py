@@ -91,7 +91,8 @@ class Dispatcher:
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
                 embedding_types=list(req.embedding_types),
-                truncation_direction=req.truncation_direction, max_tokens=req.max_tokens).to_wire()
+                truncation_direction=req.truncation_direction, max_tokens=req.max_tokens,
+                long_input=req.long_input, window_overlap=req.window_overlap).to_wire()
 
         result = self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
                                request_id)

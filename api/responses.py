@@ -18,11 +18,19 @@ def embedding_list(result: Dispatched, model: str, encoding_format: str, embeddi
     index = 0
     for chunk in result.chunks:
         for row in range(chunk.rows):
-            data.append({"object": "embedding", "index": index,
-                         "embedding": encode(chunk.row(row, embedding_type))})
+            item = {"object": "embedding", "index": index, "embedding": encode(chunk.row(row, embedding_type))}
+            if chunk.windows is not None:
+                item["windows"] = windows_json(chunk.windows[row], encode, embedding_type)
+            data.append(item)
             index += 1
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     return json.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+def windows_json(windows: list[dict], encode, embedding_type: str) -> list[dict]:
+    """An input's windows (`long_input: windows`) as the response lists them, each vector encoded as the input's."""
+    return [{"embedding": encode(w["vectors"][embedding_type]), "text_start": w["text_start"],
+             "text_end": w["text_end"], "tokens": w["tokens"]} for w in windows]
 
 
 def rerank_response(result: Dispatched, req: RerankRequest, model: str) -> str:

@@ -134,6 +134,8 @@ class Settings:
     drain_timeout: float = defaults.DRAIN_TIMEOUT_S
     # Whether /v1/embeddings, jobs and batch lines take token ids as input (false: 400 token_ids_not_accepted).
     accept_token_ids: bool = True
+    # Most windows one input is split into with long_input mean / windows (more: 400 too_many_windows).
+    max_windows: int = defaults.MAX_WINDOWS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -195,6 +197,7 @@ class Settings:
             cold_start_timeout=reader.float("EMBED_COLD_START_TIMEOUT", cls.cold_start_timeout, 0, 86400),
             drain_timeout=reader.float("EMBED_DRAIN_TIMEOUT", cls.drain_timeout, 0, 86400),
             accept_token_ids=reader.bool("EMBED_ACCEPT_TOKEN_IDS", cls.accept_token_ids),
+            max_windows=reader.int("EMBED_MAX_WINDOWS", cls.max_windows, 1, 100_000),
         )
         settings.validate()
         return settings

