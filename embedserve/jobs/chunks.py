@@ -98,8 +98,8 @@ class ChunkOutput:
     errors: list  # per item: None or {"status": int, "error": {OpenAI error object}}
     ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
     embedding_type: str = "float"  # the job store keeps the asked-for type's small form
-    # `long_input: windows`: per item, None (failed) or its windows, each {"text_start", "text_end", "tokens",
-    # "embedding": bytes of embedding_type}; None for other jobs.
+    # `long_input: windows`: per row of `vectors` (failed items have none), its windows, each {"text_start",
+    # "text_end", "tokens", "embedding": bytes of embedding_type}; None for other jobs.
     windows: list | None = None
 
     @property

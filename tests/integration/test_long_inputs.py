@@ -7,15 +7,30 @@ by each window's tokens, re-normalized).
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 
+import msgpack
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from sentence_transformers import SentenceTransformer
 
 from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
 from tests.fixtures.tiny_models import _corpus, reference_qwen3_embeddings
-from tests.integration.helpers import MINILM, QWEN, assert_openai_error, embed, vectors
+from tests.integration.helpers import (
+    MINILM,
+    QWEN,
+    assert_openai_error,
+    embed,
+    jsonl,
+    request_line,
+    upload,
+    vectors,
+    wait_batch,
+)
+from tests.integration.jobs_helpers import result_ndjson, submit, wait_finished
 
 pytestmark = pytest.mark.slow  # needs the session stack: an API and two workers (tests/integration/conftest.py)
 
@@ -126,3 +141,48 @@ def test_long_inputs_are_refused_as_asked(http):
                         "window_overlap_too_large", "window_overlap")
     assert_openai_error(embed(http, model=MINILM, input=[[101, 2000, 102]], long_input="windows"), 400,
                         "unsupported_long_input", "long_input")
+
+
+def assert_same_windows(ours: list[dict], expected: list[dict]) -> None:
+    """Windows at the same offsets with the same tokens, and vectors equal within the forward's float noise."""
+    offsets = [(w["text_start"], w["text_end"], w["tokens"]) for w in expected]
+    assert [(w["text_start"], w["text_end"], w["tokens"]) for w in ours] == offsets
+    assert np.allclose(np.asarray([w["embedding"] for w in ours], dtype=np.float32),
+                       np.asarray([w["embedding"] for w in expected], dtype=np.float32), atol=1e-5)
+
+
+def test_a_job_gives_its_windows_in_ndjson_parquet_and_msgpack(http):
+    expected = windows_of(http, LONG)["data"][0]["windows"]
+    job = submit(http, model=MINILM, input=[LONG, "a short one"], long_input="windows")
+    assert wait_finished(http, job["id"])["status"] == "completed"
+    lines = result_ndjson(http, job["id"])
+    assert_same_windows(lines[0]["windows"], expected)
+    assert [(w["text_start"], w["text_end"]) for w in lines[1]["windows"]] == [(0, len("a short one"))]
+    parquet = http.get(f"{http.base}/v1/jobs/{job['id']}/result",
+                       headers={"Accept": "application/vnd.apache.parquet"}, timeout=120)
+    assert parquet.status_code == 200, parquet.text[:500]
+    table = pq.read_table(io.BytesIO(parquet.content))
+    assert table.column_names == ["index", "id", "embedding", "error", "tokens", "windows"]
+    assert_same_windows(table.column("windows").to_pylist()[0], expected)
+    packed = msgpack.unpackb(http.get(f"{http.base}/v1/jobs/{job['id']}/result",
+                                      headers={"Accept": "application/msgpack"}, timeout=120).content)
+    as_floats = [{**w, "embedding": np.frombuffer(w["embedding"], dtype="<f4")} for w in packed["windows"][0]]
+    assert_same_windows(as_floats, expected)
+    plain = submit(http, model=MINILM, input=["a short one"])
+    assert wait_finished(http, plain["id"])["status"] == "completed"
+    assert "windows" not in result_ndjson(http, plain["id"])[0]  # other jobs' results are as they were
+
+
+def test_a_batch_line_carries_its_windows(http, client):
+    expected = windows_of(http, LONG)["data"][0]["windows"]
+    lines = [request_line("doc", {"model": MINILM, "input": LONG, "long_input": "windows"}),
+             request_line("mean", {"model": MINILM, "input": LONG, "long_input": "mean"})]
+    done = wait_batch(client, client.batches.create(input_file_id=upload(client, jsonl(lines)).id,
+                                                    endpoint="/v1/embeddings", completion_window="24h").id)
+    assert done.status == "completed" and done.request_counts.completed == 2, done
+    out = {line["custom_id"]: line["response"]["body"] for line in
+           map(json.loads, client.files.content(done.output_file_id).text.splitlines())}
+    assert_same_windows(out["doc"]["data"][0]["windows"], expected)
+    assert "windows" not in out["mean"]["data"][0]
+    assert np.allclose(out["mean"]["data"][0]["embedding"], out["doc"]["data"][0]["embedding"], atol=1e-6)
+    assert out["doc"]["usage"]["prompt_tokens"] == sum(w["tokens"] for w in expected)
