@@ -57,11 +57,18 @@ def ranked(scores: list[float], top_n: int | None) -> list[int]:
 
 def cohere_embed_response(result: Dispatched, embed: CohereEmbed) -> str:
     """`{id, embeddings: {type: [...]}, texts, meta, response_type}` as JSON text, types in the asked order."""
-    embeddings = {}
+    embeddings, encoders = {}, {}
     for kind in embed.types:
         computed, fmt = ("float", "base64") if kind == BASE64 else (kind, "float")
-        encode = row_encoder(fmt, computed)
+        encode = encoders[kind] = row_encoder(fmt, computed)
         embeddings[kind] = [encode(chunk.row(row, computed)) for chunk in result.chunks for row in range(chunk.rows)]
     meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": result.tokens}}
-    return json.dumps({"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": embed.texts, "meta": meta,
-                       "response_type": "embeddings_by_type"})
+    body = {"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": embed.texts, "meta": meta,
+            "response_type": "embeddings_by_type"}
+    if embed.request.long_input == "windows":  # ours: each text's windows, every asked type of each
+        body["windows"] = [
+            [{"text_start": w["text_start"], "text_end": w["text_end"], "tokens": w["tokens"],
+              "embeddings": {kind: encoders[kind](w["vectors"]["float" if kind == BASE64 else kind])
+                             for kind in embed.types}} for w in chunk.windows[row]]
+            for chunk in result.chunks for row in range(chunk.rows)]
+    return json.dumps(body)

@@ -135,7 +135,8 @@ def job_object(store: JobRecords, job: Job) -> dict:
         "id": job.id, "object": "embedding.job", "model": job.model, "status": job.status.value,
         "created_at": job.created_at, "started_at": job.started_at, "completed_at": job.completed_at,
         "cancelled_at": job.cancelled_at, "expires_at": job.expires_at, "encoding_format": job.encoding_format,
-        "embedding_type": job.embedding_type, "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
+        "embedding_type": job.embedding_type, "long_input": job.long_input,
+        "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
     }
     if job.failed:
         body["errors"] = {"object": "list", "data": store.error_sample(job.id)}

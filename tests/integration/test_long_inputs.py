@@ -10,6 +10,10 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -20,6 +24,7 @@ from sentence_transformers import SentenceTransformer
 from embedserve.defaults import DEFAULT_QUERY_INSTRUCTION
 from tests.fixtures.tiny_models import _corpus, reference_qwen3_embeddings
 from tests.integration.helpers import (
+    API_KEY,
     MINILM,
     QWEN,
     assert_openai_error,
@@ -186,3 +191,41 @@ def test_a_batch_line_carries_its_windows(http, client):
     assert "windows" not in out["mean"]["data"][0]
     assert np.allclose(out["mean"]["data"][0]["embedding"], out["doc"]["data"][0]["embedding"], atol=1e-6)
     assert out["doc"]["usage"]["prompt_tokens"] == sum(w["tokens"] for w in expected)
+
+
+def test_cohere_embed_takes_long_input_and_none_still_refuses(http):
+    expected = windows_of(http, LONG)["data"][0]
+    body = {"model": MINILM, "texts": [LONG, "a short one"], "input_type": "search_document",
+            "embedding_types": ["float", "ubinary"], "long_input": "windows"}
+    response = http.post(http.base + "/v2/embed", json=body, timeout=120)
+    assert response.status_code == 200, response.text[:500]
+    answer = response.json()
+    assert np.allclose(answer["embeddings"]["float"][0], expected["embedding"], atol=1e-5)
+    windows = answer["windows"][0]
+    assert_same_windows([{**w, "embedding": w["embeddings"]["float"]} for w in windows], expected["windows"])
+    floats = np.asarray([w["embeddings"]["float"] for w in windows])
+    assert np.array_equal(np.asarray([w["embeddings"]["ubinary"] for w in windows]), np.packbits(floats > 0, axis=1))
+    assert len(answer["windows"][1]) == 1
+    refused = http.post(http.base + "/v2/embed", json={**body, "truncate": "NONE"}, timeout=120)
+    assert_openai_error(refused, 400, param="long_input")
+    plain = {k: v for k, v in body.items() if k != "long_input"}
+    assert_openai_error(http.post(http.base + "/v2/embed", json={**plain, "truncate": "NONE"}, timeout=120), 400,
+                        "context_length_exceeded", "texts")
+
+
+def test_the_cli_writes_windows(api_url, http, tmp_path):
+    expected = windows_of(http, LONG)["data"][0]["windows"]
+    source = tmp_path / "docs.jsonl"
+    source.write_text(json.dumps({"text": LONG}) + "\n" + json.dumps({"text": "a short one"}) + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("EMBED_URL", "EMBED_API_KEY")}
+    for output in ("out.jsonl", "out.parquet"):
+        done = subprocess.run([sys.executable, "-m", "embedserve.cli", "embed", str(source), "-o",
+                               str(tmp_path / output), "--model", MINILM, "--long-input", "windows", "--url", api_url,
+                               "--api-key", API_KEY], cwd=Path(__file__).resolve().parents[2], env=env,
+                              capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert_same_windows(lines[0]["windows"], expected)
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.column_names == ["index", "id", "embedding", "error", "windows"]
+    assert_same_windows(table.column("windows").to_pylist()[0], expected)
