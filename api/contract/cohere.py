@@ -32,6 +32,10 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
     class CohereEmbedBody(Body):
         """Cohere's v2 embed request (text inputs)."""
 
+        # As _refuse_or_split says: truncate NONE does not come with long_input.
+        model_config = {"json_schema_extra": {"not": {"required": ["truncate", "long_input"],
+                                                      "properties": {"truncate": {"const": "NONE"}}}}}
+
         texts: list[Text] = Field(min_length=1, max_length=max_inputs,
                                   description=f"The texts to embed; at most {max_inputs}, none empty.")
         model: Name = Field(None, description="Served name or alias; optional when one embedding model is served.")

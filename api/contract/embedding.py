@@ -22,6 +22,15 @@ INPUT_TYPES = ("query", "document")
 # What an input longer than the model's maximum becomes (docs/api.md, "Long inputs").
 LONG_INPUTS = ("error", "truncate", "mean", "windows")
 WINDOWED = ("mean", "windows")
+# What the schema says of long_input beyond its values: windows are cut at words and answered with character
+# offsets, so a body that asks for them has text input (api/validation/embeddings.py refuses token ids with code
+# unsupported_long_input); and `truncate: true` does not come with mean or windows (Options refuses it).
+LONG_INPUT_RULES = {"allOf": [
+    {"if": {"required": ["long_input"], "properties": {"long_input": {"enum": list(WINDOWED)}}},
+     "then": {"properties": {"input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}},
+    {"not": {"required": ["truncate", "long_input"],
+             "properties": {"truncate": {"const": True}, "long_input": {"enum": list(WINDOWED)}}}},
+]}
 # OpenAI's four shapes of `input`, by the names they go by in an error's location.
 TEXT, TEXTS, TOKENS, TOKEN_ARRAYS = "a string", "an array of strings", "an array of token ids", \
     "an array of token-id arrays"
@@ -64,6 +73,8 @@ def input_field(max_inputs: int):
 class Options(Body):
     """What an embeddings body may set besides its input. Optional fields are left out, not sent as null:
     OpenAI's reference types them without null."""
+
+    model_config = {"json_schema_extra": LONG_INPUT_RULES}
 
     model: Name = Field(None, description="Served name or alias; optional when one embedding model is served.")
     encoding_format: Literal[ENCODING_FORMATS] = "float"
@@ -126,7 +137,8 @@ def job_body(max_inputs: int) -> type[Options]:
         """The embeddings body with the job limit (EMBED_MAX_JOB_INPUTS); instead of `input`, `input_file_id`
         may name a file uploaded with purpose user_data (one text a line)."""
 
-        model_config = {"json_schema_extra": {"oneOf": [{"required": ["input"]}, {"required": ["input_file_id"]}]}}
+        model_config = {"json_schema_extra": {**LONG_INPUT_RULES,
+                                              "oneOf": [{"required": ["input"]}, {"required": ["input_file_id"]}]}}
 
         input: Input = None
         input_file_id: Text = Field(None, description="Instead of `input`: a file uploaded with purpose "
