@@ -102,6 +102,10 @@ class Dispatcher:
                 raise Unavailable(f"A worker of model '{served.card.name}' is too old to produce "
                                   f"{', '.join(missing)} vectors; retry once the workers are upgraded.",
                                   code="worker_outdated", retry_after=NO_WORKER_RETRY_AFTER_S)
+            if req.long_input == "windows" and chunk.rows and chunk.windows is None:  # a worker from before windows
+                raise Unavailable(f"A worker of model '{served.card.name}' is too old to answer windows; retry once "
+                                  f"the workers are upgraded.", code="worker_outdated",
+                                  retry_after=NO_WORKER_RETRY_AFTER_S)
         return result
 
     def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:

@@ -67,7 +67,7 @@ class EmbedChunk(_Wire):
     embedding_types: list | None = None
     # An input over the model's maximum: "error" (refused; `truncate` cuts), "mean" or "windows" (worker/windows.py).
     long_input: str = "error"
-    window_overlap: int = 0
+    window_overlap: int | None = None  # None: the default (worker/embedding_service.py)
 
 
 @dataclass(frozen=True)

@@ -107,10 +107,12 @@ class EmbeddingService:
 
         limit = self.engine.limit(max_tokens)
         room = limit - len(encode(""))  # the text tokens a window holds besides the prompt and special tokens
-        if params.window_overlap > max(0, room) // 2:
-            raise InvalidRequest(f"'window_overlap' must be between 0 and {max(0, room) // 2} (half of the {room} "
-                                 f"text tokens a window holds here), got {params.window_overlap}.",
-                                 param="window_overlap", code="window_overlap_too_large")
+        half = max(0, room) // 2  # more overlap than this and windows would mostly repeat each other
+        overlap = min(defaults.WINDOW_OVERLAP, half) if params.window_overlap is None else params.window_overlap
+        if overlap > half:
+            raise InvalidRequest(f"'window_overlap' must be between 0 and {half} (half of the {room} text tokens a "
+                                 f"window holds here), got {overlap}.", param="window_overlap",
+                                 code="window_overlap_too_large")
         whole = self.engine.whole_rows(inputs, input_type=params.input_type, instruction=params.instruction)
         plans = []
         for i, (text, row) in enumerate(zip(inputs, whole)):
@@ -118,7 +120,7 @@ class EmbeddingService:
                 plans.append([Window(0, len(text), row)])
                 continue
             plans.append(split(text, self.engine.text_offsets(text), limit=limit, room=room,
-                               overlap=params.window_overlap, max_windows=self.max_windows, encode=encode,
+                               overlap=overlap, max_windows=self.max_windows, encode=encode,
                                index=offset + i))
         return plans
 

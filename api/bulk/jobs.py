@@ -44,7 +44,7 @@ def params_of(req: EmbeddingRequest) -> ChunkParams:
     return ChunkParams(input_type=req.input_type, instruction=req.instruction, truncate=req.truncate,
                        dimensions=req.dimensions, truncation_direction=req.truncation_direction,
                        embedding_type=req.embedding_types[0], long_input=req.long_input,
-                       window_overlap=req.window_overlap if req.windowed else 0)
+                       window_overlap=req.window_overlap if req.windowed else None)
 
 
 def queue_job(svc: Services, identity: Identity, owner: str, cap: int, req: EmbeddingRequest,

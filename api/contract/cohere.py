@@ -59,8 +59,9 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
             None, description="Our extension: a text longer than the model's maximum is split into windows and "
                               "embedded whole instead of cut by `truncate`: `mean` answers their token-weighted "
                               "mean, `windows` that and, under `windows`, each window's vectors and offsets.")
-        window_overlap: NonNegative = Field(defaults.WINDOW_OVERLAP, description="Our extension: tokens two "
-                                                                                 "neighbouring windows share.")
+        window_overlap: NonNegative = Field(None, description=f"Our extension: tokens two neighbouring windows "
+                                                              f"share (default {defaults.WINDOW_OVERLAP}, or half a "
+                                                              f"window when that is less).")
         images: TextOnly = None
         inputs: TextOnly = None
 

@@ -97,8 +97,9 @@ class Options(Body):
                              "maximum that are embedded each: `mean` answers their token-weighted mean, "
                              "re-normalized; `windows` that and each window's vector with its character offsets.")
     window_overlap: NonNegative = Field(
-        defaults.WINDOW_OVERLAP, description="Our extension: tokens two neighbouring windows share, with `long_input` "
-                                             "mean or windows; at most half a window's text tokens.")
+        None, description=f"Our extension: tokens two neighbouring windows share, with `long_input` mean or windows; "
+                          f"at most half a window's text tokens. Default {defaults.WINDOW_OVERLAP}, or half a window "
+                          f"when that is less.")
 
     @model_validator(mode="after")
     def _one_long_input(self):

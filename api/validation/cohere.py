@@ -84,4 +84,5 @@ def cohere_error(exc: ServiceError) -> ServiceError:
 
 _COHERE_NAMES = {"input": "texts", "dimensions": "output_dimension"}
 _COHERE_WORDS = (("input[", "texts["), ("'dimensions'", "'output_dimension'"),
-                 ('send "truncate": true', 'send "truncate": "END" or "START"'))
+                 ('send "truncate": true', 'send "truncate": "END" or "START"'),
+                 ('send "long_input": "truncate"', 'leave out "long_input" to cut it'))

@@ -43,7 +43,7 @@ class EmbeddingRequest:
     # An input over the model's maximum: "error", "truncate" (what `truncate` says), "mean" or "windows"
     # (split into windows of `window_overlap` shared tokens by the worker, worker/windows.py).
     long_input: str = "error"
-    window_overlap: int = defaults.WINDOW_OVERLAP
+    window_overlap: int | None = None  # None: defaults.WINDOW_OVERLAP, or half a window when that is less
 
     @property
     def windowed(self) -> bool:
@@ -109,7 +109,7 @@ def check_against_model(req: EmbeddingRequest, card: ModelCard) -> None:
     The contract cannot say these (they differ by model); each refusal has its own code, which is
     how the schemathesis run tells them from a contract the API and its document disagree on.
     """
-    if req.windowed and card.max_length and req.window_overlap > card.max_length // 2:
+    if req.windowed and card.max_length and (req.window_overlap or 0) > card.max_length // 2:
         raise InvalidRequest(f"'window_overlap' must be between 0 and {card.max_length // 2} (half the maximum of "
                              f"{card.max_length} tokens) for model {card.name}, got {req.window_overlap}.",
                              param="window_overlap", code="window_overlap_too_large")

@@ -31,7 +31,7 @@ class ChunkParams:
     truncation_direction: str = "right"  # which end `truncate` cuts: "right" (the end) or "left" (the start)
     embedding_type: str = FLOAT  # the vector type the job asked for; the job store keeps that form
     long_input: str = "error"  # "mean" / "windows": long inputs are split into windows (worker/windows.py)
-    window_overlap: int = 0  # tokens neighbouring windows share (with mean / windows)
+    window_overlap: int | None = None  # tokens neighbouring windows share (mean / windows); None: the default
 
     def to_wire(self) -> dict:
         """The params dict a stored spec holds: the five text options always, as every version wrote them;

@@ -206,6 +206,13 @@ def test_cohere_embed_takes_long_input_and_none_still_refuses(http):
     floats = np.asarray([w["embeddings"]["float"] for w in windows])
     assert np.array_equal(np.asarray([w["embeddings"]["ubinary"] for w in windows]), np.packbits(floats > 0, axis=1))
     assert len(answer["windows"][1]) == 1
+    short = document(30)  # windows of 40 tokens, max_tokens's: the default overlap (32) shrinks to half a window
+    small = http.post(http.base + "/v2/embed", json={**body, "texts": [short], "max_tokens": 40}, timeout=120)
+    assert small.status_code == 200, small.text[:500]
+    assert max(w["tokens"] for w in small.json()["windows"][0]) <= 40 and len(small.json()["windows"][0]) > 10
+    over = http.post(http.base + "/v2/embed", json={**body, "max_tokens": 40}, timeout=120)
+    error = assert_openai_error(over, 400, "too_many_windows", "texts")
+    assert error["message"].startswith("texts[0] needs more than 64 windows") and "truncate" not in error["message"]
     refused = http.post(http.base + "/v2/embed", json={**body, "truncate": "NONE"}, timeout=120)
     assert_openai_error(refused, 400, param="long_input")
     plain = {k: v for k, v in body.items() if k != "long_input"}
