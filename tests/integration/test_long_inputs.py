@@ -158,21 +158,26 @@ def assert_same_windows(ours: list[dict], expected: list[dict]) -> None:
 
 def test_a_job_gives_its_windows_in_ndjson_parquet_and_msgpack(http):
     expected = windows_of(http, LONG)["data"][0]["windows"]
-    job = submit(http, model=MINILM, input=[LONG, "a short one"], long_input="windows")
-    assert wait_finished(http, job["id"])["status"] == "completed"
+    job = submit(http, model=MINILM, input=[LONG, "a short one", "word " * 17_000], long_input="windows")
+    done = wait_finished(http, job["id"])
+    assert done["status"] == "completed" and done["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+    assert done["long_input"] == "windows"
     lines = result_ndjson(http, job["id"])
     assert_same_windows(lines[0]["windows"], expected)
     assert [(w["text_start"], w["text_end"]) for w in lines[1]["windows"]] == [(0, len("a short one"))]
+    assert lines[2]["error"]["code"] == "too_many_windows" and "windows" not in lines[2]  # it fails alone
     parquet = http.get(f"{http.base}/v1/jobs/{job['id']}/result",
                        headers={"Accept": "application/vnd.apache.parquet"}, timeout=120)
     assert parquet.status_code == 200, parquet.text[:500]
     table = pq.read_table(io.BytesIO(parquet.content))
     assert table.column_names == ["index", "id", "embedding", "error", "tokens", "windows"]
     assert_same_windows(table.column("windows").to_pylist()[0], expected)
+    assert table.column("windows").to_pylist()[2] is None
     packed = msgpack.unpackb(http.get(f"{http.base}/v1/jobs/{job['id']}/result",
                                       headers={"Accept": "application/msgpack"}, timeout=120).content)
     as_floats = [{**w, "embedding": np.frombuffer(w["embedding"], dtype="<f4")} for w in packed["windows"][0]]
     assert_same_windows(as_floats, expected)
+    assert packed["windows"][2] is None
     plain = submit(http, model=MINILM, input=["a short one"])
     assert wait_finished(http, plain["id"])["status"] == "completed"
     assert "windows" not in result_ndjson(http, plain["id"])[0]  # other jobs' results are as they were
