@@ -32,9 +32,10 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
     class CohereEmbedBody(Body):
         """Cohere's v2 embed request (text inputs)."""
 
-        # As _refuse_or_split says: truncate NONE does not come with long_input.
-        model_config = {"json_schema_extra": {"not": {"required": ["truncate", "long_input"],
-                                                      "properties": {"truncate": {"const": "NONE"}}}}}
+        # As _refuse_or_split says: long_input comes with neither truncate NONE nor max_tokens.
+        model_config = {"json_schema_extra": {"allOf": [
+            {"not": {"required": ["truncate", "long_input"], "properties": {"truncate": {"const": "NONE"}}}},
+            {"not": {"required": ["max_tokens", "long_input"]}}]}}
 
         texts: list[Text] = Field(min_length=1, max_length=max_inputs,
                                   description=f"The texts to embed; at most {max_inputs}, none empty.")
@@ -71,6 +72,10 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
             if self.long_input is not None and self.truncate == "NONE":
                 raise PydanticCustomError("exclusive", "'truncate': 'NONE' refuses long texts; 'long_input' embeds "
                                                        "them whole. Send one of the two.", {"param": "long_input"})
+            # max_tokens cuts each text; long_input embeds all of it, in windows of the model's maximum.
+            if self.long_input is not None and self.max_tokens is not None:
+                raise PydanticCustomError("exclusive", "'max_tokens' cuts texts; 'long_input' embeds them whole. "
+                                                       "Send one of the two.", {"param": "long_input"})
             return self
 
         @field_validator("input_type", mode="before")

@@ -37,7 +37,7 @@ def paths(settings: Settings) -> dict:
             "400": error("Invalid input (empty, wrongly typed, too many texts, images, bad JSON; codes "
                          "too_many_inputs, model_required), or what only the model can refuse: too long with "
                          "truncate NONE (code context_length_exceeded), output_dimension above its size "
-                         "(dimensions_too_large), long_input with truncate NONE, more windows than EMBED_MAX_WINDOWS "
+                         "(dimensions_too_large), long_input with truncate NONE or max_tokens, more windows than EMBED_MAX_WINDOWS "
                          "(too_many_windows). The message is also at the top level, as Cohere's is."),
             "401": AUTH_ERRORS["401"],
             "404": error("Unknown model (code model_not_found)."),

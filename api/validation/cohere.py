@@ -12,7 +12,7 @@ The mapping (docs/api.md, "POST /v2/embed (Cohere)"):
 - `output_dimension` is our `dimensions`; `truncate` END / START / NONE is our truncate at the
   right / at the left / refused, END being Cohere's default.
 - `long_input` (ours: `mean` or `windows`) is our long_input: a long text is embedded whole instead of cut
-  (with `truncate: NONE` it is refused: NONE keeps meaning refuse); `max_tokens` then bounds each window.
+  (with `truncate: NONE` or `max_tokens` it is refused: NONE keeps meaning refuse, max_tokens cut).
 """
 
 from __future__ import annotations

@@ -129,6 +129,26 @@ def test_qwen3_queries_windows_take_the_instruction_dimensions_and_type(http, qw
     assert np.array_equal(np.asarray(bits["data"][0]["embedding"], dtype=np.uint8), np.packbits(expected > 0))
 
 
+def test_a_long_instruction_leaves_small_windows_that_still_fit(http, qwen_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_dir)
+    sentences = iter(_corpus())
+    instruction = next(sentences)
+    while len(tokenizer(f"Instruct: {instruction}\nQuery:")["input_ids"]) < 470:  # ~40 of 512 left for text
+        instruction += " " + next(sentences)
+    text = " ".join(_corpus()[300:330])
+    body = windows_of(http, text, model=QWEN, input_type="query", instruction=instruction)
+    windows = body["data"][0]["windows"]
+    assert len(windows) >= 5 and max(w["tokens"] for w in windows) <= 512  # prompt + window within the model
+    for before, after in zip(windows, windows[1:]):  # the default overlap, 32, shrank to half a window's text
+        shared = len(tokenizer(text[after["text_start"]:before["text_end"]], add_special_tokens=False)["input_ids"])
+        assert 0 < shared < 32
+    spans = [text[w["text_start"]:w["text_end"]] for w in windows]
+    alone = reference_qwen3_embeddings(qwen_dir, spans, instruction=instruction)
+    assert np.allclose(np.asarray([w["embedding"] for w in windows]), alone, atol=1e-5)
+
+
 def test_long_inputs_are_refused_as_asked(http):
     over = "word " * 17_000  # more than 64 windows of 254 tokens with 32 of overlap
     error = assert_openai_error(embed(http, model=MINILM, input=over, long_input="mean"), 400, "too_many_windows",
@@ -211,11 +231,9 @@ def test_cohere_embed_takes_long_input_and_none_still_refuses(http):
     floats = np.asarray([w["embeddings"]["float"] for w in windows])
     assert np.array_equal(np.asarray([w["embeddings"]["ubinary"] for w in windows]), np.packbits(floats > 0, axis=1))
     assert len(answer["windows"][1]) == 1
-    short = document(30)  # windows of 40 tokens, max_tokens's: the default overlap (32) shrinks to half a window
-    small = http.post(http.base + "/v2/embed", json={**body, "texts": [short], "max_tokens": 40}, timeout=120)
-    assert small.status_code == 200, small.text[:500]
-    assert max(w["tokens"] for w in small.json()["windows"][0]) <= 40 and len(small.json()["windows"][0]) > 10
-    over = http.post(http.base + "/v2/embed", json={**body, "max_tokens": 40}, timeout=120)
+    assert_openai_error(http.post(http.base + "/v2/embed", json={**body, "max_tokens": 40}, timeout=120), 400,
+                        param="long_input")
+    over = http.post(http.base + "/v2/embed", json={**body, "texts": ["word " * 17_000]}, timeout=120)
     error = assert_openai_error(over, 400, "too_many_windows", "texts")
     assert error["message"].startswith("texts[0] needs more than 64 windows") and "truncate" not in error["message"]
     refused = http.post(http.base + "/v2/embed", json={**body, "truncate": "NONE"}, timeout=120)
