@@ -91,7 +91,8 @@ class Dispatcher:
                 inputs=req.inputs[s.start:s.end], deadline=s.deadline, input_type=req.input_type,
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
                 embedding_types=list(req.embedding_types),
-                truncation_direction=req.truncation_direction, max_tokens=req.max_tokens).to_wire()
+                truncation_direction=req.truncation_direction, max_tokens=req.max_tokens,
+                long_input=req.long_input, window_overlap=req.window_overlap).to_wire()
 
         result = self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
                                request_id)
@@ -101,6 +102,10 @@ class Dispatcher:
                 raise Unavailable(f"A worker of model '{served.card.name}' is too old to produce "
                                   f"{', '.join(missing)} vectors; retry once the workers are upgraded.",
                                   code="worker_outdated", retry_after=NO_WORKER_RETRY_AFTER_S)
+            if req.long_input == "windows" and chunk.rows and chunk.windows is None:  # a worker from before windows
+                raise Unavailable(f"A worker of model '{served.card.name}' is too old to answer windows; retry once "
+                                  f"the workers are upgraded.", code="worker_outdated",
+                                  retry_after=NO_WORKER_RETRY_AFTER_S)
         return result
 
     def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:

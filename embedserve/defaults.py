@@ -141,6 +141,11 @@ UNACKED_RESTORE_INTERVAL_S = 10
 # Seconds before the unacked-restore sweep's Redis mutex expires if its holder died (kombu: 300).
 UNACKED_MUTEX_EXPIRE_S = 30
 
+# Long inputs (`long_input` mean / windows): the most windows one input may be split into (EMBED_MAX_WINDOWS),
+# and the tokens two neighbouring windows share when a request does not say (`window_overlap`).
+MAX_WINDOWS = 64
+WINDOW_OVERLAP = 32
+
 # `embedserve embed`: the server it talks to when neither --url nor EMBED_URL is given.
 EMBED_CLI_URL = "http://127.0.0.1:8000"
 # ...seconds between job polls: the first poll comes fast, then the interval grows x1.5 up to the max.

@@ -65,6 +65,9 @@ class EmbedChunk(_Wire):
     # The vector types wanted (embedserve/vector_types.py); None = float only. Several (Cohere's
     # embedding_types) come from one forward pass.
     embedding_types: list | None = None
+    # An input over the model's maximum: "error" (refused; `truncate` cuts), "mean" or "windows" (worker/windows.py).
+    long_input: str = "error"
+    window_overlap: int | None = None  # None: the default (worker/embedding_service.py)
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class ChunkResult:
     # A sync chunk's time on the worker (worker/stage_clock.py): seconds per stage, and the wall-clock
     # marks picked_at / replied_at; the API turns them into its stage account (api/stage_account.py).
     stages: dict[str, float] | None = None
+    # `long_input: windows`: per row, its windows, each {"text_start", "text_end", "tokens", "vectors": {type: bytes}}.
+    windows: list | None = None
 
     def pack(self) -> bytes:
         """Serialize for the reply list. Fields left at None are left out: an API from before a field was

@@ -148,6 +148,8 @@ class Settings:
     webhook_timeout: float = 5.0
     # Whether webhooks may go to loopback, private and link-local addresses (tests, single-host setups).
     webhook_allow_private: bool = False
+    # Most windows one input is split into with long_input mean / windows (more: 400 too_many_windows).
+    max_windows: int = defaults.MAX_WINDOWS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -216,6 +218,7 @@ class Settings:
             webhook_retry_delay=reader.float("EMBED_WEBHOOK_RETRY_DELAY", cls.webhook_retry_delay, 0.01, 3600),
             webhook_timeout=reader.float("EMBED_WEBHOOK_TIMEOUT", cls.webhook_timeout, 0.1, 60),
             webhook_allow_private=reader.bool("EMBED_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+            max_windows=reader.int("EMBED_MAX_WINDOWS", cls.max_windows, 1, 100_000),
         )
         settings.validate()
         return settings

@@ -145,7 +145,7 @@ class ChunkRunner:
         # Failed items have no rows, so the good items' vectors stay in item order as they are.
         return ChunkOutput(items=spec.items, rows=rows, tokens=tokens, dim=inner.dim if inner else 0,
                            vectors=inner.vectors if inner else b"", errors=errors,
-                           embedding_type=spec.params.embedding_type)
+                           embedding_type=spec.params.embedding_type, windows=inner.windows if inner else None)
 
     def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str) -> ChunkResult:
         """Embed some of a chunk's inputs. The model's refusal of them (a 400 ServiceError) is raised as it is;
@@ -183,7 +183,8 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult 
             errors.append(None)
             start += count
         return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=result.data(embedding_type),
-                           errors=errors, embedding_type=embedding_type)
+                           errors=errors, embedding_type=embedding_type, windows=_windows(result, embedding_type))
+    windows = [] if any(isinstance(r, ChunkResult) and r.windows is not None for r in results) else None
     for count, result in zip(item_counts, results):
         if isinstance(result, ServiceError):
             rows.append(0)
@@ -194,8 +195,18 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult 
             tokens.append(result.tokens)
             errors.append(None)
             parts.append(result.data(embedding_type))
+            if windows is not None:
+                windows.extend(_windows(result, embedding_type) or [])
     return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=b"".join(parts), errors=errors,
-                       embedding_type=embedding_type)
+                       embedding_type=embedding_type, windows=windows)
+
+
+def _windows(result: ChunkResult, embedding_type: str) -> list | None:
+    """A result's windows (`long_input: windows`) as a job's output keeps them: each vector in the job's type."""
+    if result.windows is None:
+        return None
+    return [[{"text_start": w["text_start"], "text_end": w["text_end"], "tokens": w["tokens"],
+              "embedding": w["vectors"][embedding_type]} for w in row] for row in result.windows]
 
 
 def _item_error(refused: ServiceError) -> dict:

@@ -139,9 +139,7 @@ class EmbeddingEngine:
         prefix = self.files.prefix(input_type, instruction)
         if prefix:
             texts = [prefix + text for text in texts]
-        limit = min(self.max_length, max_tokens or self.max_length)
-        # Never below the special tokens and one token of text: the tokenizer cannot cut further.
-        limit = max(limit, self.specials_before + self.specials_after + (2 if self.append_eos else 1))
+        limit = self.limit(max_tokens)
         room = limit - (1 if self.append_eos else 0)
         left = truncate and direction == "left"
         with self._tokenizer_lock:
@@ -160,6 +158,32 @@ class EmbeddingEngine:
                     raise too_long(offset + i, len(row), limit, what)
         return Tokenized(rows, sum(len(r) for r in rows))
 
+    def limit(self, max_tokens: int | None = None) -> int:
+        """Most ids one row may have: the model's maximum, or the request's lower `max_tokens`; never below the
+        special tokens and one token of text, which the tokenizer cannot cut further."""
+        limit = min(self.max_length, max_tokens or self.max_length)
+        return max(limit, self.specials_before + self.specials_after + (2 if self.append_eos else 1))
+
+    def whole_rows(self, texts: list[str], *, input_type: str, instruction: str | None) -> list[list[int]]:
+        """Ids of texts with the model's prompt and special tokens, neither cut nor checked: long inputs are
+        measured by them, and each window is embedded as them (worker/windows.py)."""
+        prefix = self.files.prefix(input_type, instruction)
+        with self._tokenizer_lock:
+            rows = self._encode([prefix + text for text in texts] if prefix else texts, None)
+        return [row + [self.eos_id] for row in rows] if self.append_eos else rows
+
+    def text_offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character span of each of the text's own tokens (no prompt, no special tokens): where windows may
+        be cut. Needs a fast tokenizer; a model with a slow one refuses long_input mean and windows."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise InvalidRequest("This model's tokenizer gives no character offsets, so it cannot split long inputs; "
+                                 "send \"long_input\": \"truncate\".", param="long_input",
+                                 code="unsupported_long_input")
+        with self._tokenizer_lock:
+            self._configure(backend, None)
+            return list(backend.encode(text, add_special_tokens=False).offsets)
+
     def _encode(self, texts: list[str], truncate_to: int | None) -> list[list[int]]:
         """Token ids with special tokens; the caller holds the tokenizer lock.
 
@@ -173,6 +197,12 @@ class EmbeddingEngine:
             return self.tokenizer(texts, add_special_tokens=True, truncation=truncate_to is not None,
                                   max_length=truncate_to, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
+        self._configure(backend, truncate_to)
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
+
+    @staticmethod
+    def _configure(backend, truncate_to: int | None) -> None:
+        """Set the fast backend's padding off and its truncation to `truncate_to`; the caller holds the lock."""
         if backend.padding is not None:
             backend.no_padding()
         wanted = None  # the backend reports its truncation as this dict (or None), all four keys
@@ -184,7 +214,6 @@ class EmbeddingEngine:
                 backend.no_truncation()
             else:
                 backend.enable_truncation(**wanted)
-        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
 
     def _prompt_tokens(self, prefix: str) -> int:
         """How many of a prefixed text's first tokens are the prompt's; the caller holds the tokenizer lock.

@@ -196,7 +196,8 @@ def wire(loaded: Loaded) -> Wired:
         from worker.chunk_runner import ChunkRunner
         from worker.embedding_service import EmbeddingService
 
-        service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)))
+        service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)),
+                                   max_windows=settings.max_windows)
         register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
         records, data = JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(loaded.store)

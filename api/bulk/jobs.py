@@ -43,7 +43,8 @@ def params_of(req: EmbeddingRequest) -> ChunkParams:
     """The request fields a worker needs for every chunk."""
     return ChunkParams(input_type=req.input_type, instruction=req.instruction, truncate=req.truncate,
                        dimensions=req.dimensions, truncation_direction=req.truncation_direction,
-                       embedding_type=req.embedding_types[0])
+                       embedding_type=req.embedding_types[0], long_input=req.long_input,
+                       window_overlap=req.window_overlap if req.windowed else None)
 
 
 def queue_job(svc: Services, identity: Identity, owner: str, cap: int, req: EmbeddingRequest,
@@ -74,7 +75,8 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
         specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits)
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
-              embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl, webhook=int(webhook))
+              embedding_type=req.embedding_types[0], long_input=req.long_input, expires_at=now + settings.job_ttl,
+              webhook=int(webhook))
     return submit(scheduler, data, job, specs, cap=cap, ttl=settings.job_ttl + settings.job_record_grace)
 
 
@@ -136,7 +138,8 @@ def job_object(store: JobRecords, job: Job) -> dict:
         "id": job.id, "object": "embedding.job", "model": job.model, "status": job.status.value,
         "created_at": job.created_at, "started_at": job.started_at, "completed_at": job.completed_at,
         "cancelled_at": job.cancelled_at, "expires_at": job.expires_at, "encoding_format": job.encoding_format,
-        "embedding_type": job.embedding_type, "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
+        "embedding_type": job.embedding_type, "long_input": job.long_input,
+        "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
     }
     if job.failed:
         body["errors"] = {"object": "list", "data": store.error_sample(job.id)}

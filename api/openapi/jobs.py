@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.contract.embedding import ENCODING_FORMATS, job_body
+from api.contract.embedding import ENCODING_FORMATS, LONG_INPUTS, job_body
 from api.openapi.parts import (
     AUTH_ERRORS,
     BAD_LIST,
@@ -146,6 +146,8 @@ def schemas(settings: Settings) -> dict:
                 "cancelled_at": TIME_OR_NULL, "expires_at": TIME,
                 "encoding_format": {"enum": list(ENCODING_FORMATS)},
                 "embedding_type": {"enum": list(EMBEDDING_TYPES)},
+                "long_input": {"enum": list(LONG_INPUTS), "description": "The request's `long_input`; `windows` "
+                                                                          "gives each result row its windows."},
                 "request_counts": COUNTS,
                 "errors": {"type": "object", "required": ["object", "data"], "description": "Present when inputs "
                            "failed: the first few item errors, each naming its input `index`.",

@@ -49,7 +49,7 @@ class Compactor:
                    for chunk, output in self.data.outputs(job_id, job.chunks))
         gaps = Gaps(job.total)
         manifest = result_files.write_result(self.data.store, job_prefix(job_id), gaps.filled(outputs),
-                                             embedding_type=job.embedding_type)
+                                             embedding_type=job.embedding_type, windows=job.long_input == "windows")
         if gaps.lost and not job.stop_as:
             # Absolute, from counts that are final by now: a second compaction of the job sets the same.
             self.records.set_failed(job_id, job.failed + gaps.lost)

@@ -55,6 +55,7 @@ class Job:
     dim: int = 0
     encoding_format: str = "float"
     embedding_type: str = "float"  # the vectors' type (embedserve/vector_types.py), in the store and results
+    long_input: str = "error"  # the request's long_input: "windows" gives the result its windows (column, key)
     expires_at: int = 0
     started_at: int | None = None
     completed_at: int | None = None
