@@ -278,9 +278,21 @@ class EmbeddingEngine:
         return tensor.to(self.device)
 
     def warmup(self) -> None:
-        """One small forward, so the first request does not pay for lazy initialisation."""
-        rows = self.tokenize(["warm up"] * 2, offset=0, input_type="document", instruction=None, truncate=True).rows
-        self.embed_batch(rows)
+        """A few small forwards, so the first request does not pay for lazy initialisation.
+
+        With the batch-invariant forward on, they also check it on this machine: texts under and over
+        MIN_ROWS tokens, alone and together, must give the same bytes. A BLAS that changes kernels at
+        other sizes than the one this was measured on would break the promise silently otherwise.
+        """
+        texts = ["warm up", "warm the model up", "warm the model up now, please",
+                 "a longer text to warm the model up with, past the smallest products' size " * 2]
+        rows = self.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
+        together = self.embed_batch(rows)
+        if self.deterministic:
+            alone = np.concatenate([self.embed_batch([row]) for row in rows])
+            if not np.array_equal(alone, together):
+                log.error("EMBED_DETERMINISTIC is on but this machine's kernels gave a text other bytes in a batch "
+                          "than alone: vectors may change with their batch here (docs/models.md#same-text-same-bits)")
 
 
 def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
