@@ -77,8 +77,9 @@ def init_app(app: Flask, client: redis.Redis) -> None:
 
 
 def estimate_tokens(req: EmbeddingRequest, max_length: int) -> int:
-    """Tokens charged before dispatch: token-id counts, or characters / 4, each capped at max_length."""
-    cap = max_length if max_length > 0 else math.inf
+    """Tokens charged before dispatch: token-id counts, or characters / 4, each capped at max_length (a long
+    input split into windows is not: its windows are all embedded)."""
+    cap = max_length if max_length > 0 and not req.windowed else math.inf
     if req.token_ids:
         return int(sum(min(len(ids), cap) for ids in req.inputs))
     return int(sum(min(max(1, math.ceil(len(text) / CHARS_PER_TOKEN)), cap) for text in req.inputs))

@@ -13,6 +13,9 @@ from api.routes import batches, cohere, embeddings, files, health, jobs, models,
 from embedserve import defaults
 from embedserve.apikeys import KeyStore
 from embedserve.celery_app import make_celery
+from embedserve.events.delivery import Deliverer
+from embedserve.events.endpoints import Endpoints
+from embedserve.events.outbox import Outbox
 from embedserve.fleet.liveness import Liveness, Reaper
 from embedserve.fleet.registry import Registry
 from embedserve.jobs.data import JobData
@@ -49,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     scheduler = Scheduler(client, wait_replicas=settings.redis_wait_replicas,
                           wait_timeout_ms=settings.redis_wait_timeout_ms)
     key_checker = KeyChecker(settings.api_keys, KeyStore(client), static_rpm=settings.static_key_rpm,
-                             static_tpm=settings.static_key_tpm)
+                             static_tpm=settings.static_key_tpm, static_webhook=bool(settings.webhook_url))
     app.extensions[EXTENSION] = Services(
         settings=settings, redis=client, publisher=publisher, registry=Registry.from_settings(client, settings),
         keys=key_checker, dispatcher=Dispatcher(publisher, client, liveness, settings),
@@ -58,6 +61,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # both happen with no worker up.
     Reaper(liveness).start()
     Sweeper(records, JobData(store), client).start()
+    # ...and sends job and batch events to the keys' webhook endpoints (why here: embedserve/events/delivery.py).
+    Deliverer(Outbox(client), Endpoints(client, settings), settings).start()
     for blueprint in (health.bp, models.bp, embeddings.bp, cohere.bp, rerank.bp, tokenize.bp, jobs.bp, files.bp,
                       batches.bp):
         app.register_blueprint(blueprint)

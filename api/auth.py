@@ -29,16 +29,18 @@ class Identity:
     tpm: int  # 0 = unlimited
     managed: bool
     max_queued_inputs: int | None = None  # a managed key's own bulk cap; None = EMBED_MAX_QUEUED_INPUTS_PER_KEY
+    webhook: bool = False  # whether the key has a webhook endpoint: its jobs' ends are then recorded as events
 
 
 class KeyChecker:
     """Checks a request's Authorization header against static keys, then managed ones."""
 
     def __init__(self, keys: Iterable[str], store: KeyStore | None = None, *, static_rpm: int = 0,
-                 static_tpm: int = 0, cache_s: float = defaults.MANAGED_KEY_CACHE_S):
+                 static_tpm: int = 0, static_webhook: bool = False, cache_s: float = defaults.MANAGED_KEY_CACHE_S):
         self._digests = tuple(key_digest(k) for k in keys)
         self._store = store
         self._static_limits = (static_rpm, static_tpm)
+        self._static_webhook = static_webhook
         self._cache_s = cache_s
         self._cache: dict[bytes, tuple[float, Identity | None]] = {}
         self._lock = threading.Lock()
@@ -60,7 +62,7 @@ class KeyChecker:
             if hmac.compare_digest(candidate, digest):
                 match = candidate
         if match is not None:
-            return Identity(match, "static", *self._static_limits, managed=False)
+            return Identity(match, "static", *self._static_limits, managed=False, webhook=self._static_webhook)
         identity = self._managed(digest) if self._store is not None else None
         if identity is None:
             raise AuthenticationFailed("Incorrect API key provided.")
@@ -75,7 +77,8 @@ class KeyChecker:
             return cached[1]
         record = self._store.lookup(digest.hex())
         identity = None if record is None else Identity(
-            digest, record.name, record.rpm, record.tpm, managed=True, max_queued_inputs=record.max_queued_inputs)
+            digest, record.name, record.rpm, record.tpm, managed=True, max_queued_inputs=record.max_queued_inputs,
+            webhook=record.webhook_url is not None)
         with self._lock:
             if len(self._cache) >= defaults.MANAGED_KEY_CACHE_ENTRIES:
                 self._cache.clear()  # bounded: a flood of wrong keys cannot grow it without limit

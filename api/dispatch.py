@@ -101,7 +101,7 @@ class Dispatcher:
                 instruction=req.instruction, truncate=req.truncate, dimensions=req.dimensions,
                 embedding_types=list(req.embedding_types),
                 truncation_direction=req.truncation_direction, max_tokens=req.max_tokens,
-                cache_scope=cache_scope).to_wire()
+                long_input=req.long_input, window_overlap=req.window_overlap, cache_scope=cache_scope).to_wire()
 
         result = self._scatter(served, EMBED_TASK, interactive_queue(served.card.name), len(req.inputs), payload,
                                request_id)
@@ -111,6 +111,10 @@ class Dispatcher:
                 raise Unavailable(f"A worker of model '{served.card.name}' is too old to produce "
                                   f"{', '.join(missing)} vectors; retry once the workers are upgraded.",
                                   code="worker_outdated", retry_after=NO_WORKER_RETRY_AFTER_S)
+            if req.long_input == "windows" and chunk.rows and chunk.windows is None:  # a worker from before windows
+                raise Unavailable(f"A worker of model '{served.card.name}' is too old to answer windows; retry once "
+                                  f"the workers are upgraded.", code="worker_outdated",
+                                  retry_after=NO_WORKER_RETRY_AFTER_S)
         return result
 
     def rerank(self, req: RerankRequest, served: ServedModel, request_id: str | None = None) -> Dispatched:

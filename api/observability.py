@@ -37,6 +37,7 @@ from api.errors import error_response
 from embedserve import defaults, queues
 from embedserve.apikeys import key_digest
 from embedserve.errors import AuthenticationFailed
+from embedserve.events.outbox import Outbox
 from embedserve.fleet import forward_stats, stage_times
 from embedserve.fleet.registry import Registry
 from embedserve.jobs.records import JobRecords
@@ -71,6 +72,7 @@ class RedisStateCollector:
         self._redis = client
         self._registry = registry or Registry(client, cache_seconds=0)
         self._jobs = JobRecords(client)
+        self._outbox = Outbox(client)
         self._scheduler = Scheduler(client)
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, list] | None = None
@@ -141,7 +143,20 @@ class RedisStateCollector:
                                  labels=["status"])
         for status, count in self._jobs.count_by_status().items():
             jobs.add_metric([status], count)
-        yield from (depth, workers, rows, tokens, seconds, *cache.values(), bulk, stages, stage_items, jobs)
+        # Webhook deliveries, counted fleet-wide by the senders' scripts (embedserve/events/outbox.py).
+        counts = self._outbox.counts()
+        delivered = CounterMetricFamily("embedserve_webhook_deliveries", "Webhook events a receiver accepted (2xx).")
+        delivered.add_metric([], counts["delivered"])
+        failed = CounterMetricFamily("embedserve_webhook_failed_attempts", "Webhook delivery attempts that failed "
+                                     "(non-2xx, timeout, refused connection, refused address); each is retried.")
+        failed.add_metric([], counts["failed"])
+        given_up = CounterMetricFamily("embedserve_webhook_given_up", "Webhook events given up after "
+                                       "EMBED_WEBHOOK_RETRY_HOURS of failed attempts.")
+        given_up.add_metric([], counts["given_up"])
+        pending = GaugeMetricFamily("embedserve_webhook_pending", "Webhook events not yet delivered nor given up.")
+        pending.add_metric([], self._outbox.pending())
+        yield from (depth, workers, rows, tokens, seconds, *cache.values(), bulk, stages, stage_items, jobs, delivered,
+                    failed, given_up, pending)
 
 
 def _cumulative(counts: dict[str, int], bounds: tuple) -> list[tuple[str, int]]:

@@ -18,13 +18,21 @@ def embedding_list(result: Dispatched, model: str, encoding_format: str, embeddi
     index = 0
     for chunk in result.chunks:
         for row in range(chunk.rows):
-            data.append({"object": "embedding", "index": index,
-                         "embedding": encode(chunk.row(row, embedding_type))})
+            item = {"object": "embedding", "index": index, "embedding": encode(chunk.row(row, embedding_type))}
+            if chunk.windows is not None:
+                item["windows"] = windows_json(chunk.windows[row], encode, embedding_type)
+            data.append(item)
             index += 1
     usage = {"prompt_tokens": result.tokens, "total_tokens": result.tokens}
     if result.cached is not None:  # the model's workers have an embedding cache (EMBED_CACHE_URL)
         usage["cached_inputs"] = result.cached
     return json.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+def windows_json(windows: list[dict], encode, embedding_type: str) -> list[dict]:
+    """An input's windows (`long_input: windows`) as the response lists them, each vector encoded as the input's."""
+    return [{"embedding": encode(w["vectors"][embedding_type]), "text_start": w["text_start"],
+             "text_end": w["text_end"], "tokens": w["tokens"]} for w in windows]
 
 
 def rerank_response(result: Dispatched, req: RerankRequest, model: str) -> str:
@@ -51,11 +59,18 @@ def ranked(scores: list[float], top_n: int | None) -> list[int]:
 
 def cohere_embed_response(result: Dispatched, embed: CohereEmbed) -> str:
     """`{id, embeddings: {type: [...]}, texts, meta, response_type}` as JSON text, types in the asked order."""
-    embeddings = {}
+    embeddings, encoders = {}, {}
     for kind in embed.types:
         computed, fmt = ("float", "base64") if kind == BASE64 else (kind, "float")
-        encode = row_encoder(fmt, computed)
+        encode = encoders[kind] = row_encoder(fmt, computed)
         embeddings[kind] = [encode(chunk.row(row, computed)) for chunk in result.chunks for row in range(chunk.rows)]
     meta = {"api_version": {"version": "2"}, "billed_units": {"input_tokens": result.tokens}}
-    return json.dumps({"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": embed.texts, "meta": meta,
-                       "response_type": "embeddings_by_type"})
+    body = {"id": str(uuid.uuid4()), "embeddings": embeddings, "texts": embed.texts, "meta": meta,
+            "response_type": "embeddings_by_type"}
+    if embed.request.long_input == "windows":  # ours: each text's windows, every asked type of each
+        body["windows"] = [
+            [{"text_start": w["text_start"], "text_end": w["text_end"], "tokens": w["tokens"],
+              "embeddings": {kind: encoders[kind](w["vectors"]["float" if kind == BASE64 else kind])
+                             for kind in embed.types}} for w in chunk.windows[row]]
+            for chunk in result.chunks for row in range(chunk.rows)]
+    return json.dumps(body)

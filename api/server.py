@@ -12,6 +12,7 @@ import redis
 from gunicorn.app.base import BaseApplication
 
 from embedserve.apikeys import KeyStore
+from embedserve.events import url_safety
 from embedserve.logs import configure_logging
 from embedserve.redis_client import client_for
 from embedserve.redis_policy import check_eviction_policy
@@ -92,7 +93,21 @@ def check_startup(settings: Settings) -> str | None:
         # against the running stack; refusing would only put the API in a restart loop.
         log.warning("no API keys yet: every request gets 401 until EMBED_API_KEYS is set or a key is "
                     "created with `embedserve keys create --name NAME`")
+    if problem is None and settings.webhook_url:
+        problem = _webhook_problem(settings)
     return problem
+
+
+def _webhook_problem(settings: Settings) -> str | None:
+    """EMBED_WEBHOOK_URL is refused at start when it resolves to an address webhooks may not reach; a name
+    that does not resolve yet is only warned of (every attempt checks again)."""
+    try:
+        url_safety.resolve(settings.webhook_url, settings.webhook_allow_private)
+    except url_safety.Unresolvable as exc:
+        log.warning("EMBED_WEBHOOK_URL: %s; events wait and are retried", exc)
+    except url_safety.UnsafeURL as exc:
+        return f"EMBED_WEBHOOK_URL refused: {exc}"
+    return None
 
 
 def main() -> int:

@@ -141,6 +141,11 @@ UNACKED_RESTORE_INTERVAL_S = 10
 # Seconds before the unacked-restore sweep's Redis mutex expires if its holder died (kombu: 300).
 UNACKED_MUTEX_EXPIRE_S = 30
 
+# Long inputs (`long_input` mean / windows): the most windows one input may be split into (EMBED_MAX_WINDOWS),
+# and the tokens two neighbouring windows share when a request does not say (`window_overlap`).
+MAX_WINDOWS = 64
+WINDOW_OVERLAP = 32
+
 # `embedserve embed`: the server it talks to when neither --url nor EMBED_URL is given.
 EMBED_CLI_URL = "http://127.0.0.1:8000"
 # ...seconds between job polls: the first poll comes fast, then the interval grows x1.5 up to the max.
@@ -150,6 +155,17 @@ EMBED_CLI_POLL_MAX_S = 2.0
 EMBED_CLI_HTTP_TIMEOUT_S = 300
 # ...bytes read from the result stream at a time.
 EMBED_CLI_READ_BYTES = 1 << 20
+# Webhooks (embedserve/events/): seconds between a sender thread's looks for due events.
+WEBHOOK_POLL_S = 1.0
+# ...the longest wait between two attempts at one event, however many failed (backoff doubles up to it).
+WEBHOOK_MAX_DELAY_S = 3600.0
+# ...events one sender thread sends per look, so its step ends and the next look comes round.
+WEBHOOK_EVENTS_PER_STEP = 50
+# ...seconds an undelivered event's record lives in Redis at most: above the longest retry window
+# (EMBED_WEBHOOK_RETRY_HOURS is at most 720), so it only bounds a record no sender will ever see.
+WEBHOOK_EVENT_TTL_S = 31 * 24 * 3600
+# ...bytes of a receiver's answer read (its body is not used; reading a little lets the connection close cleanly).
+WEBHOOK_RESPONSE_BYTES = 4096
 
 # The embedding cache (EMBED_CACHE_URL, worker/cache/): seconds an entry lives. Entries carry a TTL so
 # that volatile-lru/lfu (which evict only keys with one) can evict them too; LRU drops them sooner when full.

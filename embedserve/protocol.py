@@ -65,6 +65,9 @@ class EmbedChunk(_Wire):
     # The vector types wanted (embedserve/vector_types.py); None = float only. Several (Cohere's
     # embedding_types) come from one forward pass.
     embedding_types: list | None = None
+    # An input over the model's maximum: "error" (refused; `truncate` cuts), "mean" or "windows" (worker/windows.py).
+    long_input: str = "error"
+    window_overlap: int | None = None  # None: the default (worker/embedding_service.py)
     # Whose embedding-cache entries this chunk may read and write (embedserve/cache_scope.py): a hash of
     # the caller's key; "" = none (the cache is skipped). EMBED_CACHE_SCOPE=global on the workers overrides it.
     cache_scope: str = ""
@@ -122,6 +125,8 @@ class ChunkResult:
     # A sync chunk's time on the worker (worker/stage_clock.py): seconds per stage, and the wall-clock
     # marks picked_at / replied_at; the API turns them into its stage account (api/stage_account.py).
     stages: dict[str, float] | None = None
+    # `long_input: windows`: per row, its windows, each {"text_start", "text_end", "tokens", "vectors": {type: bytes}}.
+    windows: list | None = None
     # Inputs whose vector came from the embedding cache; None when the worker has no cache (EMBED_CACHE_URL).
     cached: int | None = None
 

@@ -192,3 +192,21 @@ def batch(batch_id: str) -> str:
 def files_expiry() -> str:
     """Sorted set: uploaded file ids, scored by when their job-store content expires (for the sweeper)."""
     return f"{PREFIX}files:expiry"
+
+
+def webhook_event(event_id: str) -> str:
+    """Hash: one event waiting to be delivered (type, object id, owner, attempts, lease); embedserve/events/outbox.py.
+
+    Mirrored by the Lua of embedserve/events/outbox.py, which embedserve/jobs/scripts.py runs on a job's end.
+    """
+    return f"{PREFIX}webhook:{event_id}"
+
+
+def webhooks_due() -> str:
+    """Sorted set: event id -> when (ms, Redis's clock) it may next be sent; a taken event's lease end."""
+    return f"{PREFIX}webhooks:due"
+
+
+def webhook_counts() -> str:
+    """Hash: deliveries (delivered, failed attempts, given up) counted over the whole fleet, for /metrics."""
+    return f"{PREFIX}metrics:webhooks"

@@ -10,6 +10,7 @@ from enum import Enum
 from urllib.parse import unquote, urlsplit
 
 from embedserve import defaults
+from embedserve.events import signing, url_safety
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_MODEL_HF_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -79,6 +80,8 @@ class Settings:
     packed: str = "auto"
     # auto | sdpa_groups | flex | flash_varlen: the packed decoder's attention kernel (worker/packed/decoder.py).
     attention: str = "auto"
+    # auto | on | off: the batch-invariant forward (worker/invariant/); auto = on on the CPU, off on CUDA.
+    deterministic: str = "auto"
     # Tokens in one forward pass (rows x longest row when padded); 0 = by device (see `batch_tokens`; GPU: free memory).
     max_batch_tokens: int = 0
     # /v1/embeddings body limit, bytes.
@@ -136,6 +139,19 @@ class Settings:
     drain_timeout: float = defaults.DRAIN_TIMEOUT_S
     # Whether /v1/embeddings, jobs and batch lines take token ids as input (false: 400 token_ids_not_accepted).
     accept_token_ids: bool = True
+    # Where the static keys' job and batch events go ("" = nowhere), and the `whsec_` secret that signs them.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # Hours an event is retried before it is given up.
+    webhook_retry_hours: float = 72.0
+    # Seconds before the first retry; each later one waits twice as long (up to an hour).
+    webhook_retry_delay: float = 5.0
+    # Seconds to connect to an endpoint, and to wait for its answer, each.
+    webhook_timeout: float = 5.0
+    # Whether webhooks may go to loopback, private and link-local addresses (tests, single-host setups).
+    webhook_allow_private: bool = False
+    # Most windows one input is split into with long_input mean / windows (more: 400 too_many_windows).
+    max_windows: int = defaults.MAX_WINDOWS
     # The embedding cache's own Redis (redis://, rediss:// or unix://; an LRU/LFU maxmemory-policy, never the
     # broker's): vectors already computed are returned without a forward pass. "" = no cache.
     cache_url: str = ""
@@ -172,6 +188,7 @@ class Settings:
             dtype=reader.str("EMBED_DTYPE", cls.dtype).lower(),
             packed=reader.str("EMBED_PACKED", cls.packed).lower(),
             attention=reader.str("EMBED_ATTENTION", cls.attention).lower(),
+            deterministic=reader.str("EMBED_DETERMINISTIC", cls.deterministic).lower(),
             max_batch_tokens=reader.int("EMBED_MAX_BATCH_TOKENS", cls.max_batch_tokens, 0, 10**8),
             max_body_bytes=reader.int("EMBED_MAX_BODY_BYTES", cls.max_body_bytes, 1024, 2**40),
             sync_timeout=reader.float("EMBED_SYNC_TIMEOUT", cls.sync_timeout, 0.001, 86400),
@@ -203,6 +220,13 @@ class Settings:
             cold_start_timeout=reader.float("EMBED_COLD_START_TIMEOUT", cls.cold_start_timeout, 0, 86400),
             drain_timeout=reader.float("EMBED_DRAIN_TIMEOUT", cls.drain_timeout, 0, 86400),
             accept_token_ids=reader.bool("EMBED_ACCEPT_TOKEN_IDS", cls.accept_token_ids),
+            webhook_url=reader.str("EMBED_WEBHOOK_URL", cls.webhook_url),
+            webhook_secret=reader.str("EMBED_WEBHOOK_SECRET", cls.webhook_secret),
+            webhook_retry_hours=reader.float("EMBED_WEBHOOK_RETRY_HOURS", cls.webhook_retry_hours, 0.0001, 720),
+            webhook_retry_delay=reader.float("EMBED_WEBHOOK_RETRY_DELAY", cls.webhook_retry_delay, 0.01, 3600),
+            webhook_timeout=reader.float("EMBED_WEBHOOK_TIMEOUT", cls.webhook_timeout, 0.1, 60),
+            webhook_allow_private=reader.bool("EMBED_WEBHOOK_ALLOW_PRIVATE", cls.webhook_allow_private),
+            max_windows=reader.int("EMBED_MAX_WINDOWS", cls.max_windows, 1, 100_000),
             cache_url=reader.str("EMBED_CACHE_URL", cls.cache_url),
             cache_scope=reader.str("EMBED_CACHE_SCOPE", cls.cache_scope).lower(),
         )
@@ -224,6 +248,8 @@ class Settings:
             raise ConfigError(f"EMBED_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.packed not in ("auto", "on", "off"):
             raise ConfigError(f"EMBED_PACKED must be auto, on or off, got {self.packed!r}")
+        if self.deterministic not in ("auto", "on", "off"):
+            raise ConfigError(f"EMBED_DETERMINISTIC must be auto, on or off, got {self.deterministic!r}")
         if self.attention not in ATTENTION_KERNELS:
             raise ConfigError(f"EMBED_ATTENTION must be one of {', '.join(ATTENTION_KERNELS)}, got {self.attention!r}")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -252,6 +278,14 @@ class Settings:
         for key in self.api_keys:
             if len(key) < 8 or any(c.isspace() for c in key):
                 raise ConfigError("each EMBED_API_KEYS entry must be at least 8 characters with no spaces")
+        if self.webhook_url or self.webhook_secret:
+            # The address is checked where it is used (api/app.py at start, and before every attempt):
+            # resolving a name here would make reading settings depend on DNS.
+            try:
+                url_safety.parse(self.webhook_url)
+                signing.secret_bytes(self.webhook_secret)
+            except (url_safety.UnsafeURL, signing.BadSecret) as exc:
+                raise ConfigError(f"EMBED_WEBHOOK_URL and EMBED_WEBHOOK_SECRET go together: {exc}") from None
 
     def _validate_cache(self) -> None:
         if self.cache_scope not in CACHE_SCOPES:
@@ -309,6 +343,7 @@ class Settings:
         fields["metrics_token"] = "<redacted>" if self.metrics_token else ""
         fields["redis_url"] = redact_url(self.redis_url)
         fields["redis_sentinel_password"] = "<redacted>" if self.redis_sentinel_password else ""
+        fields["webhook_secret"] = "<redacted>" if self.webhook_secret else ""
         fields["cache_url"] = redact_url(self.cache_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + ")"
 

@@ -13,6 +13,12 @@ packed (EMBED_PACKED=auto) against padded (EMBED_PACKED=off), each at its defaul
 
     .venv/bin/python -m scripts.bench --packing [--texts 2000] [--repeat 2] [--mix prose|documents]
 
+`--long-document` measures N sync clients (default 8) idle and beside a document of about 64 windows
+(`long_input: mean`) embedded back to back, on the stack only: the p99 ratio is the issue's figure
+(scripts/benchkit/long_document.py). Run it on a quiet box:
+
+    .venv/bin/python -m scripts.bench --long-document [--doc-clients 8] [--windows 64]
+
 `--mix documents` swaps the benchmark prose (6-166 tokens) for queries and documents together
 (log-uniform 8-2,048 tokens), and the figures gain each engine's matrix-product rate against the
 rate this box reaches on one large matrix product: how far from the ceiling each forward runs.
@@ -291,6 +297,30 @@ def bench_packing(count: int, repeat: int, mix: str) -> int:
     return 0 if all(np.isfinite(v) for v in best.values()) else 1
 
 
+def bench_long_document(args: argparse.Namespace) -> int:
+    """The stack alone: `--doc-clients` sync clients idle, then beside a `--windows`-window document."""
+    from scripts.benchkit import long_document
+    from scripts.benchkit.servers import API_KEY, OurStack, settle
+
+    probes = mixed_texts(40 if args.quick else args.singles, seed=4321)
+    stack = OurStack(args.model_dir or default_model_dir(), MODEL_NAME, **dict(item.split("=", 1) for item in args.env))
+    try:
+        settle()
+        target = load.Target("stack", stack.url, api_key=API_KEY, model=MODEL_NAME)
+        figures = long_document.measure(target, probes, args.doc_clients, args.windows)
+    finally:
+        stack.close()
+    for name in ("idle", "loaded"):
+        lat = figures[name]
+        print(f"{args.doc_clients} sync clients, {name}: p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms "
+              f"(n={lat['n']})")
+    print(f"beside a {figures['windows']}-window document (long_input mean, {figures['documents']} embedded, "
+          f"{figures['document_mean_s']:.2f} s each): p99 {figures['p99_ratio']:.2f}x idle")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts, to check the script")
@@ -309,7 +339,13 @@ def main() -> int:
                         help="only the CPU packed-vs-padded comparison on a Qwen3-shaped small model (in-process)")
     parser.add_argument("--mix", choices=("prose", "documents"), default="prose",
                         help="--packing's rows: the benchmark prose, or queries and documents of 8-2,048 tokens")
+    parser.add_argument("--long-document", action="store_true",
+                        help="only sync clients' p99 idle and beside a long document (long_input mean), on the stack")
+    parser.add_argument("--doc-clients", type=int, default=8, help="--long-document's sync clients")
+    parser.add_argument("--windows", type=int, default=64, help="--long-document's windows per document")
     args = parser.parse_args()
+    if args.long_document:
+        return bench_long_document(args)
     if args.packing:
         return bench_packing(256 if args.quick else args.texts, args.repeat, args.mix)
     if args.quick:

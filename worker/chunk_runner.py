@@ -153,8 +153,8 @@ class ChunkRunner:
         # Failed items have no rows, so the good items' vectors stay in item order as they are.
         return ChunkOutput(items=spec.items, rows=rows, tokens=tokens, dim=inner.dim if inner else 0,
                            vectors=inner.vectors if inner else b"", errors=errors,
-                           embedding_type=spec.params.embedding_type, repeats=inner.repeats if inner else None,
-                           cached=inner.cached if inner else 0)
+                           embedding_type=spec.params.embedding_type, windows=inner.windows if inner else None,
+                           repeats=inner.repeats if inner else None, cached=inner.cached if inner else 0)
 
     def _call(self, spec: ChunkSpec, inputs: list, offset: int, tag: str, scope: str = "",
               repeated: frozenset[int] = frozenset()) -> ChunkResult:
@@ -194,7 +194,9 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult 
             errors.append(None)
             start += count
         return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=result.data(embedding_type),
-                           errors=errors, embedding_type=embedding_type, cached=result.cached or 0)
+                           errors=errors, embedding_type=embedding_type, windows=_windows(result, embedding_type),
+                           cached=result.cached or 0)
+    windows = [] if any(isinstance(r, ChunkResult) and r.windows is not None for r in results) else None
     for count, result in zip(item_counts, results):
         if isinstance(result, ServiceError):
             rows.append(0)
@@ -205,8 +207,10 @@ def _output(items: list[int], item_counts: list[int], results: list[ChunkResult 
             tokens.append(result.tokens)
             errors.append(None)
             parts.append(result.data(embedding_type))
+            if windows is not None:
+                windows.extend(_windows(result, embedding_type) or [])
     return ChunkOutput(items=items, rows=rows, tokens=tokens, dim=dim, vectors=b"".join(parts), errors=errors,
-                       embedding_type=embedding_type,
+                       embedding_type=embedding_type, windows=windows,
                        cached=sum(r.cached or 0 for r in results if isinstance(r, ChunkResult)))
 
 
@@ -228,6 +232,14 @@ def _with_repeats(output: ChunkOutput, spec: ChunkSpec) -> ChunkOutput:
         ok = {str(item) for item, error in zip(output.items, output.errors) if error is None}
         output.repeats = {item: first for item, first in spec.repeats.items() if item in ok} or None
     return output
+
+
+def _windows(result: ChunkResult, embedding_type: str) -> list | None:
+    """A result's windows (`long_input: windows`) as a job's output keeps them: each vector in the job's type."""
+    if result.windows is None:
+        return None
+    return [[{"text_start": w["text_start"], "text_end": w["text_end"], "tokens": w["tokens"],
+              "embedding": w["vectors"][embedding_type]} for w in row] for row in result.windows]
 
 
 def _item_error(refused: ServiceError) -> dict:

@@ -14,12 +14,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from embedserve import defaults
 from embedserve.cache_scope import GLOBAL
 from embedserve.errors import InvalidRequest, Timeout
 from embedserve.fleet.quant_ranges import RangeBook
 from embedserve.jobs.chunks import ChunkParams
 from embedserve.protocol import ChunkResult, EmbedChunk
-from embedserve.vector_types import FLOAT, TYPES, vector_type
+from embedserve.vector_types import FLOAT, TYPES, row_bytes, vector_type
 from worker import stage_clock
 from worker.batcher import Batcher
 from worker.cache.digests import ids_options, input_digests, text_options
@@ -27,6 +28,10 @@ from worker.cache.vector_cache import VectorCache
 from worker.calibration import Calibration
 from worker.engine import EmbeddingEngine
 from worker.quantize import quantize
+from worker.windows import Window, combine, split
+
+# The long_input values whose inputs are split into windows rather than refused or cut.
+WINDOWED = ("mean", "windows")
 
 
 class EmbeddingService:
@@ -38,9 +43,11 @@ class EmbeddingService:
     CALIBRATION_TIMEOUT_S = 600.0
 
     def __init__(self, engine: EmbeddingEngine, batcher: Batcher, ranges: RangeBook | None = None,
-                 cache: VectorCache | None = None, cache_scope: str = "key"):
+                 max_windows: int = defaults.MAX_WINDOWS, cache: VectorCache | None = None,
+                 cache_scope: str = "key"):
         self.engine = engine
         self.batcher = batcher
+        self.max_windows = max_windows  # EMBED_MAX_WINDOWS: most windows of one long input
         # int8/uint8 need the model's shared calibration ranges; without a RangeBook they are refused.
         self.calibration = Calibration(ranges, self._embed_documents, truncate_dimensions) if ranges else None
         self.cache = cache  # the embedding cache (EMBED_CACHE_URL), or None
@@ -49,7 +56,8 @@ class EmbeddingService:
     def run(self, chunk: EmbedChunk) -> ChunkResult:
         """Embed one sync chunk (a task's message); a refusal or failure is raised (worker/tasks.py replies with it)."""
         params = ChunkParams(input_type=chunk.input_type, instruction=chunk.instruction, truncate=chunk.truncate,
-                             dimensions=chunk.dimensions, truncation_direction=chunk.truncation_direction)
+                             dimensions=chunk.dimensions, truncation_direction=chunk.truncation_direction,
+                             long_input=chunk.long_input, window_overlap=chunk.window_overlap)
         result = self.embed(chunk.inputs, params, offset=chunk.offset, deadline=chunk.deadline, priority=chunk.priority,
                             tag=chunk.request_id if chunk.priority else "", types=chunk.embedding_types,
                             max_tokens=chunk.max_tokens, scope=chunk.cache_scope)
@@ -77,6 +85,8 @@ class EmbeddingService:
             raise InvalidRequest(f"'dimensions' must be between 1 and {self.engine.dim} for this model, "
                                  f"got {params.dimensions}.", param="dimensions")
         types = self._types(types or [params.embedding_type])
+        if params.long_input in WINDOWED:  # rows are windows, not inputs: neither cached nor deduplicated
+            return self._embed_windowed(inputs, params, offset, deadline, priority, tag, types, max_tokens, stage)
         started = time.perf_counter()
         scope = GLOBAL if self.shared_scope else scope
         digests = self._digests(inputs, params, max_tokens) if self.cache is not None and scope else None
@@ -118,6 +128,25 @@ class EmbeddingService:
                            typed=matrices or None,
                            cached=None if self.cache is None else len(inputs) - len(todo))
 
+    def _embed_windowed(self, inputs: list, params: ChunkParams, offset: int, deadline: float, priority: int,
+                        tag: str, types: list[str], max_tokens: int | None,
+                        stage: Callable[[str, float], None] | None) -> ChunkResult:
+        """`long_input` mean or windows: each window is a row of its own, so the batcher spreads a long input
+        over its passes; an input's row is its windows' combination (worker/windows.py)."""
+        started = time.perf_counter()
+        with self.batcher.incoming():
+            plans = self._plan(inputs, params, offset, max_tokens)
+            submitted = time.perf_counter()
+            sub = self.batcher.submit([window.row for plan in plans for window in plan], priority=priority,
+                                      deadline=deadline, tag=tag)
+        vectors = wait_rows(sub, deadline, "embedding")
+        if stage is not None:
+            stage("tokenize", submitted - started)
+            stage("forward", time.perf_counter() - submitted)
+        if params.dimensions is not None:  # each window's vector too: as the window alone would be answered
+            vectors = truncate_dimensions(vectors, params.dimensions)
+        return self._combined(vectors, plans, types, params.long_input == "windows")
+
     def _digests(self, inputs: list, params: ChunkParams, max_tokens: int | None) -> list[str] | None:
         """Each input's cache digest (worker/cache/digests.py); None for a mix the tokenizer will refuse."""
         if all(isinstance(item, str) for item in inputs):
@@ -141,6 +170,54 @@ class EmbeddingService:
         except InvalidRequest as refused:
             self._tokenize(inputs, params, offset, max_tokens)  # raises the same refusal, naming the right index
             raise refused from None
+
+    def _plan(self, inputs: list, params: ChunkParams, offset: int, max_tokens: int | None) -> list[list[Window]]:
+        """Each text's windows: the whole text when it fits the model, else as worker/windows.py cuts it."""
+        if not all(isinstance(item, str) for item in inputs):
+            raise InvalidRequest(f"'long_input': {params.long_input!r} splits texts; token-id inputs take 'error' "
+                                 f"or 'truncate'.", param="long_input", code="unsupported_long_input")
+
+        def encode(text: str) -> list[int]:
+            return self.engine.whole_rows([text], input_type=params.input_type, instruction=params.instruction)[0]
+
+        limit = self.engine.limit(max_tokens)
+        room = limit - len(encode(""))  # the text tokens a window holds besides the prompt and special tokens
+        half = max(0, room) // 2  # more overlap than this and windows would mostly repeat each other
+        overlap = min(defaults.WINDOW_OVERLAP, half) if params.window_overlap is None else params.window_overlap
+        if overlap > half:
+            raise InvalidRequest(f"'window_overlap' must be between 0 and {half} (half of the {room} text tokens a "
+                                 f"window holds here), got {overlap}.", param="window_overlap",
+                                 code="window_overlap_too_large")
+        whole = self.engine.whole_rows(inputs, input_type=params.input_type, instruction=params.instruction)
+        plans = []
+        for i, (text, row) in enumerate(zip(inputs, whole)):
+            if len(row) <= limit:
+                plans.append([Window(0, len(text), row)])
+                continue
+            plans.append(split(text, self.engine.text_offsets(text), limit=limit, room=room,
+                               overlap=overlap, max_windows=self.max_windows, encode=encode,
+                               index=offset + i))
+        return plans
+
+    def _combined(self, vectors: np.ndarray, plans: list[list[Window]], types: list[str],
+                  with_windows: bool) -> ChunkResult:
+        """One row per input from its windows' rows of `vectors` (worker/windows.py's combine, on floats,
+        quantized after), with each window's own vectors and offsets when `with_windows`."""
+        bounds = np.cumsum([0] + [len(plan) for plan in plans])
+        combined = np.stack([combine(vectors[bounds[i]:bounds[i + 1]], [w.tokens for w in plan])
+                             for i, plan in enumerate(plans)])
+        matrices = {kind: self._encode(combined, kind) for kind in types}
+        windows = None
+        if with_windows:
+            typed = {kind: self._encode(vectors, kind) for kind in types}
+            width = {kind: row_bytes(kind, vectors.shape[1]) for kind in types}
+            windows = [[{"text_start": w.text_start, "text_end": w.text_end, "tokens": w.tokens,
+                         "vectors": {kind: typed[kind][(row + j) * width[kind]:(row + j + 1) * width[kind]]
+                                     for kind in types}}
+                        for j, w in enumerate(plan)] for row, plan in zip(bounds, plans)]
+        tokens = [sum(w.tokens for w in plan) for plan in plans]
+        return ChunkResult(chunk=0, vectors=matrices.pop(FLOAT, b""), rows=len(plans), dim=vectors.shape[1],
+                           tokens=sum(tokens), row_tokens=tokens, typed=matrices or None, windows=windows)
 
     def _types(self, asked: list[str]) -> list[str]:
         """The vector types asked for, once each (the API checked them; a job's params are checked again)."""

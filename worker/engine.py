@@ -27,6 +27,9 @@ from embedserve.errors import InvalidRequest
 from embedserve.fleet.registry import ModelCard
 from embedserve.settings import Settings
 from embedserve.token_ids import out_of_vocabulary
+from worker.invariant.choice import invariance, wants_invariance
+from worker.invariant.length_groups import by_length
+from worker.invariant.products import MIN_ROWS
 from worker.model_files import ModelFiles, read_model_files
 from worker.packed.choice import choose_packed_forward
 from worker.packed.rows import PackedRows, pool_packed
@@ -74,7 +77,9 @@ class EmbeddingEngine:
     """One embedding model on one device."""
 
     def __init__(self, source: str, device: torch.device, dtype: torch.dtype, packed: str = "auto",
-                 attention: str = "auto"):
+                 attention: str = "auto", deterministic: bool = False):
+        """`deterministic`: the batch-invariant forward (worker/invariant/): a row's vector, to the bit,
+        does not depend on the other rows of its pass."""
         self.source = source
         self.device = device
         self.dtype = dtype
@@ -103,7 +108,9 @@ class EmbeddingEngine:
         # Special tokens the tokenizer puts around a text (BERT: [CLS] and [SEP]; Qwen3: none and EOS),
         # which cutting a text from the left must keep.
         self.specials_before, self.specials_after = special_layout(self.tokenizer)
-        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention)  # worker/packed/choice.py
+        self.deterministic = deterministic
+        self.packed = choose_packed_forward(self.model, device, dtype, packed, attention,  # worker/packed/choice.py
+                                            invariant=deterministic)
 
     @property
     def pads_batches(self) -> bool:
@@ -132,9 +139,7 @@ class EmbeddingEngine:
         prefix = self.files.prefix(input_type, instruction)
         if prefix:
             texts = [prefix + text for text in texts]
-        limit = min(self.max_length, max_tokens or self.max_length)
-        # Never below the special tokens and one token of text: the tokenizer cannot cut further.
-        limit = max(limit, self.specials_before + self.specials_after + (2 if self.append_eos else 1))
+        limit = self.limit(max_tokens)
         room = limit - (1 if self.append_eos else 0)
         left = truncate and direction == "left"
         with self._tokenizer_lock:
@@ -153,6 +158,32 @@ class EmbeddingEngine:
                     raise too_long(offset + i, len(row), limit, what)
         return Tokenized(rows, sum(len(r) for r in rows))
 
+    def limit(self, max_tokens: int | None = None) -> int:
+        """Most ids one row may have: the model's maximum, or the request's lower `max_tokens`; never below the
+        special tokens and one token of text, which the tokenizer cannot cut further."""
+        limit = min(self.max_length, max_tokens or self.max_length)
+        return max(limit, self.specials_before + self.specials_after + (2 if self.append_eos else 1))
+
+    def whole_rows(self, texts: list[str], *, input_type: str, instruction: str | None) -> list[list[int]]:
+        """Ids of texts with the model's prompt and special tokens, neither cut nor checked: long inputs are
+        measured by them, and each window is embedded as them (worker/windows.py)."""
+        prefix = self.files.prefix(input_type, instruction)
+        with self._tokenizer_lock:
+            rows = self._encode([prefix + text for text in texts] if prefix else texts, None)
+        return [row + [self.eos_id] for row in rows] if self.append_eos else rows
+
+    def text_offsets(self, text: str) -> list[tuple[int, int]]:
+        """The character span of each of the text's own tokens (no prompt, no special tokens): where windows may
+        be cut. Needs a fast tokenizer; a model with a slow one refuses long_input mean and windows."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise InvalidRequest("This model's tokenizer gives no character offsets, so it cannot split long inputs; "
+                                 "send \"long_input\": \"truncate\".", param="long_input",
+                                 code="unsupported_long_input")
+        with self._tokenizer_lock:
+            self._configure(backend, None)
+            return list(backend.encode(text, add_special_tokens=False).offsets)
+
     def _encode(self, texts: list[str], truncate_to: int | None) -> list[list[int]]:
         """Token ids with special tokens; the caller holds the tokenizer lock.
 
@@ -166,6 +197,12 @@ class EmbeddingEngine:
             return self.tokenizer(texts, add_special_tokens=True, truncation=truncate_to is not None,
                                   max_length=truncate_to, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
+        self._configure(backend, truncate_to)
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
+
+    @staticmethod
+    def _configure(backend, truncate_to: int | None) -> None:
+        """Set the fast backend's padding off and its truncation to `truncate_to`; the caller holds the lock."""
         if backend.padding is not None:
             backend.no_padding()
         wanted = None  # the backend reports its truncation as this dict (or None), all four keys
@@ -177,7 +214,6 @@ class EmbeddingEngine:
                 backend.no_truncation()
             else:
                 backend.enable_truncation(**wanted)
-        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
 
     def _prompt_tokens(self, prefix: str) -> int:
         """How many of a prefixed text's first tokens are the prompt's; the caller holds the tokenizer lock.
@@ -214,11 +250,22 @@ class EmbeddingEngine:
         sync rows there); a padded forward runs through without pausing.
         """
         if self.packed is not None:
-            packed = PackedRows.build(rows, self.device)
-            hidden = self.packed.forward(packed, pause)
-            pooled = torch.cat([pool_packed(mode, hidden, packed) for mode in self.files.pooling], dim=-1)
-            pooled = packed.unsort(pooled)
+            return self._packed_batch(rows, pause)
+        if self.deterministic:  # a model that cannot be packed: its own modules, one length at a time
+            with invariance(True):
+                return by_length(rows, self._padded_batch)
+        return self._padded_batch(rows)
+
+    def _packed_batch(self, rows: list[list[int]], pause: Callable[[], None] | None) -> np.ndarray:
+        # Batch-invariant: at least MIN_ROWS tokens, so no product in the layers is a small one.
+        packed = PackedRows.build(rows, self.device, min_tokens=MIN_ROWS if self.deterministic else 0)
+        hidden = self.packed.forward(packed, pause)
+        pooled = torch.cat([pool_packed(mode, hidden, packed) for mode in self.files.pooling], dim=-1)
+        pooled = packed.unsort(pooled)
+        with invariance(self.deterministic):  # the head's Dense layers see one row per text: few rows
             return F.normalize(self.head(pooled), p=2, dim=-1).cpu().numpy()
+
+    def _padded_batch(self, rows: list[list[int]]) -> np.ndarray:
         left = self.files.last_token  # left padding keeps every row's last token at position -1
         ids, mask = (self._to_device(torch.from_numpy(a)) for a in pad_rows(rows, self.pad_id, left=left))
         hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -231,9 +278,21 @@ class EmbeddingEngine:
         return tensor.to(self.device)
 
     def warmup(self) -> None:
-        """One small forward, so the first request does not pay for lazy initialisation."""
-        rows = self.tokenize(["warm up"] * 2, offset=0, input_type="document", instruction=None, truncate=True).rows
-        self.embed_batch(rows)
+        """A few small forwards, so the first request does not pay for lazy initialisation.
+
+        With the batch-invariant forward on, they also check it on this machine: texts under and over
+        MIN_ROWS tokens, alone and together, must give the same bytes. A BLAS that changes kernels at
+        other sizes than the one this was measured on would break the promise silently otherwise.
+        """
+        texts = ["warm up", "warm the model up", "warm the model up now, please",
+                 "a longer text to warm the model up with, past the smallest products' size " * 2]
+        rows = self.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
+        together = self.embed_batch(rows)
+        if self.deterministic:
+            alone = np.concatenate([self.embed_batch([row]) for row in rows])
+            if not np.array_equal(alone, together):
+                log.error("EMBED_DETERMINISTIC is on but this machine's kernels gave a text other bytes in a batch "
+                          "than alone: vectors may change with their batch here (docs/models.md#same-text-same-bits)")
 
 
 def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -283,11 +342,13 @@ def load_engine(settings: Settings) -> EmbeddingEngine:
     dtype = pick_dtype(settings.dtype, device)
     source = resolve_model_source(settings.model)
     started = time.monotonic()
-    engine = EmbeddingEngine(source, device, dtype, packed=settings.packed, attention=settings.attention)
+    engine = EmbeddingEngine(source, device, dtype, packed=settings.packed, attention=settings.attention,
+                             deterministic=wants_invariance(settings.deterministic, device))
     engine.warmup()
-    log.info("loaded %s on %s (%s), dim=%d max_length=%d pooling=%s, %s forward in %.1fs", source, device, dtype,
+    log.info("loaded %s on %s (%s), dim=%d max_length=%d pooling=%s, %s%s forward in %.1fs", source, device, dtype,
              engine.dim, engine.max_length, ",".join(engine.files.pooling),
-             "padded" if engine.pads_batches else "packed", time.monotonic() - started)
+             "batch-invariant " if engine.deterministic else "", "padded" if engine.pads_batches else "packed",
+             time.monotonic() - started)
     return engine
 
 

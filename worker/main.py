@@ -219,7 +219,8 @@ def wire(loaded: Loaded) -> Wired:
         from worker.embedding_service import EmbeddingService
 
         service = EmbeddingService(model, batcher, RangeBook(client, model.card(name, loaded.aliases)),
-                                   cache=open_cache(settings, model, forward_stats), cache_scope=settings.cache_scope)
+                                   max_windows=settings.max_windows, cache=open_cache(settings, model, forward_stats),
+                                   cache_scope=settings.cache_scope)
         register_tasks(app, service, client, worker_id)
         # Celery's task threads take sync work only; job chunks come through `bulk` (see worker/bulk_slots.py).
         records, data = JobRecords(client, defaults.JOB_ERROR_SAMPLE), JobData(loaded.store)
@@ -264,8 +265,9 @@ def open_cache(settings: Settings, model, forward_stats: ForwardStats):
     from worker.cache.fingerprint import model_fingerprint
     from worker.cache.vector_cache import VectorCache, cache_client
 
+    # The forward's arithmetic as resolved (EMBED_DETERMINISTIC auto means on or off by device).
     fingerprint = model_fingerprint(model.source, dtype=str(model.dtype), device_type=model.device.type,
-                                    deterministic=getattr(settings, "deterministic", None))
+                                    deterministic=bool(getattr(model, "deterministic", False)))
     log.info("embedding cache on (scope: %s), model fingerprint %s", settings.cache_scope, fingerprint)
     return VectorCache(cache_client(settings.cache_url), fingerprint, model.dim, count=forward_stats.record_cache)
 

@@ -53,10 +53,14 @@ def _line(batch_id: str, line: int, custom_id: str, status: int | None, body: di
 
 
 def _embeddings_body(vectors: bytes, rows: int, width: int, tokens: int, model: str, encoding: str,
-                     embedding_type: str) -> dict:
+                     embedding_type: str, windows: list | None = None) -> dict:
+    """A line's /v1/embeddings response body; `windows` (long_input: windows): each row's windows."""
     encode = row_encoder(encoding, embedding_type)
     data = [{"object": "embedding", "index": i, "embedding": encode(vectors[i * width:(i + 1) * width])}
             for i in range(rows)]
+    for item, row in zip(data, windows or []):
+        item["windows"] = [{"embedding": encode(w["embedding"]), "text_start": w["text_start"],
+                            "text_end": w["text_end"], "tokens": w["tokens"]} for w in row]
     return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
@@ -83,8 +87,10 @@ def output_lines(store: JobData, job: Job, batch_id: str, role: str) -> Iterator
                                                                   output.tokens, output.errors):
             size = rows * output.row_width
             if err is None and role == "output":
+                first = offset // output.row_width if output.row_width else 0
+                windows = output.windows[first:first + rows] if output.windows is not None else None
                 body = _embeddings_body(output.vectors[offset:offset + size], rows, output.row_width, tokens,
-                                        spec.model, encoding, output.embedding_type)
+                                        spec.model, encoding, output.embedding_type, windows)
                 yield _line(batch_id, line, custom_id, 200, body, None)
             elif err is not None and role == "error":
                 yield _line(batch_id, line, custom_id, err["status"], {"error": err["error"]}, None)

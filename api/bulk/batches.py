@@ -24,6 +24,8 @@ from api.contract.batch import BatchBody
 from api.validation.embeddings import check_for_model, parse_embedding_request
 from embedserve import defaults, redis_keys
 from embedserve.errors import InvalidRequest, NotFound, ServiceError
+from embedserve.events import event as events
+from embedserve.events.outbox import record_steps
 from embedserve.fleet import stage_times
 from embedserve.fleet.registry import Registry
 from embedserve.ids import new_id
@@ -149,8 +151,9 @@ def _request_of(raw: bytes, number: int, endpoint: str, seen: set[str]) -> tuple
 
 
 def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, registry: Registry, settings: Settings,
-                 owner: str, body: object, cap: int) -> str:
-    """Validate and start a batch; returns its id (a batch whose file is malformed is created failed)."""
+                 owner: str, body: object, cap: int, webhook: bool = False) -> str:
+    """Validate and start a batch; returns its id (a batch whose file is malformed is created failed).
+    `webhook`: its end is an event for the key's endpoint."""
     file_id, endpoint, metadata = check_create_body(body)
     find_input_file(records.redis, file_id, owner, "batch")
     batch_id = new_id(BATCH_PREFIX)
@@ -160,13 +163,13 @@ def create_batch(records: JobRecords, scheduler: Scheduler, data: JobData, regis
     batch = {"id": batch_id, "owner": owner, "job_id": job_id, "input_file_id": file_id, "endpoint": endpoint,
              "metadata": json.dumps(metadata), "created_at": now, "expires_at": now + defaults.BATCH_WINDOW_S,
              "output_file_id": new_id(FILE_PREFIX), "error_file_id": new_id(FILE_PREFIX),
-             "data_expires_at": now + ttl}
+             "data_expires_at": now + ttl, "webhook": int(webhook)}
     plan = Plan()
     # The whole file is checked before anything is queued: the lines are read twice (a count
     # for the quota, then the chunks), never held in memory.
     job = Job(id=job_id, owner=owner, kind="batch", model="", status=JobStatus.QUEUED, created_at=now,
               total=count_lines(uploaded_lines(data.store, file_id)), chunks=0,
-              expires_at=now + defaults.BATCH_WINDOW_S)
+              expires_at=now + defaults.BATCH_WINDOW_S, webhook=int(webhook), batch_id=batch_id)
 
     def stored(job: Job) -> dict:
         """What the lines told: the batch's model and the lines refused alone (kept for the error file)."""
@@ -212,6 +215,10 @@ def _save_batch(store: JobRecords, batch: dict, ttl: int) -> None:
                                 int(batch["data_expires_at"]))
     pipe.hset(redis_keys.batch(batch["id"]), mapping=batch)
     pipe.expire(redis_keys.batch(batch["id"]), ttl)
+    if batch.get("status") == "failed" and batch.get("webhook"):
+        # No job script ends this batch: its event is recorded in the transaction that fails it.
+        record_steps(pipe, {"id": events.event_id(batch["id"]), "type": events.BATCH_FAILED, "object_id": batch["id"],
+                            "owner": batch["owner"], "created_at": batch["failed_at"]}, redis_keys.batch(batch["id"]))
     pipe.zadd(redis_keys.owned(batch["owner"], "batches"), {batch["id"]: time.time()})
     pipe.expire(redis_keys.owned(batch["owner"], "batches"), ttl)
     pipe.execute()
@@ -247,6 +254,8 @@ def batch_object(store: JobRecords, batch: dict) -> dict:
     }
     if batch.get("status") == "failed":
         body.update(failed_at=int(batch["failed_at"]), errors=json.loads(batch["errors"]))
+        if batch.get("webhook") == "1":  # an extension: when its event reached the key's endpoint (docs/webhooks.md)
+            body["webhook_delivered_at"] = int(batch["webhook_delivered_at"]) if "webhook_delivered_at" in batch else None
         return body
     if job is None:  # the job's data expired before the batch record
         body.update(status="expired", expired_at=int(batch["expires_at"]))
@@ -259,6 +268,8 @@ def batch_object(store: JobRecords, batch: dict) -> dict:
                 usage={"input_tokens": job.tokens, "input_tokens_details": {"cached_tokens": 0},
                        "output_tokens": 0, "output_tokens_details": {"reasoning_tokens": 0},
                        "total_tokens": job.tokens})
+    if job.webhook:
+        body["webhook_delivered_at"] = job.webhook_delivered_at
     files = roles(job)
     body.update(output_file_id=batch["output_file_id"] if "output" in files else None,
                 error_file_id=batch["error_file_id"] if "error" in files else None)

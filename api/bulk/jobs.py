@@ -44,7 +44,8 @@ def params_of(req: EmbeddingRequest) -> ChunkParams:
     """The request fields a worker needs for every chunk."""
     return ChunkParams(input_type=req.input_type, instruction=req.instruction, truncate=req.truncate,
                        dimensions=req.dimensions, truncation_direction=req.truncation_direction,
-                       embedding_type=req.embedding_types[0])
+                       embedding_type=req.embedding_types[0], long_input=req.long_input,
+                       window_overlap=req.window_overlap if req.windowed else None)
 
 
 def queue_job(svc: Services, identity: Identity, owner: str, cap: int, req: EmbeddingRequest,
@@ -54,18 +55,22 @@ def queue_job(svc: Services, identity: Identity, owner: str, cap: int, req: Embe
     /v1/embeddings with `Prefer: respond-async`."""
     served = check_for_model(req, svc.registry, accept_token_ids=svc.settings.accept_token_ids)
     with admit(0, identity):  # a job is a request like any other for the key's requests-per-minute
-        return submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner, cap, record)
+        return submit_job(svc.scheduler, svc.job_data, svc.settings, req, served.card.name, owner, cap, record,
+                          webhook=identity.webhook)
 
 
 def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: EmbeddingRequest, model: str,
-               owner: str, cap: int, record: dict | None = None) -> Job:
+               owner: str, cap: int, record: dict | None = None, webhook: bool = False) -> Job:
     """Store and queue a native job for `req` on `model`, over its inputs or over the user_data file
-    `record` (streamed from the store); returns the queued job."""
+    `record` (streamed from the store); returns the queued job. `webhook`: its end is an event for
+    the key's endpoint."""
     now = int(time.time())
     params = params_of(req)
     total = len(req.inputs) if record is None else file_inputs(record, settings.max_job_inputs)
     limits = limits_for(total, stage_times.bulk_rate(scheduler.redis, model))
-    repeats = RepeatFinder()  # an input an earlier chunk holds is embedded once (embedserve/jobs/repeats.py)
+    # An input an earlier chunk holds is embedded once (embedserve/jobs/repeats.py); a long input's windows are
+    # no single row to copy, so jobs that split long inputs are embedded as sent.
+    repeats = RepeatFinder(enabled=not req.windowed)
     if record is None:
         specs = (ChunkSpec(model=model, items=list(range(start, end)), counts=[1] * (end - start),
                            inputs=req.inputs[start:end], params=params,
@@ -75,7 +80,8 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
         specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits, repeats=repeats)
     job = Job(id=new_id(JOB_PREFIX), owner=owner, kind="job", model=model, status=JobStatus.QUEUED, created_at=now,
               total=total, chunks=0, encoding_format=req.encoding_format,
-              embedding_type=req.embedding_types[0], expires_at=now + settings.job_ttl)
+              embedding_type=req.embedding_types[0], long_input=req.long_input, expires_at=now + settings.job_ttl,
+              webhook=int(webhook))
     return submit(scheduler, data, job, specs, cap=cap, ttl=settings.job_ttl + settings.job_record_grace)
 
 
@@ -141,11 +147,14 @@ def job_object(store: JobRecords, job: Job) -> dict:
         "id": job.id, "object": "embedding.job", "model": job.model, "status": job.status.value,
         "created_at": job.created_at, "started_at": job.started_at, "completed_at": job.completed_at,
         "cancelled_at": job.cancelled_at, "expires_at": job.expires_at, "encoding_format": job.encoding_format,
-        "embedding_type": job.embedding_type, "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
+        "embedding_type": job.embedding_type, "long_input": job.long_input,
+        "request_counts": {"total": job.total, "completed": job.completed, "failed": job.failed},
         "cached_inputs": job.cached,
     }
     if job.failed:
         body["errors"] = {"object": "list", "data": store.error_sample(job.id)}
+    if job.webhook:  # an extension: when the job's event reached the key's endpoint (docs/webhooks.md)
+        body["webhook_delivered_at"] = job.webhook_delivered_at
     return body
 
 

@@ -10,14 +10,16 @@ stream `application/vnd.embedserve.msgpack-stream` has no size limit: a sequence
 maps, read one after another (e.g. msgpack.Unpacker):
 
     {"model", "dim", "dtype", "embedding_type", "total"}               the header, first
-    {"start", "count", "data", "errors", "ids"?}                       one per block of rows, in order
+    {"start", "count", "data", "errors", "ids"?, "windows"?}           one per block of rows, in order
     {"usage": {"prompt_tokens", "total_tokens"}}                       the trailer, last
 
 A block holds rows start .. start+count-1: `data` is count rows of `dtype` ("<f4": dim
 little-endian float32, a failed row NaN; for a job that asked for another embedding_type "|i1" or
 "|u1", one byte per dimension or per 8 for the bit types, a failed row zeros), at most PART_BYTES of them (EMBED_RESULT_PART_BYTES) unless one row is
 bigger; `errors` lists its failed rows as {index, error}; `ids` (present when some row of the
-block has the caller's id) one id or null per row. A stream that ends without the trailer was cut.
+block has the caller's id) one id or null per row; `windows` (a job that asked for `long_input: windows`)
+one entry per row, null for a failed one, else its windows `[{"embedding", "text_start", "text_end",
+"tokens"}]`, each `embedding` a binary like a row of `data`. A stream that ends without the trailer was cut.
 
 `application/vnd.apache.parquet` is the result as one Parquet file, columns as in
 embedserve/jobs/results.py (index, id, embedding, error, tokens): a compacted job's single file
@@ -188,11 +190,13 @@ def _runs(output: ChunkOutput) -> Iterator[tuple[int, int, int]]:
 
 def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
     """A msgpack map: model, shape, dtype, data (the matrix's bytes: float32 LE, failed rows NaN; or the
-    job's embedding_type, failed rows zeros), errors, usage, embedding_type."""
+    job's embedding_type, failed rows zeros), errors, usage, embedding_type; and for a job that asked for
+    `long_input: windows`, windows: per row null (failed) or its windows, as the stream's blocks hold them."""
     kind = vector_type(job.embedding_type)
     nan_row = _failed_row(job)
     packer = msgpack.Packer(use_bin_type=True)
-    yield packer.pack_map_header(7)
+    windows = [] if job.long_input == "windows" else None
+    yield packer.pack_map_header(7 if windows is None else 8)
     yield packer.pack("model") + packer.pack(job.model)
     yield packer.pack("shape") + packer.pack([job.total, kind.values(job.dim)])
     yield packer.pack("dtype") + packer.pack(kind.dtype)
@@ -208,8 +212,19 @@ def msgpack_matrix(data: JobData, job: Job) -> Iterator[bytes]:
             else:
                 errors.append({"index": output.items[first], "error": output.errors[first]["error"]})
                 yield nan_row
+            if windows is not None:
+                windows.extend(_windows_of(output, rows, offset) if rows else [None])
     yield packer.pack("errors") + packer.pack(errors)
+    if windows is not None:
+        yield packer.pack("windows") + packer.pack(windows)
     yield packer.pack("usage") + packer.pack({"prompt_tokens": tokens, "total_tokens": tokens})
+
+
+def _windows_of(output: ChunkOutput, rows: int, offset: int) -> list:
+    """The windows of a run of `rows` succeeded rows starting `offset` bytes into output.vectors."""
+    first = offset // output.row_width if output.row_width else 0
+    return [[{"embedding": w["embedding"], "text_start": w["text_start"], "text_end": w["text_end"],
+              "tokens": w["tokens"]} for w in row] for row in (output.windows or [])[first:first + rows]]
 
 
 def _bin_header(length: int, smallest: bool = False) -> bytes:
@@ -247,7 +262,7 @@ def msgpack_stream(data: JobData, job: Job) -> Iterator[bytes]:
     yield packer.pack({"model": job.model, "dim": job.dim, "dtype": kind.dtype, "embedding_type": kind.name,
                        "total": job.total})
     tokens = 0
-    block = _Block(kind.row_bytes(job.dim), part_bytes(), _failed_row(job))
+    block = _Block(kind.row_bytes(job.dim), part_bytes(), _failed_row(job), job.long_input == "windows")
     for output in chunk_outputs(data, job):
         tokens += _tokens(output)
         for frame in block.add(output):
@@ -261,8 +276,9 @@ class _Block:
     """The stream's block being filled: rows go in a run at a time; a block is full when after a row
     `weight + max(width, 1) > limit` (weight: width per row, ERROR_WEIGHT more per failed one)."""
 
-    def __init__(self, width: int, limit: int, failed_row: bytes):
+    def __init__(self, width: int, limit: int, failed_row: bytes, windows: bool = False):
         self.width, self.limit, self.failed_row = width, limit, failed_row
+        self.windows: list | None = [] if windows else None
         self.start, self.count, self.weight = 0, 0, 0
         self.pieces: list = []
         self.errors: list = []
@@ -277,6 +293,8 @@ class _Block:
                 self.pieces.append(self.failed_row)
                 self.errors.append({"index": output.items[first], "error": output.errors[first]["error"]})
                 self.ids.append(ids[first])
+                if self.windows is not None:
+                    self.windows.append(None)
                 self.count += 1
                 self.weight += self.width + ERROR_WEIGHT
                 if self._full():
@@ -287,6 +305,8 @@ class _Block:
                 self._open(output.items[first])
                 self.pieces.append(output.vectors[offset:offset + take * self.width])
                 self.ids += ids[first:first + take]
+                if self.windows is not None:
+                    self.windows += _windows_of(output, take, offset)
                 self.count += take
                 self.weight += take * self.width
                 first, rows, offset = first + take, rows - take, offset + take * self.width
@@ -312,11 +332,14 @@ class _Block:
         packer = msgpack.Packer(use_bin_type=True)
         with_ids = self.ids.count(None) < len(self.ids)
         size = sum(len(piece) for piece in self.pieces)
-        head = (packer.pack_map_header(5 if with_ids else 4) + packer.pack("start") + packer.pack(self.start)
+        head = (packer.pack_map_header(4 + with_ids + (self.windows is not None)) + packer.pack("start") + packer.pack(self.start)
                 + packer.pack("count") + packer.pack(self.count) + packer.pack("data") + _bin_header(size, smallest=True))
         tail = packer.pack("errors") + packer.pack(self.errors)
         if with_ids:
             tail += packer.pack("ids") + packer.pack(self.ids)
+        if self.windows is not None:
+            tail += packer.pack("windows") + packer.pack(self.windows)
+            self.windows = []
         frame = [head, *self.pieces, tail]
         self.count, self.weight, self.pieces, self.errors, self.ids = 0, 0, [], [], []
         return frame
@@ -333,7 +356,8 @@ def parquet(data: JobData, job: Job) -> Iterator[bytes]:
         yield from _parquet_bytes(result_files.iter_result_batches(data.store, prefix))
         return
     # Stopped early: the per-chunk parts regrouped into row groups, as a compaction would write them.
-    schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim, job.embedding_type)
+    schema, groups = result_files.row_groups(chunk_outputs(data, job), job.dim, job.embedding_type,
+                                             windows=job.long_input == "windows")
     yield from _parquet_bytes(groups, schema)
 
 

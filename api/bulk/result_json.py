@@ -35,13 +35,14 @@ LIST_ENTRY = (b'{"object":"embedding","index":', b',"embedding":null,"error":')
 def entries(output: ChunkOutput, kind: VectorType, encoding_format: str, shape: tuple[bytes, bytes]
             ) -> Iterator[list[bytes]]:
     """The output's rows as JSON objects, a list of them per piece of at most PIECE_VALUES elements:
-    `{start}I[,"id":ID],"embedding":E}` for a row that succeeded, `{start}I[,"id":ID]{failed}ERR}` else."""
+    `{start}I[,"id":ID],"embedding":E[,"windows":W]}` for a row that succeeded, `{start}I[,"id":ID]{failed}ERR}`
+    else; W (`long_input: windows`) as the sync response lists them."""
     start, failed = shape
     width = output.row_width
     per_row = max(1, kind.values(output.dim))
     step = max(1, PIECE_VALUES // per_row)
     succeeded = start + b'%d,"embedding":%b}'
-    offset = 0
+    offset, done = 0, 0  # bytes and rows of output.vectors written
     for first in range(0, len(output.items), step):
         items = output.items[first:first + step]
         errors = output.errors[first:first + step]
@@ -49,8 +50,9 @@ def entries(output: ChunkOutput, kind: VectorType, encoding_format: str, shape: 
         valid = errors.count(None)
         vectors = embeddings(output.vectors[offset:offset + valid * width], kind, width, encoding_format)
         offset += valid * width
-        if ids is None and valid == len(items):  # the common piece: every row has its vector, none an id
+        if ids is None and valid == len(items) and output.windows is None:  # the common piece: vectors only
             yield [succeeded % row for row in zip(items, vectors)]
+            done += valid
             continue
         out, vector = [], iter(vectors)
         for index, error, caller_id in zip(items, errors, ids or [None] * len(items)):
@@ -58,10 +60,21 @@ def entries(output: ChunkOutput, kind: VectorType, encoding_format: str, shape: 
             if caller_id is not None:
                 head += b',"id":' + orjson.dumps(caller_id)
             if error is None:
-                out.append(head + b',"embedding":' + next(vector) + b"}")
+                tail = b"}" if output.windows is None else \
+                    b',"windows":' + windows_json(output.windows[done], kind, width, encoding_format) + b"}"
+                out.append(head + b',"embedding":' + next(vector) + tail)
+                done += 1
             else:
                 out.append(head + failed + orjson.dumps(error["error"]) + b"}")
         yield out
+
+
+def windows_json(windows: list[dict], kind: VectorType, width: int, encoding_format: str) -> bytes:
+    """One row's windows as a JSON array of {"embedding", "text_start", "text_end", "tokens"}."""
+    vectors = embeddings(b"".join(w["embedding"] for w in windows), kind, width, encoding_format)
+    return b"[" + b",".join(b'{"embedding":%b,"text_start":%d,"text_end":%d,"tokens":%d}'
+                            % (vector, w["text_start"], w["text_end"], w["tokens"])
+                            for vector, w in zip(vectors, windows)) + b"]"
 
 
 def embeddings(vectors: bytes, kind: VectorType, width: int, encoding_format: str) -> list[bytes]:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.contract.body import Body
 from api.contract.fields import Name, NonNegative, Positive, Text, refused
+from embedserve import defaults
 
 COHERE_INPUT_TYPES = ("search_document", "search_query", "classification", "clustering")
 # Cohere's names; `base64` is the float vector's bytes, base64'd (see api/validation/cohere.py).
@@ -30,6 +31,11 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
 
     class CohereEmbedBody(Body):
         """Cohere's v2 embed request (text inputs)."""
+
+        # As _refuse_or_split says: long_input comes with neither truncate NONE nor max_tokens.
+        model_config = {"json_schema_extra": {"allOf": [
+            {"not": {"required": ["truncate", "long_input"], "properties": {"truncate": {"const": "NONE"}}}},
+            {"not": {"required": ["max_tokens", "long_input"]}}]}}
 
         texts: list[Text] = Field(min_length=1, max_length=max_inputs,
                                   description=f"The texts to embed; at most {max_inputs}, none empty.")
@@ -49,8 +55,28 @@ def cohere_embed_body(max_inputs: int) -> type[Body]:
         max_tokens: Positive = Field(None, description="Cut each text to this many tokens (by `truncate`); at "
                                                        "most the model's maximum.")
         priority: NonNegative = Field(None, description="Cohere's; accepted and ignored.")
+        # Ours (Cohere has none): a long text embedded whole, as on /v1/embeddings (docs/api.md "Long inputs").
+        long_input: Literal["mean", "windows"] = Field(
+            None, description="Our extension: a text longer than the model's maximum is split into windows and "
+                              "embedded whole instead of cut by `truncate`: `mean` answers their token-weighted "
+                              "mean, `windows` that and, under `windows`, each window's vectors and offsets.")
+        window_overlap: NonNegative = Field(None, description=f"Our extension: tokens two neighbouring windows "
+                                                              f"share (default {defaults.WINDOW_OVERLAP}, or half a "
+                                                              f"window when that is less).")
         images: TextOnly = None
         inputs: TextOnly = None
+
+        @model_validator(mode="after")
+        def _refuse_or_split(self):
+            # truncate NONE keeps meaning "refuse a long text"; long_input means "embed it whole".
+            if self.long_input is not None and self.truncate == "NONE":
+                raise PydanticCustomError("exclusive", "'truncate': 'NONE' refuses long texts; 'long_input' embeds "
+                                                       "them whole. Send one of the two.", {"param": "long_input"})
+            # max_tokens cuts each text; long_input embeds all of it, in windows of the model's maximum.
+            if self.long_input is not None and self.max_tokens is not None:
+                raise PydanticCustomError("exclusive", "'max_tokens' cuts texts; 'long_input' embeds them whole. "
+                                                       "Send one of the two.", {"param": "long_input"})
+            return self
 
         @field_validator("input_type", mode="before")
         @classmethod

@@ -13,11 +13,24 @@ from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
 from api.contract.body import Body
-from api.contract.fields import Name, Positive, String, Text, TokenId, TruncationDirection, refused
+from api.contract.fields import Name, NonNegative, Positive, String, Text, TokenId, TruncationDirection, refused
+from embedserve import defaults
 from embedserve.vector_types import EMBEDDING_TYPES
 
 ENCODING_FORMATS = ("float", "base64")
 INPUT_TYPES = ("query", "document")
+# What an input longer than the model's maximum becomes (docs/api.md, "Long inputs").
+LONG_INPUTS = ("error", "truncate", "mean", "windows")
+WINDOWED = ("mean", "windows")
+# What the schema says of long_input beyond its values: windows are cut at words and answered with character
+# offsets, so a body that asks for them has text input (api/validation/embeddings.py refuses token ids with code
+# unsupported_long_input); and `truncate: true` does not come with mean or windows (Options refuses it).
+LONG_INPUT_RULES = {"allOf": [
+    {"if": {"required": ["long_input"], "properties": {"long_input": {"enum": list(WINDOWED)}}},
+     "then": {"properties": {"input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}}}},
+    {"not": {"required": ["truncate", "long_input"],
+             "properties": {"truncate": {"const": True}, "long_input": {"enum": list(WINDOWED)}}}},
+]}
 # OpenAI's four shapes of `input`, by the names they go by in an error's location.
 TEXT, TEXTS, TOKENS, TOKEN_ARRAYS = "a string", "an array of strings", "an array of token ids", \
     "an array of token-id arrays"
@@ -61,6 +74,8 @@ class Options(Body):
     """What an embeddings body may set besides its input. Optional fields are left out, not sent as null:
     OpenAI's reference types them without null."""
 
+    model_config = {"json_schema_extra": LONG_INPUT_RULES}
+
     model: Name = Field(None, description="Served name or alias; optional when one embedding model is served.")
     encoding_format: Literal[ENCODING_FORMATS] = "float"
     dimensions: Positive = Field(None, description="Keep the first N dimensions, re-normalized.")
@@ -76,6 +91,24 @@ class Options(Body):
                              "packed 8 per byte, as int8 (minus 128) or uint8. As JSON integers with "
                              "encoding_format float; as the raw bytes with base64.")
     truncation_direction: TruncationDirection = "right"
+    long_input: Literal[LONG_INPUTS] = Field(
+        "error", description="Our extension: an input longer than the model's maximum is refused (`error`), cut "
+                             "(`truncate`, as `truncate: true`), or split into overlapping windows of the model's "
+                             "maximum that are embedded each: `mean` answers their token-weighted mean, "
+                             "re-normalized; `windows` that and each window's vector with its character offsets.")
+    window_overlap: NonNegative = Field(
+        None, description=f"Our extension: tokens two neighbouring windows share, with `long_input` mean or windows; "
+                          f"at most half a window's text tokens. Default {defaults.WINDOW_OVERLAP}, or half a window "
+                          f"when that is less.")
+
+    @model_validator(mode="after")
+    def _one_long_input(self):
+        # `truncate: true` is `long_input: truncate`: with mean or windows it asks for two things at once.
+        if self.truncate and self.long_input in WINDOWED:
+            raise PydanticCustomError("exclusive", f"'truncate': true cuts long inputs; 'long_input': "
+                                                   f"{self.long_input!r} splits them. Send one of the two.",
+                                      {"param": "long_input"})
+        return self
 
 
 # `input_file_id` belongs to the job body; the embeddings body names where it goes.
@@ -105,7 +138,8 @@ def job_body(max_inputs: int) -> type[Options]:
         """The embeddings body with the job limit (EMBED_MAX_JOB_INPUTS); instead of `input`, `input_file_id`
         may name a file uploaded with purpose user_data (one text a line)."""
 
-        model_config = {"json_schema_extra": {"oneOf": [{"required": ["input"]}, {"required": ["input_file_id"]}]}}
+        model_config = {"json_schema_extra": {**LONG_INPUT_RULES,
+                                              "oneOf": [{"required": ["input"]}, {"required": ["input_file_id"]}]}}
 
         input: Input = None
         input_file_id: Text = Field(None, description="Instead of `input`: a file uploaded with purpose "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from api.contract.batch import BatchBody
+from api.openapi.jobs import WEBHOOK_DELIVERED_AT
 from api.openapi.parts import (
     AUTH_ERRORS,
     BAD_LIST,
@@ -90,6 +91,7 @@ def schemas(settings: Settings) -> dict:
             "request_counts": COUNTS,
             "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
             "model": {"type": ["string", "null"]},
+            "webhook_delivered_at": WEBHOOK_DELIVERED_AT,
             "usage": {"oneOf": [{"type": "null"}, {
                 "type": "object", "required": ["input_tokens", "output_tokens", "total_tokens"],
                 "properties": {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"},

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from api.contract.cohere import cohere_embed_body
-from api.openapi.parts import AUTH_ERRORS, KEYED, RATE_HEADERS, error, json_body, json_response, rate_limited, ref
+from api.openapi.parts import (
+    AUTH_ERRORS,
+    KEYED,
+    RATE_HEADERS,
+    error,
+    json_body,
+    json_response,
+    rate_limited,
+    ref,
+    window_item,
+)
 from embedserve import defaults
 from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 
@@ -27,7 +37,8 @@ def paths(settings: Settings) -> dict:
             "400": error("Invalid input (empty, wrongly typed, too many texts, images, bad JSON; codes "
                          "too_many_inputs, model_required), or what only the model can refuse: too long with "
                          "truncate NONE (code context_length_exceeded), output_dimension above its size "
-                         "(dimensions_too_large). The message is also at the top level, as Cohere's is."),
+                         "(dimensions_too_large), long_input with truncate NONE or max_tokens, more windows than EMBED_MAX_WINDOWS "
+                         "(too_many_windows). The message is also at the top level, as Cohere's is."),
             "401": AUTH_ERRORS["401"],
             "404": error("Unknown model (code model_not_found)."),
             "413": error("Body over EMBED_MAX_BODY_BYTES."),
@@ -58,4 +69,7 @@ def schemas(settings: Settings) -> dict:
                 "api_version": {"type": "object", "properties": {"version": {"type": "string"}}},
                 "billed_units": {"type": "object", "properties": {"input_tokens": {"type": "integer"}}}}},
             "response_type": {"const": "embeddings_by_type"},
+            "windows": {"type": "array", "description": "Ours, with `long_input: windows`: per text, its windows "
+                                                        "in text order, each with every asked type.",
+                        "items": {"type": "array", "items": window_item({"type": "object"}, "embeddings")}},
         }}}

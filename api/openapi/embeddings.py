@@ -41,7 +41,9 @@ def paths(settings: Settings) -> dict:
                          "model_required; any token ids on a server started with EMBED_ACCEPT_TOKEN_IDS=false, "
                          "token_ids_not_accepted), or what only the model can refuse: too long (code "
                          "context_length_exceeded), token ids past its vocabulary (invalid_token_id), dimensions "
-                         "above its size (dimensions_too_large)."),
+                         "above its size (dimensions_too_large), more windows than EMBED_MAX_WINDOWS (too_many_windows), "
+                         "window_overlap over half a window (window_overlap_too_large), long_input mean or windows "
+                         "with token ids (unsupported_long_input)."),
             "401": AUTH_ERRORS["401"],
             "404": error("Unknown model (code model_not_found)."),
             "413": error("Body over EMBED_MAX_BODY_BYTES (EMBED_MAX_JOB_BODY_BYTES with `Prefer: respond-async`)."),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.contract.embedding import ENCODING_FORMATS, job_body
+from api.contract.embedding import ENCODING_FORMATS, LONG_INPUTS, job_body
 from api.openapi.parts import (
     AUTH_ERRORS,
     BAD_LIST,
@@ -29,6 +29,9 @@ from embedserve.settings import DEFAULT_MODEL_NAME, Settings
 from embedserve.vector_types import EMBEDDING_TYPES
 
 JOB = ref("Job")
+# An extension on jobs and batches of a key with a webhook endpoint (docs/webhooks.md).
+WEBHOOK_DELIVERED_AT = {**TIME_OR_NULL, "description": "Present when the key had a webhook endpoint at submission: "
+                        "when a receiver accepted the event of the job's end (null until then)."}
 JOB_ACCEPTED = json_response("With `Prefer: respond-async`, or on POST /v1/jobs: the job, queued; poll Location.", JOB,
                              {"Location": {"description": "The job's URL, /v1/jobs/{job_id}.", "required": True,
                                            "schema": {"type": "string"}}})
@@ -143,6 +146,8 @@ def schemas(settings: Settings) -> dict:
                 "cancelled_at": TIME_OR_NULL, "expires_at": TIME,
                 "encoding_format": {"enum": list(ENCODING_FORMATS)},
                 "embedding_type": {"enum": list(EMBEDDING_TYPES)},
+                "long_input": {"enum": list(LONG_INPUTS), "description": "The request's `long_input`; `windows` "
+                                                                          "gives each result row its windows."},
                 "request_counts": COUNTS,
                 "cached_inputs": {"type": "integer", "minimum": 0, "description": "Inputs whose vector came from "
                                   "the embedding cache (EMBED_CACHE_URL); counted when the job's result is written."},
@@ -151,6 +156,7 @@ def schemas(settings: Settings) -> dict:
                            "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": {
                                "allOf": [ITEM_ERROR], "required": ["index"],
                                "properties": {"index": {"type": "integer", "minimum": 0}}}}}},
+                "webhook_delivered_at": WEBHOOK_DELIVERED_AT,
             }},
         "JobList": list_of("Job"),
         "JobResultList": embedding_list(failed_items=True),

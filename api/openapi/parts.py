@@ -86,7 +86,10 @@ def embedding_list(*, failed_items: bool = False) -> dict:
               {"type": "string", "description": "base64 of the row's bytes: little-endian float32, or one byte "
                                                 "per int8/uint8 value, or the packed bits of binary/ubinary"}]
     item = {"object": {"const": "embedding"}, "index": {"type": "integer", "minimum": 0},
-            "embedding": {"oneOf": vector}}
+            "embedding": {"oneOf": vector},
+            "windows": {"type": "array", "description": "With `long_input: windows`: the input's windows in text "
+                                                        "order, each vector as `embedding` is.",
+                        "items": window_item({"oneOf": vector[:2]})}}
     if failed_items:
         vector.append({"type": "null", "description": "The input failed; see `error`."})
         item["error"] = ITEM_ERROR
@@ -101,6 +104,19 @@ def embedding_list(*, failed_items: bool = False) -> dict:
                                          "cached_inputs": {"type": "integer", "minimum": 0, "description":
                                                            "Inputs whose vector came from the embedding cache "
                                                            "(present only when the model's workers have one)."}}}}}
+
+
+def window_item(embedding: dict, name: str = "embedding") -> dict:
+    """One window of a long input (`long_input: windows`): its vector(s) under `name`, where it is, its tokens."""
+    return {"type": "object", "required": [name, "text_start", "text_end", "tokens"], "properties": {
+        name: embedding,
+        "text_start": {"type": "integer", "minimum": 0, "description": "Character offset (Unicode code point) of "
+                                                                      "the window's first character in the input."},
+        "text_end": {"type": "integer", "minimum": 0, "description": "Character offset just past its last one: "
+                                                                    "input[text_start:text_end] is what was embedded."},
+        "tokens": {"type": "integer", "minimum": 1, "description": "Tokens fed to the model for the window (prompt "
+                                                                  "and special tokens included): its weight in the "
+                                                                  "mean."}}}
 
 
 def deleted(kind: str) -> dict:

@@ -21,7 +21,7 @@ def create() -> Response:
     body = json_body()
     with admit(0, g.identity):  # counts against the key's requests-per-minute like any request
         batch_id = create_batch(svc.jobs, svc.scheduler, svc.job_data, svc.registry, svc.settings, owner(), body,
-                                queued_inputs_cap())
+                                queued_inputs_cap(), webhook=g.identity.webhook)
     return jsonify(batch_object(svc.jobs, find_batch(svc.jobs, batch_id, owner())))
 
 

@@ -11,6 +11,8 @@ The mapping (docs/api.md, "POST /v2/embed (Cohere)"):
   Cohere SDK's own reference says ("the float embedding bytes ... base64 encoding that").
 - `output_dimension` is our `dimensions`; `truncate` END / START / NONE is our truncate at the
   right / at the left / refused, END being Cohere's default.
+- `long_input` (ours: `mean` or `windows`) is our long_input: a long text is embedded whole instead of cut
+  (with `truncate: NONE` or `max_tokens` it is refused: NONE keeps meaning refuse, max_tokens cut).
 """
 
 from __future__ import annotations
@@ -42,10 +44,13 @@ def parse_cohere_embed(body: object, *, max_inputs: int = defaults.MAX_INPUTS_PE
     checked = cohere_embed_body(max_inputs).check(body)
     types = tuple(dict.fromkeys(checked.embedding_types))
     computed = tuple(dict.fromkeys("float" if t == BASE64 else t for t in types))
+    cut = checked.truncate != "NONE" and checked.long_input is None
+    long_input = checked.long_input or ("truncate" if cut else "error")
     request = EmbeddingRequest(inputs=list(checked.texts), model=checked.model, dimensions=checked.output_dimension,
-                               input_type=INPUT_TYPES[checked.input_type], truncate=checked.truncate != "NONE",
+                               input_type=INPUT_TYPES[checked.input_type], truncate=cut,
                                truncation_direction="left" if checked.truncate == "START" else "right",
-                               embedding_types=computed, max_tokens=checked.max_tokens)
+                               embedding_types=computed, max_tokens=checked.max_tokens, long_input=long_input,
+                               window_overlap=checked.window_overlap)
     return CohereEmbed(request=request, texts=list(checked.texts), types=types)
 
 
@@ -79,4 +84,5 @@ def cohere_error(exc: ServiceError) -> ServiceError:
 
 _COHERE_NAMES = {"input": "texts", "dimensions": "output_dimension"}
 _COHERE_WORDS = (("input[", "texts["), ("'dimensions'", "'output_dimension'"),
-                 ('send "truncate": true', 'send "truncate": "END" or "START"'))
+                 ('send "truncate": true', 'send "truncate": "END" or "START"'),
+                 ('send "long_input": "truncate"', 'leave out "long_input" to cut it'))

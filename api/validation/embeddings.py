@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from api.contract.embedding import TEXT, TOKENS, embedding_body, input_shape, job_body
+from api.contract.embedding import TEXT, TOKENS, WINDOWED, embedding_body, input_shape, job_body
 from api.validation.models import resolve_model
 from embedserve import defaults
 from embedserve.errors import InvalidRequest, UnsupportedMediaType
@@ -40,6 +40,15 @@ class EmbeddingRequest:
     embedding_types: tuple[str, ...] = ("float",)
     truncation_direction: str = "right"  # without `truncate` it has no effect, as in TEI
     max_tokens: int | None = None  # a text limit below the model's (Cohere's max_tokens), or None
+    # An input over the model's maximum: "error", "truncate" (what `truncate` says), "mean" or "windows"
+    # (split into windows of `window_overlap` shared tokens by the worker, worker/windows.py).
+    long_input: str = "error"
+    window_overlap: int | None = None  # None: defaults.WINDOW_OVERLAP, or half a window when that is less
+
+    @property
+    def windowed(self) -> bool:
+        """Whether long inputs are split into windows (mean or windows) rather than refused or cut."""
+        return self.long_input in WINDOWED
 
     @property
     def token_ids(self) -> bool:
@@ -100,6 +109,10 @@ def check_against_model(req: EmbeddingRequest, card: ModelCard) -> None:
     The contract cannot say these (they differ by model); each refusal has its own code, which is
     how the schemathesis run tells them from a contract the API and its document disagree on.
     """
+    if req.windowed and card.max_length and (req.window_overlap or 0) > card.max_length // 2:
+        raise InvalidRequest(f"'window_overlap' must be between 0 and {card.max_length // 2} (half the maximum of "
+                             f"{card.max_length} tokens) for model {card.name}, got {req.window_overlap}.",
+                             param="window_overlap", code="window_overlap_too_large")
     if req.dimensions is not None and card.dim and req.dimensions > card.dim:
         raise InvalidRequest(f"'dimensions' must be between 1 and {card.dim} for model {card.name}, "
                              f"got {req.dimensions}.", param="dimensions", code="dimensions_too_large")
@@ -128,8 +141,19 @@ def _entries(value: str | list) -> list:
 
 
 def _request(checked, inputs: list) -> EmbeddingRequest:
-    return EmbeddingRequest(inputs=inputs, model=checked.model, encoding_format=checked.encoding_format,
-                            dimensions=checked.dimensions, input_type=checked.input_type,
-                            instruction=checked.instruction, truncate=checked.truncate,
-                            embedding_types=(checked.embedding_type,),
-                            truncation_direction=checked.truncation_direction.lower())
+    long_input = "truncate" if checked.truncate else checked.long_input
+    req = EmbeddingRequest(inputs=inputs, model=checked.model, encoding_format=checked.encoding_format,
+                           dimensions=checked.dimensions, input_type=checked.input_type,
+                           instruction=checked.instruction, truncate=long_input == "truncate",
+                           embedding_types=(checked.embedding_type,),
+                           truncation_direction=checked.truncation_direction.lower(), long_input=long_input,
+                           window_overlap=checked.window_overlap)
+    check_windowed_text(req)
+    return req
+
+
+def check_windowed_text(req: EmbeddingRequest) -> None:
+    """Windows are cut at words and answered with character offsets: token-id inputs have neither."""
+    if req.windowed and req.token_ids:
+        raise InvalidRequest(f"'long_input': {req.long_input!r} splits texts; token-id inputs take 'error' or "
+                             f"'truncate'.", param="long_input", code="unsupported_long_input")

@@ -82,6 +82,11 @@ def add_embed_parser(sub) -> None:
     p.add_argument("--truncation-direction", choices=["left", "right"],
                    help="which end --truncate cuts: right (the server's default, the end) or left (the start); "
                         "without --truncate it has no effect, as in the API")
+    p.add_argument("--long-input", choices=["error", "truncate", "mean", "windows"],
+                   help="an input over the model's maximum: refused (error, the server's default), cut (truncate), "
+                        "or embedded whole from windows: their mean (mean), and each window's vector with its "
+                        "offsets too (windows: in .jsonl and .parquet output; .npy holds the mean only)")
+    p.add_argument("--window-overlap", type=int, help="tokens neighbouring windows share (server default 32)")
     p.add_argument("--embedding-type", choices=EMBEDDING_TYPES,
                    help="the vectors' type (default float): int8/uint8 one byte per dimension, "
                         "binary/ubinary the sign bits packed 8 per byte")
@@ -112,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             # The result is written as the job holds it; the option only applies when submitting.
             _say(f"note: job {job_id} holds {kept} vectors; --embedding-type {args.embedding_type} is ignored")
         suffix = Path(args.output).suffix.lower()
+        if job.get("long_input") == "windows" and suffix == ".npy":
+            _say(f"note: {args.output} holds each input's mean vector; its windows are in .jsonl or .parquet output")
         failed = retrying(lambda: client.download(f"/v1/jobs/{job_id}/result", result_format(args.output),
                                                   args.output), "download")
     except KeyboardInterrupt:
@@ -253,7 +260,8 @@ class Client:
         """
         file_id = self.upload(source)["id"]
         body: dict = {"input_file_id": file_id}
-        for name in ("model", "dimensions", "input_type", "instruction", "embedding_type", "truncation_direction"):
+        for name in ("model", "dimensions", "input_type", "instruction", "embedding_type", "truncation_direction",
+                     "long_input", "window_overlap"):
             if getattr(args, name) is not None:
                 body[name] = getattr(args, name)
         if args.truncate:

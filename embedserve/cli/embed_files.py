@@ -9,10 +9,13 @@ float32, or int8/uint8 elements (packed bits for binary/ubinary, ceil(dim/8) per
 
 from __future__ import annotations
 
+import array
 import csv
+import itertools
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,8 +300,24 @@ def _write_npy(frames: Iterator[dict], part: str) -> int:
     return failed
 
 
+def _windows_row(row: list | None, kind: VectorType) -> list | None:
+    """One row's windows from the stream (vectors as bytes) as Parquet's list of structs takes them."""
+    if row is None:
+        return None
+    return [{**w, "embedding": _values(w["embedding"], kind)} for w in row]
+
+
+def _values(data: bytes, kind: VectorType) -> list:
+    """A vector's bytes from the stream (little-endian for float) as numbers."""
+    values = array.array(kind.typecode, data)
+    if kind.itemsize > 1 and sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
+
+
 def _write_parquet(frames: Iterator[dict], part: str) -> int:
-    """Columns index, id, embedding (null when failed), error (the message); a row group per block.
+    """Columns index, id, embedding (null when failed), error (the message), and windows for a job that asked
+    for `long_input: windows` (as the server's Parquet has them); a row group per block.
 
     `embedding` is a fixed-size list of the job's element: float32, or int8/uint8 (ceil(dim/8) packed
     bytes for the bit types); for a type other than float the schema's metadata names it and the dim,
@@ -317,11 +336,16 @@ def _write_parquet(frames: Iterator[dict], part: str) -> int:
     # Float files keep the schema they always had (no metadata); the others say what their integers are.
     metadata = None if kind.name == FLOAT else {"embedserve.embedding_type": kind.name,
                                                 "embedserve.dim": str(header["dim"])}
-    schema = pa.schema([("index", pa.int64()), ("id", pa.string()), ("embedding", vector), ("error", pa.string())],
-                       metadata=metadata)
+    first = next(frames, None)
+    windows = first is not None and "windows" in first  # blocks carry windows when the job asked for them
+    columns = [("index", pa.int64()), ("id", pa.string()), ("embedding", vector), ("error", pa.string())]
+    if windows:
+        columns.append(("windows", pa.list_(pa.struct([("embedding", vector), ("text_start", pa.int64()),
+                                                       ("text_end", pa.int64()), ("tokens", pa.int32())]))))
+    schema = pa.schema(columns, metadata=metadata)
     failed = 0
     with pq.ParquetWriter(part, schema) as writer:
-        for frame in frames:
+        for frame in itertools.chain([first] if first is not None else [], frames):
             start, count = frame["start"], frame["count"]
             errors = {e["index"]: e["error"] for e in frame["errors"]}
             failed += len(errors)
@@ -332,10 +356,14 @@ def _write_parquet(frames: Iterator[dict], part: str) -> int:
             else:
                 embedding = pa.nulls(count, vector)
             messages = [errors[start + i].get("message") if start + i in errors else None for i in range(count)]
-            writer.write_batch(pa.record_batch([
+            batch = [
                 pa.array(range(start, start + count), pa.int64()),
                 pa.array(frame.get("ids") or [None] * count, pa.string()),
                 embedding,
                 pa.array(messages, pa.string()),
-            ], schema=schema))
+            ]
+            if windows:
+                batch.append(pa.array([_windows_row(row, kind) for row in frame["windows"]],
+                                      schema.field("windows").type))
+            writer.write_batch(pa.record_batch(batch, schema=schema))
     return failed

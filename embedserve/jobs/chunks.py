@@ -30,15 +30,19 @@ class ChunkParams:
     dimensions: int | None = None
     truncation_direction: str = "right"  # which end `truncate` cuts: "right" (the end) or "left" (the start)
     embedding_type: str = FLOAT  # the vector type the job asked for; the job store keeps that form
+    long_input: str = "error"  # "mean" / "windows": long inputs are split into windows (worker/windows.py)
+    window_overlap: int | None = None  # tokens neighbouring windows share (mean / windows); None: the default
 
     def to_wire(self) -> dict:
         """The params dict a stored spec holds: the five text options always, as every version wrote them;
-        embedding_type only when not float, so float jobs keep the params they always had (a reader from
-        before embedding_type reads them as it always did)."""
+        embedding_type only when not float and the long-input pair only when windowed, so other jobs keep the
+        params they always had (a reader from before those keys reads them as it always did)."""
         wire = {"input_type": self.input_type, "instruction": self.instruction, "truncate": self.truncate,
                 "dimensions": self.dimensions, "truncation_direction": self.truncation_direction}
         if self.embedding_type != FLOAT:
             wire["embedding_type"] = self.embedding_type
+        if self.long_input in ("mean", "windows"):
+            wire["long_input"], wire["window_overlap"] = self.long_input, self.window_overlap
         return wire
 
     @classmethod
@@ -100,6 +104,9 @@ class ChunkOutput:
     errors: list  # per item: None or {"status": int, "error": {OpenAI error object}}
     ids: list | None = None  # per item: the caller's id (a string) or None; None when no item has one
     embedding_type: str = "float"  # the job store keeps the asked-for type's small form
+    # `long_input: windows`: per row of `vectors` (failed items have none), its windows, each {"text_start",
+    # "text_end", "tokens", "embedding": bytes of embedding_type}; None for other jobs.
+    windows: list | None = None
     # Items whose row is a placeholder that compaction fills with an earlier item's vector (ChunkSpec.repeats):
     # item index, as a string, -> the earlier item's index. Left out of the stored part when None.
     repeats: dict | None = None
@@ -111,8 +118,10 @@ class ChunkOutput:
         return row_bytes(self.embedding_type, self.dim)
 
     def pack(self) -> bytes:
+        # No windows, repeats or cached keys unless there are some: a reader from before them reads other outputs
+        # as it always did.
         record = asdict(self)
-        for name, empty in (("repeats", None), ("cached", 0)):  # parts without them read as they always did
+        for name, empty in (("windows", None), ("repeats", None), ("cached", 0)):
             if record[name] == empty:
                 del record[name]
         return msgpack.packb(record, use_bin_type=True)

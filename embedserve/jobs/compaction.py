@@ -58,7 +58,7 @@ class Compactor:
         gaps, repeats, tally = Gaps(job.total), RepeatFiller(part), Tally()
         manifest = result_files.write_result(self.data.store, job_prefix(job_id),
                                              tally.counted(gaps.filled(repeats.filled(outputs))),
-                                             embedding_type=job.embedding_type)
+                                             embedding_type=job.embedding_type, windows=job.long_input == "windows")
         counts = {"cached": tally.cached} if tally.cached else {}
         if repeats.failed:  # stopped or not, `completed` is the vectors the result holds
             counts["completed"] = tally.completed

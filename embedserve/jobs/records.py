@@ -55,6 +55,7 @@ class Job:
     dim: int = 0
     encoding_format: str = "float"
     embedding_type: str = "float"  # the vectors' type (embedserve/vector_types.py), in the store and results
+    long_input: str = "error"  # the request's long_input: "windows" gives the result its windows (column, key)
     expires_at: int = 0
     started_at: int | None = None
     completed_at: int | None = None
@@ -64,6 +65,10 @@ class Job:
     expired_at: int | None = None
     stop_as: str | None = None  # set when the job stops early: "cancelled" or "expired"
     compacted: int = 0  # 1 once its results are Parquet files in the store
+    # 1 when its key had a webhook endpoint at submission: its end then records an event (embedserve/events/).
+    webhook: int = 0
+    webhook_delivered_at: int | None = None  # when its event was delivered (a receiver answered 2xx)
+    batch_id: str | None = None  # the OpenAI batch a batch-backed job runs, which its event names
     cached: int = 0  # inputs whose vector came from the embedding cache (set at compaction)
 
     @classmethod

@@ -32,13 +32,16 @@ class RepeatFinder:
     """Remembers each distinct input of one job by a 128-bit digest (not the input: a million-line file stays
     small) and the item it first came in."""
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
         self._first: dict[bytes, int] = {}
+        self._enabled = enabled  # off: no item is ever marked
 
     def mark(self, items: list[int], counts: list[int], inputs: list) -> dict | None:
         """The repeats of one chunk (items in order, `counts` inputs each, all of them in `inputs`): item (as
         a string) -> the earlier chunk's item it repeats; None when there are none. Items of several inputs
         (none in a native job) and items of none (refused lines) are never marked."""
+        if not self._enabled:
+            return None
         repeats = {}
         start = min(items) if items else 0
         position = 0
@@ -99,7 +102,7 @@ class RepeatFiller:
                 parts.append(replaced.get(k, output.vectors[at.start(k) * width:(at.start(k) + rows[k]) * width]))
         return ChunkOutput(items=output.items, rows=rows, tokens=output.tokens, dim=output.dim,
                            vectors=b"".join(parts), errors=errors, ids=output.ids,
-                           embedding_type=output.embedding_type, cached=output.cached)
+                           embedding_type=output.embedding_type, windows=output.windows, cached=output.cached)
 
     def _holder(self, item: int) -> ChunkOutput | None:
         """The earlier part that holds `item` (read again from the store, a few kept), or None."""

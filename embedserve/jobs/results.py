@@ -15,6 +15,9 @@ Columns, one row per input:
                                               dim of them, or dim/8 for the packed bit types)
     error      string (null: succeeded)       JSON of the OpenAI error object plus "status" (HTTP)
     tokens     int32                          tokens fed to the model (0 for a failed input)
+    windows    list<struct<embedding, text_start, text_end, tokens>>   only for a job that asked for
+                                              `long_input: windows`: the input's windows in text order, each
+                                              vector as `embedding` is (null when the input failed)
 
 When no input has a vector at all (every one failed), `embedding` is `list<float32>`, all null:
 a fixed-size list needs a size and there is none. The schema's metadata names the vectors'
@@ -59,6 +62,9 @@ COLUMNS = {
     "error": "string: null when the input succeeded, else JSON of the OpenAI error object with 'status' added",
     "tokens": "int32: tokens fed to the model for the input",
 }
+WINDOWS_COLUMN = {"windows": "list<struct<embedding: fixed_size_list<element, dim>, text_start: int64, "
+                             "text_end: int64, tokens: int32>>: the input's windows (long_input: windows), "
+                             "text_start/text_end character offsets into the input; null when it failed"}
 
 
 def _le(data: bytes) -> bytes:
@@ -77,15 +83,55 @@ def arrow_element(embedding_type: str) -> pa.DataType:
     return {"f": pa.float32(), "b": pa.int8(), "B": pa.uint8()}[vector_type(embedding_type).typecode]
 
 
-def result_schema(dim: int, embedding_type: str = FLOAT) -> pa.Schema:
+def result_schema(dim: int, embedding_type: str = FLOAT, windows: bool = False) -> pa.Schema:
+    """The result's columns; `windows` adds the windows column (a job that asked for `long_input: windows`)."""
     import pyarrow as pa
 
     element = arrow_element(embedding_type)
     size = vector_type(embedding_type).values(dim)
     vector = pa.list_(element, size) if dim > 0 else pa.list_(element)
-    return pa.schema([("index", pa.int64()), ("id", pa.string()), ("embedding", vector),
-                      ("error", pa.string()), ("tokens", pa.int32())],
-                     metadata={"embedserve.embedding_type": embedding_type, "embedserve.dim": str(dim)})
+    columns = [("index", pa.int64()), ("id", pa.string()), ("embedding", vector), ("error", pa.string()),
+               ("tokens", pa.int32())]
+    if windows:
+        columns.append(("windows", pa.list_(pa.struct([("embedding", vector), ("text_start", pa.int64()),
+                                                       ("text_end", pa.int64()), ("tokens", pa.int32())]))))
+    return pa.schema(columns, metadata={"embedserve.embedding_type": embedding_type, "embedserve.dim": str(dim)})
+
+
+def _vector_values(data: bytes, rows: int, dim: int, embedding_type: str, vector_type_: pa.DataType) -> pa.Array:
+    """`rows` vectors of `data` (the store's bytes of `embedding_type`) as the schema's vector list array."""
+    import pyarrow as pa
+
+    kind = vector_type(embedding_type)
+    values = pa.Array.from_buffers(arrow_element(kind.name), rows * kind.values(dim),
+                                   [None, pa.py_buffer(_le(data) if kind.name == FLOAT else data)])
+    return pa.Array.from_buffers(vector_type_, rows, [None], children=[values])
+
+
+def _windows_column(output: ChunkOutput, valid: list[bool], dim: int, field_type: pa.DataType) -> pa.Array:
+    """The windows column of one chunk's output: each succeeded row's windows, null for a failed one."""
+    import pyarrow as pa
+
+    per_row = iter(output.windows or [])
+    rows = [next(per_row) if ok else None for ok in valid]
+    flat = [w for row in rows if row for w in row]
+    struct_type = field_type.value_type
+    vector = struct_type.field("embedding").type
+    if dim and flat:
+        embedding = _vector_values(b"".join(w["embedding"] for w in flat), len(flat), dim, output.embedding_type,
+                                   vector)
+    else:
+        embedding = pa.nulls(len(flat), vector)
+    structs = pa.StructArray.from_arrays(
+        [embedding, pa.array([w["text_start"] for w in flat], pa.int64()),
+         pa.array([w["text_end"] for w in flat], pa.int64()), pa.array([w["tokens"] for w in flat], pa.int32())],
+        fields=list(struct_type))
+    offsets, at = [0], 0
+    for row in rows:
+        at += len(row or ())
+        offsets.append(at)
+    mask = pa.array([row is None for row in rows], pa.bool_())
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), structs, type=field_type, mask=mask)
 
 
 def _to_batch(output: ChunkOutput, dim: int, schema: pa.Schema) -> pa.RecordBatch:
@@ -118,13 +164,16 @@ def _to_batch(output: ChunkOutput, dim: int, schema: pa.Schema) -> pa.RecordBatc
         validity = None if all(valid) else pa.array(valid, pa.bool_()).buffers()[1]
         embedding = pa.Array.from_buffers(schema.field("embedding").type, n, [validity], children=[values])
     errors = [None if err is None else json.dumps({**err["error"], "status": err["status"]}) for err in output.errors]
-    return pa.record_batch([
+    columns = [
         pa.array(output.items, pa.int64()),
         pa.array(output.ids if output.ids is not None else [None] * n, pa.string()),
         embedding,
         pa.array(errors, pa.string()),
         pa.array(output.tokens, pa.int32()),
-    ], schema=schema)
+    ]
+    if "windows" in schema.names:
+        columns.append(_windows_column(output, valid, dim, schema.field("windows").type))
+    return pa.record_batch(columns, schema=schema)
 
 
 class _Rows:
@@ -167,7 +216,7 @@ def _first_dim(outputs: Iterator[ChunkOutput]) -> tuple[int, list[ChunkOutput]]:
 
 def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, dim: int | None = None,
                  embedding_type: str = FLOAT, rows_per_file: int = 200_000,
-                 row_group_rows: int = ROW_GROUP_ROWS) -> dict:
+                 row_group_rows: int = ROW_GROUP_ROWS, windows: bool = False) -> dict:
     """Write a native job's outputs (in chunk order) as `{prefix}result/part-NNNNN.parquet` and the manifest.
 
     `dim` is the vector size (the job record's); when None it is taken from the first output that
@@ -178,7 +227,7 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
 
     if rows_per_file < 1 or row_group_rows < 1:
         raise ValueError("rows_per_file and row_group_rows must be positive")
-    dim, schema, rows = _rows(outputs, dim, embedding_type)
+    dim, schema, rows = _rows(outputs, dim, embedding_type, windows)
     store.delete(manifest_key(prefix))  # no reader trusts a result while it is being replaced
     store.delete_prefix(prefix + RESULT_DIR)
     files, total = [], 0
@@ -197,27 +246,28 @@ def write_result(store: Store, prefix: str, outputs: Iterable[ChunkOutput], *, d
         files.append({"path": path, "rows": in_file})
         total += in_file
     manifest = {"format": "parquet", "version": 1, "rows": total, "dim": dim, "embedding_type": embedding_type,
-                "files": files, "columns": COLUMNS}
+                "files": files, "columns": {**COLUMNS, **(WINDOWS_COLUMN if windows else {})}}
     store.put(manifest_key(prefix), json.dumps(manifest, indent=1).encode())
     return manifest
 
 
-def _rows(outputs: Iterable[ChunkOutput], dim: int | None, embedding_type: str) -> tuple[int, pa.Schema, _Rows]:
+def _rows(outputs: Iterable[ChunkOutput], dim: int | None, embedding_type: str,
+          windows: bool = False) -> tuple[int, pa.Schema, _Rows]:
     """The vector size, the result schema and the outputs as record batches to take rows from;
     `dim` None (or 0): from the first output that has vectors."""
     outputs = iter(outputs)
     if not dim:
         dim, seen = _first_dim(outputs)
         outputs = _chain(seen, outputs)
-    schema = result_schema(dim, embedding_type)
+    schema = result_schema(dim, embedding_type, windows)
     return dim, schema, _Rows((_to_batch(output, dim, schema) for output in outputs), schema)
 
 
 def row_groups(outputs: Iterable[ChunkOutput], dim: int | None = None, embedding_type: str = FLOAT,
-               rows: int = ROW_GROUP_ROWS) -> tuple[pa.Schema, Iterator[pa.Table]]:
+               rows: int = ROW_GROUP_ROWS, windows: bool = False) -> tuple[pa.Schema, Iterator[pa.Table]]:
     """The result schema and the outputs (in chunk order) as tables of at most `rows` rows, one row
     group each, streamed: for writing a result as Parquet somewhere other than the store."""
-    _, schema, taker = _rows(outputs, dim, embedding_type)
+    _, schema, taker = _rows(outputs, dim, embedding_type, windows)
     return schema, iter(lambda: taker.take(rows), None)
 
 
@@ -286,4 +336,23 @@ def to_chunk_output(batch: pa.RecordBatch) -> ChunkOutput:
     return ChunkOutput(items=batch.column("index").to_pylist(), rows=rows,
                        tokens=batch.column("tokens").to_pylist(), dim=dim, vectors=vectors, errors=errors,
                        ids=ids if ids is not None and any(i is not None for i in ids) else None,
-                       embedding_type=kind.name)
+                       embedding_type=kind.name, windows=_read_windows(batch, kind))
+
+
+def _read_windows(batch: pa.RecordBatch, kind) -> list | None:
+    """The windows column (when the result has one) as ChunkOutput.windows: per succeeded row, its windows."""
+    if "windows" not in batch.schema.names:
+        return None
+    out = []
+    for row in batch.column("windows").to_pylist():
+        if row is None:
+            continue
+        out.append([{"text_start": w["text_start"], "text_end": w["text_end"], "tokens": w["tokens"],
+                     "embedding": _row_bytes(w["embedding"], kind)} for w in row])
+    return out
+
+
+def _row_bytes(values: list, kind) -> bytes:
+    """One vector read back from Parquet as the store's bytes (little-endian for float)."""
+    row = array.array(kind.typecode, values)
+    return _le(row.tobytes()) if kind.name == FLOAT else row.tobytes()

@@ -26,6 +26,8 @@ pseudo-chunk 'c' stands for that step, held and handed back like any chunk.
 
 from __future__ import annotations
 
+from embedserve.events.outbox import RECORD_EVENT
+
 # The order of the per-status index keys (JobStatus values), for /metrics.
 STATUS_ORDER = ("queued", "in_progress", "completed", "failed", "cancelling", "cancelled", "expired")
 
@@ -39,7 +41,7 @@ COMPACT_CHUNK = "c"
 ONCE_TTL_S = 120
 
 # Functions shared by every script. `p` is the key prefix, `id` a job id, `now` unix seconds.
-LIB = f"local ONCE_TTL = {ONCE_TTL_S}\n" + """
+LIB = f"local ONCE_TTL = {ONCE_TTL_S}\n" + RECORD_EVENT + """
 local function now_s()
   return tonumber(redis.call('TIME')[1])
 end
@@ -68,6 +70,8 @@ local function set_status(p, id, new, now)
   local expires = now + (ttl > 0 and math.ceil(ttl / 1000) or 0)
   redis.call('ZREM', p .. 'jobs:status:' .. old, id)
   redis.call('ZADD', p .. 'jobs:status:' .. new, expires, id)
+  -- in the same step as the status, so a job that ended always has its event (embedserve/events/outbox.py)
+  record_event(p, id, old, new, now)
 end
 
 -- Inputs the owner's live jobs hold against its cap. An entry whose job record is gone (a submission

@@ -12,11 +12,13 @@ from __future__ import annotations
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-# Refusals only the model can know: its context length, its size, its vocabulary. And two only the
+# Refusals only the model can know: its context length, its size, its vocabulary, its windows. And two only the
 # catalogue can: what kind a named model is (an embedding model sent to /v1/rerank), and whether
 # `model` may be left out (exactly one model of the kind is served), as the document says.
 MODEL_REFUSALS = frozenset({"context_length_exceeded", "dimensions_too_large", "invalid_token_id",
-                            "wrong_model_kind", "model_required"})
+                            "wrong_model_kind", "model_required",
+                            # a long input's windows: how many it needs, and how much of one the overlap may be
+                            "too_many_windows", "window_overlap_too_large"})
 # Refusals only the uploaded file's content can know: its lines (JSONL for purpose batch), its name
 # (*.txt or *.jsonl for user_data), that it has any. A form field of type binary says none of that.
 FILE_REFUSALS = frozenset({"invalid_jsonl", "invalid_file_type", "empty_file"})

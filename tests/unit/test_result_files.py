@@ -189,3 +189,25 @@ def test_inconsistent_outputs_are_refused(store):
     with pytest.raises(ValueError, match="vector bytes"):
         write_result(store, "jobs/x/", [short])
     assert read_manifest(store, "jobs/x/") is None
+
+
+def with_windows(outputs: list[ChunkOutput], seed: int = 2) -> list[ChunkOutput]:
+    """The outputs as a `long_input: windows` job's: each succeeded row with 1 to 3 random windows."""
+    rng = random.Random(seed)
+    for out in outputs:
+        out.windows = [[{"text_start": 10 * k, "text_end": 10 * k + 15, "tokens": 5 + k,
+                         "embedding": struct.pack(f"<{out.dim}f", *(rng.uniform(-1, 1) for _ in range(out.dim)))}
+                        for k in range(rng.randint(1, 3))] for _ in range(out.errors.count(None))]
+    return outputs
+
+
+def test_windows_column_round_trips(store):
+    outputs = with_windows(make_outputs(40, 9))
+    manifest = write_result(store, "jobs/w/", outputs, row_group_rows=16, windows=True)
+    assert "windows" in manifest["columns"]
+    back = [to_chunk_output(batch) for batch in iter_result_batches(store, "jobs/w/")]
+    assert [w for out in back for w in out.windows] == [w for out in outputs for w in out.windows]
+    assert per_item(back) == per_item(outputs)
+    plain = write_result(store, "jobs/p/", make_outputs(10, 4))
+    assert "windows" not in plain["columns"]
+    assert all(to_chunk_output(batch).windows is None for batch in iter_result_batches(store, "jobs/p/"))

@@ -167,6 +167,6 @@ def test_bad_cache_settings_are_refused(env, message):
 
 
 def test_cache_settings():
-    settings = Settings.from_env({"EMBED_CACHE_URL": "redis://:secret@cache:6380/0", "EMBED_CACHE_SCOPE": "GLOBAL"})
-    assert settings.cache_scope == "global" and "secret" not in repr(settings)
+    settings = Settings.from_env({"EMBED_CACHE_URL": "redis://:hunter2pw@cache:6380/0", "EMBED_CACHE_SCOPE": "GLOBAL"})
+    assert settings.cache_scope == "global" and "hunter2pw" not in repr(settings)
     assert Settings.from_env({}).cache_url == "" and Settings.from_env({}).cache_scope == "key"

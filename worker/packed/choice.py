@@ -7,6 +7,10 @@
   docs/benchmarks.md); on CUDA only once a GPU measurement says so (AUTO_PACKS_DECODERS_ON_CUDA,
   off for now, see there). EMBED_ATTENTION picks the decoder's attention kernel.
 - `on` packs whatever can be packed, on any device; `off` never packs (the padded fallback).
+
+The batch-invariant forward (EMBED_DETERMINISTIC, worker/invariant/) packs whatever can be packed
+whatever EMBED_PACKED says, with `sdpa_groups` attention over exact-length groups: a row's vector
+is then the same from a packed or a "padded" worker, and no row is ever padded.
 """
 
 from __future__ import annotations
@@ -23,8 +27,19 @@ log = logging.getLogger(__name__)
 
 
 def choose_packed_forward(model, device: torch.device, dtype: torch.dtype, setting: str,
-                          attention: str = "auto") -> PackedEncoder | PackedDecoder | None:
-    """The padding-free forward for `model` when EMBED_PACKED=`setting` allows it, else None (padded)."""
+                          attention: str = "auto", invariant: bool = False) -> PackedEncoder | PackedDecoder | None:
+    """The padding-free forward for `model` when EMBED_PACKED=`setting` allows it, else None (padded).
+
+    `invariant` (the batch-invariant forward) packs whatever can be packed, with exact-length groups.
+    """
+    if invariant:
+        if decoder_unsupported_reason(model) is None:
+            log.info("batch-invariant packed decoder forward (sdpa_groups, exact-length groups)")
+            return PackedDecoder(model, "sdpa_groups", exact_groups=True)
+        if unsupported_reason(model) is None:
+            log.info("batch-invariant packed encoder forward (exact-length groups)")
+            return PackedEncoder(model, exact_groups=True)
+        return None
     if setting == "off":
         return None
     decoder = decoder_unsupported_reason(model) is None

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from worker.packed.fused_linears import fuse_linears
-from worker.packed.rows import PackedRows, RowGroups
+from worker.packed.rows import GROUP_RATIO, PackedRows, RowGroups
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ def resolve_kernel(setting: str, device: torch.device, dtype: torch.dtype) -> st
 class PackedDecoder:
     """Runs a loaded Qwen3-family decoder (its bare model: embed_tokens, layers, norm) on packed rows."""
 
-    def __init__(self, model, kernel: str = "sdpa_groups"):
+    def __init__(self, model, kernel: str = "sdpa_groups", exact_groups: bool = False):
+        """`exact_groups`: `sdpa_groups` per group of one exact length (no padding), for the batch-invariant forward."""
         reason = decoder_unsupported_reason(model)
         if reason:
             raise ValueError(f"cannot pack this model: {reason}")
@@ -131,6 +132,7 @@ class PackedDecoder:
             raise ValueError(f"unknown attention kernel {kernel!r}")
         self.model = model
         self.kernel = kernel
+        self.group_ratio = 1.0 if exact_groups else GROUP_RATIO
         config = model.config
         first = model.layers[0].self_attn
         self.heads = config.num_attention_heads
@@ -227,7 +229,7 @@ class _GroupAttention:
     """`sdpa_groups`: causal SDPA per group of similar-length rows, each a right-padded grid."""
 
     def __init__(self, packed: PackedRows, decoder: PackedDecoder):
-        self.layout = RowGroups(packed)
+        self.layout = RowGroups(packed, decoder.group_ratio)
         self.heads, self.kv_heads, self.scale = decoder.heads, decoder.kv_heads, decoder.scale
 
     def attend(self, qkv: torch.Tensor) -> torch.Tensor:

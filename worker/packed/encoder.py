@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from worker.packed.fused_linears import fuse_linears
-from worker.packed.rows import PackedRows, RowGroup, RowGroups, pool_packed  # noqa: F401 (pool_packed: re-exported)
+from worker.packed.rows import GROUP_RATIO, PackedRows, RowGroup, RowGroups, pool_packed  # noqa: F401 (pool_packed: re-exported)
 
 # model_type -> first position id. RoBERTa-style models number positions after padding_idx.
 _POSITION_START = {"bert": None, "roberta": "padding", "xlm-roberta": "padding"}
@@ -46,11 +46,13 @@ def unsupported_reason(model) -> str | None:
 class PackedEncoder:
     """Runs a loaded BERT-family `model` on packed rows; call from inside inference mode."""
 
-    def __init__(self, model):
+    def __init__(self, model, exact_groups: bool = False):
+        """`exact_groups`: attention per group of one exact length (no padding), for the batch-invariant forward."""
         reason = unsupported_reason(model)
         if reason:
             raise ValueError(f"cannot pack this model: {reason}")
         self.model = model
+        self.group_ratio = 1.0 if exact_groups else GROUP_RATIO
         config = model.config
         self.heads = config.num_attention_heads
         self.hidden = config.hidden_size
@@ -65,7 +67,7 @@ class PackedEncoder:
         embeddings = self.model.embeddings
         hidden = embeddings(input_ids=packed.ids[None], position_ids=(packed.positions + self.position_offset)[None],
                             token_type_ids=torch.zeros_like(packed.ids)[None])[0]
-        layout = _AttentionLayout(packed)
+        layout = _AttentionLayout(packed, self.group_ratio)
         for layer, (weight, bias) in zip(self.model.encoder.layer, self._qkv):
             qkv = F.linear(hidden, weight, bias)
             context = layout.attend(qkv, self.heads, self.head_dim)

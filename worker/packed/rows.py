@@ -25,10 +25,21 @@ class PackedRows:
     lengths: torch.Tensor    # (rows,) sorted longest first
     order: torch.Tensor      # (rows,) the caller's row index of each sorted row
     host_lengths: tuple[int, ...] = ()  # `lengths` on the host: the layout is planned without a device sync
+    real_rows: int = -1  # the caller's rows; a filler row (see `build`) comes after them
 
     @classmethod
-    def build(cls, rows: list[list[int]], device: torch.device) -> PackedRows:
-        """Pack `rows` longest first (attention groups runs of similar length; see RowGroups)."""
+    def build(cls, rows: list[list[int]], device: torch.device, min_tokens: int = 0) -> PackedRows:
+        """Pack `rows` longest first (attention groups runs of similar length; see RowGroups).
+
+        Fewer than `min_tokens` tokens in all get one filler row that makes up the difference (copies
+        of the first token): the batch-invariant forward keeps every matrix product at or above the
+        size where a row's result stops depending on the row count (worker/invariant/products.py).
+        The filler row is computed like any row and dropped by `unsort`.
+        """
+        real_rows = len(rows)
+        short = min_tokens - sum(len(r) for r in rows)
+        if short > 0 and rows:
+            rows = [*rows, [rows[0][0]] * short]
         order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
         rows = [rows[i] for i in order]
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
@@ -40,7 +51,8 @@ class PackedRows:
         ids = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=total)
         as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         return cls(as_tensor(ids), as_tensor(positions), as_tensor(row_of), as_tensor(starts),
-                   as_tensor(lengths), as_tensor(np.asarray(order, dtype=np.int64)), tuple(lengths.tolist()))
+                   as_tensor(lengths), as_tensor(np.asarray(order, dtype=np.int64)), tuple(lengths.tolist()),
+                   real_rows)
 
     @property
     def last(self) -> torch.Tensor:
@@ -48,8 +60,9 @@ class PackedRows:
         return self.starts + self.lengths - 1
 
     def unsort(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Per-row results back in the caller's order."""
-        return torch.empty_like(pooled).index_copy_(0, self.order, pooled)
+        """Per-row results back in the caller's order (without the filler row, if any)."""
+        out = torch.empty_like(pooled).index_copy_(0, self.order, pooled)
+        return out if self.real_rows < 0 or self.real_rows == len(out) else out[:self.real_rows]
 
 
 # A row shorter than this share of its group's longest row starts a new group: padded attention
@@ -66,12 +79,13 @@ class RowGroups:
     tokens, and a new one starts where a row is under GROUP_RATIO of its group's longest.
     """
 
-    def __init__(self, packed: PackedRows):
+    def __init__(self, packed: PackedRows, ratio: float = GROUP_RATIO):
+        """`ratio` 1.0 makes every group one exact length: no row padded (the batch-invariant forward)."""
         lengths = list(packed.host_lengths) or packed.lengths.tolist()
         self.groups: list[RowGroup] = []
         first = start = 0
         for i in range(1, len(lengths) + 1):
-            if i == len(lengths) or lengths[i] < GROUP_RATIO * lengths[first]:
+            if i == len(lengths) or lengths[i] < ratio * lengths[first]:
                 self.groups.append(RowGroup(packed, first, i, start, lengths[first:i]))
                 first, start = i, start + sum(lengths[first:i])
         self.padded = any(not group.even for group in self.groups)

@@ -29,8 +29,10 @@ class Reranker:
     kind = "reranker"
     pads_batches = True  # a batch costs rows x longest row; a packed reranker overrides it
 
-    def __init__(self, source: str, config, tokenizer, device: torch.device):
+    def __init__(self, source: str, config, tokenizer, device: torch.device, deterministic: bool = False):
         self.source = source
+        # The batch-invariant forward (worker/invariant/): a pair's score does not depend on its batch.
+        self.deterministic = deterministic
         self.config = config
         self.tokenizer = tokenizer
         self.device = device

@@ -8,6 +8,8 @@ from transformers import AutoModelForSequenceClassification
 
 from embedserve.settings import ConfigError
 from worker.engine import Tokenized, pad_rows
+from worker.invariant.choice import invariance
+from worker.invariant.length_groups import by_length
 from worker.rerank.base import Reranker, load_with_sdpa
 
 
@@ -27,8 +29,9 @@ class CrossEncoder(Reranker):
     kind = "cross-encoder"
 
     def __init__(self, source: str, config, tokenizer, device: torch.device, dtype: torch.dtype,
-                 packed: str = "auto", attention: str = "auto"):  # cross-encoders always run padded
-        super().__init__(source, config, tokenizer, device)
+                 packed: str = "auto", attention: str = "auto", deterministic: bool = False):
+        # Cross-encoders always run padded; batch-invariant, one length at a time (worker/invariant/).
+        super().__init__(source, config, tokenizer, device, deterministic)
         self.activation = cross_encoder_activation(config)
         self.uses_token_types = "token_type_ids" in tokenizer.model_input_names
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -54,6 +57,10 @@ class CrossEncoder(Reranker):
 
     @torch.inference_mode()
     def score_batch(self, rows) -> np.ndarray:
+        with invariance(self.deterministic):
+            return by_length(rows, self._scores) if self.deterministic else self._scores(rows)
+
+    def _scores(self, rows) -> np.ndarray:
         ids, mask = pad_rows(rows, self.pad_id, left=False)
         inputs = {"input_ids": ids, "attention_mask": mask}
         if self.uses_token_types:

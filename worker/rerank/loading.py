@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from embedserve.settings import ConfigError, Settings
 from worker.engine import pick_device, pick_dtype
+from worker.invariant.choice import wants_invariance
 from worker.rerank.base import Reranker
 from worker.rerank.cross_encoder import CrossEncoder
 from worker.rerank.qwen3 import Qwen3Reranker
@@ -41,7 +42,8 @@ def load_reranker(settings: Settings) -> Reranker:
     config = AutoConfig.from_pretrained(source)
     cls = reranker_class(config)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    reranker = cls(source, config, tokenizer, device, dtype, packed=settings.packed, attention=settings.attention)
+    reranker = cls(source, config, tokenizer, device, dtype, packed=settings.packed, attention=settings.attention,
+                   deterministic=wants_invariance(settings.deterministic, device))
     reranker.warmup()
     log.info("loaded reranker %s (%s) on %s (%s), max_length=%d, %s forward in %.1fs", source, reranker.kind,
              device, dtype, reranker.max_length, "padded" if reranker.pads_batches else "packed",

@@ -27,6 +27,9 @@ from transformers import AutoModelForCausalLM
 from embedserve import defaults
 from embedserve.settings import ConfigError
 from worker.engine import Tokenized, cut_left, pad_rows
+from worker.invariant.choice import invariance
+from worker.invariant.length_groups import by_length
+from worker.invariant.products import MIN_ROWS
 from worker.packed.choice import choose_packed_forward
 from worker.packed.rows import PackedRows
 from worker.rerank.base import Reranker, load_with_sdpa
@@ -54,8 +57,8 @@ class Qwen3Reranker(Reranker):
     kind = "qwen3-causal-lm"
 
     def __init__(self, source: str, config, tokenizer, device: torch.device, dtype: torch.dtype,
-                 packed: str = "auto", attention: str = "auto"):
-        super().__init__(source, config, tokenizer, device)
+                 packed: str = "auto", attention: str = "auto", deterministic: bool = False):
+        super().__init__(source, config, tokenizer, device, deterministic)
         self.yes_id, self.no_id = (_single_token(tokenizer, word) for word in ("yes", "no"))
         self.prefix_ids = tokenizer.encode(PREFIX, add_special_tokens=False)
         self.suffix_ids = tokenizer.encode(SUFFIX, add_special_tokens=False)
@@ -67,7 +70,7 @@ class Qwen3Reranker(Reranker):
         self.head = head.weight[[self.no_id, self.yes_id]].detach().float()
         bias = getattr(head, "bias", None)
         self.head_bias = bias[[self.no_id, self.yes_id]].detach().float() if bias is not None else None
-        self.packed = choose_packed_forward(self.decoder, device, dtype, packed, attention)
+        self.packed = choose_packed_forward(self.decoder, device, dtype, packed, attention, invariant=deterministic)
 
     @property
     def pads_batches(self) -> bool:
@@ -98,13 +101,21 @@ class Qwen3Reranker(Reranker):
 
     @torch.inference_mode()
     def score_batch(self, rows, pause=None) -> np.ndarray:
+        if self.packed is None and self.deterministic:  # EMBED_PACKED aside, a decoder that cannot be packed
+            with invariance(True):
+                return by_length(rows, self._scores)
+        return self._scores(rows, pause)
+
+    def _scores(self, rows, pause=None) -> np.ndarray:
         if self.packed is not None:
-            packed = PackedRows.build(rows, self.device)
+            # Batch-invariant: at least MIN_ROWS tokens, so no product in the layers is a small one.
+            packed = PackedRows.build(rows, self.device, min_tokens=MIN_ROWS if self.deterministic else 0)
             last = packed.unsort(self.packed.forward(packed, pause).index_select(0, packed.last))
         else:  # left padding: every row's last token sits at position -1
             ids, mask = (torch.from_numpy(a).to(self.device) for a in pad_rows(rows, self.pad_id, left=True))
             last = self.decoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
-        logits = last.float() @ self.head.T  # (rows, 2): [no, yes]
+        with invariance(self.deterministic):  # one row per pair: a small product
+            logits = last.float() @ self.head.T  # (rows, 2): [no, yes]
         if self.head_bias is not None:
             logits = logits + self.head_bias
         scores = torch.softmax(logits, dim=-1)[:, 1]

@@ -1,0 +1,30 @@
+"""A padded forward made batch-invariant: rows of one length at a time, so no row is ever padded.
+
+Padding changes a row's numbers even where it is masked: attention reduces over the padded
+length, and the kernels split that reduction by it. The packed forwards avoid padding with
+exact-length attention groups; a model that cannot be packed (a cross-encoder reranker, an
+architecture outside the packed families) gets the same guarantee from this: one padded call per
+distinct length, each with nothing to pad. It costs one call per length in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def by_length(rows: list[list[int]], forward: Callable[[list[list[int]]], np.ndarray]) -> np.ndarray:
+    """`forward` run once per distinct row length; its per-row results back in `rows`' order."""
+    groups: dict[int, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(len(row), []).append(i)
+    if len(groups) == 1:
+        return forward(rows)
+    out = None
+    for indices in groups.values():
+        part = forward([rows[i] for i in indices])
+        if out is None:
+            out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+        out[indices] = part
+    return out
