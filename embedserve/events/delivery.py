@@ -48,7 +48,10 @@ def post(endpoint: Endpoint, msg_id: str, body: bytes, timeout: float, allow_pri
         target = url_safety.resolve(endpoint.url, allow_private)
     except url_safety.UnsafeURL as exc:
         return str(exc)
-    headers = signing.headers(endpoint.secret, msg_id, int(time.time()), body)
+    try:
+        headers = signing.headers(endpoint.secret, msg_id, int(time.time()), body)
+    except signing.BadSecret as exc:
+        return str(exc)
     headers["user-agent"] = USER_AGENT
     if target.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -67,7 +70,7 @@ def post(endpoint: Endpoint, msg_id: str, body: bytes, timeout: float, allow_pri
         response = conn.getresponse()
         response.read(defaults.WEBHOOK_RESPONSE_BYTES)
         status = response.status
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a URL http.client cannot send
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
         conn.close()

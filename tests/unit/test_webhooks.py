@@ -11,7 +11,8 @@ import standardwebhooks
 
 from embedserve import redis_keys
 from embedserve.events import event, signing, url_safety
-from embedserve.events.delivery import backoff
+from embedserve.events.delivery import backoff, post
+from embedserve.events.endpoints import Endpoint
 from embedserve.events.outbox import Outbox, record_steps
 from embedserve.settings import ConfigError, Settings
 
@@ -72,6 +73,17 @@ def test_public_literal_url_resolves_to_itself():
 def test_malformed_urls_are_refused(url):
     with pytest.raises(url_safety.UnsafeURL):
         url_safety.resolve(url, allow_private=True)
+
+
+def test_an_attempt_that_cannot_be_sent_is_a_failed_attempt_not_an_exception():
+    """http.client writes the request line in ASCII: a URL with a non-ASCII path raised UnicodeEncodeError
+    out of post(), so the event was never counted failed nor given up, only leased again and again."""
+    secret = signing.new_secret()
+    with pytest.raises(url_safety.UnsafeURL, match="ASCII"):
+        url_safety.resolve("http://8.8.8.8/caf\u00e9", allow_private=True)  # refused when registered
+    for url in ("http://127.0.0.1:9/caf\u00e9", "http://127.0.0.1:9/x?q=\u00e9"):  # one kept from before
+        assert isinstance(post(Endpoint(url, secret), "evt_1", b"{}", 1.0, allow_private=True), str)
+    assert isinstance(post(Endpoint("http://127.0.0.1:9/", "whsec_bad!"), "evt_1", b"{}", 1.0, True), str)
 
 
 def test_event_body_names_the_object_only():
