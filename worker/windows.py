@@ -120,6 +120,8 @@ def split(text: str, offsets: list[tuple[int, int]], *, limit: int, room: int, o
     they cover it all. More than `max_windows` windows: 400 too_many_windows (`index` names the input).
     """
     total = len(offsets)
+    if room < 1:
+        raise no_room(index, limit)
     if total > max_windows * max(1, room - overlap) + overlap:  # certainly too many: refused before any encoding
         raise too_many_windows(index, max_windows, room)
     words, sentences = boundaries(text, offsets)
@@ -136,14 +138,19 @@ def split(text: str, offsets: list[tuple[int, int]], *, limit: int, room: int, o
                 break
             budget = (end - start) - (len(row) - limit)
             if budget < 1:  # the prompt and special tokens alone fill the model
-                raise InvalidRequest(f"input[{index}]: the prompt leaves no room for text within the model's "
-                                     f"maximum of {limit} tokens", param="input", code="context_length_exceeded")
+                raise no_room(index, limit)
         windows.append(Window(char_start, char_end, row))
         if end >= total:
             return windows
         if len(windows) >= max_windows:
             raise too_many_windows(index, max_windows, room)
         start = next_start(start, end, overlap, budget, words)
+
+
+def no_room(index: int, limit: int) -> InvalidRequest:
+    """The refusal of an input whose prompt and special tokens alone fill the model."""
+    return InvalidRequest(f"input[{index}]: the prompt leaves no room for text within the model's "
+                          f"maximum of {limit} tokens", param="input", code="context_length_exceeded")
 
 
 def too_many_windows(index: int, max_windows: int, room: int) -> InvalidRequest:

@@ -158,3 +158,13 @@ def test_boundaries_are_linear_over_white_space_tokens():
     words, sentences = boundaries(text, spans)
     assert time.perf_counter() - started < 5
     assert all(words) and sentences == [True] + [False] * (len(spans) - 1)
+
+
+@pytest.mark.parametrize("room", [0, -3])
+def test_a_prompt_that_fills_the_model_is_refused_as_such_not_as_too_many_windows(room):
+    """A Qwen3 instruction as long as the model leaves no room for text: the refusal says so (it said the
+    text needs more than EMBED_MAX_WINDOWS windows "of -3 tokens")."""
+    text = "word " * 500
+    with pytest.raises(InvalidRequest) as refused:
+        split(text, offsets(text), limit=8, room=room, overlap=0, max_windows=4, encode=encode)
+    assert refused.value.code == "context_length_exceeded" and "no room" in str(refused.value)
