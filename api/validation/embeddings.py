@@ -147,7 +147,7 @@ def _request(checked, inputs: list) -> EmbeddingRequest:
                            instruction=checked.instruction, truncate=long_input == "truncate",
                            embedding_types=(checked.embedding_type,),
                            truncation_direction=checked.truncation_direction.lower(), long_input=long_input,
-                           window_overlap=checked.window_overlap)
+                           window_overlap=checked.window_overlap if long_input in WINDOWED else None)
     check_windowed_text(req)
     return req
 

@@ -158,3 +158,23 @@ def test_dimensions_over_the_models_size_has_its_own_code():
     with pytest.raises(InvalidRequest) as info:
         check_against_model(parse_embedding_request({"input": "x", "dimensions": 9}), CARD)
     assert (info.value.param, info.value.code) == ("dimensions", "dimensions_too_large")
+
+
+@pytest.mark.parametrize("body", [{"input": "x", "window_overlap": 1e30},
+                                  {"input": "x", "long_input": "truncate", "window_overlap": 10**30}])
+def test_window_overlap_without_windows_is_not_sent_on(body):
+    """window_overlap only means something with long_input mean/windows; sent on regardless, a huge one
+    reached the Celery message and msgpack could not encode it: 500 instead of the usual answer."""
+    from kombu.serialization import dumps
+
+    req = parse_embedding_request(body)
+    assert req.window_overlap is None
+    dumps({"window_overlap": req.window_overlap}, serializer="msgpack")
+
+
+def test_cohere_window_overlap_without_long_input_is_not_sent_on():
+    from api.validation.cohere import parse_cohere_embed
+
+    embed = parse_cohere_embed({"texts": ["x"], "model": "m", "input_type": "search_document",
+                                "embedding_types": ["float"], "window_overlap": 10**30})
+    assert embed.request.window_overlap is None
