@@ -178,3 +178,14 @@ def test_cohere_window_overlap_without_long_input_is_not_sent_on():
     embed = parse_cohere_embed({"texts": ["x"], "model": "m", "input_type": "search_document",
                                 "embedding_types": ["float"], "window_overlap": 10**30})
     assert embed.request.window_overlap is None
+
+
+def test_window_overlap_is_bounded_for_a_model_of_unknown_length():
+    # A declared model with no worker yet has no known maximum: the overlap still gets a bound (a huge
+    # one reached the worker's message, which msgpack cannot encode: 500).
+    unknown = ModelCard(name="m", dim=8, max_length=0, vocab_size=100)
+    body = {"input": "x", "long_input": "mean", "window_overlap": 10**30}
+    with pytest.raises(InvalidRequest) as info:
+        check_against_model(parse_embedding_request(body), unknown)
+    assert (info.value.param, info.value.code) == ("window_overlap", "window_overlap_too_large")
+    check_against_model(parse_embedding_request({**body, "window_overlap": 64}), unknown)
