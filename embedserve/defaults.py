@@ -145,6 +145,8 @@ UNACKED_MUTEX_EXPIRE_S = 30
 # and the tokens two neighbouring windows share when a request does not say (`window_overlap`).
 MAX_WINDOWS = 64
 WINDOW_OVERLAP = 32
+# The largest window_overlap accepted for a model whose maximum length is not known yet (else half of it).
+MAX_WINDOW_OVERLAP = 65_536
 
 # `embedserve embed`: the server it talks to when neither --url nor EMBED_URL is given.
 EMBED_CLI_URL = "http://127.0.0.1:8000"

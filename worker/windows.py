@@ -49,22 +49,36 @@ def boundaries(text: str, offsets: list[tuple[int, int]]) -> tuple[list[bool], l
     the space holds a line break.
     """
     words, sentences = [], []
+    # The text is scanned once, left to right: `last` is the last non-space character and `newline` the last
+    # line break before `scanned`. Looking back from each token instead was quadratic over a run of white
+    # space that byte-level BPE splits into many tokens (20k of them: minutes).
+    scanned, last, newline = 0, -1, -1
     for i, (start, end) in enumerate(offsets):
-        if i == 0:
-            words.append(True)
-            sentences.append(True)
-            continue
         # The white space before the token's text: between the last non-space character and the token's
         # first non-space one (byte-level BPE tokens carry their leading space).
         first = start
         while first < end and text[first].isspace():
             first += 1
-        last = start - 1
-        while last >= 0 and text[last].isspace():
-            last -= 1
-        space = text[last + 1:first]
-        word = bool(space) or (start > offsets[i - 1][1])
-        sentence = word and ("\n" in space or (last >= 0 and text[last] in SENTENCE_ENDS))
+        if first >= scanned:
+            piece = text[scanned:first]
+            kept = piece.rstrip()
+            if kept:
+                last = scanned + len(kept) - 1
+            if (at := piece.rfind("\n")) >= 0:
+                newline = scanned + at
+            scanned = first
+            before, broken = last, newline > last
+        else:  # offsets that go back (not seen from a fast tokenizer): look back from this token alone
+            before = start - 1
+            while before >= 0 and text[before].isspace():
+                before -= 1
+            broken = "\n" in text[before + 1:first]
+        if i == 0:
+            words.append(True)
+            sentences.append(True)
+            continue
+        word = before + 1 < first or (start > offsets[i - 1][1])
+        sentence = word and (broken or (before >= 0 and text[before] in SENTENCE_ENDS))
         words.append(word)
         sentences.append(sentence)
     return words, sentences
@@ -106,6 +120,8 @@ def split(text: str, offsets: list[tuple[int, int]], *, limit: int, room: int, o
     they cover it all. More than `max_windows` windows: 400 too_many_windows (`index` names the input).
     """
     total = len(offsets)
+    if room < 1:
+        raise no_room(index, limit)
     if total > max_windows * max(1, room - overlap) + overlap:  # certainly too many: refused before any encoding
         raise too_many_windows(index, max_windows, room)
     words, sentences = boundaries(text, offsets)
@@ -122,14 +138,19 @@ def split(text: str, offsets: list[tuple[int, int]], *, limit: int, room: int, o
                 break
             budget = (end - start) - (len(row) - limit)
             if budget < 1:  # the prompt and special tokens alone fill the model
-                raise InvalidRequest(f"input[{index}]: the prompt leaves no room for text within the model's "
-                                     f"maximum of {limit} tokens", param="input", code="context_length_exceeded")
+                raise no_room(index, limit)
         windows.append(Window(char_start, char_end, row))
         if end >= total:
             return windows
         if len(windows) >= max_windows:
             raise too_many_windows(index, max_windows, room)
         start = next_start(start, end, overlap, budget, words)
+
+
+def no_room(index: int, limit: int) -> InvalidRequest:
+    """The refusal of an input whose prompt and special tokens alone fill the model."""
+    return InvalidRequest(f"input[{index}]: the prompt leaves no room for text within the model's "
+                          f"maximum of {limit} tokens", param="input", code="context_length_exceeded")
 
 
 def too_many_windows(index: int, max_windows: int, room: int) -> InvalidRequest:

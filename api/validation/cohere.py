@@ -50,7 +50,7 @@ def parse_cohere_embed(body: object, *, max_inputs: int = defaults.MAX_INPUTS_PE
                                input_type=INPUT_TYPES[checked.input_type], truncate=cut,
                                truncation_direction="left" if checked.truncate == "START" else "right",
                                embedding_types=computed, max_tokens=checked.max_tokens, long_input=long_input,
-                               window_overlap=checked.window_overlap)
+                               window_overlap=checked.window_overlap if checked.long_input else None)
     return CohereEmbed(request=request, texts=list(checked.texts), types=types)
 
 

@@ -109,7 +109,13 @@ def check_against_model(req: EmbeddingRequest, card: ModelCard) -> None:
     The contract cannot say these (they differ by model); each refusal has its own code, which is
     how the schemathesis run tells them from a contract the API and its document disagree on.
     """
-    if req.windowed and card.max_length and (req.window_overlap or 0) > card.max_length // 2:
+    overlap = req.window_overlap or 0
+    if req.windowed and not card.max_length and overlap > defaults.MAX_WINDOW_OVERLAP:
+        # A model whose maximum is not known yet (declared, no worker): still a bound, so the worker's
+        # message can carry it (msgpack refuses integers past 64 bits).
+        raise InvalidRequest(f"'window_overlap' must be between 0 and {defaults.MAX_WINDOW_OVERLAP}, got "
+                             f"{req.window_overlap}.", param="window_overlap", code="window_overlap_too_large")
+    if req.windowed and card.max_length and overlap > card.max_length // 2:
         raise InvalidRequest(f"'window_overlap' must be between 0 and {card.max_length // 2} (half the maximum of "
                              f"{card.max_length} tokens) for model {card.name}, got {req.window_overlap}.",
                              param="window_overlap", code="window_overlap_too_large")
@@ -147,7 +153,7 @@ def _request(checked, inputs: list) -> EmbeddingRequest:
                            instruction=checked.instruction, truncate=long_input == "truncate",
                            embedding_types=(checked.embedding_type,),
                            truncation_direction=checked.truncation_direction.lower(), long_input=long_input,
-                           window_overlap=checked.window_overlap)
+                           window_overlap=checked.window_overlap if long_input in WINDOWED else None)
     check_windowed_text(req)
     return req
 

@@ -206,12 +206,13 @@ def write_output(stream, path: str) -> int:
 
 def _write_jsonl(stream, part: str) -> int:
     # The server's lines are {"index", "id"?, "embedding"} or {"index", "id"?, "error"}: copied as they
-    # come. `, "error": ` cannot occur inside a JSON string (its quote would be escaped), so it marks
-    # a failed line whatever an id holds.
+    # come. The API writes them with orjson (`,"error":`, no spaces; json.dumps' `, "error": ` is also
+    # taken). Neither can occur inside a JSON string (its quote would be escaped), so it marks a failed
+    # line whatever an id holds.
     failed = 0
     with open(part, "wb") as out:
         for line in stream:
-            if b', "error": ' in line:
+            if b',"error":' in line or b', "error": ' in line:
                 failed += 1
             out.write(line)
     return failed

@@ -20,6 +20,7 @@ import http.client
 import logging
 import socket
 import ssl
+import threading
 import time
 
 from embedserve import defaults
@@ -48,7 +49,10 @@ def post(endpoint: Endpoint, msg_id: str, body: bytes, timeout: float, allow_pri
         target = url_safety.resolve(endpoint.url, allow_private)
     except url_safety.UnsafeURL as exc:
         return str(exc)
-    headers = signing.headers(endpoint.secret, msg_id, int(time.time()), body)
+    try:
+        headers = signing.headers(endpoint.secret, msg_id, int(time.time()), body)
+    except signing.BadSecret as exc:
+        return str(exc)
     headers["user-agent"] = USER_AGENT
     if target.scheme == "https":
         conn: http.client.HTTPConnection = http.client.HTTPSConnection(
@@ -62,16 +66,37 @@ def post(endpoint: Endpoint, msg_id: str, body: bytes, timeout: float, allow_pri
         return socket.create_connection((target.address, address[1]), timeout, source_address)
 
     conn._create_connection = pinned
+    # `timeout` bounds each connect and read; a receiver that sends its answer a byte at a time would
+    # hold the attempt (and this thread, every key's deliveries) past its lease. The whole attempt gets
+    # 2 x timeout, what the lease allows for it: then its socket is shut and the attempt fails.
+    expired = threading.Event()
+    watchdog = threading.Timer(2 * timeout, _shut, args=(conn, expired))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         conn.request("POST", target.path, body=body, headers=headers)
         response = conn.getresponse()
         response.read(defaults.WEBHOOK_RESPONSE_BYTES)
         status = response.status
-    except (OSError, http.client.HTTPException) as exc:
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # ValueError: a URL http.client cannot send
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     finally:
+        watchdog.cancel()
         conn.close()
+    if expired.is_set():  # a cut-off answer reads as ended early (http.client takes EOF as the headers' end)
+        return f"no complete answer within {2 * timeout:g}s"
     return None if 200 <= status < 300 else f"HTTP {status}"
+
+
+def _shut(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """End an attempt that ran out of time: its blocked read returns at once."""
+    expired.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class Deliverer(Periodic):

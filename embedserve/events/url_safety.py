@@ -53,6 +53,8 @@ def parse(url: str) -> tuple[str, str, int, str]:
         raise UnsafeURL("the webhook URL must not carry a user name or password (the signature authenticates us)")
     if any(c.isspace() or ord(c) < 32 for c in url):
         raise UnsafeURL("the webhook URL must not contain spaces or control characters")
+    if not (parts.path + parts.query).isascii():  # http.client sends the request line in ASCII
+        raise UnsafeURL("the webhook URL's path and query must be ASCII (percent-encode other characters)")
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80), path
 

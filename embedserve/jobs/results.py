@@ -113,7 +113,8 @@ def _windows_column(output: ChunkOutput, valid: list[bool], dim: int, field_type
     import pyarrow as pa
 
     per_row = iter(output.windows or [])
-    rows = [next(per_row) if ok else None for ok in valid]
+    # A worker from before long inputs answered without windows: its rows get an empty list, not a failure.
+    rows = [next(per_row, []) if ok else None for ok in valid]
     flat = [w for row in rows if row for w in row]
     struct_type = field_type.value_type
     vector = struct_type.field("embedding").type

@@ -177,6 +177,18 @@ def test_jsonl_output_is_copied_line_by_line_and_errors_counted(tmp_path):
     assert [json.loads(line) for line in out.read_text().splitlines()] == lines
 
 
+def test_jsonl_output_counts_the_failed_lines_the_server_writes(tmp_path):
+    """The API writes ndjson with orjson (no spaces: `,"error":`); its failed lines are counted."""
+    import orjson
+
+    lines = [{"index": 0, "id": ',"error":', "embedding": [0.1, 0.2]}, {"index": 1, "error": {"message": "too long"}},
+             {"index": 2, "embedding": [0.3, 0.4]}, {"index": 3, "id": "x", "error": {"message": "bad"}}]
+    body = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+    out = tmp_path / "out.jsonl"
+    assert write_output(io.BytesIO(body), str(out)) == 2
+    assert out.read_bytes() == body
+
+
 @pytest.mark.parametrize("body, error", [
     (msgpack.packb({"unexpected": 1}), InputError),
     (frames([[1.0], [2.0], [3.0]], 1, per_block=1, trailer=False), IncompleteResult),  # cut before its end

@@ -158,3 +158,34 @@ def test_dimensions_over_the_models_size_has_its_own_code():
     with pytest.raises(InvalidRequest) as info:
         check_against_model(parse_embedding_request({"input": "x", "dimensions": 9}), CARD)
     assert (info.value.param, info.value.code) == ("dimensions", "dimensions_too_large")
+
+
+@pytest.mark.parametrize("body", [{"input": "x", "window_overlap": 1e30},
+                                  {"input": "x", "long_input": "truncate", "window_overlap": 10**30}])
+def test_window_overlap_without_windows_is_not_sent_on(body):
+    """window_overlap only means something with long_input mean/windows; sent on regardless, a huge one
+    reached the Celery message and msgpack could not encode it: 500 instead of the usual answer."""
+    from kombu.serialization import dumps
+
+    req = parse_embedding_request(body)
+    assert req.window_overlap is None
+    dumps({"window_overlap": req.window_overlap}, serializer="msgpack")
+
+
+def test_cohere_window_overlap_without_long_input_is_not_sent_on():
+    from api.validation.cohere import parse_cohere_embed
+
+    embed = parse_cohere_embed({"texts": ["x"], "model": "m", "input_type": "search_document",
+                                "embedding_types": ["float"], "window_overlap": 10**30})
+    assert embed.request.window_overlap is None
+
+
+def test_window_overlap_is_bounded_for_a_model_of_unknown_length():
+    # A declared model with no worker yet has no known maximum: the overlap still gets a bound (a huge
+    # one reached the worker's message, which msgpack cannot encode: 500).
+    unknown = ModelCard(name="m", dim=8, max_length=0, vocab_size=100)
+    body = {"input": "x", "long_input": "mean", "window_overlap": 10**30}
+    with pytest.raises(InvalidRequest) as info:
+        check_against_model(parse_embedding_request(body), unknown)
+    assert (info.value.param, info.value.code) == ("window_overlap", "window_overlap_too_large")
+    check_against_model(parse_embedding_request({**body, "window_overlap": 64}), unknown)

@@ -4,6 +4,8 @@ backoff, settings, and the outbox's leases on a real Redis."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 
 import pytest
@@ -11,7 +13,8 @@ import standardwebhooks
 
 from embedserve import redis_keys
 from embedserve.events import event, signing, url_safety
-from embedserve.events.delivery import backoff
+from embedserve.events.delivery import backoff, post
+from embedserve.events.endpoints import Endpoint
 from embedserve.events.outbox import Outbox, record_steps
 from embedserve.settings import ConfigError, Settings
 
@@ -72,6 +75,47 @@ def test_public_literal_url_resolves_to_itself():
 def test_malformed_urls_are_refused(url):
     with pytest.raises(url_safety.UnsafeURL):
         url_safety.resolve(url, allow_private=True)
+
+
+def test_an_attempt_that_cannot_be_sent_is_a_failed_attempt_not_an_exception():
+    """http.client writes the request line in ASCII: a URL with a non-ASCII path raised UnicodeEncodeError
+    out of post(), so the event was never counted failed nor given up, only leased again and again."""
+    secret = signing.new_secret()
+    with pytest.raises(url_safety.UnsafeURL, match="ASCII"):
+        url_safety.resolve("http://8.8.8.8/caf\u00e9", allow_private=True)  # refused when registered
+    for url in ("http://127.0.0.1:9/caf\u00e9", "http://127.0.0.1:9/x?q=\u00e9"):  # one kept from before
+        assert isinstance(post(Endpoint(url, secret), "evt_1", b"{}", 1.0, allow_private=True), str)
+    assert isinstance(post(Endpoint("http://127.0.0.1:9/", "whsec_bad!"), "evt_1", b"{}", 1.0, True), str)
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off():
+    """EMBED_WEBHOOK_TIMEOUT bounds each socket read, not the attempt: a receiver sending a header line
+    every 0.1 s held the sender thread (every key's deliveries in that process) as long as it liked, and
+    outlived the lease, so other processes took the event and were held too."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def drip():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            for i in range(80):  # 8 s of headers, then a 200
+                try:
+                    conn.sendall(b"x-drip-%d: 1\r\n" % i)
+                except OSError:
+                    return
+                time.sleep(0.1)
+            conn.sendall(b"content-length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    why = post(Endpoint(f"http://127.0.0.1:{port}/hook", signing.new_secret()), "evt_1", b"{}", 0.5,
+               allow_private=True)
+    elapsed = time.monotonic() - started
+    server.close()
+    assert why is not None and elapsed < 4, (why, elapsed)
 
 
 def test_event_body_names_the_object_only():

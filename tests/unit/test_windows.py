@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import re
+import time
 
 import numpy as np
 import pytest
@@ -112,3 +114,57 @@ def test_combine_is_the_token_weighted_mean_renormalized():
     out = combine(vectors, [3, 1])
     assert np.allclose(out, np.array([3.0, 1.0]) / np.sqrt(10.0), atol=1e-7)
     assert out.dtype == np.float32
+
+
+def _boundaries_by_rescanning(text, offsets):
+    """The rule boundaries() implements, looking back from every token (quadratic over runs of white space)."""
+    words, sentences = [True], [True]
+    for i, (start, end) in enumerate(offsets[1:], 1):
+        first = start
+        while first < end and text[first].isspace():
+            first += 1
+        last = start - 1
+        while last >= 0 and text[last].isspace():
+            last -= 1
+        space = text[last + 1:first]
+        word = bool(space) or start > offsets[i - 1][1]
+        words.append(word)
+        sentences.append(word and ("\n" in space or (last >= 0 and text[last] in ".!?;:\u3002\uff01\uff1f\u2026")))
+    return words, sentences
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_boundaries_follow_the_rule_on_any_text(seed):
+    rng = random.Random(seed)
+    pieces = ["a", "bc", " ", "  ", "\n", ".", "\u3002", "\u00e9t\u00e9", "\U0001f600", " x", "\t", "!"]
+    text = "".join(rng.choice(pieces) for _ in range(300))
+    # Tokens of 1-3 characters, white space included (as byte-level BPE has), some sharing a character.
+    spans, at = [], 0
+    while at < len(text):
+        n = rng.randint(1, 3)
+        spans.append((at, min(len(text), at + n)))
+        if rng.random() < 0.1:
+            spans.append(spans[-1])  # two tokens of one character's bytes
+        at += n
+    assert boundaries(text, spans) == _boundaries_by_rescanning(text, spans)
+
+
+def test_boundaries_are_linear_over_white_space_tokens():
+    """Byte-level BPE tokenizes runs of spaces into tokens: looking back from each over the whole run
+    took minutes for a few hundred kB (20k such tokens: ~100 s before), in the worker's request thread."""
+    text = " " * 8 * 20_000
+    spans = [(8 * i, 8 * i + 8) for i in range(20_000)]
+    started = time.perf_counter()
+    words, sentences = boundaries(text, spans)
+    assert time.perf_counter() - started < 5
+    assert all(words) and sentences == [True] + [False] * (len(spans) - 1)
+
+
+@pytest.mark.parametrize("room", [0, -3])
+def test_a_prompt_that_fills_the_model_is_refused_as_such_not_as_too_many_windows(room):
+    """A Qwen3 instruction as long as the model leaves no room for text: the refusal says so (it said the
+    text needs more than EMBED_MAX_WINDOWS windows "of -3 tokens")."""
+    text = "word " * 500
+    with pytest.raises(InvalidRequest) as refused:
+        split(text, offsets(text), limit=8, room=room, overlap=0, max_windows=4, encode=encode)
+    assert refused.value.code == "context_length_exceeded" and "no room" in str(refused.value)
