@@ -26,6 +26,30 @@ def test_the_fingerprint_follows_the_files_and_the_arithmetic(tmp_path):
     assert model_fingerprint(str(tmp_path), dtype="float32", device_type="cpu") != first
 
 
+def test_models_kept_under_a_cache_folder_are_told_apart(tmp_path):
+    # The ignored folders (.cache, __pycache__) count below the model's directory only: every model
+    # under ~/.cache/... had all its files skipped, so two models of one dtype had one fingerprint.
+    fingerprints = set()
+    for name in ("bge-small", "e5-small"):
+        model = tmp_path / ".cache" / "models" / name
+        model.mkdir(parents=True)
+        (model / "config.json").write_text(f'{{"name": "{name}"}}')
+        fingerprints.add(model_fingerprint(str(model), dtype="float32", device_type="cpu"))
+    assert len(fingerprints) == 2
+
+
+def test_a_large_weight_file_is_told_from_another_with_the_same_header(tmp_path):
+    # A fine-tune copied over the old directory: same safetensors header, same size, other weights.
+    header = b'{"w": {"dtype": "F32", "shape": [2097152], "data_offsets": [0, 8388608]}}'
+    def weights(fill: bytes) -> bytes:
+        return len(header).to_bytes(8, "little") + header + fill * (8388608 // len(fill))
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    (tmp_path / "model.safetensors").write_bytes(weights(b"\x01\x02\x03\x04"))
+    first = model_fingerprint(str(tmp_path), dtype="float32", device_type="cpu")
+    (tmp_path / "model.safetensors").write_bytes(weights(b"\x01\x02\x03\x05"))
+    assert model_fingerprint(str(tmp_path), dtype="float32", device_type="cpu") != first
+
+
 def test_digests_name_the_input_and_the_options_that_change_its_vector():
     plain = text_options("", False, "right", None)
     (a,) = input_digests(["hello"], plain)

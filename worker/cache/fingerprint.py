@@ -3,11 +3,13 @@
 A served name can be given to other weights (a new revision, a fine-tune copied over the old
 directory); entries keyed by the name alone would then hand back the old model's vectors. The
 fingerprint digests the model's files as loaded: every small file's contents (configs, tokenizer,
-sentence-transformers modules), each safetensors file's header (names, shapes, dtypes, offsets)
-and every other weight file's size and mtime, plus the Hugging Face commit when the model came
-from the hub cache. Also in it: what changes the arithmetic (dtype, device type, the batch-invariant
+sentence-transformers modules) and, of each large (weight) file, its size, a safetensors file's
+header (names, shapes, dtypes, offsets) and SAMPLES blocks of its bytes spread evenly over it (a
+fine-tune of the same model has the same header and config: only the weights differ, almost
+everywhere), plus the Hugging Face commit when the model came from the hub cache. No mtime: workers
+on other machines with the same files share entries. Also in it: what changes the arithmetic (dtype, device type, the batch-invariant
 forward's setting), so a CPU worker never serves a GPU worker's bf16 vectors as its own.
-Computed once at worker start: reading a few headers and stats, not the weights.
+Computed once at worker start: about a MiB read per weight file, not the weights.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ SMALL_FILE_BYTES = 4 * 1024 * 1024
 # Folders that are no part of the model: the hub's download metadata, Python's bytecode (the default model
 # ships inside a Python package, and its .pyc files differ between Python versions).
 IGNORED = frozenset({".cache", "__pycache__", ".git"})
-# A safetensors header longer than this is not read (a damaged file); its size and mtime stand in.
+# A safetensors header longer than this is not read (a damaged file); the samples stand in.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+# Blocks of a large file digested, and their size: 1 MiB read per weight file.
+SAMPLES, SAMPLE_BYTES = 16, 64 * 1024
 
 
 def model_fingerprint(source: str, *, dtype: str, device_type: str, deterministic: object = None) -> str:
@@ -45,7 +49,9 @@ def model_fingerprint(source: str, *, dtype: str, device_type: str, deterministi
     commit = _hub_commit(directory)
     if commit:
         _feed(digest, "commit", commit.encode())
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not IGNORED.intersection(p.parts)):
+    # Only the parts below the model's directory count: a model kept under ~/.cache/... is still read.
+    files = (p for p in directory.rglob("*") if p.is_file() and not IGNORED.intersection(p.relative_to(directory).parts))
+    for path in sorted(files):
         _feed(digest, "file", path.relative_to(directory).as_posix().encode())
         _feed(digest, "content", _file_identity(path))
     return digest.hexdigest()
@@ -57,16 +63,21 @@ def _feed(digest, label: str, data: bytes) -> None:
 
 
 def _file_identity(path: Path) -> bytes:
-    """A small file's bytes; a safetensors file's header; else its size and modification time."""
-    stat = path.stat()  # follows the hub cache's symlinks to the blobs
-    if stat.st_size <= SMALL_FILE_BYTES:
+    """A small file's bytes; a large one's size, safetensors header (if it is one) and sampled blocks."""
+    size = path.stat().st_size  # follows the hub cache's symlinks to the blobs
+    if size <= SMALL_FILE_BYTES:
         return path.read_bytes()
-    if path.suffix == ".safetensors":
-        with path.open("rb") as handle:
+    parts = [f"size={size}".encode()]
+    with path.open("rb") as handle:
+        if path.suffix == ".safetensors":
             (length,) = struct.unpack("<Q", handle.read(8))
             if length <= MAX_HEADER_BYTES:
-                return b"safetensors:" + handle.read(length)
-    return f"size={stat.st_size} mtime={stat.st_mtime_ns}".encode()
+                parts.append(b"safetensors:" + handle.read(length))
+        step = (size - SAMPLE_BYTES) // (SAMPLES - 1)
+        for k in range(SAMPLES):
+            handle.seek(k * step)
+            parts.append(handle.read(SAMPLE_BYTES))
+    return b"".join(struct.pack("<Q", len(part)) + part for part in parts)
 
 
 def _local_directory(source: str) -> Path | None:
