@@ -44,6 +44,7 @@ def check_cache_policy(cache: redis.Redis, broker: redis.Redis) -> str | None:
             return ("EMBED_CACHE_URL names the broker's Redis (EMBED_REDIS_URL, maybe another database of it): "
                     "the broker must keep 'noeviction' and the cache must evict, so the cache needs a Redis of its own")
         reply = cache.config_get("maxmemory-policy")
+        limit = cache.config_get("maxmemory")
     except redis.ResponseError as exc:
         log.warning("cannot read the cache Redis's maxmemory-policy (%s); make sure it is one of %s, or the "
                     "cache fills up and stops storing", exc, ", ".join(CACHE_EVICTION_POLICIES))
@@ -53,4 +54,9 @@ def check_cache_policy(cache: redis.Redis, broker: redis.Redis) -> str | None:
         return (f"the cache Redis (EMBED_CACHE_URL) has maxmemory-policy '{policy}': a cache must drop old "
                 f"entries when full, or it fills up and every new vector is refused. Set one of "
                 f"{', '.join(CACHE_EVICTION_POLICIES)} (redis-server --maxmemory 1gb --maxmemory-policy allkeys-lru)")
+    if _text(limit.get("maxmemory") or limit.get(b"maxmemory") or "1") == "0":
+        # No limit: the policy never applies, the cache grows until the host's memory runs out (and the
+        # kernel may then kill the broker's Redis beside it).
+        return ("the cache Redis (EMBED_CACHE_URL) has no maxmemory: it would grow until the machine runs out of "
+                "memory, never evicting. Give it a limit (redis-server --maxmemory 1gb --maxmemory-policy allkeys-lru)")
     return None

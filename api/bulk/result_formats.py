@@ -47,6 +47,7 @@ from embedserve.jobs import results as result_files
 from embedserve.jobs.chunks import ChunkOutput
 from embedserve.jobs.data import JobData, job_prefix
 from embedserve.jobs.records import Job, JobStatus
+from embedserve.jobs.repeats import RepeatFiller
 from embedserve.vector_types import FLOAT, vector_type
 
 JSON = "application/json"
@@ -126,14 +127,21 @@ def chunk_outputs(data: JobData, job: Job) -> Iterator[ChunkOutput]:
         for batch in result_files.iter_result_batches(data.store, job_prefix(job.id)):
             yield result_files.to_chunk_output(batch)
         return
-    for chunk, output in data.outputs(job.id, job.chunks):
+
+    def part(chunk: int, output: ChunkOutput | None = None) -> ChunkOutput:
+        output = output if output is not None else data.output(job.id, chunk)
         if output is None:  # never ran: the job was cancelled or expired first
             spec = data.spec(job.id, chunk)
             indices = spec.items if spec is not None else []
             error = {"status": 400, "error": not_processed(job)}
             output = ChunkOutput(items=indices, rows=[0] * len(indices), tokens=[0] * len(indices), dim=0,
                                  vectors=b"", errors=[error] * len(indices), ids=spec.ids if spec else None)
-        yield output
+        return output
+
+    # A stopped job is not compacted, so its repeats' rows are still placeholders here: filled from their
+    # first occurrence as compaction would, or failed with it (not_processed when its chunk never ran).
+    yield from RepeatFiller(part).filled((chunk, part(chunk, output))
+                                         for chunk, output in data.outputs(job.id, job.chunks))
 
 
 def not_processed(job: Job) -> dict:

@@ -62,6 +62,8 @@ class Compactor:
         counts = {"cached": tally.cached} if tally.cached else {}
         if repeats.failed:  # stopped or not, `completed` is the vectors the result holds
             counts["completed"] = tally.completed
+            if job.stop_as:  # the repeats it no longer counts as completed failed (a second compaction adds 0)
+                counts["failed"] = job.failed + max(0, job.completed - tally.completed)
         if (gaps.lost or repeats.failed) and not job.stop_as:
             # Absolute, from the results as written: a second compaction of the job sets the same.
             counts.update(completed=tally.completed, failed=tally.failed)

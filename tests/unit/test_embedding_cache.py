@@ -84,3 +84,17 @@ def test_entries_round_trip_and_a_dead_cache_is_a_miss(tmp_path):
     assert dead.get("scope", ["d1"]) == [None] and counts["errors"] == 1  # paused: not tried again at once
     dead.put("scope", [("d1", 7, vector)])  # never raises
     assert isinstance(dead.redis, redis.Redis)
+
+
+def test_a_cache_redis_without_a_memory_limit_is_refused():
+    # allkeys-lru with maxmemory 0 never evicts: the cache would grow until the machine runs out of memory.
+    broker = RedisServer.start(private=True)
+    cache = RedisServer.start("--maxmemory-policy", "allkeys-lru")
+    try:
+        why = check_cache_policy(cache.client(), broker.client())
+        assert why is not None and "no maxmemory" in why
+        cache.client().config_set("maxmemory", "64mb")
+        assert check_cache_policy(cache.client(), broker.client()) is None
+    finally:
+        cache.stop()
+        broker.stop()

@@ -43,3 +43,30 @@ def test_placeholders_get_the_first_occurrence_row_from_an_earlier_part():
     assert filled.vectors == row(1) + row(5)
     assert filled.rows == [1, 1, 0] and filled.errors[2] == first.errors[1] and filler.failed == 1
     assert filled.tokens == [3, 1, 3]
+
+
+def test_a_stopped_jobs_result_fills_or_fails_its_repeats(tmp_path):
+    # A cancelled job is not compacted: its parts are served as they are, where a repeat's row is a
+    # placeholder (zeros). They were served so, as vectors; now they get their first occurrence's row,
+    # or its failure (not processed, when the first occurrence's chunk never ran).
+    from api.bulk.result_formats import chunk_outputs
+    from embedserve.jobs.data import JobData
+    from embedserve.jobs.records import Job, JobStatus
+    from embedserve.jobs.store.local import LocalStore
+
+    data = JobData(LocalStore(tmp_path))
+    specs = [ChunkSpec(model="m", items=[0, 1], counts=[1, 1], inputs=["a", "b"]),
+             ChunkSpec(model="m", items=[2, 3], counts=[1, 1], inputs=["c", "d"]),
+             ChunkSpec(model="m", items=[4, 5], counts=[1, 1], inputs=["a", "c"], repeats={"4": 0, "5": 2})]
+    data.put_inputs("j", specs)
+    data.put_output("j", 0, ChunkOutput(items=[0, 1], rows=[1, 1], tokens=[2, 2], dim=2, vectors=row(1) + row(2),
+                                        errors=[None, None]))
+    # chunk 1 never ran (the job was cancelled first); chunk 2 ran, its two repeats as placeholders
+    data.put_output("j", 2, ChunkOutput(items=[4, 5], rows=[1, 1], tokens=[2, 2], dim=2, vectors=row(0) + row(0),
+                                        errors=[None, None], repeats={"4": 0, "5": 2}))
+    job = Job(id="j", owner="o", kind="job", model="m", status=JobStatus.CANCELLED, created_at=0, total=6, chunks=3,
+              dim=2, stop_as="cancelled")
+    out = list(chunk_outputs(data, job))
+    last = out[2]
+    assert last.rows == [1, 0] and last.vectors == row(1)  # item 4: item 0's row
+    assert last.errors[0] is None and last.errors[1]["error"]["code"] == "cancelled"  # item 5: item 2 never ran
