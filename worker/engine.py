@@ -252,8 +252,7 @@ class EmbeddingEngine:
         if self.packed is not None:
             return self._packed_batch(rows, pause)
         if self.deterministic:  # a model that cannot be packed: its own modules, one length at a time
-            with invariance(True):
-                return by_length(rows, self._padded_batch)
+            return by_length(rows, self._padded_batch)
         return self._padded_batch(rows)
 
     def _packed_batch(self, rows: list[list[int]], pause: Callable[[], None] | None) -> np.ndarray:

@@ -8,7 +8,6 @@ from transformers import AutoModelForSequenceClassification
 
 from embedserve.settings import ConfigError
 from worker.engine import Tokenized, pad_rows
-from worker.invariant.choice import invariance
 from worker.invariant.length_groups import by_length
 from worker.rerank.base import Reranker, load_with_sdpa
 
@@ -57,8 +56,7 @@ class CrossEncoder(Reranker):
 
     @torch.inference_mode()
     def score_batch(self, rows) -> np.ndarray:
-        with invariance(self.deterministic):
-            return by_length(rows, self._scores) if self.deterministic else self._scores(rows)
+        return by_length(rows, self._scores) if self.deterministic else self._scores(rows)
 
     def _scores(self, rows) -> np.ndarray:
         ids, mask = pad_rows(rows, self.pad_id, left=False)

@@ -102,8 +102,7 @@ class Qwen3Reranker(Reranker):
     @torch.inference_mode()
     def score_batch(self, rows, pause=None) -> np.ndarray:
         if self.packed is None and self.deterministic:  # EMBED_PACKED aside, a decoder that cannot be packed
-            with invariance(True):
-                return by_length(rows, self._scores)
+            return by_length(rows, self._scores)
         return self._scores(rows, pause)
 
     def _scores(self, rows, pause=None) -> np.ndarray:
