@@ -30,6 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ import numpy as np
 from embedserve import defaults
 from embedserve.errors import InternalError, Timeout
 from worker.forward_share import ForwardShare
+from worker.model_thread import ModelThread
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,12 @@ class Batcher:
                  on_batch: Callable[[int, int], None] | None = None, bulk_batch_tokens: int | None = None,
                  padded: bool = True, on_idle: Callable[[], None] | None = None, preemptible: bool = False,
                  bulk_min_share: float = defaults.BULK_MIN_SHARE, saturated_after_s: float = SATURATED_AFTER_S,
-                 on_forward_seconds: Callable[[str, float], None] | None = None):
+                 on_forward_seconds: Callable[[str, float], None] | None = None,
+                 model_thread: ModelThread | None = None):
         self._forward = forward
+        # The forward loop runs on the thread that loaded the model when given one (worker/model_thread.py).
+        self._model_thread = model_thread
+        self._finished: Future | None = None
         # forward(rows, pause) calls pause() between layers; bulk passes use it to let sync rows in.
         self.preemptible = preemptible
         self._on_idle = on_idle  # called once each time the thread has had no work for IDLE_S
@@ -121,16 +127,22 @@ class Batcher:
         # worker's watchdog reads them to tell a hung forward (worker/watchdog.py).
         self.pass_started: float | None = None
         self.pass_tags: frozenset[str] = frozenset()
-        self._thread = threading.Thread(target=self._run, name="forward", daemon=True)
+        self._thread = None if model_thread else threading.Thread(target=self._run, name="forward", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        if self._model_thread:
+            self._finished = self._model_thread.submit(self._run)
+        else:
+            self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        if self._finished:
+            futures.wait([self._finished], timeout)
+        elif self._thread:
+            self._thread.join(timeout)
 
     def submit(self, rows: list[list[int]], *, priority: int, deadline: float, tag: str = "") -> Submission:
         """Queue rows for embedding; wait on `.future`."""

@@ -35,6 +35,7 @@ from embedserve.redis_client import worker_client
 from embedserve.redis_policy import check_cache_policy, check_eviction_policy
 from embedserve.settings import ConfigError, Settings, WorkerRole, redact_url
 from worker.drain import Drain
+from worker.model_thread import ModelThread
 from worker.watchdog import TEST_HANG_ENV, Watchdog, hang_on
 
 log = logging.getLogger("embedserve.worker")
@@ -68,6 +69,7 @@ class Loaded:
     forward: Callable
     name: str
     aliases: tuple[str, ...]
+    model_thread: ModelThread  # loaded the model; runs every forward (see worker/model_thread.py)
 
 
 @dataclass
@@ -155,16 +157,17 @@ def load(configured: tuple[Settings, redis.Redis]) -> Loaded:
             check_identity(store, client, timeout=0)  # no claim yet: this worker's store is the reference
         except StoreError as exc:
             raise StartupError(str(exc)) from None
+    model_thread = ModelThread()
     try:
         if rerank:
             from worker.rerank.loading import load_reranker
 
-            model = load_reranker(settings)
+            model = model_thread.call(load_reranker, settings)
             return Loaded(settings, client, store, model, model.score_batch, settings.served_rerank_name,
-                          settings.served_rerank_aliases)
+                          settings.served_rerank_aliases, model_thread)
         from worker.engine import load_engine
 
-        model = load_engine(settings)
+        model = model_thread.call(load_engine, settings)
     except ConfigError as exc:
         raise StartupError(f"configuration error: {exc}") from None
     forward = model.embed_batch
@@ -172,7 +175,8 @@ def load(configured: tuple[Settings, redis.Redis]) -> Loaded:
     if hang_text:
         forward = hang_on(forward, model.tokenize([hang_text], offset=0, input_type="document", instruction=None,
                                                   truncate=True).rows[0])
-    return Loaded(settings, client, store, model, forward, settings.served_model_name, settings.served_aliases)
+    return Loaded(settings, client, store, model, forward, settings.served_model_name, settings.served_aliases,
+                  model_thread)
 
 
 def wire(loaded: Loaded) -> Wired:
@@ -197,7 +201,8 @@ def wire(loaded: Loaded) -> Wired:
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=forward_stats.record, padded=padded,
                       on_idle=memory.release_free_memory, preemptible=not padded,
-                      bulk_min_share=settings.bulk_min_share, on_forward_seconds=forward_stats.record_seconds)
+                      bulk_min_share=settings.bulk_min_share, on_forward_seconds=forward_stats.record_seconds,
+                      model_thread=loaded.model_thread)
     batcher.start()
     forward_stats.start()
     worker_id = f"{name}@{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
