@@ -62,6 +62,9 @@ class ChunkRunner:
                 # Lost from the store under a live job: counted as nothing here, its rows fail at compaction.
                 log.error("job %s chunk %d: its inputs are missing from the job store", claim.job_id, index)
             return self._finish(claim, None)  # deleted, cancelled or expired meanwhile: nothing to run
+        if spec.repeats:
+            with self.stages.timed(BULK, "read"):
+                spec.repeats = self._skippable(claim.job_id, spec)
         if claim.attempt > self.max_attempts:
             log.warning("job %s chunk %d: attempt %d is over the limit; failing its items", claim.job_id, index,
                         claim.attempt)
@@ -76,6 +79,16 @@ class ChunkRunner:
         output.ids = spec.ids
         self.stages.items(BULK, len(spec.inputs))
         return self._finish(claim, output)
+
+    def _skippable(self, job_id: str, spec: ChunkSpec) -> dict | None:
+        """The repeats whose forward this run skips: those whose first occurrence's chunk has finished. The
+        others are embedded here, so that a job stopped before their first occurrence ran still holds a vector
+        for each row it counted (embedserve/jobs/repeats.py)."""
+        if spec.repeat_chunks is None:  # a spec from an API before repeat_chunks: every repeat skipped, as then
+            return spec.repeats
+        finished = self.scheduler.finished_chunks(job_id, spec.repeat_chunks.values())
+        return {item: first for item, first in spec.repeats.items()
+                if spec.repeat_chunks.get(item) in finished} or None
 
     def _finish(self, claim: Claim, output: ChunkOutput | None) -> bool:
         """Write the chunk's part (replacing any earlier run's), then count it once; True when it was the last."""

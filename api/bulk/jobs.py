@@ -72,9 +72,8 @@ def submit_job(scheduler: Scheduler, data: JobData, settings: Settings, req: Emb
     # no single row to copy, so jobs that split long inputs are embedded as sent.
     repeats = RepeatFinder(enabled=not req.windowed)
     if record is None:
-        specs = (ChunkSpec(model=model, items=list(range(start, end)), counts=[1] * (end - start),
-                           inputs=req.inputs[start:end], params=params,
-                           repeats=repeats.mark(list(range(start, end)), [1] * (end - start), req.inputs[start:end]))
+        specs = (marked(ChunkSpec(model=model, items=list(range(start, end)), counts=[1] * (end - start),
+                                  inputs=req.inputs[start:end], params=params), repeats)
                  for start, end in chunk_bounds(req.inputs, *limits))
     else:
         specs = file_chunk_specs(user_data_inputs(data.store, record), model, params, *limits, repeats=repeats)
@@ -123,9 +122,14 @@ def file_chunk_specs(inputs: Iterable[tuple[str | None, str | None, dict | None]
                 counts.append(1)
                 texts.append(text)
         spec = _file_spec(model, params, items, counts, texts, ids, bad)
-        if repeats is not None:
-            spec.repeats = repeats.mark(items, counts, texts)
-        yield spec
+        yield marked(spec, repeats) if repeats is not None else spec
+
+
+def marked(spec: ChunkSpec, repeats: RepeatFinder) -> ChunkSpec:
+    """`spec` with its repeats of earlier chunks marked, and the chunks their first occurrences are in."""
+    spec.repeats = repeats.mark(spec.items, spec.counts, spec.inputs)
+    spec.repeat_chunks = repeats.chunks_of(spec.repeats)
+    return spec
 
 
 def _file_spec(model, params, items, counts, texts, ids, bad) -> ChunkSpec:

@@ -70,12 +70,16 @@ class ChunkSpec:
     # that earlier item's index. Such an item is tokenized but not embedded; compaction gives it the
     # earlier item's vector (embedserve/jobs/repeats.py). Left out of the stored spec when None.
     repeats: dict | None = None
+    # The chunk of each repeat's first occurrence (item, as a string, -> chunk): a worker skips a repeat's
+    # forward only once that chunk has finished. A spec from an API before it has none: every repeat skipped.
+    repeat_chunks: dict | None = None
 
     def pack(self) -> bytes:
         record = {f.name: getattr(self, f.name) for f in fields(self)}
         record["params"] = self.params.to_wire()
-        if record["repeats"] is None:  # as every spec without repeats was always written
-            del record["repeats"]
+        for name in ("repeats", "repeat_chunks"):
+            if record[name] is None:  # as every spec without repeats was always written
+                del record[name]
         return msgpack.packb(record, use_bin_type=True)
 
     @classmethod

@@ -11,6 +11,12 @@ into it, reading that earlier part again from the store when it is not the one a
 The first occurrence is always in an earlier chunk, so its part is there when compaction reaches
 the repeat. Should it have failed (its chunk gave up, never ran, or its inputs were lost), the
 repeat fails with the same error and the job's counts move one from completed to failed.
+
+Chunks do not always run in order (a failover hands one back; slots run side by side). A worker
+skips a repeat's forward only when the first occurrence's chunk (ChunkSpec.repeat_chunks) has
+finished already; otherwise it embeds the repeat itself. A job stopped (cancelled, expired) is not
+compacted, so otherwise a repeat whose first occurrence never ran would count as completed
+while its result holds no vector for it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class RepeatFinder:
     def __init__(self, enabled: bool = True):
         self._first: dict[bytes, int] = {}
         self._enabled = enabled  # off: no item is ever marked
+        self._starts: list[int] = []  # the first item of each chunk marked so far: chunk n starts at _starts[n]
 
     def mark(self, items: list[int], counts: list[int], inputs: list) -> dict | None:
         """The repeats of one chunk (items in order, `counts` inputs each, all of them in `inputs`): item (as
@@ -43,7 +50,8 @@ class RepeatFinder:
         if not self._enabled:
             return None
         repeats = {}
-        start = min(items) if items else 0
+        start = min(items) if items else (self._starts[-1] if self._starts else 0)
+        self._starts.append(start)
         position = 0
         for item, count in zip(items, counts):
             if count == 1:
@@ -52,6 +60,13 @@ class RepeatFinder:
                     repeats[str(item)] = first
             position += count
         return repeats or None
+
+    def chunks_of(self, repeats: dict | None) -> dict | None:
+        """The chunk (numbered in the order `mark` was called, one call a chunk) of each repeat's first
+        occurrence: ChunkSpec.repeat_chunks for the repeats `mark` just gave."""
+        if not repeats:
+            return None
+        return {item: bisect.bisect_right(self._starts, first) - 1 for item, first in repeats.items()}
 
 
 def _digest(item) -> bytes:

@@ -36,6 +36,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -182,6 +183,18 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         result = self._replicated(self._finish, [redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed,
                                                  failed, tokens, dim, token or request_token(), *samples])
         return result.decode() if isinstance(result, bytes) else str(result or "")
+
+    def finished_chunks(self, job_id: str, chunks: Iterable[int]) -> set[int]:
+        """Of `chunks`, those of a running job that have finished (their parts written, their rows counted); none
+        once the job has stopped, whose done set also holds the chunks it settled without running them."""
+        asked = sorted(set(chunks))
+        if not asked:
+            return set()
+        pipe = self.redis.pipeline(transaction=True)  # both read at one instant: no stop between them
+        pipe.hget(redis_keys.job(job_id), "stop_as")
+        pipe.smismember(redis_keys.job_done(job_id), [str(c) for c in asked])
+        stop_as, done = pipe.execute()
+        return set() if stop_as else {chunk for chunk, member in zip(asked, done) if member}
 
     def finalize(self, job_id: str, worker_id: str, *, token: str | None = None) -> str:
         """End a native job whose results are compacted; returns its status, 'gone', or 'lost' when this

@@ -1,5 +1,9 @@
-"""A job's repeated texts are embedded once, across its chunks, with no embedding cache (the session stack has
-none): forwards are counted from /metrics (embedserve_batch_rows_sum)."""
+"""A job's repeated texts are embedded once across its chunks, with no embedding cache (the session stack has
+none): forwards are counted from /metrics (embedserve_batch_rows_sum).
+
+A chunk that runs before its repeats' first occurrences have finished embeds those repeats itself (see
+embedserve/jobs/repeats.py: a job stopped then must hold a vector for each row it counted), so the count
+of forwards depends on which chunks ran side by side; it is bounded here, not exact."""
 
 from __future__ import annotations
 
@@ -35,13 +39,20 @@ def settled(api_url: str, at_least: float = 0.0) -> float:
     return forwarded(api_url)
 
 
-def repeated_inputs(seed: str, distinct: int = 40, total: int = 240) -> tuple[list[str], list[int]]:
-    """`total` inputs drawn from `distinct` texts (each at least once), spread over many 32-input chunks."""
+def repeated_inputs(seed: str, distinct: int = 40, total: int = 1200) -> tuple[list[str], list[int]]:
+    """`total` inputs drawn from `distinct` texts, each first in the job's first two 32-input chunks, spread
+    over many more chunks (JOB_CHUNK_INPUTS each: a job this small keeps the smallest chunks)."""
     unique = texts(distinct, seed=seed)
     rng = random.Random(seed)
     which = list(range(distinct)) + [rng.randrange(distinct) for _ in range(total - distinct)]
-    rng.shuffle(which)
     return [unique[i] for i in which], which
+
+
+def forwards_bound(which: list[int]) -> float:
+    """Half the forwards of a job whose chunks each forwarded their own distinct texts (no skip across chunks):
+    this many is only reached if most later chunks did not skip repeats whose first chunk had finished."""
+    size = defaults.JOB_CHUNK_INPUTS
+    return sum(len(set(which[i:i + size])) for i in range(0, len(which), size)) / 2
 
 
 def check_result(http, job: dict, inputs: list[str], which: list[int], distinct: int) -> np.ndarray:
@@ -67,7 +78,8 @@ def test_a_job_forwards_each_distinct_text_once(http, api_url):
     before = settled(api_url)
     job = submit(http, model=MINILM, input=inputs)
     got, tokens = check_result(http, job, inputs, which, 40)
-    assert settled(api_url, before + 40) == before + 40  # the job's forwards: one per distinct text
+    # At least one forward per distinct text; far fewer than one per distinct text of each chunk.
+    assert 40 <= settled(api_url, before + 40) - before < forwards_bound(which)
     check_usage(http, inputs, tokens)
 
     distinct = texts(40, seed="repeat-list")
@@ -81,5 +93,5 @@ def test_a_file_job_forwards_each_distinct_text_once(http, api_url):
     before = settled(api_url)
     job = submit(http, model=MINILM, input_file_id=uploaded.json()["id"])
     _, tokens = check_result(http, job, inputs, which, 40)
-    assert settled(api_url, before + 40) == before + 40
+    assert 40 <= settled(api_url, before + 40) - before < forwards_bound(which)
     check_usage(http, inputs, tokens)

@@ -18,6 +18,16 @@ def test_only_repeats_of_an_earlier_chunk_are_marked():
     assert finder.mark([3, 4, 5], [1, 0, 1], ["b", "c"]) == {"3": 1}  # item 4 is a refused line: no input
     assert finder.mark([6, 7], [1, 1], [[1, 2], "c"]) == {"7": 5}
     assert finder.mark([8], [1], [[1, 2]]) == {"8": 6}  # token ids too
+    # Each repeat's first occurrence by chunk (chunks numbered as marked: 0, 1, 2, 3), for the worker to tell
+    # whether it has run yet.
+    assert finder.chunks_of({"3": 1, "7": 5, "8": 6}) == {"3": 0, "7": 1, "8": 2}
+    assert finder.chunks_of(None) is None
+
+
+def test_a_specs_repeat_chunks_read_back_and_are_left_out_when_none():
+    marked = ChunkSpec(model="m", items=[3], counts=[1], inputs=["a"], repeats={"3": 0}, repeat_chunks={"3": 0})
+    assert ChunkSpec.unpack(marked.pack()).repeat_chunks == {"3": 0}
+    assert b"repeat_chunks" not in ChunkSpec(model="m", items=[3], counts=[1], inputs=["a"], repeats={"3": 0}).pack()
 
 
 def test_a_spec_without_repeats_is_stored_as_before_and_reads_back():
