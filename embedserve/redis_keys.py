@@ -109,6 +109,11 @@ def job_done(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:done"
 
 
+def job_ok(job_id: str) -> str:
+    """Set: the chunks of a job that finished with at least one vector (a later chunk's repeats may skip theirs)."""
+    return f"{PREFIX}job:{job_id}:ok"
+
+
 def job_attempts(job_id: str) -> str:
     """Hash: chunk number -> how many times a worker claimed it."""
     return f"{PREFIX}job:{job_id}:attempts"

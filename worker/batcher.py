@@ -132,6 +132,7 @@ class Batcher:
     def start(self) -> None:
         if self._model_thread:
             self._finished = self._model_thread.submit(self._run)
+            self._finished.add_done_callback(_report_end)  # a thread of its own would print the traceback
         else:
             self._thread.start()
 
@@ -392,6 +393,13 @@ class Batcher:
                 queue.clear()
         for row in rows:
             _fail(row.submission, exc)
+
+
+def _report_end(finished: Future) -> None:
+    """Log the forward loop's end on the model thread when it was a crash, not a stop."""
+    exc = finished.exception()
+    if exc is not None:
+        log.error("the forward loop stopped with an error; no more passes will run", exc_info=exc)
 
 
 def _fail(sub: Submission, exc: Exception) -> None:

@@ -185,14 +185,15 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
         return result.decode() if isinstance(result, bytes) else str(result or "")
 
     def finished_chunks(self, job_id: str, chunks: Iterable[int]) -> set[int]:
-        """Of `chunks`, those of a running job that have finished (their parts written, their rows counted); none
-        once the job has stopped, whose done set also holds the chunks it settled without running them."""
+        """Of `chunks`, those of a running job that have finished with vectors (their parts written, their rows
+        counted, at least one completed: not a chunk given up or whose inputs were lost); none once the job has
+        stopped (checked in the same step, so no stop comes between)."""
         asked = sorted(set(chunks))
         if not asked:
             return set()
         pipe = self.redis.pipeline(transaction=True)  # both read at one instant: no stop between them
         pipe.hget(redis_keys.job(job_id), "stop_as")
-        pipe.smismember(redis_keys.job_done(job_id), [str(c) for c in asked])
+        pipe.smismember(redis_keys.job_ok(job_id), [str(c) for c in asked])
         stop_as, done = pipe.execute()
         return set() if stop_as else {chunk for chunk, member in zip(asked, done) if member}
 

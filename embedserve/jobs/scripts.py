@@ -308,6 +308,10 @@ local now = now_s()
 if redis.call('SADD', job .. ':done', chunk) == 1 then
   local ttl = redis.call('PTTL', job)
   if ttl > 0 then redis.call('PEXPIRE', job .. ':done', ttl) end
+  if tonumber(ARGV[5]) > 0 then  -- it has vectors: its rows can stand for later chunks' repeats
+    redis.call('SADD', job .. ':ok', chunk)
+    if ttl > 0 then redis.call('PEXPIRE', job .. ':ok', ttl) end
+  end
   redis.call('HINCRBY', job, 'completed', ARGV[5])
   redis.call('HINCRBY', job, 'failed', ARGV[6])
   redis.call('HINCRBY', job, 'tokens', ARGV[7])
@@ -343,7 +347,7 @@ local final = f[2] or ((tonumber(f[3]) == 0 and tonumber(f[4]) > 0) and 'failed'
 set_status(p, id, final, now_s())
 release_quota(p, id)
 -- Per-chunk bookkeeping is done with: Redis keeps a few small keys per finished job, whatever its size.
-redis.call('DEL', job .. ':done', job .. ':attempts', job .. ':retry')
+redis.call('DEL', job .. ':done', job .. ':ok', job .. ':attempts', job .. ':retry')
 return remember(p, token, final, ONCE_TTL)
 """
 

@@ -62,9 +62,9 @@ def submit_job(client, data: JobData) -> str:
     return job.id
 
 
-def runner(client, data: JobData, service: EmbeddingService) -> ChunkRunner:
-    return ChunkRunner(JobRecords(client), Scheduler(client), data, service, worker_id="w-a", max_attempts=3,
-                       time_limit=60)
+def runner(client, data: JobData, service: EmbeddingService, max_attempts: int = 3) -> ChunkRunner:
+    return ChunkRunner(JobRecords(client), Scheduler(client), data, service, worker_id="w-a",
+                       max_attempts=max_attempts, time_limit=60)
 
 
 def test_a_job_cancelled_before_a_repeats_first_occurrence_ran_counts_only_what_its_result_holds(
@@ -95,6 +95,23 @@ def test_a_repeat_whose_first_occurrence_finished_is_not_forwarded_again(client,
         run.run(scheduler.claim(MODEL, "w-a"))  # in order: chunk 0 has finished when chunk 2 runs
     part = data.output(job_id, 2)
     assert part.repeats == {"4": 0}  # a placeholder, filled from chunk 0 at compaction
+
+
+def test_a_repeat_of_a_chunk_that_was_given_up_is_embedded_where_it_is(client, tmp_path, service):
+    # Chunk 0 is over its attempts (max_attempts 0 here): its rows fail, counted, no vector. Chunk 2's "alpha"
+    # has nothing to copy, so it is embedded; cancelled then, the job counts the vectors its result holds.
+    data = JobData(LocalStore(tmp_path))
+    job_id = submit_job(client, data)
+    scheduler = Scheduler(client)
+    claims = [scheduler.claim(MODEL, "w-a") for _ in TEXTS]
+    runner(client, data, service, max_attempts=0).run(claims[0])
+    runner(client, data, service).run(claims[2])
+    assert data.output(job_id, 2).repeats is None
+    scheduler.hand_back(claims[1], "w-a", refund=True)
+    JobRecords(client).cancel(job_id)
+    job = JobRecords(client).get(job_id)
+    vectors = sum(sum(1 for r in o.rows if r) for o in chunk_outputs(data, job))
+    assert (job.completed, job.failed) == (2, 2) and vectors == 2
 
 
 def test_finished_chunks_are_none_once_the_job_stopped(client, tmp_path, service):
