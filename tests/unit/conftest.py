@@ -13,3 +13,11 @@ def redis_server():
     server = RedisServer.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def client(redis_server):
+    """A client of that Redis, emptied first: each test starts from no keys."""
+    client = redis_server.client()
+    client.flushdb()
+    return client

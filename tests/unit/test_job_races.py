@@ -23,13 +23,6 @@ from worker.bulk_slots import BulkSlots
 MODEL = "race-model"
 
 
-@pytest.fixture
-def client(redis_server):
-    client = redis_server.client()
-    client.flushdb()
-    return client
-
-
 def submit(scheduler: Scheduler, *, chunks: int, kind: str = "job", owner: str = "owner-a", cap: int = 0,
            job_id: str | None = None) -> str:
     job = Job(id=job_id or new_id("job_"), owner=owner, kind=kind, model=MODEL, status=JobStatus.QUEUED,

@@ -41,13 +41,6 @@ def service():
     batcher.stop()
 
 
-@pytest.fixture
-def client(redis_server):
-    client = redis_server.client()
-    client.flushdb()
-    return client
-
-
 def submit_job(client, data: JobData) -> str:
     finder = RepeatFinder()
     specs, start = [], 0
