@@ -98,8 +98,9 @@ class Batcher:
                  on_forward_seconds: Callable[[str, float], None] | None = None,
                  model_thread: ModelThread | None = None):
         self._forward = forward
-        # The forward loop runs on the thread that loaded the model when given one (worker/model_thread.py).
-        self._model_thread = model_thread
+        # The forward loop runs on the thread that loaded the model (worker/model_thread.py); on one of its own
+        # when none is given (scripts and tests that load the model themselves).
+        self._model_thread = model_thread or ModelThread()
         self._finished: Future | None = None
         # forward(rows, pause) calls pause() between layers; bulk passes use it to let sync rows in.
         self.preemptible = preemptible
@@ -127,14 +128,10 @@ class Batcher:
         # worker's watchdog reads them to tell a hung forward (worker/watchdog.py).
         self.pass_started: float | None = None
         self.pass_tags: frozenset[str] = frozenset()
-        self._thread = None if model_thread else threading.Thread(target=self._run, name="forward", daemon=True)
 
     def start(self) -> None:
-        if self._model_thread:
-            self._finished = self._model_thread.submit(self._run)
-            self._finished.add_done_callback(_report_end)  # a thread of its own would print the traceback
-        else:
-            self._thread.start()
+        self._finished = self._model_thread.submit(self._run)
+        self._finished.add_done_callback(_report_end)  # nothing else waits on it while it runs
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -142,8 +139,6 @@ class Batcher:
             self._cond.notify_all()
         if self._finished:
             futures.wait([self._finished], timeout)
-        elif self._thread:
-            self._thread.join(timeout)
 
     def submit(self, rows: list[list[int]], *, priority: int, deadline: float, tag: str = "") -> Submission:
         """Queue rows for embedding; wait on `.future`."""

@@ -26,10 +26,13 @@ class ModelThread:
     def __init__(self, name: str = "forward"):
         self._calls: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
-        self._thread.start()
+        self._start_lock = threading.Lock()
 
     def submit(self, fn: Callable[[], T]) -> Future:
-        """Queue `fn` for the thread; its result or exception comes in the future."""
+        """Queue `fn` for the thread (started by the first call); its result or exception comes in the future."""
+        with self._start_lock:
+            if not self._thread.is_alive():
+                self._thread.start()
         future: Future = Future()
         self._calls.put((fn, future))
         return future
