@@ -19,6 +19,7 @@ from worker.engine import EmbeddingEngine, resolve_model_source
 from worker.invariant.choice import wants_invariance
 from worker.invariant.length_groups import by_length
 from worker.invariant.products import MIN_ROWS, RowInvariantProducts
+from worker.packed.decoder import MLP_BLOCK
 from worker.rerank.cross_encoder import CrossEncoder
 from worker.rerank.qwen3 import Qwen3Reranker
 
@@ -67,6 +68,27 @@ def test_a_rows_vector_is_the_same_alone_and_in_any_batch(family, qwen_dir):
     eng = engine(source, deterministic=True)
     assert eng.packed is not None and eng.packed.group_ratio == 1.0
     assert differing(eng.embed_batch, rows_of(eng)) == 0
+
+
+@pytest.mark.parametrize("tail", [1, 5, 11])
+def test_a_pass_just_over_an_mlp_block_keeps_its_shortest_rows_bits(tail, qwen_dir):
+    # On a CPU the packed decoder runs its MLP over blocks of MLP_BLOCK tokens; rows are packed
+    # longest first, so a pass of MLP_BLOCK + a few tokens puts its shortest rows in a tail block of
+    # a few tokens: a small product, whose kernel rounds otherwise (seen on the stack: 1 vector in 1,330).
+    eng = engine(str(qwen_dir), deterministic=True)
+    rows = rows_of(eng, 200)
+    short = min(rows, key=len)
+    batch, tokens = [], 0
+    for row in sorted(rows, key=len, reverse=True):
+        if tokens + len(row) + len(short) <= MLP_BLOCK:
+            batch.append(row)
+            tokens += len(row)
+    batch.append([short[0]] * (MLP_BLOCK - tokens))  # the pass's tokens now end exactly at MLP_BLOCK
+    batch.append(short[:tail] if len(short) >= tail else short + [short[-1]] * (tail - len(short)))
+    assert sum(map(len, batch)) == MLP_BLOCK + tail
+    together = eng.embed_batch(batch)
+    alone = np.concatenate([eng.embed_batch([row]) for row in batch[-1:]])
+    assert np.array_equal(together[-1:], alone)
 
 
 @pytest.mark.parametrize("family", ["bert", "qwen3"])

@@ -43,6 +43,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from worker.invariant.products import MIN_ROWS
 from worker.packed.fused_linears import fuse_linears
 from worker.packed.rows import GROUP_RATIO, PackedRows, RowGroups
 
@@ -168,10 +169,9 @@ class PackedDecoder:
 
     def _mlp(self, layer, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """hidden + MLP(norm(hidden)), over blocks of MLP_BLOCK tokens on a CPU (see MLP_BLOCK)."""
-        block = self.mlp_block or hidden.shape[0]
         parts = []
-        for start in range(0, hidden.shape[0], block):
-            part = hidden[start:start + block]
+        for start, end in mlp_blocks(hidden.shape[0], self.mlp_block):
+            part = hidden[start:end]
             gate, up = F.linear(layer.post_attention_layernorm(part), weight, bias).chunk(2, dim=-1)
             parts.append(_add_linear(part, layer.mlp.act_fn(gate) * up, layer.mlp.down_proj))
         return parts[0] if len(parts) == 1 else torch.cat(parts)
@@ -180,6 +180,21 @@ class PackedDecoder:
 # On a CPU the MLP runs over blocks of this many tokens: its (tokens x 2 intermediate) activations
 # then stay in cache between the matrix product and the element-wise steps around it.
 MLP_BLOCK = 512
+
+
+def mlp_blocks(tokens: int, block: int | None) -> list[tuple[int, int]]:
+    """(start, end) of each MLP block over `tokens` tokens: `block` tokens each (all at once when None).
+
+    A tail shorter than MIN_ROWS joins the block before it: a product over so few rows takes other
+    kernels, which round its rows otherwise, and the batch-invariant forward's promise (a text's bits
+    do not depend on its pass) would break for the shortest rows of a pass just over a block.
+    """
+    if not block or tokens <= block:
+        return [(0, tokens)]
+    bounds = list(range(0, tokens, block)) + [tokens]
+    if bounds[-1] - bounds[-2] < MIN_ROWS:
+        del bounds[-2]
+    return list(zip(bounds, bounds[1:]))
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
