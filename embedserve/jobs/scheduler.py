@@ -178,7 +178,8 @@ return hand_back(p, id, chunk, tonumber(ARGV[5]), now_s())
     def finish(self, claim: Claim, worker_id: str, *, completed: int, failed: int, tokens: int, dim: int,
                errors: list[dict], token: str | None = None) -> str:
         """Count a chunk's outcome once; returns the job's final status, 'compact', '', 'gone', or
-        'late:<status>' when the job had ended first and nothing was counted (the same for a repeated `token`)."""
+        'late:<status>' when the job had ended first and nothing was counted, or 'counted:<status>' when it had
+        ended after another run of this chunk was counted (the same answer for a repeated `token`)."""
         samples = [json.dumps(e) for e in errors]
         result = self._replicated(self._finish, [redis_keys.PREFIX, claim.job_id, claim.chunk, worker_id, completed,
                                                  failed, tokens, dim, token or request_token(), *samples])

@@ -289,8 +289,9 @@ return nil
 
 # Record a chunk's outcome once and release it from its worker. ARGV: prefix, id, chunk, worker,
 # completed, failed, tokens, dim, request token, then error-sample JSON strings. Returns the job's
-# final status, 'compact' (the caller now holds the compaction step), '' (still running), 'gone', or
-# 'late:<status>' when the job had ended before this finish, which then counted nothing.
+# final status, 'compact' (the caller now holds the compaction step), '' (still running), 'gone',
+# 'late:<status>' when the job had ended before this finish, which then counted nothing, or
+# 'counted:<status>' when it had ended after another run of this chunk was counted.
 FINISH = LIB + """
 local p, id, chunk, worker, token = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[9]
 local again = replayed(p, token)
@@ -301,7 +302,13 @@ local status = redis.call('HGET', job, 'status')
 if not status then return remember(p, token, 'gone', ONCE_TTL) end
 -- An ended job counts nothing more (its done set may be gone: a late finish must not count again).
 -- 'late:' says this chunk was not counted, so its part is no result and its worker deletes it.
+-- 'counted:' says another run of it was (this run's worker was reaped, woke up, wrote the part again,
+-- the same rows): the part is that run's, part of the ended job's result (a cancelled job, a batch),
+-- and stays. An expired job's data is swept, so there the part goes either way.
 if status ~= 'queued' and status ~= 'in_progress' and status ~= 'cancelling' then
+  if status ~= 'expired' and redis.call('SISMEMBER', job .. ':ok', chunk) == 1 then
+    return remember(p, token, 'counted:' .. status, ONCE_TTL)
+  end
   return remember(p, token, 'late:' .. status, ONCE_TTL)
 end
 local now = now_s()

@@ -221,6 +221,39 @@ def test_a_finish_after_its_job_ended_says_it_counted_nothing(client):
     assert JobRecords(client).get(job_id).completed == 0
 
 
+@pytest.mark.parametrize("ends", ["batch completes", "job cancelled"])
+def test_a_stale_run_of_a_counted_chunk_leaves_the_ended_jobs_part(ends, client, tmp_path):
+    """w-a is reaped while it only paused; w-b runs its chunk again and is counted; the job then ends with that
+    part as its result (a batch's output is read from its parts, as is a cancelled job's). w-a wakes up,
+    writes the same part again and finishes late: the part must stay, or the ended job loses counted rows."""
+    from embedserve.jobs.chunks import ChunkOutput
+    from embedserve.jobs.data import part_key
+    from worker.chunk_runner import ChunkRunner
+
+    scheduler = Scheduler(client)
+    batch = ends == "batch completes"
+    job_id = submit(scheduler, chunks=2 if batch else 3, kind="batch" if batch else "job")
+    stale = scheduler.claim(MODEL, "w-a")
+    scheduler.hand_back(stale, "w-a", refund=False)  # reaped
+    again = scheduler.claim(MODEL, "w-b")
+    assert again.chunk == stale.chunk
+    data = JobData(LocalStore(tmp_path))
+    output = ChunkOutput(items=[0, 1], rows=[1, 1], tokens=[5, 5], dim=2, vectors=b"\1" * 16, errors=[None, None])
+    data.put_output(job_id, int(again.chunk), output)
+    assert finish(scheduler, again, "w-b") == ""
+    if batch:
+        last = scheduler.claim(MODEL, "w-b")
+        assert finish(scheduler, last, "w-b") == "completed"
+    else:
+        JobRecords(client).cancel(job_id)
+        assert JobRecords(client).get(job_id).status == JobStatus.CANCELLED
+    runner = ChunkRunner(JobRecords(client), scheduler, data, service=None, worker_id="w-a", max_attempts=3,
+                         time_limit=60)
+    assert runner._finish(stale, output) is False  # its finishing step: the part written again, then FINISH
+    assert data.store.exists(part_key(job_id, int(stale.chunk))), "a counted chunk's part was deleted"
+    assert JobRecords(client).get(job_id).completed == (4 if batch else 2)  # each counted chunk once
+
+
 def test_the_chunk_that_ends_a_stopped_job_is_counted(client):
     """The last running chunk of a job whose window passed is counted: FINISH answers the final status."""
     scheduler = Scheduler(client)
