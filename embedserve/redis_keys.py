@@ -99,6 +99,12 @@ def stage_seconds(model: str) -> str:
     return f"{PREFIX}metrics:stages:{model}"
 
 
+def bulk_rate_probe(model: str) -> str:
+    """String: inputs per second of forward that the first worker of `model` measured on a probe pass
+    (worker/rate_probe.py); sizes jobs' chunks until workers have accounted real job chunks."""
+    return f"{PREFIX}metrics:bulk_rate_probe:{model}"
+
+
 def job(job_id: str) -> str:
     """Hash: one job's record (status, owner, counters, timestamps); see embedserve/jobs/records.py."""
     return f"{PREFIX}job:{job_id}"

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import requests
 
+from embedserve import redis_keys
 from scripts.benchkit.memory import cpu_seconds, tree_rss
 from tests.stack import ROOT, RedisServer, Stack
 
@@ -211,6 +212,8 @@ def main() -> int:
             "engine_alone_texts_per_s": round(alone, 1),
             "end_to_end_vs_engine": round(args.texts / elapsed / alone, 3),
             "job_running_s": running_s,
+            # How the job was cut (api/bulk/chunking.py): sized by the model's bulk rate measured before the submit.
+            "chunks": int(client.hget(redis_keys.job(job_id), "chunks") or 0),
             "while_running_texts_per_s": round(args.texts / running_s, 1),
             "worker_cpu_s_per_1k_texts": round(worker_cpu * 1000 / args.texts, 4),
             "engine_cpu_s_per_1k_texts": round(alone_cpu, 4),

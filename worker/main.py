@@ -197,6 +197,8 @@ def wire(loaded: Loaded) -> Wired:
     bulk_tokens = settings.bulk_batch_tokens or (
         batch_tokens if model.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS)
     forward_stats = ForwardStats(client, name)
+    if settings.worker_role != WorkerRole.RERANK:  # before the batcher's loop takes the model thread for good
+        probe_rate(loaded)
     batcher = Batcher(loaded.forward, max_batch_tokens=batch_tokens, bulk_batch_tokens=bulk_tokens,
                       is_oom=lambda exc: isinstance(exc, torch.cuda.OutOfMemoryError),
                       on_batch=forward_stats.record, padded=padded,
@@ -261,6 +263,21 @@ def wire(loaded: Loaded) -> Wired:
     log.info("serving %s %s (aliases: %s) as %s", settings.worker_role, name, ", ".join(loaded.aliases) or "none",
              worker_id)
     return Wired(app, queue, worker_id, batcher, forward_stats, reaper, sweeper, drain, bulk)
+
+
+def probe_rate(loaded: Loaded) -> None:
+    """The model's first bulk rate, when Redis knows none yet (worker/rate_probe.py), on the model thread."""
+    from worker.rate_probe import probe_bulk_rate
+
+    model = loaded.model
+
+    def tokenize(texts: list[str]) -> list[list[int]]:
+        return model.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
+
+    try:
+        loaded.model_thread.call(probe_bulk_rate, loaded.client, loaded.name, tokenize, loaded.forward)
+    except redis.RedisError as exc:  # a job submitted meanwhile gets the small chunks: slower, not wrong
+        log.warning("could not probe the bulk rate: %s", exc)
 
 
 def open_cache(settings: Settings, model, forward_stats: ForwardStats):

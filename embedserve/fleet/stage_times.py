@@ -103,11 +103,13 @@ def read(client: redis.Redis, model: str) -> tuple[dict[tuple[str, str], StageHi
 
 def bulk_rate(client: redis.Redis, model: str) -> float | None:
     """Inputs per second of a worker's forward on job chunks of `model`, over everything its workers have
-    accounted (None before any job ran): what sizes a new job's chunks (api/bulk/chunking.py)."""
+    accounted; before any job ran, the rate its first worker measured on a probe pass (worker/rate_probe.py);
+    None when neither is known. What sizes a new job's chunks (api/bulk/chunking.py)."""
     pipe = client.pipeline(transaction=False)
     pipe.hget(redis_keys.stage_seconds(model), f"{BULK}|items")
     pipe.hget(redis_keys.forward_seconds(model), BULK)
-    items, seconds = pipe.execute()
+    pipe.get(redis_keys.bulk_rate_probe(model))
+    items, seconds, probed = pipe.execute()
     if items is None or not seconds or float(seconds) <= 0:
-        return None
+        return float(probed) if probed else None
     return float(items) / float(seconds)

@@ -117,6 +117,15 @@ def test_a_jobs_chunks_are_accounted_stage_by_stage(http, api_url):
     wait_until(accounted, 15, "every stage of the job's chunks in /metrics", interval=0.5)
 
 
+def test_each_served_model_had_a_bulk_rate_before_its_first_job(stack, workers):
+    # The session's workers started on an empty Redis, so each measured its model's rate on a probe pass
+    # (worker/rate_probe.py): a fleet's first big job is then cut by it, not into JOB_CHUNK_INPUTS-input chunks.
+    client = stack.redis.client()
+    for model in (MINILM, QWEN):
+        assert float(client.get(redis_keys.bulk_rate_probe(model)) or 0) > 0, model
+        assert "a probe pass of 128 texts" in workers[model].log(), model
+
+
 def test_unknown_paths_share_one_route_label(api_url):
     requests.get(api_url + "/no/such/path/42", timeout=30)
     samples = scrape(api_url)
