@@ -38,6 +38,7 @@ from tests.stack import ROOT, RedisServer, Stack
 
 KEY_A, KEY_B = "bench-key-a-000001", "bench-key-b-000002"
 SMALL_JOB = 200
+ENGINE_ROUNDS = 3  # rounds of the engine alone on 20,000 of the texts; the best is kept
 
 
 def short_texts(n: int) -> list[str]:
@@ -68,19 +69,23 @@ class Sampler(threading.Thread):
                     pass
 
 
-def engine_alone(model_dir: str, texts: list[str]) -> tuple[float, float]:
+def engine_alone(model_dir: str, texts: list[str], rounds: int = ENGINE_ROUNDS) -> tuple[float, float]:
     """Texts/s of the worker's engine in this process, on `texts`, in 256-text batches, and its CPU
-    seconds per 1,000 texts."""
+    seconds per 1,000 texts: the best of `rounds` rounds (one round's rate moves by a quarter on this
+    VM, and the best is the reference the end-to-end rate is held to)."""
     from embedserve.settings import Settings
     from worker.engine import load_engine
 
     engine = load_engine(Settings(model=model_dir))
-    started, cpu = time.perf_counter(), time.process_time()
-    for start in range(0, len(texts), 256):
-        batch = texts[start:start + 256]
-        tokenized = engine.tokenize(batch, offset=0, input_type="document", instruction=None, truncate=True)
-        engine.embed_batch(tokenized.rows)
-    return len(texts) / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / len(texts)
+    best = (0.0, 0.0)
+    for _ in range(rounds):
+        started, cpu = time.perf_counter(), time.process_time()
+        for start in range(0, len(texts), 256):
+            batch = texts[start:start + 256]
+            tokenized = engine.tokenize(batch, offset=0, input_type="document", instruction=None, truncate=True)
+            engine.embed_batch(tokenized.rows)
+        best = max(best, (len(texts) / (time.perf_counter() - started), (time.process_time() - cpu) * 1000 / len(texts)))
+    return best
 
 
 STAGES = ("claim", "read", "tokenize", "forward", "write", "finish", "compact")
