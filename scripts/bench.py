@@ -255,15 +255,23 @@ def bench_packing(count: int, repeat: int, mix: str) -> int:
     from scripts.benchkit.engine_load import through_batcher
     from scripts.benchkit.qwen3 import QWEN3_SMALL, build_checkpoint
     from worker.engine import EmbeddingEngine
+    from worker.model_thread import ModelThread
 
     cpu = torch.device("cpu")
     print(f"machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average "
           f"{os.getloadavg()[0]:.2f} at start; model Qwen3-shaped {json.dumps(QWEN3_SMALL)}, random weights, fp32",
           flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
-        build_checkpoint(Path(tmp), QWEN3_SMALL, cpu, torch.float32, max_len=2048)
-        engines = {"packed": EmbeddingEngine(tmp, cpu, torch.float32, packed="auto"),
-                   "padded": EmbeddingEngine(tmp, cpu, torch.float32, packed="off")}
+    # The engines are built on the thread that later runs every batcher's forwards, as the worker does
+    # (worker/model_thread.py): one OpenMP pool, not one per thread that ran an operator.
+    model_thread = ModelThread()
+
+    def build() -> dict:
+        with tempfile.TemporaryDirectory(prefix="bench-packing-") as tmp:
+            build_checkpoint(Path(tmp), QWEN3_SMALL, cpu, torch.float32, max_len=2048)
+            return {"packed": EmbeddingEngine(tmp, cpu, torch.float32, packed="auto"),
+                    "padded": EmbeddingEngine(tmp, cpu, torch.float32, packed="off")}
+
+    engines = model_thread.call(build)
     assert not engines["packed"].pads_batches and engines["padded"].pads_batches
     rows, what = packing_rows(mix, count, engines["packed"])
     tokens = sum(map(len, rows))
@@ -271,7 +279,8 @@ def bench_packing(count: int, repeat: int, mix: str) -> int:
     print(f"job: {what}, {tokens} tokens, {lengths[0]}-{lengths[-1]} per text "
           f"(mean {tokens / len(rows):.0f}); chunks of 32, 8 in flight", flush=True)
     sample = rows[:64]
-    cos = (engines["packed"].embed_batch(sample) * engines["padded"].embed_batch(sample)).sum(axis=1)
+    cos = model_thread.call(lambda: (engines["packed"].embed_batch(sample) * engines["padded"].embed_batch(sample))
+                            .sum(axis=1))
     print(f"packed vs padded vectors, 64 texts: cosine min {cos.min():.7f}", flush=True)
     flops_per_token = 2 * dense_params(engines["packed"].model)
     ceiling = matmul_ceiling(QWEN3_SMALL["hidden_size"], QWEN3_SMALL["intermediate_size"])
@@ -284,7 +293,8 @@ def bench_packing(count: int, repeat: int, mix: str) -> int:
         for workload in workloads:
             for name, engine in engines.items():
                 budget = Settings().batch_tokens("cpu", packed=not engine.pads_batches)  # as worker/main.py
-                elapsed = through_batcher(engine, rows, workload, budget, defaults.CPU_BULK_BATCH_TOKENS)
+                elapsed = through_batcher(engine, rows, workload, budget, defaults.CPU_BULK_BATCH_TOKENS,
+                                          model_thread=model_thread)
                 best[workload, name] = min(best[workload, name], elapsed)
                 print(f"  run {run + 1} {workload:>7} {name:>6}: {elapsed:6.1f} s = {tokens / elapsed:7.0f} tokens/s "
                       f"= {len(rows) / elapsed:6.1f} texts/s (load average {os.getloadavg()[0]:.2f})", flush=True)
