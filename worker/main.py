@@ -276,8 +276,8 @@ def probe_rate(loaded: Loaded) -> None:
 
     try:
         loaded.model_thread.call(probe_bulk_rate, loaded.client, loaded.name, tokenize, loaded.forward)
-    except redis.RedisError as exc:  # a job submitted meanwhile gets the small chunks: slower, not wrong
-        log.warning("could not probe the bulk rate: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - it only sizes chunks: never a reason not to serve
+        log.warning("could not probe the bulk rate (new jobs keep the small chunks): %s", exc)
 
 
 def open_cache(settings: Settings, model, forward_stats: ForwardStats):
