@@ -269,13 +269,8 @@ def probe_rate(loaded: Loaded) -> None:
     """The model's first bulk rate, when Redis knows none yet (worker/rate_probe.py), on the model thread."""
     from worker.rate_probe import probe_bulk_rate
 
-    model = loaded.model
-
-    def tokenize(texts: list[str]) -> list[list[int]]:
-        return model.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
-
     try:
-        loaded.model_thread.call(probe_bulk_rate, loaded.client, loaded.name, tokenize, loaded.forward)
+        loaded.model_thread.call(probe_bulk_rate, loaded.client, loaded.name, loaded.model, loaded.forward)
     except Exception as exc:  # noqa: BLE001 - it only sizes chunks: never a reason not to serve
         log.warning("could not probe the bulk rate (new jobs keep the small chunks): %s", exc)
 

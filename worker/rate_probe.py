@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 PROBE_TEXTS = 128
 
 
-def probe_bulk_rate(client: redis.Redis, model: str, tokenize: Callable[[list[str]], list[list[int]]],
-                    forward: Callable[[list[list[int]]], np.ndarray]) -> float | None:
-    """Measure and store `model`'s bulk rate when Redis has none; returns the rate measured, or None when one
-    was known already. Call it on the thread that runs the model's forwards (worker/model_thread.py)."""
+def probe_bulk_rate(client: redis.Redis, model: str, engine, forward: Callable[[list[list[int]]], np.ndarray]
+                    ) -> float | None:
+    """Measure and store `model`'s bulk rate when Redis has none: `engine` (an EmbeddingEngine) tokenizes the
+    probe's texts, `forward` embeds them as the batcher would. Returns the rate measured, or None when one was
+    known already. Call it on the thread that runs the model's forwards (worker/model_thread.py)."""
     if stage_times.bulk_rate(client, model) is not None:
         return None
-    rows = tokenize(calibration_texts(PROBE_TEXTS))
+    rows = engine.tokenize(calibration_texts(PROBE_TEXTS), offset=0, input_type="document", instruction=None,
+                           truncate=True).rows
     started = time.perf_counter()
     forward(rows)
     rate = len(rows) / max(time.perf_counter() - started, 1e-6)

@@ -19,10 +19,6 @@ def engine():
     return EmbeddingEngine(resolve_model_source(""), torch.device("cpu"), torch.float32)
 
 
-def tokenize(engine):
-    return lambda texts: engine.tokenize(texts, offset=0, input_type="document", instruction=None, truncate=True).rows
-
-
 def test_a_model_without_a_rate_gets_the_probes_and_its_first_big_job_bigger_chunks(client, engine):
     assert stage_times.bulk_rate(client, "m") is None
     assert limits_for(1_000_000, None)[0] == defaults.JOB_CHUNK_INPUTS  # what a first job was cut into
@@ -32,11 +28,11 @@ def test_a_model_without_a_rate_gets_the_probes_and_its_first_big_job_bigger_chu
         calls.append(len(rows))
         return engine.embed_batch(rows)
 
-    rate = probe_bulk_rate(client, "m", tokenize(engine), forward)
+    rate = probe_bulk_rate(client, "m", engine, forward)
     assert calls == [PROBE_TEXTS] and rate > 0
     assert stage_times.bulk_rate(client, "m") == pytest.approx(rate)
     assert limits_for(1_000_000, rate)[0] > defaults.JOB_CHUNK_INPUTS
-    assert probe_bulk_rate(client, "m", tokenize(engine), forward) is None  # known now: no second pass
+    assert probe_bulk_rate(client, "m", engine, forward) is None  # known now: no second pass
     assert calls == [PROBE_TEXTS]
 
 
@@ -45,6 +41,6 @@ def test_the_accounted_rate_replaces_the_probe_and_a_known_rate_is_not_probed(cl
     stats.stages.items(stage_times.BULK, 600)
     stats.record_seconds(stage_times.BULK, 2.0)
     stats.flush()
-    assert probe_bulk_rate(client, "m", tokenize(engine), engine.embed_batch) is None
+    assert probe_bulk_rate(client, "m", engine, engine.embed_batch) is None
     client.set(redis_keys.bulk_rate_probe("m"), "5.0")  # an older probe: accounted job chunks win over it
     assert stage_times.bulk_rate(client, "m") == 300.0
