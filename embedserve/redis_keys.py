@@ -120,6 +120,12 @@ def job_ok(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:ok"
 
 
+def job_counted(job_id: str) -> str:
+    """Set: the chunks of a job that a run's finish counted (with vectors or only failed rows): their parts
+    are the job's result. `job_done` also holds chunks settled without a run (a cancel's unstarted ones)."""
+    return f"{PREFIX}job:{job_id}:counted"
+
+
 def job_attempts(job_id: str) -> str:
     """Hash: chunk number -> how many times a worker claimed it."""
     return f"{PREFIX}job:{job_id}:attempts"

@@ -168,6 +168,7 @@ class JobRecords:
         self.cancel(job.id)  # out of the rotation and the quota first, so nothing claims it meanwhile
         pipe = self.redis.pipeline(transaction=False)
         pipe.unlink(redis_keys.job(job.id), redis_keys.job_done(job.id), redis_keys.job_ok(job.id),
+                    redis_keys.job_counted(job.id),
                     redis_keys.job_attempts(job.id), redis_keys.job_errors(job.id), redis_keys.job_retry(job.id))
         pipe.hdel(redis_keys.quota(job.owner), job.id)
         pipe.zrem(redis_keys.jobs_expiry(), job.id)

@@ -306,7 +306,9 @@ if not status then return remember(p, token, 'gone', ONCE_TTL) end
 -- the same rows): the part is that run's, part of the ended job's result (a cancelled job, a batch),
 -- and stays. An expired job's data is swept, so there the part goes either way.
 if status ~= 'queued' and status ~= 'in_progress' and status ~= 'cancelling' then
-  if status ~= 'expired' and redis.call('SISMEMBER', job .. ':ok', chunk) == 1 then
+  -- (':ok' too: a chunk counted by a worker from before ':counted' is only there.)
+  if status ~= 'expired' and (redis.call('SISMEMBER', job .. ':counted', chunk) == 1
+                              or redis.call('SISMEMBER', job .. ':ok', chunk) == 1) then
     return remember(p, token, 'counted:' .. status, ONCE_TTL)
   end
   return remember(p, token, 'late:' .. status, ONCE_TTL)
@@ -315,6 +317,10 @@ local now = now_s()
 if redis.call('SADD', job .. ':done', chunk) == 1 then
   local ttl = redis.call('PTTL', job)
   if ttl > 0 then redis.call('PEXPIRE', job .. ':done', ttl) end
+  -- Counted by a run (':done' also holds chunks settled without one): its part, vectors or only
+  -- error rows, is part of the job's result, which a stale run of it must not delete.
+  redis.call('SADD', job .. ':counted', chunk)
+  if ttl > 0 then redis.call('PEXPIRE', job .. ':counted', ttl) end
   if tonumber(ARGV[5]) > 0 then  -- it has vectors: its rows can stand for later chunks' repeats
     redis.call('SADD', job .. ':ok', chunk)
     if ttl > 0 then redis.call('PEXPIRE', job .. ':ok', ttl) end
@@ -354,7 +360,7 @@ local final = f[2] or ((tonumber(f[3]) == 0 and tonumber(f[4]) > 0) and 'failed'
 set_status(p, id, final, now_s())
 release_quota(p, id)
 -- Per-chunk bookkeeping is done with: Redis keeps a few small keys per finished job, whatever its size.
-redis.call('DEL', job .. ':done', job .. ':ok', job .. ':attempts', job .. ':retry')
+redis.call('DEL', job .. ':done', job .. ':ok', job .. ':counted', job .. ':attempts', job .. ':retry')
 return remember(p, token, final, ONCE_TTL)
 """
 

@@ -221,11 +221,13 @@ def test_a_finish_after_its_job_ended_says_it_counted_nothing(client):
     assert JobRecords(client).get(job_id).completed == 0
 
 
+@pytest.mark.parametrize("rows", ["with vectors", "all failed"])
 @pytest.mark.parametrize("ends", ["batch completes", "job cancelled"])
-def test_a_stale_run_of_a_counted_chunk_leaves_the_ended_jobs_part(ends, client, tmp_path):
+def test_a_stale_run_of_a_counted_chunk_leaves_the_ended_jobs_part(ends, rows, client, tmp_path):
     """w-a is reaped while it only paused; w-b runs its chunk again and is counted; the job then ends with that
     part as its result (a batch's output is read from its parts, as is a cancelled job's). w-a wakes up,
-    writes the same part again and finishes late: the part must stay, or the ended job loses counted rows."""
+    writes the same part again and finishes late: the part must stay, or the ended job loses counted rows.
+    A chunk whose every input failed is counted too: its part holds the error rows the counts report."""
     from embedserve.jobs.chunks import ChunkOutput
     from embedserve.jobs.data import part_key
     from worker.chunk_runner import ChunkRunner
@@ -238,9 +240,17 @@ def test_a_stale_run_of_a_counted_chunk_leaves_the_ended_jobs_part(ends, client,
     again = scheduler.claim(MODEL, "w-b")
     assert again.chunk == stale.chunk
     data = JobData(LocalStore(tmp_path))
-    output = ChunkOutput(items=[0, 1], rows=[1, 1], tokens=[5, 5], dim=2, vectors=b"\1" * 16, errors=[None, None])
+    failed = rows == "all failed"
+    if failed:
+        refused = {"status": 400, "error": {"message": "too long", "type": "invalid_request_error",
+                                             "param": "input", "code": "context_length_exceeded"}}
+        output = ChunkOutput(items=[0, 1], rows=[0, 0], tokens=[0, 0], dim=0, vectors=b"", errors=[refused] * 2)
+    else:
+        output = ChunkOutput(items=[0, 1], rows=[1, 1], tokens=[5, 5], dim=2, vectors=b"\1" * 16,
+                             errors=[None, None])
     data.put_output(job_id, int(again.chunk), output)
-    assert finish(scheduler, again, "w-b") == ""
+    counts = dict(completed=0, failed=2, tokens=0, dim=0, errors=[]) if failed else {}
+    assert (scheduler.finish(again, "w-b", **counts) if failed else finish(scheduler, again, "w-b")) == ""
     if batch:
         last = scheduler.claim(MODEL, "w-b")
         assert finish(scheduler, last, "w-b") == "completed"
@@ -251,7 +261,9 @@ def test_a_stale_run_of_a_counted_chunk_leaves_the_ended_jobs_part(ends, client,
                          time_limit=60)
     assert runner._finish(stale, output) is False  # its finishing step: the part written again, then FINISH
     assert data.store.exists(part_key(job_id, int(stale.chunk))), "a counted chunk's part was deleted"
-    assert JobRecords(client).get(job_id).completed == (4 if batch else 2)  # each counted chunk once
+    record = JobRecords(client).get(job_id)
+    assert record.completed == (4 if batch else 2) - (2 if failed else 0)  # each counted chunk once
+    assert record.failed == (2 if failed else 0)
 
 
 def test_the_chunk_that_ends_a_stopped_job_is_counted(client):
