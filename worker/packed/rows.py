@@ -8,6 +8,7 @@ rows, each group scattered into its own padded (rows x longest) grid and gathere
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,8 @@ class PackedRows:
         np.cumsum(lengths[:-1], out=starts[1:])
         row_of = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
         positions = np.arange(total, dtype=np.int64) - starts[row_of]
-        ids = np.fromiter((t for r in rows for t in r), dtype=np.int64, count=total)
+        # chain iterates in C: a generator over every token was 2 of the near-free model's 53 us per text
+        ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
         as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         return cls(as_tensor(ids), as_tensor(positions), as_tensor(row_of), as_tensor(starts),
                    as_tensor(lengths), as_tensor(np.asarray(order, dtype=np.int64)), tuple(lengths.tolist()),
