@@ -95,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"embedserve worker: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C before Celery took over its signals (it drains on them from then on). A load still running
+        # on the model thread ends with the process: that thread is a daemon.
+        print("embedserve worker: interrupted before serving", file=sys.stderr)
+        return 130
     run(loaded.settings, wired)
     return 0
 

@@ -64,3 +64,21 @@ def test_serves_managed_keys_with_no_static_keys(private_stack):
     process, url = stack.start_api()  # no EMBED_API_KEYS at all
     assert models(url, key) == 200
     assert models(url, "startup-test-key-1") == 401
+
+
+def test_ctrl_c_while_the_model_loads_exits_with_a_line_not_a_traceback(private_stack):
+    """Ctrl-C in a terminal while a worker loads its model (minutes for a large one): one line, exit status
+    130, as the CLI does; no traceback out of the wait for the model thread."""
+    import os
+    import signal
+
+    stack = private_stack()
+    process = stack.spawn("worker", "worker")
+    # A second thread appears only once the model's load has begun (torch's and the model thread's);
+    # before that the process is a single thread importing and checking its settings.
+    wait_until(lambda: not process.alive() or len(os.listdir(f"/proc/{process.popen.pid}/task")) > 1, 60,
+               "the worker to start loading its model")
+    process.popen.send_signal(signal.SIGINT)
+    assert _exit_code(process) == 130
+    log = process.log()
+    assert "interrupted before serving" in log and "Traceback" not in log
