@@ -1,6 +1,10 @@
-"""Both processes refuse to start on settings or a Redis that would lose queued work."""
+"""Both processes refuse to start on settings or a Redis that would lose queued work; a worker stopped
+while it loads its model says so in one line."""
 
 from __future__ import annotations
+
+import os
+import signal
 
 import pytest
 
@@ -69,9 +73,6 @@ def test_serves_managed_keys_with_no_static_keys(private_stack):
 def test_ctrl_c_while_the_model_loads_exits_with_a_line_not_a_traceback(private_stack):
     """Ctrl-C in a terminal while a worker loads its model (minutes for a large one): one line, exit status
     130, as the CLI does; no traceback out of the wait for the model thread."""
-    import os
-    import signal
-
     stack = private_stack()
     process = stack.spawn("worker", "worker")
     # A second thread appears only once the model's load has begun (torch's and the model thread's);

@@ -249,8 +249,8 @@ def test_a_stale_run_of_a_counted_chunk_leaves_the_ended_jobs_part(ends, rows, c
         output = ChunkOutput(items=[0, 1], rows=[1, 1], tokens=[5, 5], dim=2, vectors=b"\1" * 16,
                              errors=[None, None])
     data.put_output(job_id, int(again.chunk), output)
-    counts = dict(completed=0, failed=2, tokens=0, dim=0, errors=[]) if failed else {}
-    assert (scheduler.finish(again, "w-b", **counts) if failed else finish(scheduler, again, "w-b")) == ""
+    counts = dict(completed=0, failed=2, tokens=0, dim=0) if failed else dict(completed=2, failed=0, tokens=10, dim=8)
+    assert scheduler.finish(again, "w-b", errors=[], **counts) == ""
     if batch:
         last = scheduler.claim(MODEL, "w-b")
         assert finish(scheduler, last, "w-b") == "completed"

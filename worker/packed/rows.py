@@ -49,7 +49,7 @@ class PackedRows:
         np.cumsum(lengths[:-1], out=starts[1:])
         row_of = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
         positions = np.arange(total, dtype=np.int64) - starts[row_of]
-        # chain iterates in C: a generator over every token was 2 of the near-free model's 53 us per text
+        # chain iterates in C: a generator over every token took twice as long (2.2 against 1.1 us per 36-token row)
         ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
         as_tensor = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
         return cls(as_tensor(ids), as_tensor(positions), as_tensor(row_of), as_tensor(starts),
