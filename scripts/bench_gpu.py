@@ -42,6 +42,7 @@ from scripts.benchkit.qwen3 import QWEN3_06B, build_checkpoint, document_lengths
 from scripts.benchkit.texts import mixed_texts
 from worker.batcher import Batcher
 from worker.engine import EmbeddingEngine, pad_rows, pick_device, pick_dtype
+from worker.model_thread import ModelThread
 from worker.token_budget import gpu_token_budget
 
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -90,11 +91,12 @@ def plain_forward(engine: EmbeddingEngine, rows: int, length: int, seconds: floa
     return count * rows * length / elapsed
 
 
-def engine_forward(engine: EmbeddingEngine, rows: int, length: int, seconds: float) -> float:
-    """Tokens/s of the same rows through the batcher's forward thread and the engine."""
+def engine_forward(engine: EmbeddingEngine, rows: int, length: int, seconds: float, model_thread: ModelThread) -> float:
+    """Tokens/s of the same rows through the batcher, its forwards on the engine's thread, as in the worker."""
     rng = np.random.default_rng(1)
     batch = rng.integers(2, engine.vocab_size, size=(rows, length)).tolist()
-    batcher = Batcher(engine.embed_batch, max_batch_tokens=rows * length, max_rows=rows, wait_s=0)
+    batcher = Batcher(engine.embed_batch, max_batch_tokens=rows * length, max_rows=rows, wait_s=0,
+                      model_thread=model_thread)
     batcher.start()
     try:
         def submit_many(n: int) -> None:
@@ -143,7 +145,7 @@ def plain_sorted(engine: EmbeddingEngine, rows: list[list[int]], budget: int) ->
     return time.perf_counter() - started
 
 
-def mixed_workloads(engines: dict, tiny: bool, dense: int, peak: float | None) -> list[dict]:
+def mixed_workloads(engines: dict, tiny: bool, dense: int, peak: float | None, model_thread: ModelThread) -> list[dict]:
     """Tokens/s and MFU of each mixed workload: engine packed, engine padded, plain padded forward (sorted)."""
     results = []
     print(f"\n{'workload':>14} {'rows':>6} {'tokens':>10} {'packed tok/s':>13} {'padded tok/s':>13} "
@@ -160,10 +162,10 @@ def mixed_workloads(engines: dict, tiny: bool, dense: int, peak: float | None) -
             budget = Settings().batch_tokens(engine.device.type, packed=not engine.pads_batches,
                                              gpu_budget=gpu_token_budget(engine))
             bulk = budget if engine.device.type == "cuda" else defaults.CPU_BULK_BATCH_TOKENS
-            through_batcher(engine, rows[:64], "job", budget, bulk)  # warm-up (lazy compiles, allocator)
-            rates[label] = tokens / through_batcher(engine, rows, "job", budget, bulk)
+            through_batcher(engine, rows[:64], "job", budget, bulk, model_thread)  # warm-up (lazy compiles, allocator)
+            rates[label] = tokens / through_batcher(engine, rows, "job", budget, bulk, model_thread)
         padded_engine = engines["padded"]
-        rates["plain"] = tokens / plain_sorted(padded_engine, rows, Settings().batch_tokens(
+        rates["plain"] = tokens / model_thread.call(plain_sorted, padded_engine, rows, Settings().batch_tokens(
             padded_engine.device.type, packed=False, gpu_budget=gpu_token_budget(padded_engine)))
         mfu = {k: (2 * dense * v / peak if peak else None) for k, v in rates.items()}
         fmt = {k: f"{v:.1%}" if v is not None else "n/a" for k, v in mfu.items()}
@@ -206,13 +208,17 @@ def main() -> int:
     print(f"device: {gpu} | torch {torch.__version__} | dtype {dtype} | config {json.dumps(shape)}", flush=True)
 
     started = time.perf_counter()
+    # Every load and forward on one thread, as in the worker (worker/model_thread.py): on a CPU (--tiny) a
+    # second thread running forwards would make a second OpenMP pool.
+    model_thread = ModelThread()
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
         build_checkpoint(Path(tmp), shape, device, dtype)
         # The worker's own loading path, packed (EMBED_PACKED=on: what auto does for Qwen3) and padded.
-        engines = {"packed": EmbeddingEngine(tmp, device, dtype, packed="on", attention=args.attention),
-                   "padded": EmbeddingEngine(tmp, device, dtype, packed="off")}
+        engines = {"packed": model_thread.call(EmbeddingEngine, tmp, device, dtype, packed="on",
+                                               attention=args.attention),
+                   "padded": model_thread.call(EmbeddingEngine, tmp, device, dtype, packed="off")}
     for engine in engines.values():
-        engine.warmup()
+        model_thread.call(engine.warmup)
     engine = engines["padded"]
     print(f"packed engine: {type(engines['packed'].packed).__name__}, attention kernel "
           f"{getattr(engines['packed'].packed, 'kernel', '-')}", flush=True)
@@ -226,16 +232,16 @@ def main() -> int:
     print(f"{'batch':>12} {'plain tok/s':>13} {'padded eng':>13} {'packed eng':>13} {'packed/plain':>13} "
           f"{'MFU plain':>10} {'MFU padded':>11} {'MFU packed':>11}")
     for rows, length in shapes:
-        plain = plain_forward(engine, rows, length, args.seconds)
-        padded = engine_forward(engines["padded"], rows, length, args.seconds)
-        packed = engine_forward(engines["packed"], rows, length, args.seconds)
+        plain = model_thread.call(plain_forward, engine, rows, length, args.seconds)
+        padded = engine_forward(engines["padded"], rows, length, args.seconds, model_thread)
+        packed = engine_forward(engines["packed"], rows, length, args.seconds, model_thread)
         mfu = [2 * dense * rate / peak if peak else None for rate in (plain, padded, packed)]
         fmt = [f"{m:.1%}" if m is not None else "n/a" for m in mfu]
         print(f"{rows:>5}x{length:<6} {plain:>13,.0f} {padded:>13,.0f} {packed:>13,.0f} {packed / plain:>13.3f} "
               f"{fmt[0]:>10} {fmt[1]:>11} {fmt[2]:>11}", flush=True)
         results.append(dict(rows=rows, length=length, plain_tokens_s=plain, engine_padded_tokens_s=padded,
                             engine_packed_tokens_s=packed, mfu_plain=mfu[0], mfu_padded=mfu[1], mfu_packed=mfu[2]))
-    mixed = [] if args.no_mixed else mixed_workloads(engines, args.tiny, dense, peak)
+    mixed = [] if args.no_mixed else mixed_workloads(engines, args.tiny, dense, peak, model_thread)
     if device.type == "cuda":
         print(f"peak memory: {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB; "
               f"peak bf16 taken as {peak / 1e12:.0f} TFLOP/s" if peak else "peak bf16 unknown for this GPU")
